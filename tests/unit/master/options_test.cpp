@@ -1,0 +1,76 @@
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "master/options.hpp"
+
+using namespace steerchat::master;
+
+namespace {
+
+ParseResult parse(std::vector<std::string> args) {
+    args.insert(args.begin(), "steerchat");
+    std::vector<const char*> argv;
+    for (auto& a : args)
+        argv.push_back(a.c_str());
+    return parse_options(static_cast<int>(argv.size()), argv.data());
+}
+
+void expect_error(std::vector<std::string> args, const std::string& needle) {
+    auto r = parse(args);
+    EXPECT_FALSE(r.options.has_value());
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_NE(r.message.find(needle), std::string::npos) << r.message;
+    EXPECT_NE(r.message.find("--help"), std::string::npos) << "points at --help: " << r.message;
+}
+
+}  // namespace
+
+TEST(Options, Defaults) {
+    auto r = parse({});
+    ASSERT_TRUE(r.options);
+    EXPECT_EQ(r.options->port, 8080);
+    EXPECT_EQ(r.options->bind, "::");
+    EXPECT_EQ(r.options->steering, SteeringMode::bpf);
+    EXPECT_GE(r.options->workers, 1u);
+    EXPECT_EQ(r.options->seed, default_seed());
+    EXPECT_EQ(r.options->pin_dir(), "/sys/fs/bpf/steerchat/8080");
+}
+
+TEST(Options, AllSet) {
+    auto r = parse({"--port", "9000", "--workers", "4", "--bind", "127.0.0.1", "--steering",
+                    "kernel", "--seed", "0x10", "--ipv6-prefix64", "--no-cpu-pinning"});
+    ASSERT_TRUE(r.options) << r.message;
+    EXPECT_EQ(r.options->port, 9000);
+    EXPECT_EQ(r.options->workers, 4u);
+    EXPECT_EQ(r.options->bind, "127.0.0.1");
+    EXPECT_EQ(r.options->steering, SteeringMode::kernel);
+    EXPECT_EQ(r.options->seed, 16u);
+    EXPECT_TRUE(r.options->ipv6_prefix64);
+    EXPECT_FALSE(r.options->pin_cpus);
+}
+
+TEST(Options, HelpDocumentsEveryOption) {
+    auto r = parse({"--help"});
+    EXPECT_FALSE(r.options);
+    EXPECT_EQ(r.exit_code, 0);
+    for (const char* o : {"--port", "--workers", "--bind", "--steering", "--seed", "--backlog",
+                          "--bpffs-dir", "--respawn-delay-ms", "--max-restarts"})
+        EXPECT_NE(r.message.find(o), std::string::npos) << o;
+}
+
+TEST(Options, Errors) {
+    expect_error({"--port", "0"}, "--port");
+    expect_error({"--port", "70000"}, "--port");
+    expect_error({"--port", "abc"}, "port");
+    expect_error({"--workers", "0"}, "--workers");
+    expect_error({"--workers", "129"}, "--workers");
+    expect_error({"--steering", "magic"}, "bpf or kernel");
+    expect_error({"--seed", "12x"}, "--seed");
+    expect_error({"--seed", "0x100000000"}, "--seed");
+    expect_error({"--bind", "localhost:80"}, "--bind");
+    expect_error({"--backlog", "-1"}, "--backlog");
+    expect_error({"--no-such-option"}, "no-such-option");
+    expect_error({"--port"}, "port");
+}

@@ -1,0 +1,24 @@
+// steerchat: the master process. See docs/architecture.md.
+#include <cstdio>
+#include <exception>
+
+#include <fmt/core.h>
+
+#include "master/options.hpp"
+#include "master/supervisor.hpp"
+
+int main(int argc, char** argv) {
+    auto parsed = steerchat::master::parse_options(argc, argv);
+    if (!parsed.options) {
+        std::fputs(parsed.message.c_str(), parsed.exit_code == 0 ? stdout : stderr);
+        std::fputc('\n', parsed.exit_code == 0 ? stdout : stderr);
+        return parsed.exit_code;
+    }
+    try {
+        steerchat::master::Supervisor master(*parsed.options);
+        return master.run();
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "steerchat: {}\n", e.what());
+        return 1;
+    }
+}

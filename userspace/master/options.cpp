@@ -1,0 +1,157 @@
+#include "options.hpp"
+
+#include <arpa/inet.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include <fmt/core.h>
+#include <boost/program_options.hpp>
+
+#include "steer.h"
+#include "steer/jhash.hpp"
+
+namespace po = boost::program_options;
+
+namespace steerchat::master {
+
+namespace {
+
+unsigned online_cpus() {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) return static_cast<unsigned>(CPU_COUNT(&set));
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? static_cast<unsigned>(n) : 1;
+}
+
+std::string usage_text(const po::options_description& desc) {
+    std::ostringstream os;
+    os << "Usage: steerchat [options]\n\n"
+          "A realtime chat server that runs one worker per CPU on one port; an eBPF sk_reuseport\n"
+          "program keeps every client IP on the same worker.\n\n"
+       << desc;
+    return os.str();
+}
+
+}  // namespace
+
+std::uint32_t default_seed() {
+    std::ifstream in("/etc/machine-id");
+    std::string id;
+    if (!(in >> id) || id.empty()) return 0x5eedc4a7;
+    std::vector<std::uint32_t> words((id.size() + 3) / 4, 0);
+    for (std::size_t i = 0; i < id.size(); ++i)
+        words[i / 4] |= static_cast<std::uint32_t>(static_cast<unsigned char>(id[i]))
+                        << (8 * (i % 4));
+    return steer::jhash2(words, 0x5eedc4a7);
+}
+
+ParseResult parse_options(int argc, const char* const argv[]) {
+    Options o;
+    std::string steering = "bpf";
+    std::string seed;
+    unsigned port = o.port;
+    unsigned workers = 0;
+
+    po::options_description desc("Options");
+    // clang-format off
+    desc.add_options()
+        ("help,h", "show this help and exit")
+        ("port,p", po::value(&port)->default_value(port), "TCP port to listen on")
+        ("workers,w", po::value(&workers),
+         "worker processes, one per slot (default: the number of online CPUs)")
+        ("bind,b", po::value(&o.bind)->default_value(o.bind),
+         "address to listen on; :: is dual stack (IPv6 and IPv4)")
+        ("steering,s", po::value(&steering)->default_value(steering),
+         "bpf: the kernel keeps each client IP on one worker (needs CAP_BPF, CAP_NET_ADMIN); "
+         "kernel: plain SO_REUSEPORT, balanced but not sticky")
+        ("seed", po::value(&seed),
+         "32-bit jhash seed for client addresses (default: derived from /etc/machine-id, so "
+         "hosts behind one L4 balancer choose workers independently)")
+        ("ipv6-prefix64", po::bool_switch(&o.ipv6_prefix64),
+         "steer IPv6 clients by their /64 prefix instead of the whole address")
+        ("backlog", po::value(&o.backlog)->default_value(o.backlog),
+         "listen() backlog per worker (capped by net.core.somaxconn; see scripts/tune)")
+        ("no-cpu-pinning", "do not pin worker i to CPU i")
+        ("bpffs-dir", po::value(&o.bpffs_dir)->default_value(o.bpffs_dir),
+         "directory on a BPF filesystem; maps are pinned under <dir>/<port>")
+        ("run-dir", po::value(&o.run_dir)->default_value(o.run_dir),
+         "directory for the per-port instance lock")
+        ("respawn-delay-ms", po::value(&o.respawn_delay_ms)->default_value(o.respawn_delay_ms),
+         "delay before a dead worker is respawned; doubles for each quick crash, up to 5 s")
+        ("max-restarts", po::value(&o.max_restarts)->default_value(o.max_restarts),
+         "deaths of one slot within --restart-window before the slot is drained")
+        ("restart-window", po::value(&o.restart_window_s)->default_value(o.restart_window_s),
+         "seconds over which --max-restarts counts")
+        ("shutdown-timeout-ms",
+         po::value(&o.shutdown_timeout_ms)->default_value(o.shutdown_timeout_ms),
+         "on SIGTERM, how long workers may take before they are killed")
+        ("allow-origin", po::value(&o.allowed_origins)->composing(),
+         "WebSocket Origin allowed to connect (repeatable; * for any; default: the server's own "
+         "host, and clients that send no Origin)");
+    // clang-format on
+
+    po::variables_map vm;
+    try {
+        po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+        po::notify(vm);
+    } catch (const po::error& e) {
+        return {std::nullopt, 2,
+                fmt::format("steerchat: {}\nTry 'steerchat --help' for the options.", e.what())};
+    }
+    if (vm.count("help")) return {std::nullopt, 0, usage_text(desc)};
+
+    auto bad = [](std::string what) {
+        return ParseResult{
+            std::nullopt, 2,
+            fmt::format("steerchat: {}\nTry 'steerchat --help' for the options.", what)};
+    };
+    if (port == 0 || port > 65535)
+        return bad(fmt::format("--port {} is not a TCP port (1-65535)", port));
+    o.port = static_cast<std::uint16_t>(port);
+
+    if (vm.count("workers")) {
+        if (workers == 0 || workers > STEER_MAX_SLOTS)
+            return bad(
+                fmt::format("--workers {} is out of range (1-{})", workers, STEER_MAX_SLOTS));
+        o.workers = workers;
+    } else {
+        o.workers = std::min(online_cpus(), STEER_MAX_SLOTS);
+    }
+
+    if (steering == "bpf") {
+        o.steering = SteeringMode::bpf;
+    } else if (steering == "kernel") {
+        o.steering = SteeringMode::kernel;
+    } else {
+        return bad(fmt::format("--steering '{}' is unknown; use bpf or kernel", steering));
+    }
+
+    if (vm.count("seed")) {
+        try {
+            std::size_t used = 0;
+            unsigned long v = std::stoul(seed, &used, 0);
+            if (used != seed.size() || v > 0xffffffffUL) throw std::out_of_range("seed");
+            o.seed = static_cast<std::uint32_t>(v);
+        } catch (const std::exception&) {
+            return bad(fmt::format("--seed '{}' is not a 32-bit number (decimal or 0x hex)", seed));
+        }
+    } else {
+        o.seed = default_seed();
+    }
+
+    in6_addr a6{};
+    in_addr a4{};
+    if (inet_pton(AF_INET6, o.bind.c_str(), &a6) != 1 &&
+        inet_pton(AF_INET, o.bind.c_str(), &a4) != 1)
+        return bad(
+            fmt::format("--bind '{}' is not an IPv4 or IPv6 address (e.g. :: or 0.0.0.0)", o.bind));
+    if (o.backlog <= 0) return bad(fmt::format("--backlog {} must be positive", o.backlog));
+    if (o.max_restarts == 0) return bad("--max-restarts must be at least 1");
+    o.pin_cpus = vm.count("no-cpu-pinning") == 0;
+    return {o, 0, {}};
+}
+
+}  // namespace steerchat::master

@@ -1,0 +1,46 @@
+// Command-line options of steerchat.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace steerchat::master {
+
+enum class SteeringMode { bpf, kernel };
+
+struct Options {
+    std::uint16_t port = 8080;
+    unsigned workers = 0;  // 0 until parsed: then the number of online CPUs
+    std::string bind = "::";
+    SteeringMode steering = SteeringMode::bpf;
+    std::uint32_t seed = 0;  // default: derived from /etc/machine-id (per host, stable)
+    bool ipv6_prefix64 = false;
+    int backlog = 4096;
+    bool pin_cpus = true;
+    std::filesystem::path bpffs_dir = "/sys/fs/bpf/steerchat";  // pins go to <dir>/<port>
+    std::filesystem::path run_dir = "/run/steerchat";           // instance locks
+    unsigned respawn_delay_ms = 100;  // first respawn delay; doubles per quick crash
+    unsigned max_restarts = 5;        // deaths within restart_window_s before a slot is drained
+    unsigned restart_window_s = 60;
+    unsigned shutdown_timeout_ms = 4000;       // SIGTERM -> SIGKILL for workers that do not exit
+    std::vector<std::string> allowed_origins;  // WebSocket Origin allowlist (empty: own host)
+
+    std::filesystem::path pin_dir() const { return bpffs_dir / std::to_string(port); }
+};
+
+// The result of parsing: options to run with, or an exit (help, version, or a usage error).
+struct ParseResult {
+    std::optional<Options> options;
+    int exit_code = 0;
+    std::string message;  // for stdout on exit 0, stderr otherwise
+};
+
+ParseResult parse_options(int argc, const char* const argv[]);
+
+// The per-host default seed: jhash of /etc/machine-id, or a fixed value without one.
+std::uint32_t default_seed();
+
+}  // namespace steerchat::master

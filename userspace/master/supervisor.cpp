@@ -1,0 +1,304 @@
+#include "supervisor.hpp"
+
+#include <dirent.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+#include <fmt/core.h>
+
+#include "net/worker.hpp"
+#include "steer/maglev.hpp"
+#include "util/log.hpp"
+
+namespace steerchat::master {
+
+namespace {
+
+constexpr auto kHealthyLifetime = std::chrono::seconds(10);
+constexpr unsigned kMaxBackoffMs = 5000;
+
+sigset_t handled_signals() {
+    sigset_t s;
+    sigemptyset(&s);
+    for (int sig : {SIGCHLD, SIGTERM, SIGINT, SIGHUP})
+        sigaddset(&s, sig);
+    return s;
+}
+
+std::vector<int> usable_cpus() {
+    cpu_set_t set;
+    std::vector<int> out;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        for (int c = 0; c < CPU_SETSIZE; ++c)
+            if (CPU_ISSET(c, &set)) out.push_back(c);
+    if (out.empty()) out.push_back(0);
+    return out;
+}
+
+std::string describe_status(int status) {
+    if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
+    if (WIFSIGNALED(status))
+        return fmt::format("was killed by signal {} ({})", WTERMSIG(status),
+                           strsignal(WTERMSIG(status)));
+    return "stopped";
+}
+
+// Closes every fd of this process except stdio and `keep`.
+void close_all_but(int keep) {
+    std::vector<int> fds;
+    if (DIR* d = ::opendir("/proc/self/fd")) {
+        while (dirent* e = ::readdir(d)) {
+            int fd = std::atoi(e->d_name);
+            if (e->d_name[0] != '.' && fd > 2 && fd != keep && fd != ::dirfd(d)) fds.push_back(fd);
+        }
+        ::closedir(d);
+    }
+    for (int fd : fds)
+        ::close(fd);
+}
+
+}  // namespace
+
+Supervisor::Supervisor(Options opts) : opts_(std::move(opts)) {}
+
+Supervisor::~Supervisor() = default;
+
+std::vector<std::uint32_t> Supervisor::live_slots() const {
+    std::vector<std::uint32_t> live;
+    for (std::uint32_t i = 0; i < slots_.size(); ++i)
+        if (!slots_[i].drained) live.push_back(i);
+    return live;
+}
+
+void Supervisor::setup() {
+    lock_ = std::make_unique<InstanceLock>(opts_.run_dir, opts_.port);
+
+    // Signals are taken through a signalfd; block them before any child exists.
+    sigset_t sigs = handled_signals();
+    sigprocmask(SIG_BLOCK, &sigs, nullptr);
+    signal_fd_.reset(::signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!signal_fd_) throw std::runtime_error(fmt::format("signalfd: {}", std::strerror(errno)));
+    ::signal(SIGPIPE, SIG_IGN);
+
+    if (opts_.steering == SteeringMode::bpf) {
+        if (steer::remove_stale_pins(opts_.pin_dir()))
+            log::line("removed stale pins at {} left by an instance that did not exit cleanly",
+                      opts_.pin_dir().string());
+        steering_ = std::make_unique<steer::Steering>(
+            steer::SteerConfig{opts_.seed, opts_.workers, opts_.ipv6_prefix64});
+    }
+
+    slots_.resize(opts_.workers);
+    for (unsigned i = 0; i < opts_.workers; ++i) {
+        slots_[i].listener = make_listener(opts_.bind, opts_.port, opts_.backlog);
+        if (steering_ && i == 0) steering_->attach(slots_[0].listener.get());
+    }
+    if (steering_) {
+        remap_buckets();
+        for (unsigned i = 0; i < opts_.workers; ++i)
+            steering_->set_socket(i, slots_[i].listener.get());
+        steering_->pin(opts_.pin_dir());
+    }
+    cpus_ = usable_cpus();
+}
+
+void Supervisor::remap_buckets() {
+    if (!steering_) return;
+    auto live = live_slots();
+    if (live.empty()) return;
+    steering_->set_buckets(steer::maglev_table(live));
+}
+
+void Supervisor::spawn(unsigned slot) {
+    Slot& s = slots_[slot];
+    pid_t pid = ::fork();
+    if (pid < 0) {
+        log::line("fork for worker {} failed: {}; retrying", slot, std::strerror(errno));
+        s.respawn_at = Clock::now() + std::chrono::milliseconds(opts_.respawn_delay_ms);
+        return;
+    }
+    if (pid == 0) become_worker(slot);
+    s.pid = pid;
+    s.started = Clock::now();
+    s.respawn_at.reset();
+}
+
+void Supervisor::become_worker(unsigned slot) {
+    int fd = slots_[slot].listener.get();
+    log::tag() = fmt::format("steerchat[worker {}]", slot);
+    ::prctl(PR_SET_NAME, fmt::format("steerchat-w{}", slot).c_str());
+    // Die with the master: a worker must not outlive the supervisor that owns its slot.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    sigset_t sigs = handled_signals();
+    sigprocmask(SIG_UNBLOCK, &sigs, nullptr);
+    if (opts_.pin_cpus) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpus_[slot % cpus_.size()], &set);
+        sched_setaffinity(0, sizeof set, &set);
+    }
+    // Keep only this slot's listener: no copy of the other listeners, the BPF maps or the lock.
+    close_all_but(fd);
+    net::WorkerConfig cfg;
+    cfg.slot = slot;
+    cfg.nslots = opts_.workers;
+    cfg.listen_fd = fd;
+    cfg.allowed_origins = opts_.allowed_origins;
+    int rc = 1;
+    try {
+        rc = net::run_worker(cfg);
+    } catch (const std::exception& e) {
+        log::line("fatal: {}", e.what());
+    }
+    ::_exit(rc);
+}
+
+void Supervisor::reap() {
+    for (;;) {
+        int status = 0;
+        pid_t pid = ::waitpid(-1, &status, WNOHANG);
+        if (pid <= 0) return;
+        for (unsigned i = 0; i < slots_.size(); ++i)
+            if (slots_[i].pid == pid) on_worker_exit(i, status);
+    }
+}
+
+void Supervisor::on_worker_exit(unsigned slot, int status) {
+    Slot& s = slots_[slot];
+    s.pid = -1;
+    if (stopping_) return;
+    auto now = Clock::now();
+    s.quick_failures = (now - s.started < kHealthyLifetime) ? s.quick_failures + 1 : 0;
+    s.deaths.push_back(now);
+    while (!s.deaths.empty() &&
+           now - s.deaths.front() > std::chrono::seconds(opts_.restart_window_s))
+        s.deaths.pop_front();
+    if (s.deaths.size() >= opts_.max_restarts) {
+        drain(slot, fmt::format("its worker {} and died {} times within {} s",
+                                describe_status(status), s.deaths.size(), opts_.restart_window_s));
+        return;
+    }
+    unsigned delay = opts_.respawn_delay_ms;
+    for (unsigned i = 1; i < s.quick_failures && delay < kMaxBackoffMs; ++i)
+        delay *= 2;
+    delay = std::min(delay, kMaxBackoffMs);
+    log::line("worker {} {}; respawning it in {} ms (its listener keeps queueing connections)",
+              slot, describe_status(status), delay);
+    s.respawn_at = now + std::chrono::milliseconds(delay);
+}
+
+void Supervisor::drain(unsigned slot, const std::string& why) {
+    Slot& s = slots_[slot];
+    s.drained = true;
+    s.respawn_at.reset();
+    auto live = live_slots();
+    log::line("draining slot {} because {}; {} slot(s) remain", slot, why, live.size());
+    if (steering_) {
+        // New connections of its clients go to the remaining slots first ...
+        remap_buckets();
+        steering_->clear_socket(slot);
+    }
+    // ... then its queue migrates to live listeners (select-or-migrate program), and it closes.
+    ::shutdown(s.listener.get(), SHUT_RDWR);
+    s.listener.reset();
+}
+
+int Supervisor::shutdown() {
+    stopping_ = true;
+    for (auto& s : slots_)
+        if (s.pid > 0) ::kill(s.pid, SIGTERM);
+    auto deadline = Clock::now() + std::chrono::milliseconds(opts_.shutdown_timeout_ms);
+    auto any_alive = [&] {
+        return std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.pid > 0; });
+    };
+    while (any_alive()) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        if (left.count() <= 0) {
+            for (auto& s : slots_)
+                if (s.pid > 0) {
+                    log::line("worker {} (pid {}) did not stop in time; killing it",
+                              &s - slots_.data(), s.pid);
+                    ::kill(s.pid, SIGKILL);
+                }
+            deadline = Clock::now() + std::chrono::seconds(5);
+        }
+        pollfd p{signal_fd_.get(), POLLIN, 0};
+        ::poll(&p, 1, 50);
+        signalfd_siginfo si;
+        while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
+        }
+        reap();
+    }
+    for (auto& s : slots_)
+        s.listener.reset();
+    steering_.reset();  // removes the pins
+    log::line("stopped");
+    return 0;
+}
+
+int Supervisor::run() {
+    log::tag() = "steerchat[master]";
+    setup();
+    log::line(
+        "listening on [{}]:{} with {} worker(s), steering {} (seed {:#010x}){}", opts_.bind,
+        opts_.port, opts_.workers,
+        opts_.steering == SteeringMode::bpf ? "bpf" : "kernel (SO_REUSEPORT hash, not sticky)",
+        opts_.seed, steering_ ? fmt::format(", maps pinned at {}", opts_.pin_dir().string()) : "");
+    for (unsigned i = 0; i < slots_.size(); ++i)
+        spawn(i);
+
+    for (;;) {
+        int timeout = -1;
+        auto now = Clock::now();
+        for (auto& s : slots_)
+            if (s.respawn_at) {
+                auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*s.respawn_at - now)
+                              .count();
+                ms = std::max<long>(ms, 0);
+                timeout =
+                    timeout < 0 ? static_cast<int>(ms) : std::min(timeout, static_cast<int>(ms));
+            }
+        pollfd p{signal_fd_.get(), POLLIN, 0};
+        int n = ::poll(&p, 1, timeout);
+        if (n < 0 && errno != EINTR)
+            throw std::runtime_error(fmt::format("poll: {}", std::strerror(errno)));
+        signalfd_siginfo si;
+        while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
+            switch (si.ssi_signo) {
+                case SIGTERM:
+                case SIGINT:
+                    log::line("received {}; stopping workers",
+                              strsignal(static_cast<int>(si.ssi_signo)));
+                    return shutdown();
+                case SIGHUP:
+                    log::line("SIGHUP: nothing to reload");
+                    break;
+                default:
+                    break;
+            }
+        }
+        reap();
+        now = Clock::now();
+        for (unsigned i = 0; i < slots_.size(); ++i)
+            if (slots_[i].respawn_at && *slots_[i].respawn_at <= now) spawn(i);
+        if (live_slots().empty()) {
+            log::line("every slot has been drained; nothing is left to serve port {}; exiting",
+                      opts_.port);
+            shutdown();
+            return 1;
+        }
+    }
+}
+
+}  // namespace steerchat::master

@@ -1,0 +1,60 @@
+// The master process: creates the listeners and the steering, forks one worker per slot, respawns
+// workers that die (keeping their listener, so queued connections wait for the new worker),
+// drains a slot that keeps failing, and shuts everything down on SIGTERM/SIGINT.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "master/instance_lock.hpp"
+#include "master/listener.hpp"
+#include "master/options.hpp"
+#include "steer/steering.hpp"
+#include "util/unique_fd.hpp"
+
+namespace steerchat::master {
+
+class Supervisor {
+  public:
+    explicit Supervisor(Options opts);
+    ~Supervisor();
+    // Runs until SIGTERM/SIGINT (returns 0) or until no slot is left (returns 1).
+    int run();
+
+  private:
+    using Clock = std::chrono::steady_clock;
+    struct Slot {
+        UniqueFd listener;
+        pid_t pid = -1;
+        Clock::time_point started{};
+        std::deque<Clock::time_point> deaths;  // within the restart window
+        unsigned quick_failures = 0;
+        std::optional<Clock::time_point> respawn_at;
+        bool drained = false;
+    };
+
+    void setup();
+    void spawn(unsigned slot);
+    [[noreturn]] void become_worker(unsigned slot);
+    void reap();
+    void on_worker_exit(unsigned slot, int status);
+    void drain(unsigned slot, const std::string& why);
+    void remap_buckets();
+    int shutdown();
+    std::vector<std::uint32_t> live_slots() const;
+
+    Options opts_;
+    std::unique_ptr<InstanceLock> lock_;
+    std::unique_ptr<steer::Steering> steering_;
+    std::vector<Slot> slots_;
+    std::vector<int> cpus_;
+    UniqueFd signal_fd_;
+    bool stopping_ = false;
+};
+
+}  // namespace steerchat::master

@@ -1,0 +1,38 @@
+// One HTTP/1.1 connection: reads requests with Beast's parser (size limits, idle timeout),
+// routes them, writes responses, keeps the connection alive while the client wants it.
+#pragma once
+
+#include <memory>
+#include <optional>
+
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+namespace steerchat::net {
+
+class Worker;
+
+class HttpSession : public std::enable_shared_from_this<HttpSession> {
+  public:
+    HttpSession(boost::asio::ip::tcp::socket&& socket, Worker& worker);
+    ~HttpSession();
+    void start();
+    // Graceful stop: an idle connection closes now, a busy one after its current response.
+    void stop();
+
+  private:
+    void read();
+    void on_read(boost::beast::error_code ec, std::size_t);
+    void on_write(bool keep_alive, boost::beast::error_code ec, std::size_t);
+    void close();
+
+    boost::beast::tcp_stream stream_;
+    boost::beast::flat_buffer buffer_;
+    std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
+    Worker& worker_;
+    bool reading_ = false;
+};
+
+}  // namespace steerchat::net

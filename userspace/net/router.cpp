@@ -1,0 +1,98 @@
+#include "router.hpp"
+
+#include <unistd.h>
+
+#include <fmt/core.h>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+#include "net/worker.hpp"
+
+namespace http = boost::beast::http;
+
+namespace steerchat::net {
+
+namespace {
+
+http::message_generator text_response(http::status status, const Request& req, std::string body,
+                                      std::string_view content_type) {
+    http::response<http::string_body> res{status, req.version()};
+    res.set(http::field::server, "steerchat");
+    res.set(http::field::content_type, content_type);
+    res.set(http::field::cache_control, "no-store");
+    res.keep_alive(req.keep_alive());
+    if (req.method() == http::verb::head) {
+        res.content_length(body.size());
+    } else {
+        res.body() = std::move(body);
+        res.prepare_payload();
+    }
+    return res;
+}
+
+std::string healthz_body(Worker& w) {
+    const auto& s = w.stats();
+    boost::json::object o;
+    o["status"] = w.stopping() ? "stopping" : "ok";
+    o["worker"] = w.config().slot;
+    o["workers"] = w.config().nslots;
+    o["pid"] = ::getpid();
+    o["connections"] = s.active;
+    o["accepted"] = s.accepted;
+    o["requests"] = s.requests;
+    return boost::json::serialize(o) + "\n";
+}
+
+std::string metrics_body(Worker& w) {
+    const auto& s = w.stats();
+    const unsigned slot = w.config().slot;
+    std::string out;
+    auto metric = [&](const char* name, const char* type, const char* help, std::uint64_t v) {
+        out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{}{{worker=\"{}\"}} {}\n", name, help, name,
+                           type, name, slot, v);
+    };
+    metric("steerchat_connections_accepted_total", "counter", "TCP connections accepted.",
+           s.accepted);
+    metric("steerchat_connections_active", "gauge", "Open client connections.", s.active);
+    metric("steerchat_http_requests_total", "counter", "HTTP requests served.", s.requests);
+    metric("steerchat_http_bad_requests_total", "counter", "Requests rejected as malformed.",
+           s.bad_requests);
+    metric("steerchat_accept_errors_total", "counter", "Failed accept() calls.", s.accept_errors);
+    return out;
+}
+
+}  // namespace
+
+http::message_generator error_response(http::status status, unsigned version, bool keep_alive,
+                                       std::string_view reason) {
+    http::response<http::string_body> res{status, version};
+    res.set(http::field::server, "steerchat");
+    res.set(http::field::content_type, "text/plain; charset=utf-8");
+    res.keep_alive(keep_alive);
+    res.body() = std::string(reason) + "\n";
+    res.prepare_payload();
+    return res;
+}
+
+http::message_generator route(Request&& req, Worker& worker) {
+    const std::string_view target = req.target();
+    const std::string_view path = target.substr(0, target.find('?'));
+    const bool get = req.method() == http::verb::get || req.method() == http::verb::head;
+
+    if (path == "/healthz" || path == "/metrics") {
+        if (!get) {
+            auto res = error_response(http::status::method_not_allowed, req.version(),
+                                      req.keep_alive(), "use GET or HEAD");
+            return res;
+        }
+        if (path == "/healthz")
+            return text_response(http::status::ok, req, healthz_body(worker), "application/json");
+        return text_response(http::status::ok, req, metrics_body(worker),
+                             "text/plain; version=0.0.4");
+    }
+    return error_response(http::status::not_found, req.version(), req.keep_alive(),
+                          fmt::format("no such resource: {}", path));
+}
+
+}  // namespace steerchat::net

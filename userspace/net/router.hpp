@@ -1,0 +1,20 @@
+// Routes a parsed HTTP request to its handler: /healthz, /metrics, and 404 for the rest.
+#pragma once
+
+#include <boost/beast/http/message_generator.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+namespace steerchat::net {
+
+class Worker;
+
+using Request = boost::beast::http::request<boost::beast::http::string_body>;
+
+boost::beast::http::message_generator route(Request&& req, Worker& worker);
+
+// A small error response with a plain-text reason (also used for parse failures).
+boost::beast::http::message_generator error_response(boost::beast::http::status status,
+                                                     unsigned version, bool keep_alive,
+                                                     std::string_view reason);
+
+}  // namespace steerchat::net

@@ -1,0 +1,99 @@
+#include "worker.hpp"
+
+#include <csignal>
+#include <vector>
+
+#include "net/http_session.hpp"
+#include "util/log.hpp"
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace steerchat::net {
+
+namespace {
+
+// The protocol of an inherited listening socket (IPv4 or IPv6), read back from the kernel.
+tcp protocol_of(int fd) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+    return ss.ss_family == AF_INET ? tcp::v4() : tcp::v6();
+}
+
+}  // namespace
+
+Worker::Worker(WorkerConfig cfg)
+    : cfg_(std::move(cfg)),
+      acceptor_(ioc_, protocol_of(cfg_.listen_fd), cfg_.listen_fd),
+      signals_(ioc_, SIGTERM, SIGINT),
+      drain_timer_(ioc_) {}
+
+int Worker::run() {
+    signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
+        if (ec) return;
+        log::line("received signal {}; finishing in-flight requests", sig);
+        stop();
+    });
+    accept();
+    log::line("serving (pid {})", ::getpid());
+    ioc_.run();
+    return 0;
+}
+
+void Worker::accept() {
+    acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
+        if (stopping_) return;
+        if (ec) {
+            ++stats_.accept_errors;
+            // EMFILE/ENFILE and the like: a short pause instead of a busy loop.
+            if (ec != asio::error::connection_aborted) {
+                log::line("accept failed: {}; retrying in 50 ms", ec.message());
+                drain_timer_.expires_after(std::chrono::milliseconds(50));
+                drain_timer_.async_wait([this](const boost::system::error_code& e) {
+                    if (!e) accept();
+                });
+                return;
+            }
+        } else {
+            ++stats_.accepted;
+            socket.set_option(tcp::no_delay(true), ec);
+            std::make_shared<HttpSession>(std::move(socket), *this)->start();
+        }
+        accept();
+    });
+}
+
+void Worker::stop() {
+    if (stopping_) return;
+    stopping_ = true;
+    boost::system::error_code ec;
+    acceptor_.close(ec);
+    signals_.cancel(ec);
+    // Copy: stopping a session may destroy it, which edits the set.
+    std::vector<HttpSession*> sessions(sessions_.begin(), sessions_.end());
+    for (auto* s : sessions)
+        s->stop();
+    drain_timer_.cancel();
+    drain_timer_.expires_after(cfg_.drain_timeout);
+    drain_timer_.async_wait([this](const boost::system::error_code& e) {
+        if (e) return;
+        if (!sessions_.empty())
+            log::line("{} connection(s) still busy after the drain timeout; closing them",
+                      sessions_.size());
+        ioc_.stop();
+    });
+    if (sessions_.empty()) ioc_.stop();
+}
+
+void Worker::remove(HttpSession* s) {
+    sessions_.erase(s);
+    if (stopping_ && sessions_.empty()) ioc_.stop();  // drained before the timeout
+}
+
+int run_worker(const WorkerConfig& cfg) {
+    Worker w(cfg);
+    return w.run();
+}
+
+}  // namespace steerchat::net

@@ -1,0 +1,202 @@
+#include "steering.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fmt/core.h>
+#include <linux/magic.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include "steer.skel.h"
+
+namespace steerchat::steer {
+
+namespace {
+
+std::string errno_text(int err) {
+    return std::strerror(err < 0 ? -err : err);
+}
+
+// libbpf's own chatter goes to stderr only for warnings, prefixed so operators know its source.
+int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
+    if (level == LIBBPF_DEBUG) return 0;
+    std::fputs("steerchat: libbpf: ", stderr);
+    return std::vfprintf(stderr, fmt, args);
+}
+
+[[noreturn]] void fail_privilege(const char* what, int err) {
+    throw SteerError(fmt::format(
+        "{}: {}. Loading the BPF steering program needs CAP_BPF and CAP_NET_ADMIN (or "
+        "CAP_SYS_ADMIN): run steerchat as root, or grant them with `setcap "
+        "cap_bpf,cap_net_admin,cap_sys_admin+ep build/steerchat`; or start with "
+        "--steering kernel for plain SO_REUSEPORT (balanced, but not sticky per client IP)",
+        what, errno_text(err)));
+}
+
+}  // namespace
+
+Steering::Steering(const SteerConfig& cfg) : cfg_(cfg) {
+    if (cfg.nslots == 0 || cfg.nslots > STEER_MAX_SLOTS)
+        throw SteerError(
+            fmt::format("steering: {} worker slots requested; between 1 and {} are "
+                        "supported",
+                        cfg.nslots, STEER_MAX_SLOTS));
+    libbpf_set_print(libbpf_print);
+    skel_ = steer_bpf::open();
+    if (!skel_) fail_privilege("opening the BPF object failed", errno);
+    if (int err = steer_bpf::load(skel_); err) {
+        steer_bpf::destroy(skel_);
+        skel_ = nullptr;
+        if (err == -EPERM || err == -EACCES) fail_privilege("loading the BPF program failed", err);
+        throw SteerError(fmt::format(
+            "loading the BPF program failed: {}. This needs Linux >= 5.14 with BTF "
+            "(sk_reuseport/migrate); see the libbpf messages above for the verifier's reason",
+            errno_text(err)));
+    }
+    steer_config c{};
+    c.seed = cfg.seed;
+    c.nslots = cfg.nslots;
+    c.flags = cfg.v6_prefix64 ? STEER_F_V6_PREFIX64 : 0;
+    std::uint32_t zero = 0;
+    if (bpf_map_update_elem(bpf_map__fd(skel_->maps.config), &zero, &c, BPF_ANY) != 0)
+        throw SteerError(
+            fmt::format("writing the steering config map failed: {}", errno_text(errno)));
+}
+
+Steering::~Steering() {
+    unpin();
+    if (skel_) steer_bpf::destroy(skel_);
+}
+
+void Steering::attach(int listen_fd) {
+    int prog_fd = bpf_program__fd(skel_->progs.steer);
+    if (setsockopt(listen_fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &prog_fd, sizeof prog_fd) != 0)
+        throw SteerError(
+            fmt::format("attaching the steering program to the listener failed "
+                        "(SO_ATTACH_REUSEPORT_EBPF): {}",
+                        errno_text(errno)));
+}
+
+void Steering::set_socket(std::uint32_t slot, int listen_fd) {
+    std::uint64_t fd = static_cast<std::uint64_t>(listen_fd);
+    if (bpf_map_update_elem(bpf_map__fd(skel_->maps.sockets), &slot, &fd, BPF_ANY) != 0)
+        throw SteerError(fmt::format(
+            "putting the listener of slot {} into the socket array failed: {} (it must be a "
+            "listening TCP socket with SO_REUSEPORT, in one slot only)",
+            slot, errno_text(errno)));
+}
+
+void Steering::clear_socket(std::uint32_t slot) {
+    if (bpf_map_delete_elem(bpf_map__fd(skel_->maps.sockets), &slot) != 0 && errno != ENOENT)
+        throw SteerError(fmt::format("clearing slot {} of the socket array failed: {}", slot,
+                                     errno_text(errno)));
+}
+
+void Steering::set_buckets(std::span<const std::uint32_t> table) {
+    if (table.size() != STEER_BUCKETS)
+        throw SteerError(fmt::format("bucket table has {} entries, the map has {}", table.size(),
+                                     STEER_BUCKETS));
+    std::vector<std::uint32_t> keys(table.size());
+    for (std::uint32_t i = 0; i < keys.size(); ++i)
+        keys[i] = i;
+    __u32 count = static_cast<__u32>(table.size());
+    int fd = bpf_map__fd(skel_->maps.buckets);
+    if (bpf_map_update_batch(fd, keys.data(), table.data(), &count, nullptr) == 0) return;
+    for (std::uint32_t i = 0; i < table.size(); ++i)  // kernels without batch ops for arrays
+        if (bpf_map_update_elem(fd, &i, &table[i], BPF_ANY) != 0)
+            throw SteerError(fmt::format("writing the bucket table failed: {}", errno_text(errno)));
+}
+
+std::vector<std::uint32_t> Steering::buckets() const {
+    std::vector<std::uint32_t> out(STEER_BUCKETS);
+    int fd = bpf_map__fd(skel_->maps.buckets);
+    for (std::uint32_t i = 0; i < STEER_BUCKETS; ++i)
+        if (bpf_map_lookup_elem(fd, &i, &out[i]) != 0)
+            throw SteerError(fmt::format("reading the bucket table failed: {}", errno_text(errno)));
+    return out;
+}
+
+SteerStats Steering::stats() const {
+    SteerStats s;
+    int ncpu = libbpf_num_possible_cpus();
+    if (ncpu <= 0) throw SteerError("cannot count the possible CPUs for per-CPU stats");
+    std::vector<std::uint64_t> vals(static_cast<std::size_t>(ncpu));
+    auto sum = [&](int fd, std::uint32_t key) {
+        if (bpf_map_lookup_elem(fd, &key, vals.data()) != 0) return std::uint64_t{0};
+        std::uint64_t t = 0;
+        for (auto v : vals)
+            t += v;
+        return t;
+    };
+    for (std::uint32_t i = 0; i < STEER_STAT_MAX; ++i)
+        s.outcome[i] = sum(bpf_map__fd(skel_->maps.stats), i);
+    s.per_slot.resize(cfg_.nslots);
+    for (std::uint32_t i = 0; i < cfg_.nslots; ++i)
+        s.per_slot[i] = sum(bpf_map__fd(skel_->maps.slot_stats), i);
+    return s;
+}
+
+void ensure_bpffs(const std::filesystem::path& root) {
+    struct statfs st {};
+    if (statfs(root.c_str(), &st) == 0 && st.f_type == BPF_FS_MAGIC) return;
+    std::error_code ec;
+    std::filesystem::create_directories(root, ec);
+    if (mount("bpf", root.c_str(), "bpf", 0, "mode=0700") != 0)
+        throw SteerError(
+            fmt::format("{} is not a BPF filesystem and mounting one there failed: "
+                        "{}. Mount it with `mount -t bpf bpf {}`",
+                        root.string(), errno_text(errno), root.string()));
+}
+
+void Steering::pin(const std::filesystem::path& dir) {
+    // The BPF filesystem root is the first existing ancestor that is, or should be, bpffs:
+    // /sys/fs/bpf for the default /sys/fs/bpf/steerchat/<port>.
+    std::filesystem::path root = dir.parent_path().parent_path();
+    ensure_bpffs(root);
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec)
+        throw SteerError(
+            fmt::format("creating the pin directory {} failed: {}", dir.string(), ec.message()));
+    ::chmod(dir.parent_path().c_str(), 0700);
+    ::chmod(dir.c_str(), 0700);
+    pin_dir_ = dir;
+    auto pin_one = [&](const char* name, int err_or_zero) {
+        if (err_or_zero != 0)
+            throw SteerError(fmt::format("pinning {} at {} failed: {}", name, (dir / name).string(),
+                                         errno_text(err_or_zero)));
+        pinned_.push_back(dir / name);
+    };
+    pin_one(kPinSockets, bpf_map__pin(skel_->maps.sockets, (dir / kPinSockets).c_str()));
+    pin_one(kPinBuckets, bpf_map__pin(skel_->maps.buckets, (dir / kPinBuckets).c_str()));
+    pin_one(kPinConfig, bpf_map__pin(skel_->maps.config, (dir / kPinConfig).c_str()));
+    pin_one(kPinStats, bpf_map__pin(skel_->maps.stats, (dir / kPinStats).c_str()));
+    pin_one(kPinSlotStats, bpf_map__pin(skel_->maps.slot_stats, (dir / kPinSlotStats).c_str()));
+    pin_one(kPinProg, bpf_program__pin(skel_->progs.steer, (dir / kPinProg).c_str()));
+}
+
+void Steering::unpin() noexcept {
+    for (auto& p : pinned_)
+        ::unlink(p.c_str());
+    pinned_.clear();
+    if (!pin_dir_.empty()) {
+        ::rmdir(pin_dir_.c_str());
+        ::rmdir(pin_dir_.parent_path().c_str());  // fails harmlessly while other ports use it
+        pin_dir_.clear();
+    }
+}
+
+bool remove_stale_pins(const std::filesystem::path& dir) {
+    std::error_code ec;
+    if (!std::filesystem::exists(dir, ec)) return false;
+    return std::filesystem::remove_all(dir, ec) > 0;
+}
+
+}  // namespace steerchat::steer

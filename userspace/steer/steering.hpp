@@ -1,0 +1,85 @@
+// Owns the loaded sk_reuseport program and its maps: load, attach to a listener group, fill the
+// socket array and the bucket table, pin the maps for bpftool and scripts/inspect, read stats.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "steer.h"
+
+struct steer_bpf;
+
+namespace steerchat::steer {
+
+// An error whose message says what went wrong and how to fix it.
+class SteerError : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+struct SteerConfig {
+    std::uint32_t seed = 0;
+    std::uint32_t nslots = 1;
+    bool v6_prefix64 = false;
+};
+
+struct SteerStats {
+    std::array<std::uint64_t, STEER_STAT_MAX> outcome{};  // indexed by enum steer_stat
+    std::vector<std::uint64_t> per_slot;                  // selections per slot
+};
+
+// Names of the pinned objects under the pin directory.
+inline constexpr const char* kPinSockets = "sockets";
+inline constexpr const char* kPinBuckets = "buckets";
+inline constexpr const char* kPinConfig = "config";
+inline constexpr const char* kPinStats = "stats";
+inline constexpr const char* kPinSlotStats = "slot_stats";
+inline constexpr const char* kPinProg = "steer";
+
+class Steering {
+  public:
+    // Opens and loads the embedded program. Throws SteerError (e.g. missing CAP_BPF) with a fix.
+    explicit Steering(const SteerConfig& cfg);
+    ~Steering();
+    Steering(const Steering&) = delete;
+    Steering& operator=(const Steering&) = delete;
+
+    // Attaches the program to the reuseport group of `listen_fd` (SO_ATTACH_REUSEPORT_EBPF).
+    void attach(int listen_fd);
+    // Puts a listening SO_REUSEPORT socket into `slot` of the socket array.
+    void set_socket(std::uint32_t slot, int listen_fd);
+    // Empties a slot (the socket itself stays open; shut it down to drain its queue).
+    void clear_socket(std::uint32_t slot);
+    // Writes the whole bucket table (STEER_BUCKETS entries of slot ids).
+    void set_buckets(std::span<const std::uint32_t> table);
+    std::vector<std::uint32_t> buckets() const;
+    SteerStats stats() const;
+    const SteerConfig& config() const { return cfg_; }
+
+    // Pins program and maps under `dir` (mounting bpffs at its root if needed, mode 0700).
+    // The pins are removed by unpin() or the destructor.
+    void pin(const std::filesystem::path& dir);
+    void unpin() noexcept;
+    const std::filesystem::path& pin_dir() const { return pin_dir_; }
+
+  private:
+    SteerConfig cfg_;
+    steer_bpf* skel_ = nullptr;
+    std::filesystem::path pin_dir_;
+    std::vector<std::filesystem::path> pinned_;
+};
+
+// Removes a pin directory left by an instance that did not exit cleanly. Returns true if
+// something was removed.
+bool remove_stale_pins(const std::filesystem::path& dir);
+
+// Ensures a BPF filesystem is mounted at `root` (e.g. /sys/fs/bpf).
+void ensure_bpffs(const std::filesystem::path& root);
+
+}  // namespace steerchat::steer
