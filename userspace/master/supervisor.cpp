@@ -100,14 +100,15 @@ void Supervisor::setup() {
     }
 
     slots_.resize(opts_.workers);
-    for (unsigned i = 0; i < opts_.workers; ++i) {
+    for (unsigned i = 0; i < opts_.workers; ++i)
         slots_[i].listener = make_listener(opts_.bind, opts_.port, opts_.backlog);
-        if (steering_ && i == 0) steering_->attach(slots_[0].listener.get());
-    }
     if (steering_) {
+        // Fill the maps before the program is attached, so it never runs on empty maps.
+        // Connections that arrive before the attach wait in the queues for the workers.
         remap_buckets();
         for (unsigned i = 0; i < opts_.workers; ++i)
             steering_->set_socket(i, slots_[i].listener.get());
+        steering_->attach(slots_[0].listener.get());
         steering_->pin(opts_.pin_dir());
     }
     cpus_ = usable_cpus();
