@@ -1,0 +1,49 @@
+# Shared by scripts/run, scripts/test and scripts/bench: install what is missing, build.
+# Sourced, not executed.
+
+STEERCHAT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD_DIR=${BUILD_DIR:-$STEERCHAT_ROOT/build}
+
+# Debian 12 packages the project needs to build, run and test.
+STEERCHAT_PACKAGES=(
+    g++ cmake ninja-build pkg-config make
+    clang clang-14 libclang-rt-14-dev      # BPF target; libFuzzer and sanitizers
+    libbpf-dev libelf-dev zlib1g-dev bpftool
+    libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev
+    libfmt-dev libssl-dev
+    libgtest-dev libbenchmark-dev
+    iproute2 util-linux jq curl procps
+)
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# Installs the packages above that are not installed yet (needs root for apt-get).
+install_deps() {
+    local missing=() p
+    for p in "${STEERCHAT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+            missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        log "missing packages: ${missing[*]}"
+        log "install them as root: apt-get update && apt-get install -y ${missing[*]}"
+        return 1
+    fi
+    log "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# Configures (once) and builds the Release tree in $BUILD_DIR.
+build() {
+    local gen=()
+    command -v ninja >/dev/null && [ ! -f "$BUILD_DIR/Makefile" ] && gen=(-G Ninja)
+    if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+        log "configuring $BUILD_DIR"
+        cmake -S "$STEERCHAT_ROOT" -B "$BUILD_DIR" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release >&2
+    fi
+    log "building"
+    cmake --build "$BUILD_DIR" -j "$(nproc)" >&2
+}
