@@ -68,7 +68,8 @@ bool wait_fd(int fd, short events, Clock::time_point deadline) {
 std::optional<std::string> http_get(const std::string& src, std::uint16_t port,
                                     const std::string& path, std::chrono::milliseconds timeout) {
     const auto deadline = Clock::now() + timeout;
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    const bool v6 = src.find(':') != std::string::npos;
+    int fd = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return std::nullopt;
     struct Closer {
         int fd;
@@ -76,20 +77,33 @@ std::optional<std::string> http_get(const std::string& src, std::uint16_t port,
     } closer{fd};
     int one = 1;
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in local{};
-    local.sin_family = AF_INET;
-    if (inet_pton(AF_INET, src.c_str(), &local.sin_addr) != 1) return std::nullopt;
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0) return std::nullopt;
-    sockaddr_in dst{};
-    dst.sin_family = AF_INET;
-    dst.sin_port = htons(port);
-    inet_pton(AF_INET, "127.0.0.1", &dst.sin_addr);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&dst), sizeof dst) != 0 && errno != EINPROGRESS)
+    sockaddr_storage local{}, dst{};
+    socklen_t len;
+    if (v6) {
+        auto* l6 = reinterpret_cast<sockaddr_in6*>(&local);
+        auto* d6 = reinterpret_cast<sockaddr_in6*>(&dst);
+        l6->sin6_family = d6->sin6_family = AF_INET6;
+        if (inet_pton(AF_INET6, src.c_str(), &l6->sin6_addr) != 1) return std::nullopt;
+        inet_pton(AF_INET6, kIpv6Server, &d6->sin6_addr);
+        d6->sin6_port = htons(port);
+        ::setsockopt(fd, SOL_IP, IP_FREEBIND, &one, sizeof one);  // any address of the prefix
+        len = sizeof(sockaddr_in6);
+    } else {
+        auto* l4 = reinterpret_cast<sockaddr_in*>(&local);
+        auto* d4 = reinterpret_cast<sockaddr_in*>(&dst);
+        l4->sin_family = d4->sin_family = AF_INET;
+        if (inet_pton(AF_INET, src.c_str(), &l4->sin_addr) != 1) return std::nullopt;
+        inet_pton(AF_INET, "127.0.0.1", &d4->sin_addr);
+        d4->sin_port = htons(port);
+        len = sizeof(sockaddr_in);
+    }
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&local), len) != 0) return std::nullopt;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&dst), len) != 0 && errno != EINPROGRESS)
         return std::nullopt;
     if (!wait_fd(fd, POLLOUT, deadline)) return std::nullopt;
     int err = 0;
-    socklen_t len = sizeof err;
-    ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    socklen_t errlen = sizeof err;
+    ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &errlen);
     if (err != 0) return std::nullopt;
 
     std::string req = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
@@ -115,6 +129,10 @@ std::optional<std::string> http_get(const std::string& src, std::uint16_t port,
         }
     }
     return resp;
+}
+
+bool enable_ipv6_test_prefix() {
+    return run_command("ip -6 route add local 2001:db8::/32 dev lo").first == 0;
 }
 
 std::optional<Health> healthz(const std::string& src, std::uint16_t port,

@@ -27,14 +27,21 @@ struct Health {
     pid_t pid = -1;
 };
 
-// One HTTP/1.1 GET over a new connection from `src` (IPv4 text), reading the whole response.
-// Returns nullopt on any failure; `timeout` bounds connect + response.
+// The server address the clients connect to: 127.0.0.1, or for IPv6 clients kIpv6Server.
+inline constexpr const char* kIpv6Server = "2001:db8::1";
+
+// One HTTP/1.1 GET over a new connection from `src` (IPv4 or IPv6 text; an IPv6 client connects
+// to kIpv6Server), reading the whole response. Returns nullopt on any failure; `timeout` bounds
+// connect + response.
 std::optional<std::string> http_get(const std::string& src, std::uint16_t port,
                                     const std::string& path,
                                     std::chrono::milliseconds timeout = std::chrono::seconds(5));
 // GET /healthz from `src` and parse worker and pid.
 std::optional<Health> healthz(const std::string& src, std::uint16_t port,
                               std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+// Makes all of 2001:db8::/32 local in this namespace (so clients can bind any address in it).
+bool enable_ipv6_test_prefix();
 
 // The i-th of many distinct client addresses: 127.1.0.1, 127.1.0.2, ... (never 127.0.0.1).
 std::string client_ip(unsigned i);

@@ -101,13 +101,35 @@ TEST(Lifecycle, SlotThatKeepsDyingIsDrainedAndItsClientsMove) {
     for (unsigned i = 0; i < 300; ++i)
         before[client_ip(i)] = healthz(client_ip(i), srv.port())->worker;
 
+    // Clients of slot 1 whose connections will be queued on its listener when it is drained.
+    std::vector<std::string> queued_ips;
+    for (unsigned i = 1000; queued_ips.size() < 5; ++i)
+        if (expected_slot(client_ip(i), table, std::vector<bool>(4, true)) == 1)
+            queued_ips.push_back(client_ip(i));
+    std::vector<std::future<std::optional<Health>>> queued;
+
     for (int death = 1; death <= 3; ++death) {
         auto h = healthz(ip, srv.port(), 10s);
         ASSERT_TRUE(h) << "death " << death << "\n" << srv.log();
         ASSERT_EQ(h->worker, 1);
+        if (death == 3) {
+            // Freeze the worker so connections pile up in its accept queue, then kill it: the
+            // drain must migrate them to live workers instead of resetting them.
+            ASSERT_EQ(::kill(h->pid, SIGSTOP), 0);
+            for (auto& qip : queued_ips)
+                queued.push_back(std::async(std::launch::async,
+                                            [qip, &srv] { return healthz(qip, srv.port(), 10s); }));
+            std::this_thread::sleep_for(300ms);  // the connections are established and queued
+        }
         ASSERT_EQ(::kill(h->pid, SIGKILL), 0);
         ASSERT_TRUE(wait_gone(h->pid, 2s));
     }
+    for (auto& f : queued) {
+        auto h = f.get();
+        ASSERT_TRUE(h) << "a connection queued on the drained listener was lost\n" << srv.log();
+        EXPECT_NE(h->worker, 1);
+    }
+    EXPECT_GE(pinned_percpu_sum(srv.port(), "stats", STEER_STAT_MIGRATED), queued_ips.size());
     // Drained: slot 1 gone from the socket array and from the bucket table.
     std::vector<std::uint32_t> after_table;
     for (int tries = 0; tries < 200; ++tries) {

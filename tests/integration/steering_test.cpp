@@ -89,6 +89,56 @@ TEST(Steering, EveryClientIpSticksToThePredictedWorker) {
     EXPECT_EQ(pinned_percpu_sum(srv.port(), "stats", STEER_STAT_FAILED), 0u);
 }
 
+TEST(Steering, Ipv6ClientsStickByAddressOrByPrefix) {
+    ASSERT_TRUE(enable_ipv6_test_prefix());
+    const std::vector<std::uint32_t> all{0, 1, 2, 3};
+    const auto table = steer::maglev_table(all);
+    const bool live[4] = {true, true, true, true};
+    auto predict = [&](const std::string& ip, bool prefix64) {
+        in6_addr a{};
+        inet_pton(AF_INET6, ip.c_str(), &a);
+        return steer::predict_slot(steer::hash_client(a, kSeed, prefix64), table, live);
+    };
+    auto v6 = [](unsigned net, unsigned host) {
+        return "2001:db8:" + std::to_string(net / 100 + 1) + ":" + std::to_string(net % 100) +
+               "::" + std::to_string(host + 1);
+    };
+    {
+        // Whole-address hashing: hosts of one /64 spread over the workers.
+        Server srv(18204, {"--workers", "4", "--seed", "0x1234abcd"});
+        ASSERT_TRUE(srv.wait_ready(4)) << srv.log();
+        std::set<int> used;
+        for (unsigned i = 0; i < 200; ++i) {
+            const std::string ip = v6(i % 10, i);
+            auto a = healthz(ip, srv.port()), b = healthz(ip, srv.port());
+            ASSERT_TRUE(a && b) << ip;
+            EXPECT_EQ(a->worker, b->worker) << ip;
+            EXPECT_EQ(a->worker, predict(ip, false)) << ip;
+            used.insert(a->worker);
+        }
+        EXPECT_EQ(used.size(), 4u);
+        EXPECT_GE(pinned_percpu_sum(srv.port(), "stats", STEER_STAT_IPV6), 400u);
+    }
+    {
+        // --ipv6-prefix64: every host of a /64 reaches the worker of its prefix.
+        Server srv(18205, {"--workers", "4", "--seed", "0x1234abcd", "--ipv6-prefix64"});
+        ASSERT_TRUE(srv.wait_ready(4)) << srv.log();
+        std::set<int> used;
+        for (unsigned net = 0; net < 40; ++net) {
+            std::set<int> slots;
+            for (unsigned host = 0; host < 5; ++host) {
+                auto h = healthz(v6(net, host * 97), srv.port());
+                ASSERT_TRUE(h) << v6(net, host);
+                slots.insert(h->worker);
+            }
+            ASSERT_EQ(slots.size(), 1u) << "prefix " << v6(net, 0) << " split over workers";
+            EXPECT_EQ(*slots.begin(), predict(v6(net, 0), true));
+            used.insert(*slots.begin());
+        }
+        EXPECT_EQ(used.size(), 4u);
+    }
+}
+
 TEST(Steering, KernelModeIsNotSticky) {
     // The baseline the BPF program fixes: plain SO_REUSEPORT spreads one IP's connections.
     Server srv(18202, {"--workers", "4", "--steering", "kernel"});
