@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -83,6 +84,17 @@ std::vector<std::uint32_t> Supervisor::live_slots() const {
 
 void Supervisor::setup() {
     lock_ = std::make_unique<InstanceLock>(opts_.run_dir, opts_.port);
+
+    // Every connection is a file: take the whole hard limit (workers inherit it).
+    rlimit nofile{};
+    if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+    if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < 65536)
+        log::line("open-files limit is {}: that caps connections per worker; raise it "
+                  "(LimitNOFILE= in a systemd unit, ulimit -n; see scripts/tune)",
+                  nofile.rlim_cur);
 
     // Signals are taken through a signalfd; block them before any child exists.
     sigset_t sigs = handled_signals();
