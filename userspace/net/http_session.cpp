@@ -8,11 +8,50 @@
 
 #include "net/router.hpp"
 #include "net/worker.hpp"
+#include "ws/handshake.hpp"
 
 namespace beast = boost::beast;
 namespace http = beast::http;
 
 namespace steerchat::net {
+
+namespace {
+
+// All values of a header, comma-joined (a list header may be split over several lines).
+std::string joined(const Request& req, http::field f) {
+    std::string out;
+    auto [first, last] = req.equal_range(f);
+    for (auto it = first; it != last; ++it) {
+        if (!out.empty()) out += ", ";
+        out.append(it->value());
+    }
+    return out;
+}
+
+// A refused upgrade. 426 names what to upgrade to (RFC 9110 15.5.22) and the WebSocket version
+// we speak (RFC 6455 4.4).
+http::message_generator upgrade_refusal(http::status status, const Request& req, bool keep_alive,
+                                        std::string_view reason) {
+    http::response<http::string_body> res{status, req.version()};
+    res.set(http::field::server, "steerchat");
+    res.set(http::field::content_type, "text/plain; charset=utf-8");
+    if (status == http::status::upgrade_required) {
+        res.set(http::field::upgrade, "websocket");
+        res.set(http::field::connection, "Upgrade");
+        res.set(http::field::sec_websocket_version, "13");
+    }
+    res.keep_alive(keep_alive);
+    std::string body = std::string(reason) + "\n";
+    if (req.method() == http::verb::head) {
+        res.content_length(body.size());
+    } else {
+        res.body() = std::move(body);
+        res.prepare_payload();
+    }
+    return res;
+}
+
+}  // namespace
 
 HttpSession::HttpSession(boost::asio::ip::tcp::socket&& socket, Worker& worker)
     : stream_(std::move(socket)), worker_(worker) {
@@ -62,6 +101,11 @@ void HttpSession::on_read(beast::error_code ec, std::size_t) {
     }
     ++worker_.stats().requests;
     auto req = parser_->release();
+    {
+        const std::string_view target = req.target();
+        if (const auto* factory = worker_.websocket_route(target.substr(0, target.find('?'))))
+            return upgrade(std::move(req), *factory);
+    }
     bool keep_alive = req.keep_alive() && !worker_.stopping();
     auto msg = route(std::move(req), worker_);
     keep_alive = keep_alive && msg.keep_alive();
@@ -74,6 +118,59 @@ void HttpSession::on_read(beast::error_code ec, std::size_t) {
 void HttpSession::on_write(bool keep_alive, beast::error_code ec, std::size_t) {
     if (ec || !keep_alive) return close();
     read();
+}
+
+void HttpSession::upgrade(Request&& req, const WebSocketFactory& factory) {
+    stream_.expires_after(std::chrono::seconds(30));
+    auto refuse = [&](http::status status, bool keep_alive, std::string_view reason) {
+        keep_alive = keep_alive && req.keep_alive() && !worker_.stopping();
+        beast::async_write(
+            stream_, upgrade_refusal(status, req, keep_alive, reason),
+            beast::bind_front_handler(&HttpSession::on_write, shared_from_this(), keep_alive));
+    };
+    const std::string upgrade = joined(req, http::field::upgrade);
+    if (!ws::header_has_token(upgrade, "websocket"))
+        return refuse(http::status::upgrade_required, true,
+                      "this is a WebSocket endpoint: upgrade required");
+    const std::string connection = joined(req, http::field::connection);
+    ws::HandshakeRequest hs;
+    hs.method = req.method_string();
+    hs.http_version = req.version();
+    hs.upgrade = upgrade;
+    hs.connection = connection;
+    hs.key = req[http::field::sec_websocket_key];
+    hs.version = req[http::field::sec_websocket_version];
+    hs.host = req[http::field::host];
+    if (auto it = req.find(http::field::origin); it != req.end()) hs.origin = it->value();
+    auto result = ws::validate_handshake(hs, worker_.config().allowed_origins);
+    if (const auto* rej = std::get_if<ws::HandshakeReject>(&result))
+        return refuse(static_cast<http::status>(rej->status), false, rej->reason);
+    if (worker_.stopping())
+        return refuse(http::status::service_unavailable, false, "server shutting down");
+    upgrade_handler_ = factory(req);
+    if (!upgrade_handler_)
+        return refuse(http::status::forbidden, false, "WebSocket connection refused");
+
+    auto& res = upgrade_response_.emplace(http::status::switching_protocols, req.version());
+    res.set(http::field::server, "steerchat");
+    res.set(http::field::upgrade, "websocket");
+    res.set(http::field::connection, "Upgrade");
+    res.set(http::field::sec_websocket_accept, std::get<ws::HandshakeAccept>(result).accept_key);
+    http::async_write(stream_, res,
+                      beast::bind_front_handler(&HttpSession::on_upgraded, shared_from_this()));
+}
+
+void HttpSession::on_upgraded(beast::error_code ec, std::size_t) {
+    upgrade_response_.reset();
+    if (ec) return close();
+    // Bytes the client sent right after its request (frames it did not wait to send) are
+    // already in our buffer: the connection parses them first.
+    const auto rest = buffer_.data();
+    auto conn = ws::Connection::create(stream_.release_socket(), worker_.websocket_hub(),
+                                       std::move(upgrade_handler_), worker_.config().websocket);
+    conn->start(ws::ByteView(static_cast<const std::uint8_t*>(rest.data()), rest.size()));
+    buffer_.consume(buffer_.size());
+    // This session ends here: nothing holds it any more.
 }
 
 void HttpSession::stop() {

@@ -1,5 +1,7 @@
 // One HTTP/1.1 connection: reads requests with Beast's parser (size limits, idle timeout),
-// routes them, writes responses, keeps the connection alive while the client wants it.
+// routes them, writes responses, keeps the connection alive while the client wants it. A valid
+// upgrade to a WebSocket route ends the session: after the 101 its socket and any bytes read past
+// the request go to a ws::Connection.
 #pragma once
 
 #include <memory>
@@ -7,8 +9,13 @@
 
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
+
+#include "net/router.hpp"
+#include "net/worker.hpp"
+#include "ws/connection.hpp"
 
 namespace steerchat::net {
 
@@ -27,12 +34,18 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     void on_read(boost::beast::error_code ec, std::size_t);
     void on_write(bool keep_alive, boost::beast::error_code ec, std::size_t);
     void close();
+    // The request targets a WebSocket route: 101 and hand-over, or 400/403/426.
+    void upgrade(Request&& req, const WebSocketFactory& factory);
+    void on_upgraded(boost::beast::error_code ec, std::size_t);
 
     boost::beast::tcp_stream stream_;
     boost::beast::flat_buffer buffer_;
     std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
     Worker& worker_;
     bool reading_ = false;
+    // Kept alive while the 101 is written.
+    std::optional<boost::beast::http::response<boost::beast::http::empty_body>> upgrade_response_;
+    std::unique_ptr<ws::Handler> upgrade_handler_;
 };
 
 }  // namespace steerchat::net

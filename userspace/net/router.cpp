@@ -38,7 +38,8 @@ std::string healthz_body(Worker& w) {
     o["worker"] = w.config().slot;
     o["workers"] = w.config().nslots;
     o["pid"] = ::getpid();
-    o["connections"] = s.active;
+    o["connections"] = s.active + w.websocket_hub().size();
+    o["websockets"] = w.websocket_hub().size();
     o["accepted"] = s.accepted;
     o["requests"] = s.requests;
     return boost::json::serialize(o) + "\n";
@@ -54,11 +55,34 @@ std::string metrics_body(Worker& w) {
     };
     metric("steerchat_connections_accepted_total", "counter", "TCP connections accepted.",
            s.accepted);
-    metric("steerchat_connections_active", "gauge", "Open client connections.", s.active);
+    const auto& ws = w.websocket_hub().stats();
+    metric("steerchat_connections_active", "gauge", "Open client connections (HTTP and WebSocket).",
+           s.active + ws.open);
     metric("steerchat_http_requests_total", "counter", "HTTP requests served.", s.requests);
     metric("steerchat_http_bad_requests_total", "counter", "Requests rejected as malformed.",
            s.bad_requests);
     metric("steerchat_accept_errors_total", "counter", "Failed accept() calls.", s.accept_errors);
+    metric("steerchat_ws_connections_open", "gauge", "Open WebSocket connections.", ws.open);
+    metric("steerchat_ws_connections_total", "counter", "WebSocket upgrades accepted.", ws.opened);
+    metric("steerchat_ws_messages_in_total", "counter", "WebSocket data messages received.",
+           ws.messages_in);
+    metric("steerchat_ws_messages_out_total", "counter",
+           "WebSocket data frames queued for sending.", ws.messages_out);
+    metric("steerchat_ws_bytes_in_total", "counter", "Bytes read from WebSocket connections.",
+           ws.bytes_in);
+    metric("steerchat_ws_bytes_out_total", "counter", "Bytes written to WebSocket connections.",
+           ws.bytes_out);
+    metric("steerchat_ws_writes_total", "counter",
+           "Gather writes to WebSocket connections (one per connection per loop turn at most).",
+           ws.writes);
+    metric("steerchat_ws_queue_overflows_total", "counter",
+           "WebSocket connections closed 1008 because their send queue overflowed.",
+           ws.queue_overflows);
+    metric("steerchat_ws_protocol_errors_total", "counter",
+           "WebSocket connections closed for a protocol error (1002, 1007, 1009).",
+           ws.protocol_errors);
+    metric("steerchat_ws_ping_timeouts_total", "counter",
+           "WebSocket connections dropped for not answering the idle ping.", ws.ping_timeouts);
     return out;
 }
 

@@ -5,6 +5,7 @@
 
 #include "net/http_session.hpp"
 #include "util/log.hpp"
+#include "ws/echo.hpp"
 
 namespace asio = boost::asio;
 using asio::ip::tcp;
@@ -25,9 +26,23 @@ tcp protocol_of(int fd) {
 
 Worker::Worker(WorkerConfig cfg)
     : cfg_(std::move(cfg)),
+      ws_hub_(cfg_.websocket),
       acceptor_(ioc_, protocol_of(cfg_.listen_fd), cfg_.listen_fd),
       signals_(ioc_, SIGTERM, SIGINT),
-      drain_timer_(ioc_) {}
+      drain_timer_(ioc_) {
+    ws_hub_.set_on_empty([this] { maybe_done(); });
+    add_websocket_route("/echo",
+                        [](const Request&) { return std::make_unique<ws::EchoHandler>(); });
+}
+
+void Worker::add_websocket_route(std::string path, WebSocketFactory factory) {
+    ws_routes_.insert_or_assign(std::move(path), std::move(factory));
+}
+
+const WebSocketFactory* Worker::websocket_route(std::string_view path) const {
+    auto it = ws_routes_.find(path);
+    return it == ws_routes_.end() ? nullptr : &it->second;
+}
 
 int Worker::run() {
     signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
@@ -38,6 +53,7 @@ int Worker::run() {
     accept();
     log::line("serving (pid {})", ::getpid());
     ioc_.run();
+    done_ = true;
     return 0;
 }
 
@@ -74,21 +90,30 @@ void Worker::stop() {
     std::vector<HttpSession*> sessions(sessions_.begin(), sessions_.end());
     for (auto* s : sessions)
         s->stop();
+    // WebSocket clients get a Close 1001; each connection waits (bounded) for the reply.
+    if (ws_hub_.size() > 0)
+        log::line("closing {} WebSocket connection(s) (1001 going away)", ws_hub_.size());
+    ws_hub_.close_all(ws::close_code::going_away, "server shutting down");
     drain_timer_.cancel();
     drain_timer_.expires_after(cfg_.drain_timeout);
     drain_timer_.async_wait([this](const boost::system::error_code& e) {
         if (e) return;
-        if (!sessions_.empty())
+        if (!sessions_.empty() || ws_hub_.size() > 0)
             log::line("{} connection(s) still busy after the drain timeout; closing them",
-                      sessions_.size());
+                      sessions_.size() + ws_hub_.size());
         ioc_.stop();
     });
-    if (sessions_.empty()) ioc_.stop();
+    maybe_done();
 }
 
 void Worker::remove(HttpSession* s) {
     sessions_.erase(s);
-    if (stopping_ && sessions_.empty()) ioc_.stop();  // drained before the timeout
+    maybe_done();
+}
+
+void Worker::maybe_done() {
+    // Drained before the timeout. (After the loop returned, teardown is under way: no stop.)
+    if (stopping_ && !done_ && sessions_.empty() && ws_hub_.size() == 0) ioc_.stop();
 }
 
 int run_worker(const WorkerConfig& cfg) {

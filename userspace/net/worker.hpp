@@ -5,7 +5,11 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_set>
 #include <vector>
 
@@ -13,6 +17,9 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+
+#include "net/router.hpp"
+#include "ws/connection.hpp"
 
 namespace steerchat::net {
 
@@ -25,7 +32,11 @@ struct WorkerConfig {
     std::size_t max_body_bytes = 1024 * 1024;
     std::chrono::seconds idle_timeout{60};
     std::chrono::milliseconds drain_timeout{2000};  // graceful stop: in-flight requests finish
+    ws::ConnectionOptions websocket;                // limits and timers of WebSocket connections
 };
+
+// Makes the handler of an accepted WebSocket upgrade; nullptr refuses it (403).
+using WebSocketFactory = std::function<std::unique_ptr<ws::Handler>(const Request&)>;
 
 struct WorkerStats {
     std::uint64_t accepted = 0;
@@ -39,6 +50,7 @@ class HttpSession;
 
 class Worker {
   public:
+    // Registers the built-in routes (the WebSocket echo at /echo).
     explicit Worker(WorkerConfig cfg);
     // Serves until SIGTERM/SIGINT, then drains; returns the process exit code.
     int run();
@@ -52,17 +64,29 @@ class Worker {
     void add(HttpSession* s) { sessions_.insert(s); }
     void remove(HttpSession* s);
 
+    // WebSocket routes: a GET of `path` (exact, query ignored) with a valid upgrade becomes a
+    // ws::Connection whose handler `factory` makes; without upgrade headers it gets 426.
+    void add_websocket_route(std::string path, WebSocketFactory factory);
+    // nullptr if `path` is not a WebSocket route.
+    const WebSocketFactory* websocket_route(std::string_view path) const;
+    ws::Hub& websocket_hub() { return ws_hub_; }
+
   private:
     void accept();
+    void maybe_done();
 
     WorkerConfig cfg_;
+    // Declared before the io_context: handlers it destroys on teardown still reach these.
+    WorkerStats stats_;
+    std::unordered_set<HttpSession*> sessions_;
+    ws::Hub ws_hub_;
+    std::map<std::string, WebSocketFactory, std::less<>> ws_routes_;
+    bool stopping_ = false;
+    bool done_ = false;  // the loop has returned
     boost::asio::io_context ioc_{1};
     boost::asio::ip::tcp::acceptor acceptor_;
     boost::asio::signal_set signals_;
     boost::asio::steady_timer drain_timer_;
-    WorkerStats stats_;
-    std::unordered_set<HttpSession*> sessions_;
-    bool stopping_ = false;
 };
 
 // Entry point of a forked worker process.

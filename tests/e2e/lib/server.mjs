@@ -1,0 +1,115 @@
+// Starts a real steerchat (the binary named by STEERCHAT_BINARY) on a free loopback port.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+
+export function binaryPath() {
+  const bin = process.env.STEERCHAT_BINARY;
+  if (!bin) {
+    throw new Error('STEERCHAT_BINARY is not set: point it at the built steerchat binary ' +
+                    '(ctest sets it; by hand: STEERCHAT_BINARY=build/steerchat node --test ...)');
+  }
+  if (!fs.existsSync(bin)) throw new Error(`STEERCHAT_BINARY=${bin} does not exist (build first)`);
+  return bin;
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export function get(port, path) {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body }));
+    });
+    req.on('error', reject);
+    req.setTimeout(2000, () => req.destroy(new Error(`GET ${path} timed out`)));
+  });
+}
+
+// Steering: root can load the BPF program; anyone else runs plain SO_REUSEPORT.
+// STEERCHAT_STEERING overrides.
+function steeringMode() {
+  if (process.env.STEERCHAT_STEERING) return process.env.STEERCHAT_STEERING;
+  return process.getuid && process.getuid() === 0 ? 'bpf' : 'kernel';
+}
+
+export class Server {
+  static async start({ workers = 2, args = [] } = {}) {
+    const bin = binaryPath();
+    let lastError;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const port = await freePort();
+      const s = new Server(bin, port, [
+        '--port', String(port), '--workers', String(workers), '--bind', '127.0.0.1',
+        '--steering', steeringMode(), ...args,
+      ]);
+      try {
+        await s.#ready();
+        return s;
+      } catch (e) {
+        lastError = e;
+        await s.stop();
+      }
+    }
+    throw lastError;
+  }
+
+  constructor(bin, port, args) {
+    this.port = port;
+    this.log = '';
+    this.proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc.stdout.on('data', (d) => (this.log += d));
+    this.proc.stderr.on('data', (d) => (this.log += d));
+    this.exited = new Promise((resolve) => {
+      this.proc.on('exit', (code, signal) => resolve({ code, signal }));
+    });
+  }
+
+  async #ready() {
+    const deadline = Date.now() + 10000;
+    let exit = null;
+    this.exited.then((e) => (exit = e));
+    while (Date.now() < deadline) {
+      if (exit) {
+        throw new Error(`steerchat exited (code ${exit.code}, signal ${exit.signal}) before ` +
+                        `serving:\n${this.log}`);
+      }
+      try {
+        const r = await get(this.port, '/healthz');
+        if (r.status === 200) return;
+      } catch {
+        // not listening yet
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`steerchat did not answer /healthz within 10 s:\n${this.log}`);
+  }
+
+  // SIGTERM; returns the exit status (SIGKILL after `timeoutMs`).
+  async stop(timeoutMs = 8000) {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return this.exited;
+    this.proc.kill('SIGTERM');
+    let t;
+    const timeout = new Promise((r) => (t = setTimeout(() => r('timeout'), timeoutMs)));
+    const res = await Promise.race([this.exited, timeout]);
+    clearTimeout(t);
+    if (res === 'timeout') {
+      this.proc.kill('SIGKILL');
+      await this.exited;
+      throw new Error(`steerchat did not stop within ${timeoutMs} ms of SIGTERM:\n${this.log}`);
+    }
+    return res;
+  }
+}

@@ -1,0 +1,337 @@
+#include "ws/connection.hpp"
+
+#include <utility>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace steerchat::ws {
+
+namespace {
+
+constexpr std::size_t kReadBufferSize = 64 * 1024;
+// Reads per readiness notification before yielding to other connections.
+constexpr int kReadsPerWakeup = 4;
+
+// A view of the connection's iovec array as a ConstBufferSequence: copied into the write
+// operation by value (two pointers) instead of copying a vector.
+struct BufferSpan {
+    const asio::const_buffer* first;
+    const asio::const_buffer* last;
+    const asio::const_buffer* begin() const noexcept { return first; }
+    const asio::const_buffer* end() const noexcept { return last; }
+};
+
+bool is_data_frame(const SharedFrame& f) noexcept {
+    return f.size() > 0 && (f.data()[0] & 0x08) == 0;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Hub
+
+Hub::Hub(ConnectionOptions options) : options_(options), read_buffer_(kReadBufferSize) {}
+
+void Hub::add(Connection* c) {
+    live_.insert(c);
+    ++stats_.open;
+    ++stats_.opened;
+}
+
+void Hub::remove(Connection* c) {
+    if (live_.erase(c) == 0) return;
+    --stats_.open;
+    if (live_.empty() && on_empty_) on_empty_();
+}
+
+void Hub::close_all(std::uint16_t code, std::string_view reason) {
+    closing_all_ = true;
+    close_all_code_ = code;
+    close_all_reason_ = std::string(reason);
+    // Copy: closing may finish a connection, which edits the set.
+    std::vector<Connection*> all(live_.begin(), live_.end());
+    for (auto* c : all)
+        if (live_.contains(c)) c->close(code, reason);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection
+
+std::shared_ptr<Connection> Connection::create(tcp::socket socket, Hub& hub,
+                                               std::unique_ptr<Handler> handler) {
+    return create(std::move(socket), hub, std::move(handler), hub.options());
+}
+
+std::shared_ptr<Connection> Connection::create(tcp::socket socket, Hub& hub,
+                                               std::unique_ptr<Handler> handler,
+                                               const ConnectionOptions& options) {
+    return std::make_shared<Connection>(Private{}, std::move(socket), hub, std::move(handler),
+                                        options);
+}
+
+Connection::Connection(Private, tcp::socket socket, Hub& hub, std::unique_ptr<Handler> handler,
+                       const ConnectionOptions& options)
+    : socket_(std::move(socket)),
+      timer_(socket_.get_executor()),
+      hub_(hub),
+      handler_(std::move(handler)),
+      options_(options),
+      parser_(ParserOptions{options.max_message_size}) {
+    boost::system::error_code ec;
+    remote_ = socket_.remote_endpoint(ec);
+    hub_.add(this);
+}
+
+Connection::~Connection() {
+    // Normally finished already; if the event loop is torn down first, leave the hub quietly
+    // (no on_close, no on_empty: the application may be gone).
+    if (state_ != State::finished && hub_.live_.erase(this) != 0) --hub_.stats_.open;
+}
+
+void Connection::start(ByteView initial) {
+    if (started_) return;
+    started_ = true;
+    last_rx_ = Clock::now();
+    boost::system::error_code ec;
+    socket_.non_blocking(true, ec);
+    if (ec) {
+        finish();
+        return;
+    }
+    handler_->on_open(*this);
+    if (hub_.closing_all()) close(hub_.close_all_code_, hub_.close_all_reason_);
+    if (!initial.empty() && state_ != State::finished) {
+        hub_.stats_.bytes_in += initial.size();
+        process(initial);
+    }
+    if (state_ == State::finished) return;
+    if (state_ == State::open) arm_timer(last_rx_ + options_.ping_interval);
+    wait_readable();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+void Connection::wait_readable() {
+    if (reading_ || state_ == State::finished) return;
+    reading_ = true;
+    socket_.async_wait(tcp::socket::wait_read,
+                       [self = shared_from_this()](const boost::system::error_code& ec) {
+                           self->on_readable(ec);
+                       });
+}
+
+void Connection::on_readable(const boost::system::error_code& ec) {
+    reading_ = false;
+    if (state_ == State::finished) return;
+    if (ec) return finish();
+    auto& buf = hub_.read_buffer_;
+    for (int i = 0; i < kReadsPerWakeup; ++i) {
+        boost::system::error_code rec;
+        const std::size_t n = socket_.read_some(asio::buffer(buf), rec);
+        if (rec == asio::error::would_block || rec == asio::error::try_again) break;
+        if (rec) return finish();  // EOF or reset: on_close gets close_code_ (1006 if open)
+        hub_.stats_.bytes_in += n;
+        last_rx_ = Clock::now();
+        ping_outstanding_ = false;
+        if (state_ != State::draining) process(ByteView(buf.data(), n));
+        if (state_ == State::finished) return;
+        if (n < buf.size()) break;  // the socket is most likely empty now
+    }
+    wait_readable();
+}
+
+void Connection::process(ByteView data) {
+    while (!data.empty()) {
+        if (state_ != State::open && state_ != State::closing) return;
+        if (parser_.closed() || parser_.failed()) return;  // nothing after a Close or an error
+        Event ev;
+        const std::size_t n = parser_.feed(data, ev);
+        data = data.subspan(n);
+        if (ev.kind != EventKind::none) handle_event(ev);
+    }
+}
+
+void Connection::handle_event(const Event& ev) {
+    switch (ev.kind) {
+        case EventKind::none:
+        case EventKind::pong:  // any input already counts as a sign of life
+            return;
+        case EventKind::message:
+            if (state_ != State::open) return;  // we are closing: data is discarded
+            ++hub_.stats_.messages_in;
+            handler_->on_message(*this, ev.opcode, ev.text());
+            return;
+        case EventKind::ping:
+            if (state_ == State::open) send(SharedFrame::make(Opcode::pong, ev.payload));
+            return;
+        case EventKind::close:
+            close_code_ = ev.code;
+            if (state_ == State::open) {
+                // Echo the peer's code (1005: an empty Close), then close our side once written.
+                start_closing(ev.code, {}, false);
+            } else {
+                peer_closed_ = true;
+                maybe_shutdown();
+            }
+            return;
+        case EventKind::error:
+            ++hub_.stats_.protocol_errors;
+            if (state_ == State::open) {
+                start_closing(ev.code, ev.what, false);
+            } else {
+                peer_closed_ = true;  // our Close is already queued; stop waiting for theirs
+                maybe_shutdown();
+            }
+            return;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Closing
+
+void Connection::close(std::uint16_t code, std::string_view reason) {
+    start_closing(code, reason, true);
+}
+
+void Connection::start_closing(std::uint16_t code, std::string_view reason, bool wait_for_peer) {
+    if (state_ != State::open) return;
+    state_ = State::closing;
+    close_code_ = code;
+    if (!wait_for_peer) peer_closed_ = true;
+    // The Close frame is the last frame of the connection; it bypasses the queue bound.
+    close_queued_ = true;
+    enqueue(SharedFrame::close(code, reason));
+    arm_timer(Clock::now() + options_.close_timeout);
+}
+
+void Connection::maybe_shutdown() {
+    if (state_ != State::closing || !close_written_ || !peer_closed_) return;
+    // Lingering close: send our FIN, then read (and discard) until the peer's FIN or the close
+    // deadline, so unread client bytes do not turn our close into a reset.
+    state_ = State::draining;
+    boost::system::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    if (ec) finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+bool Connection::send(SharedFrame frame) {
+    if (state_ != State::open || !frame) return false;
+    if (queued_bytes_ + frame.size() > options_.max_queued_bytes ||
+        queued_frames() + 1 > options_.max_queued_frames) {
+        ++hub_.stats_.queue_overflows;
+        // Drop what the kernel has not been given yet; the Close goes right after the write in
+        // flight (if any). A client that reads nothing is cut by the close timeout.
+        queued_bytes_ -= pending_bytes_;
+        pending_bytes_ = 0;
+        pending_.clear();
+        start_closing(close_code::policy_violation, "send queue overflow", false);
+        return false;
+    }
+    if (is_data_frame(frame)) ++hub_.stats_.messages_out;
+    return enqueue(std::move(frame));
+}
+
+bool Connection::enqueue(SharedFrame&& frame) {
+    pending_bytes_ += frame.size();
+    queued_bytes_ += frame.size();
+    pending_.push_back(std::move(frame));
+    schedule_flush();
+    return true;
+}
+
+void Connection::schedule_flush() {
+    if (flush_posted_ || writing_) return;  // a write in flight flushes again when it completes
+    flush_posted_ = true;
+    asio::post(socket_.get_executor(), [self = shared_from_this()] {
+        self->flush_posted_ = false;
+        self->flush();
+    });
+}
+
+void Connection::flush() {
+    if (writing_ || pending_.empty()) return;
+    if (state_ == State::finished || state_ == State::draining) return;
+    pending_.swap(inflight_);
+    pending_bytes_ = 0;
+    iov_.clear();
+    for (const auto& f : inflight_)
+        iov_.emplace_back(f.data(), f.size());
+    writing_ = true;
+    ++writes_;
+    ++hub_.stats_.writes;
+    asio::async_write(socket_, BufferSpan{iov_.data(), iov_.data() + iov_.size()},
+                      [self = shared_from_this()](const boost::system::error_code& ec,
+                                                  std::size_t n) { self->on_written(ec, n); });
+}
+
+void Connection::on_written(const boost::system::error_code& ec, std::size_t n) {
+    writing_ = false;
+    std::size_t bytes = 0;
+    for (const auto& f : inflight_)
+        bytes += f.size();
+    inflight_.clear();  // keeps the capacity
+    queued_bytes_ -= bytes;
+    if (state_ == State::finished) return;
+    if (ec) return finish();
+    hub_.stats_.bytes_out += n;
+    if (close_queued_ && pending_.empty()) {
+        // The Close frame is always the last frame queued, so it was in this write.
+        close_written_ = true;
+        maybe_shutdown();
+        return;
+    }
+    flush();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timer: idle ping while open, close deadline while closing/draining.
+
+void Connection::arm_timer(Clock::time_point deadline) {
+    timer_.expires_at(deadline);
+    timer_.async_wait(
+        [self = shared_from_this()](const boost::system::error_code& ec) { self->on_timer(ec); });
+}
+
+void Connection::on_timer(const boost::system::error_code& ec) {
+    if (ec || state_ == State::finished) return;
+    const auto now = Clock::now();
+    // A handler that completed just before the timer was re-armed: the new wait is pending.
+    if (now < timer_.expiry()) return;
+    if (state_ != State::open) return finish();  // close deadline
+    if (ping_outstanding_) {
+        ++hub_.stats_.ping_timeouts;
+        close_code_ = close_code::abnormal;
+        return finish();
+    }
+    if (now - last_rx_ >= options_.ping_interval) {
+        ping_outstanding_ = true;
+        send(SharedFrame::make(Opcode::ping, {}));
+        if (state_ == State::open) arm_timer(now + options_.ping_timeout);
+        return;
+    }
+    arm_timer(last_rx_ + options_.ping_interval);
+}
+
+void Connection::finish() {
+    if (state_ == State::finished) return;
+    state_ = State::finished;
+    boost::system::error_code ec;
+    timer_.cancel();
+    socket_.close(ec);  // cancels the pending wait and write
+    queued_bytes_ -= pending_bytes_;
+    pending_bytes_ = 0;
+    pending_.clear();  // inflight_ stays until the write's handler runs
+    parser_.shrink();
+    hub_.remove(this);
+    handler_->on_close(*this, close_code_);
+}
+
+}  // namespace steerchat::ws
