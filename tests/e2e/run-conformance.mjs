@@ -454,6 +454,36 @@ describe('9 limits', () => {
   });
 });
 
+describe('configured limits', () => {
+  test('--ws-max-message 4096: 4096 bytes echoed, 4097 -> 1009', async () => {
+    const small = await Server.start({ workers: 1, args: ['--ws-max-message', '4096'] });
+    try {
+      const c = await RawClient.connect(small.port);
+      await echoRoundTrip(c, OP.binary, Buffer.alloc(4096, 7));
+      c.send({ opcode: OP.binary, payload: Buffer.alloc(4097, 7) });
+      await c.expectClose(1009);
+      c.destroy();
+    } finally {
+      await small.stop();
+    }
+  });
+
+  test('--ws-ping-interval-ms/--ws-ping-timeout-ms: a silent client is pinged, then dropped',
+       async () => {
+    const quick = await Server.start({
+      workers: 1, args: ['--ws-ping-interval-ms', '200', '--ws-ping-timeout-ms', '200'] });
+    try {
+      const c = await RawClient.connect(quick.port);
+      const ping = await c.frame(3000);
+      assert.equal(ping.opcode, OP.ping);
+      await c.expectEnd(3000);
+      c.destroy();
+    } finally {
+      await quick.stop();
+    }
+  });
+});
+
 describe('metrics and shutdown', () => {
   test('/metrics reports the WebSocket counters', async () => {
     const r = await get(server.port, '/metrics');

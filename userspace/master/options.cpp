@@ -88,6 +88,16 @@ ParseResult parse_options(int argc, const char* const argv[]) {
         ("shutdown-timeout-ms",
          po::value(&o.shutdown_timeout_ms)->default_value(o.shutdown_timeout_ms),
          "on SIGTERM, how long workers may take before they are killed")
+        ("ws-max-message", po::value(&o.ws_max_message)->default_value(o.ws_max_message),
+         "largest WebSocket message a client may send, in bytes (larger: close 1009)")
+        ("ws-max-queued", po::value(&o.ws_max_queued)->default_value(o.ws_max_queued),
+         "bytes queued to one slow client before it is closed (1008); others never wait")
+        ("ws-ping-interval-ms",
+         po::value(&o.ws_ping_interval_ms)->default_value(o.ws_ping_interval_ms),
+         "silence on a WebSocket before the server pings it")
+        ("ws-ping-timeout-ms",
+         po::value(&o.ws_ping_timeout_ms)->default_value(o.ws_ping_timeout_ms),
+         "silence after that ping before the connection is dropped")
         ("allow-origin", po::value(&o.allowed_origins)->composing(),
          "WebSocket Origin allowed to connect (repeatable; * for any; default: the server's own "
          "host, and clients that send no Origin)");
@@ -150,6 +160,13 @@ ParseResult parse_options(int argc, const char* const argv[]) {
             fmt::format("--bind '{}' is not an IPv4 or IPv6 address (e.g. :: or 0.0.0.0)", o.bind));
     if (o.backlog <= 0) return bad(fmt::format("--backlog {} must be positive", o.backlog));
     if (o.max_restarts == 0) return bad("--max-restarts must be at least 1");
+    if (o.ws_max_message < 125 || o.ws_max_message > (std::size_t{1} << 30))
+        return bad(fmt::format("--ws-max-message {} is out of range (125 to 1073741824)",
+                               o.ws_max_message));
+    if (o.ws_max_queued < o.ws_max_message / 4)
+        return bad("--ws-max-queued must be at least a quarter of --ws-max-message");
+    if (o.ws_ping_interval_ms == 0 || o.ws_ping_timeout_ms == 0)
+        return bad("--ws-ping-interval-ms and --ws-ping-timeout-ms must be positive");
     o.pin_cpus = vm.count("no-cpu-pinning") == 0;
     return {o, 0, {}};
 }

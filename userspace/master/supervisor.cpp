@@ -92,9 +92,10 @@ void Supervisor::setup() {
         ::setrlimit(RLIMIT_NOFILE, &nofile);
     }
     if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < 65536)
-        log::line("open-files limit is {}: that caps connections per worker; raise it "
-                  "(LimitNOFILE= in a systemd unit, ulimit -n; see scripts/tune)",
-                  nofile.rlim_cur);
+        log::line(
+            "open-files limit is {}: that caps connections per worker; raise it "
+            "(LimitNOFILE= in a systemd unit, ulimit -n; see scripts/tune)",
+            nofile.rlim_cur);
 
     // Signals are taken through a signalfd; block them before any child exists.
     sigset_t sigs = handled_signals();
@@ -168,6 +169,10 @@ void Supervisor::become_worker(unsigned slot) {
     cfg.nslots = opts_.workers;
     cfg.listen_fd = fd;
     cfg.allowed_origins = opts_.allowed_origins;
+    cfg.websocket.max_message_size = opts_.ws_max_message;
+    cfg.websocket.max_queued_bytes = opts_.ws_max_queued;
+    cfg.websocket.ping_interval = std::chrono::milliseconds(opts_.ws_ping_interval_ms);
+    cfg.websocket.ping_timeout = std::chrono::milliseconds(opts_.ws_ping_timeout_ms);
     int rc = 1;
     try {
         rc = net::run_worker(cfg);

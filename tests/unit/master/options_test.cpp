@@ -51,6 +51,15 @@ TEST(Options, AllSet) {
     EXPECT_FALSE(r.options->pin_cpus);
 }
 
+TEST(Options, WebSocketLimits) {
+    auto r = parse({"--ws-max-message", "4096", "--ws-ping-interval-ms", "500",
+                    "--ws-ping-timeout-ms", "300"});
+    ASSERT_TRUE(r.options) << r.message;
+    EXPECT_EQ(r.options->ws_max_message, 4096u);
+    EXPECT_EQ(r.options->ws_ping_interval_ms, 500u);
+    EXPECT_EQ(r.options->ws_ping_timeout_ms, 300u);
+}
+
 TEST(Options, HelpDocumentsEveryOption) {
     auto r = parse({"--help"});
     EXPECT_FALSE(r.options);
@@ -73,4 +82,6 @@ TEST(Options, Errors) {
     expect_error({"--backlog", "-1"}, "--backlog");
     expect_error({"--no-such-option"}, "no-such-option");
     expect_error({"--port"}, "port");
+    expect_error({"--ws-max-message", "10"}, "--ws-max-message");
+    expect_error({"--ws-ping-interval-ms", "0"}, "--ws-ping-interval-ms");
 }
