@@ -1,0 +1,244 @@
+// The native protocol adapter: JSON in, JSON out, through a recording Sink (the ws::Connection
+// side), over a real chat core (ring + shared state, two worker Hubs on one io_context).
+#include <gtest/gtest.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/json.hpp>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "native/native.hpp"
+
+namespace chat = steerchat::chat;
+namespace native = steerchat::native;
+namespace ring = steerchat::ring;
+namespace ws = steerchat::ws;
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct RecordingSink : native::Sink {
+    std::vector<ws::SharedFrame> frames;
+    int closed = 0;
+    std::uint16_t close_code = 0;
+    void send(ws::SharedFrame f) override { frames.push_back(std::move(f)); }
+    void close(std::uint16_t code, std::string_view) override {
+        ++closed;
+        close_code = code;
+    }
+    json::object at(std::size_t i) const {
+        const ws::SharedFrame& f = frames.at(i);
+        // An unmasked text frame: FIN + opcode 1.
+        EXPECT_EQ(f.data()[0], 0x81);
+        return json::parse(ws::as_string(f.payload())).as_object();
+    }
+    json::object last() const { return at(frames.size() - 1); }
+};
+
+struct Client {
+    RecordingSink sink;
+    native::Session session;
+    explicit Client(native::Service& s) : session(s, sink) {}
+    json::object send(const std::string& text) {
+        const std::size_t before = sink.frames.size();
+        session.on_text(text);
+        EXPECT_EQ(sink.frames.size(), before + 1) << "one reply to " << text;
+        return sink.last();
+    }
+    void send_quiet(const std::string& text) { session.on_text(text); }
+};
+
+class Native : public ::testing::Test {
+  protected:
+    ring::Region region = ring::Region::create(2, 1 << 20);
+    chat::SharedState state = chat::SharedState::create({});
+    boost::asio::io_context io;
+    std::unique_ptr<chat::Hub> hub0 =
+        std::make_unique<chat::Hub>(io.get_executor(), region, state, 0);
+    std::unique_ptr<chat::Hub> hub1 =
+        std::make_unique<chat::Hub>(io.get_executor(), region, state, 1);
+    native::Service svc0{*hub0};
+    native::Service svc1{*hub1};
+
+    void pump(std::chrono::milliseconds d = 20ms) {
+        io.restart();
+        io.run_for(d);
+    }
+    template <class Pred>
+    bool pump_until(Pred p) {
+        for (int i = 0; i < 5000 && !p(); ++i)
+            pump(1ms);
+        return p();
+    }
+    std::unique_ptr<Client> login(native::Service& s, const std::string& name) {
+        auto c = std::make_unique<Client>(s);
+        const json::object w = c->send(R"({"type":"login","name":")" + name + "\"}");
+        EXPECT_EQ(w.at("type"), "welcome") << json::serialize(w);
+        return c;
+    }
+};
+
+void expect_error(const json::object& o, const char* code) {
+    EXPECT_EQ(o.at("type"), "error") << json::serialize(o);
+    EXPECT_EQ(o.at("code"), code) << json::serialize(o);
+    EXPECT_TRUE(o.at("message").is_string());
+}
+
+TEST_F(Native, LoginWelcomeAndNameErrors) {
+    Client a(svc0);
+    json::object w = a.send(R"({"type":"login","name":"alice"})");
+    EXPECT_EQ(w.at("type"), "welcome");
+    EXPECT_EQ(w.at("name"), "alice");
+    EXPECT_EQ(w.at("users"), json::array{"alice"});
+    Client b(svc1);
+    expect_error(b.send(R"({"type":"login","name":"alice"})"), "name_taken");
+    expect_error(b.send(R"({"type":"login","name":""})"), "bad_name");
+    expect_error(b.send(R"({"type":"login","name":"a\u0007b"})"), "bad_name");
+    expect_error(b.send(R"({"type":"login","name":")" + std::string(33, 'x') + "\"}"), "bad_name");
+    w = b.send(R"({"type":"login","name":"b\"ob","extra":1})");
+    EXPECT_EQ(w.at("name"), "b\"ob");
+    EXPECT_EQ(w.at("users").as_array().size(), 2u);
+    expect_error(b.send(R"({"type":"login","name":"again"})"), "already_logged_in");
+}
+
+TEST_F(Native, BadRequestsKeepTheConnectionUsable) {
+    Client a(svc0);
+    expect_error(a.send("{not json"), "bad_request");
+    expect_error(a.send("[1,2]"), "bad_request");
+    expect_error(a.send(R"({"name":"x"})"), "bad_request");
+    expect_error(a.send(R"({"type":7})"), "bad_request");
+    expect_error(a.send(R"({"type":"dance"})"), "bad_request");
+    expect_error(a.send(R"({"type":"login"})"), "bad_request");
+    expect_error(a.send(R"({"type":"login","name":5})"), "bad_request");
+    a.session.on_binary();
+    expect_error(a.sink.last(), "bad_request");
+    // Before login only login is accepted.
+    expect_error(a.send(R"({"type":"join","room":"r"})"), "not_logged_in");
+    expect_error(a.send(R"({"type":"say","room":"r","text":"x"})"), "not_logged_in");
+    expect_error(a.send(R"({"type":"dm","to":"x","text":"x"})"), "not_logged_in");
+    expect_error(a.send(R"({"type":"logout"})"), "not_logged_in");
+    EXPECT_EQ(a.send(R"({"type":"login","name":"a"})").at("type"), "welcome");
+    expect_error(a.send(R"({"type":"join"})"), "bad_request");
+    expect_error(a.send(R"({"type":"say","room":"r"})"), "bad_request");
+    expect_error(a.send(R"({"type":"dm","text":"x"})"), "bad_request");
+    expect_error(a.send(R"({"type":"nope"})"), "bad_request");
+    EXPECT_EQ(svc0.stats().errors, 16u);
+}
+
+TEST_F(Native, JoinSayLeaveAcrossWorkers) {
+    auto a = login(svc0, "a");
+    auto b = login(svc1, "b");
+    auto c = login(svc0, "c");
+    ASSERT_TRUE(pump_until([&] { return a->sink.frames.size() == 3; }));  // online b, c
+    pump();
+    a->sink.frames.clear();
+    b->sink.frames.clear();
+    c->sink.frames.clear();
+
+    json::object j = a->send(R"({"type":"join","room":"lobby"})");
+    EXPECT_EQ(j.at("type"), "joined");
+    EXPECT_EQ(j.at("room"), "lobby");
+    EXPECT_EQ(j.at("members"), json::array{"a"});
+    EXPECT_EQ(j.at("history"), json::array{});
+    expect_error(a->send(R"({"type":"join","room":""})"), "bad_room");
+    EXPECT_EQ(b->send(R"({"type":"join","room":"lobby"})").at("members"), (json::array{"a", "b"}));
+    EXPECT_EQ(c->send(R"({"type":"join","room":"lobby"})").at("type"), "joined");
+
+    expect_error(a->send(R"({"type":"say","room":"elsewhere","text":"x"})"), "not_in_room");
+    a->send_quiet(R"({"type":"say","room":"lobby","text":"hi \"all\"\n","cid":{"n":1}})");
+    ASSERT_EQ(a->sink.frames.size(), 4u);  // joined, two errors, own copy
+    json::object own = a->sink.last();
+    EXPECT_EQ(own.at("type"), "message");
+    EXPECT_EQ(own.at("room"), "lobby");
+    EXPECT_EQ(own.at("from"), "a");
+    EXPECT_EQ(own.at("text"), "hi \"all\"\n");
+    EXPECT_EQ(own.at("cid"), (json::object{{"n", 1}}));
+    EXPECT_TRUE(own.at("id").is_number());
+    EXPECT_GT(own.at("ts").to_number<std::int64_t>(), 1'600'000'000'000);
+
+    ASSERT_TRUE(pump_until([&] { return b->sink.frames.size() == 2; }));
+    pump();
+    for (Client* r : {b.get(), c.get()}) {
+        ASSERT_EQ(r->sink.frames.size(), 2u);
+        json::object m = r->sink.last();
+        EXPECT_EQ(m.at("text"), "hi \"all\"\n");
+        EXPECT_EQ(m.at("id"), own.at("id"));
+        EXPECT_EQ(m.at("ts"), own.at("ts"));
+        EXPECT_FALSE(m.contains("cid"));
+    }
+
+    // History on join, as message objects.
+    auto d = login(svc1, "d");
+    j = d->send(R"({"type":"join","room":"lobby"})");
+    ASSERT_EQ(j.at("history").as_array().size(), 1u);
+    const json::object h = j.at("history").as_array()[0].as_object();
+    EXPECT_EQ(h.at("type"), "message");
+    EXPECT_EQ(h.at("from"), "a");
+    EXPECT_EQ(h.at("text"), "hi \"all\"\n");
+    EXPECT_EQ(h.at("id"), own.at("id"));
+
+    json::object l = b->send(R"({"type":"leave","room":"lobby"})");
+    EXPECT_EQ(l.at("type"), "left");
+    EXPECT_EQ(l.at("room"), "lobby");
+    expect_error(b->send(R"({"type":"leave","room":"lobby"})"), "not_in_room");
+    expect_error(b->send(R"({"type":"say","room":"lobby","text":"x","cid":"k"})"), "not_in_room");
+    EXPECT_EQ(b->sink.last().at("cid"), "k");
+    expect_error(
+        a->send(R"({"type":"say","room":"lobby","text":")" + std::string(5000, 'x') + "\"}"),
+        "too_long");
+}
+
+TEST_F(Native, OneEncodingPerEventPerWorker) {
+    std::vector<std::unique_ptr<Client>> cs;
+    for (int i = 0; i < 4; ++i) {
+        cs.push_back(login(svc1, "r" + std::to_string(i)));
+        cs.back()->send(R"({"type":"join","room":"r"})");
+    }
+    auto s = login(svc0, "sender");
+    s->send(R"({"type":"join","room":"r"})");
+    pump();  // the `online` of sender reaches worker 1 first
+    const auto before = svc1.stats().encoded;
+    s->send_quiet(R"({"type":"say","room":"r","text":"x"})");
+    ASSERT_TRUE(pump_until([&] {
+        for (auto& c : cs)
+            if (c->sink.last().at("type") != "message") return false;
+        return true;
+    }));
+    EXPECT_EQ(svc1.stats().encoded, before + 1);
+    const ws::SharedFrame& f = cs[0]->sink.frames.back();
+    for (auto& c : cs)
+        EXPECT_EQ(c->sink.frames.back().data(), f.data()) << "same bytes";
+}
+
+TEST_F(Native, DirectMessagesAndPresence) {
+    auto a = login(svc0, "a");
+    auto b = login(svc1, "b");
+    ASSERT_TRUE(pump_until([&] { return a->sink.frames.size() == 2; }));
+    json::object on = a->sink.last();
+    EXPECT_EQ(on, (json::object{{"type", "online"}, {"name", "b"}}));
+
+    a->send_quiet(R"({"type":"dm","to":"b","text":"psst"})");
+    EXPECT_EQ(a->sink.frames.size(), 2u) << "no reply to the sender";
+    ASSERT_TRUE(pump_until([&] { return b->sink.frames.size() == 2; }));
+    json::object dm = b->sink.last();
+    EXPECT_EQ(dm.at("type"), "dm");
+    EXPECT_EQ(dm.at("from"), "a");
+    EXPECT_EQ(dm.at("text"), "psst");
+    EXPECT_TRUE(dm.at("id").is_number());
+    EXPECT_TRUE(dm.at("ts").is_number());
+    expect_error(a->send(R"({"type":"dm","to":"nobody","text":"x"})"), "no_such_user");
+
+    b->send_quiet(R"({"type":"logout"})");
+    EXPECT_EQ(b->sink.closed, 1);
+    EXPECT_EQ(b->sink.close_code, 1000);
+    ASSERT_TRUE(pump_until([&] { return a->sink.last().at("type") == "offline"; }));
+    EXPECT_EQ(a->sink.last(), (json::object{{"type", "offline"}, {"name", "b"}}));
+    // The name is free again.
+    auto b2 = login(svc0, "b");
+    EXPECT_EQ(a->sink.last(), (json::object{{"type", "online"}, {"name", "b"}}));
+}
+
+}  // namespace

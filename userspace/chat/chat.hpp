@@ -1,0 +1,263 @@
+// The chat core: users, presence, rooms, direct messages, history. It knows no protocol; adapters
+// (userspace/native, later Socket.IO) translate protocol messages into Session calls and encode
+// the Events the core hands to their Client.
+//
+// Design (what was chosen, and why)
+// ---------------------------------
+// * Cluster directory in shared memory (SharedState, shared_state.hpp): created by the master
+//   before fork in a memfd mapping (MAP_SHARED; the fd is closed right after mmap, the mapping is
+//   inherited). Fixed-size tables (bounded by SharedOptions, errors `server_full` when full): the
+//   name registry (name -> owning worker slot + login id), rooms (members as an intrusive list of
+//   membership nodes, last `history_len` messages with their text in a per-room byte ring), and
+//   the id counter. One process-shared ROBUST mutex guards it (EOWNERDEAD -> consistent); it is
+//   taken once per user action, never per delivery. No allocator in shared memory: a worker
+//   killed inside a critical section cannot corrupt a heap, only leave one table entry
+//   half-written.
+// * Ids: one counter, incremented under the mutex for every state change that is announced
+//   (online, offline, room message, dm). So ids are unique and increase host-wide, and an id
+//   orders an event against every snapshot (welcome users, join members/history) taken under the
+//   same mutex:
+//     - a session that logged in at id L receives presence events with id > L only (the welcome
+//       list already reflects the older ones);
+//     - a session that joined room R at id J receives R's messages with id > J only (history
+//       already holds the older ones). A message's id and its history entry are made in one
+//       critical section, so join gets every message exactly once: from history or live.
+// * Delivery across workers: the ring (userspace/ring). Worker i publishes room messages, DMs,
+//   online and offline into its own log (wire.hpp: a small binary record); every other worker's
+//   Hub reads them (ring::AsioReader) and delivers to its LOCAL recipients through its local
+//   indices (room -> sessions, name -> session). The sender's worker delivers locally at once.
+//   Per-sender order holds because each log is ordered and a worker is single-threaded.
+// * Presence across logs is not ordered (N logs out on worker A, logs in again on B: a third
+//   worker may read B's `online` before A's `offline`). A reader therefore drops a presence
+//   record that is stale against the registry: `online(N, id)` only if N is still registered
+//   with login id `id`; `offline(N, id, login L)` only if N is not registered under a newer
+//   login. An offline reaches a session only if that session knew N online (N was in its
+//   welcome list: its login id > L, or this worker delivered online(N, L)), so every client sees
+//   presence as matched pairs and ends with the registry's state.
+// * Worker death: the master calls SharedState::evict_slot(slot) after reaping the worker and
+//   before respawning it (frees the names, drops the memberships, takes an id per user) and then
+//   chat::announce_offline(region, slot, evicted), which publishes their `offline` records into
+//   the dead slot's log (a new ring::Writer continues after its last committed record).
+// * Encode once: the Hub hands every local recipient of one event the same `const Event&` with
+//   a worker-unique `serial`; an adapter caches its encoding keyed by serial (one entry is
+//   enough: one event is delivered to all its recipients before the next). The sender's copy of
+//   a room message carries `cid` and has its own serial.
+// * Limits: names 1-32 code points, rooms 1-64 code points, no control characters (C0, DEL, C1)
+//   and valid UTF-8; text at most SharedOptions::max_text bytes (4 KiB) -> `too_long`.
+// * One session per connection; one connection per name (names are unique host-wide).
+//
+// Threading: a Hub and its Sessions belong to one event loop thread (one per worker process).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include "chat/shared_state.hpp"
+#include "ring/asio_reader.hpp"
+#include "ring/ring.hpp"
+
+namespace steerchat::chat {
+
+// ---------------------------------------------------------------------------------------------
+// Events handed to adapters
+
+enum class EventType : std::uint8_t { message, dm, online, offline };
+
+struct Event {
+    EventType type = EventType::message;
+    // Worker-unique: every recipient of the same encoding sees the same serial.
+    std::uint64_t serial = 0;
+    std::uint64_t id = 0;   // host-wide, increasing
+    std::int64_t ts = 0;    // ms since the epoch (message, dm)
+    std::string_view room;  // message
+    std::string_view from;  // message, dm; the user for online/offline
+    std::string_view to;    // dm
+    std::string_view text;  // message, dm
+    std::string_view cid;   // message: only the sender's copy, and only if the sender gave one
+    bool has_cid = false;
+};
+
+// A local recipient (one per connection). deliver() must not call back into the Hub
+// synchronously except through Session methods (which are reentrancy-safe).
+struct Client {
+    virtual ~Client() = default;
+    virtual void deliver(const Event& ev) = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+enum class Error : std::uint8_t {
+    none,
+    bad_name,           // not 1-32 code points, control characters or invalid UTF-8
+    name_taken,         // someone on some worker has it
+    bad_room,           // not 1-64 code points, ...
+    not_logged_in,      // anything but login before login
+    already_logged_in,  // a second login on one session
+    not_in_room,        // say/leave in a room the session has not joined
+    no_such_user,       // dm to a name nobody holds
+    too_long,           // text over the limit
+    server_full,        // a shared table is full
+};
+
+// The protocol code ("name_taken") and a human message.
+std::string_view code_of(Error e) noexcept;
+std::string_view message_of(Error e) noexcept;
+
+// Validation used by the core (exposed for adapters and tests).
+bool valid_name(std::string_view name) noexcept;  // 1-32 code points
+bool valid_room(std::string_view room) noexcept;  // 1-64 code points
+
+using HistoryItem = StoredMessage;  // id, ts, from, text
+
+struct Welcome {
+    std::vector<std::string> users;  // every online name, this user included
+};
+
+struct Joined {
+    std::vector<std::string> members;  // this user included
+    std::vector<HistoryItem> history;  // oldest first, at most history_len
+};
+
+struct Said {
+    std::uint64_t id = 0;
+    std::int64_t ts = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+
+struct HubStats {
+    std::uint64_t sessions = 0;        // gauge: logged-in local sessions
+    std::uint64_t records_in = 0;      // ring records read
+    std::uint64_t records_out = 0;     // ring records published
+    std::uint64_t deliveries = 0;      // Client::deliver calls
+    std::uint64_t events = 0;          // distinct events (serials) delivered
+    std::uint64_t stale_presence = 0;  // presence records dropped as stale
+    std::uint64_t bad_records = 0;     // undecodable ring records (a bug if non-zero)
+    std::uint64_t losses = 0;          // ring Loss reports: this worker missed records
+    std::uint64_t lost_records = 0;
+};
+
+class Hub;
+class Session;
+
+namespace detail {
+struct RecordSink {
+    Hub* hub;
+    void operator()(const ring::Record& r) const;
+};
+struct LossSink {
+    Hub* hub;
+    void operator()(const ring::Loss& l) const;
+};
+}  // namespace detail
+
+// A worker's chat core. Construct after the io_context, destroy before it. The Region and the
+// SharedState must outlive it.
+class Hub {
+  public:
+    Hub(boost::asio::any_io_executor ex, ring::Region& region, SharedState& state, unsigned slot,
+        ring::WriterOptions writer_options = {});
+    ~Hub();
+    Hub(const Hub&) = delete;
+    Hub& operator=(const Hub&) = delete;
+
+    unsigned slot() const noexcept { return slot_; }
+    SharedState& state() noexcept { return *state_; }
+    const HubStats& stats() const noexcept { return stats_; }
+    std::size_t local_sessions() const noexcept { return users_.size(); }
+
+    // Stops reading the ring (the destructor does it too).
+    void stop();
+
+  private:
+    friend class Session;
+    friend struct detail::RecordSink;
+    friend struct detail::LossSink;
+
+    void on_record(const ring::Record& r);
+    void on_loss(const ring::Loss& l);
+    void publish(std::uint32_t type, const std::vector<std::byte>& payload);
+    // Delivers `ev` (a fresh serial) to each session of `targets` for which keep(s) is true;
+    // safe against sessions destroyed by a delivery.
+    template <class Keep>
+    void deliver(const std::vector<Session*>& targets, Event& ev, Keep&& keep);
+    void forget(Session* s);  // a session is going away: drop it from in-flight deliveries
+    void deliver_online(std::string_view name, std::uint64_t id, const Session* except);
+    // `login` is the id of the online event this offline ends.
+    void deliver_offline(std::string_view name, std::uint64_t id, std::uint64_t login,
+                         const Session* except);
+
+    unsigned slot_;
+    SharedState* state_;
+    ring::Writer writer_;
+    std::unique_ptr<ring::Reader> reader_;
+    std::unique_ptr<ring::AsioReader<detail::RecordSink, detail::LossSink>> feed_;
+    HubStats stats_;
+    std::uint64_t serial_ = 0;
+    std::vector<std::byte> scratch_;  // record encoding buffer
+
+    struct StrHash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view s) const noexcept {
+            return std::hash<std::string_view>{}(s);
+        }
+    };
+    std::unordered_map<std::string, Session*, StrHash, std::equal_to<>> users_;
+    std::unordered_map<std::string, std::vector<Session*>, StrHash, std::equal_to<>> rooms_;
+    std::vector<Session*> sessions_;  // logged-in sessions (presence fan-out)
+    // name -> login id whose `online` this worker delivered (pairs each offline with its online)
+    std::unordered_map<std::string, std::uint64_t, StrHash, std::equal_to<>> announced_;
+    // Recipient lists being delivered to (a stack: a delivery may end a session, whose logout
+    // delivers `offline`). forget() nulls a dying session in all of them.
+    std::vector<std::vector<Session*>> in_flight_;
+    std::size_t depth_ = 0;
+};
+
+// One connection's chat session. Not movable (the Hub indexes it by address).
+class Session {
+  public:
+    Session(Hub& hub, Client& client);
+    ~Session();  // logout()
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+
+    Error login(std::string_view name, Welcome* out = nullptr);
+    Error join(std::string_view room, Joined* out = nullptr);
+    Error leave(std::string_view room);
+    // Delivered to every member of the room on every worker, this session included (its copy
+    // with `cid` when has_cid).
+    Error say(std::string_view room, std::string_view text, std::string_view cid = {},
+              bool has_cid = false, Said* out = nullptr);
+    Error dm(std::string_view to, std::string_view text, Said* out = nullptr);
+    // Frees the name, leaves every room, announces offline. No-op when not logged in.
+    void logout();
+
+    bool logged_in() const noexcept { return !name_.empty(); }
+    const std::string& name() const noexcept { return name_; }
+    bool in_room(std::string_view room) const;
+    std::uint64_t login_id() const noexcept { return login_id_; }
+
+  private:
+    friend class Hub;
+    Hub& hub_;
+    Client& client_;
+    std::string name_;
+    std::uint64_t login_id_ = 0;
+    // room -> the id at which it was joined (messages with larger ids are delivered live)
+    std::unordered_map<std::string, std::uint64_t, Hub::StrHash, std::equal_to<>> rooms_;
+};
+
+// For the master, after SharedState::evict_slot(slot): publishes an `offline` record for each
+// evicted user into `slot`'s log, so every live worker announces it. The worker of `slot` must
+// be dead (a log has one writer); call it before respawning the slot.
+void announce_offline(ring::Region& region, unsigned slot, const std::vector<Evicted>& evicted);
+
+}  // namespace steerchat::chat

@@ -1,0 +1,112 @@
+// The cluster directory shared by every worker of a host (see chat.hpp for the design): name
+// registry, rooms (members, history), the id counter. One memfd mapping created by the master
+// before fork and inherited by the workers; fixed-size tables guarded by one process-shared
+// robust mutex.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace steerchat::chat {
+
+struct SharedOptions {
+    std::uint32_t max_users = 65536;           // names registered at once, host-wide
+    std::uint32_t max_rooms = 1024;            // rooms at once (an empty room is reused when full)
+    std::uint32_t max_memberships = 262144;    // (user, room) pairs at once
+    std::uint32_t history_len = 100;           // messages kept per room
+    std::uint32_t history_bytes = 256 * 1024;  // text bytes kept per room (oldest dropped first)
+    std::uint32_t max_text = 4096;             // bytes of one message's text
+};
+
+inline constexpr std::size_t kMaxNameBytes = 128;  // 32 code points of up to 4 bytes
+inline constexpr std::size_t kMaxRoomBytes = 256;  // 64 code points
+
+// A user removed by evict_slot, with the id of its `offline` event and the login it ends.
+struct Evicted {
+    std::string name;
+    std::uint64_t id = 0;
+    std::uint64_t login_id = 0;
+};
+
+struct StoredMessage {
+    std::uint64_t id = 0;
+    std::int64_t ts = 0;
+    std::string from;
+    std::string text;
+};
+
+struct SharedStats {
+    std::uint32_t users = 0;
+    std::uint32_t rooms = 0;
+    std::uint32_t memberships = 0;
+    std::uint64_t last_id = 0;
+    std::uint64_t recoveries = 0;  // mutex owners that died holding it
+};
+
+namespace shm {
+struct Header;
+}
+
+// Owns the mapping (RAII; move-only). Every method locks the mutex itself and is safe to call
+// from any process that inherited the mapping.
+class SharedState {
+  public:
+    // Master, before forking. Throws std::invalid_argument for impossible options,
+    // std::system_error when memfd_create/ftruncate/mmap fail.
+    static SharedState create(const SharedOptions& options = {});
+
+    SharedState(SharedState&& o) noexcept;
+    SharedState& operator=(SharedState&& o) noexcept;
+    SharedState(const SharedState&) = delete;
+    SharedState& operator=(const SharedState&) = delete;
+    ~SharedState();
+
+    const SharedOptions& options() const noexcept { return options_; }
+
+    enum class Status : std::uint8_t { ok, taken, full, absent, not_member };
+
+    // Registers `name` for worker `slot`. On ok, *login_id is its `online` event id and *users
+    // (if given) every registered name at that moment (taken in the same critical section).
+    Status claim(std::string_view name, unsigned slot, std::uint64_t* login_id,
+                 std::vector<std::string>* users);
+    // Unregisters `name` if `slot` owns it with `login_id`, dropping its memberships. Returns
+    // the `offline` event id, 0 if it was not registered that way.
+    std::uint64_t release(std::string_view name, unsigned slot, std::uint64_t login_id);
+    // The login id of `name` if registered (0 if not), and its slot.
+    std::uint64_t lookup(std::string_view name, unsigned* slot = nullptr);
+
+    // Adds `name` (registered) to `room` (created if needed). *mark = the last id allocated at
+    // that moment; *members/*history (if given) the snapshot. ok (also when already a member),
+    // full, absent (name not registered).
+    Status join(std::string_view room, std::string_view name, std::uint64_t* mark,
+                std::vector<std::string>* members, std::vector<StoredMessage>* history);
+    // ok or not_member.
+    Status leave(std::string_view room, std::string_view name);
+    // Appends a message to the room's history and allocates its id (*id). ok or not_member.
+    Status post(std::string_view room, std::string_view from, std::string_view text,
+                std::int64_t ts, std::uint64_t* id);
+    // Allocates a fresh id (dm).
+    std::uint64_t next_id();
+
+    std::vector<std::string> members(std::string_view room);
+    std::vector<StoredMessage> history(std::string_view room);
+
+    // Master, after a worker of `slot` died and before it is respawned: unregisters its users,
+    // drops their memberships; each gets an `offline` id. Returns them.
+    std::vector<Evicted> evict_slot(unsigned slot);
+
+    SharedStats stats();
+
+  private:
+    SharedState() = default;
+    void reset() noexcept;
+
+    shm::Header* hdr_ = nullptr;
+    std::size_t size_ = 0;
+    SharedOptions options_{};
+};
+
+}  // namespace steerchat::chat

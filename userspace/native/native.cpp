@@ -1,0 +1,239 @@
+#include "native/native.hpp"
+
+#include <boost/json.hpp>
+#include <string>
+#include <utility>
+
+namespace steerchat::native {
+
+namespace json = boost::json;
+
+namespace {
+
+json::string_view jsv(std::string_view s) {
+    return {s.data(), s.size()};
+}
+
+json::array names(const std::vector<std::string>& v) {
+    json::array a;
+    a.reserve(v.size());
+    for (const std::string& s : v)
+        a.emplace_back(jsv(s));
+    return a;
+}
+
+json::object message_object(std::string_view room, std::string_view from, std::string_view text,
+                            std::uint64_t id, std::int64_t ts) {
+    json::object o;
+    o["type"] = "message";
+    o["room"] = jsv(room);
+    o["from"] = jsv(from);
+    o["text"] = jsv(text);
+    o["id"] = id;
+    o["ts"] = ts;
+    return o;
+}
+
+// A string field of `o`, or nullptr if it is missing or not a string.
+const json::string* str_field(const json::object& o, std::string_view key) {
+    const json::value* v = o.if_contains(jsv(key));
+    return v ? v->if_string() : nullptr;
+}
+
+// (GCC 12 -O3 raises a false -Wrestrict on chains of std::string operator+.)
+std::string concat(std::initializer_list<std::string_view> parts) {
+    std::string s;
+    for (std::string_view p : parts)
+        s.append(p);
+    return s;
+}
+
+std::string_view sv(const json::string& s) {
+    return {s.data(), s.size()};
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+std::unique_ptr<ws::Handler> Service::make_handler() {
+    return std::make_unique<Handler>(*this);
+}
+
+const ws::SharedFrame& Service::frame(const chat::Event& ev) {
+    if (ev.serial != 0 && ev.serial == cached_serial_ && cached_) {
+        ++stats_.shared_sends;
+        return cached_;
+    }
+    json::object o;
+    switch (ev.type) {
+        case chat::EventType::message:
+            o = message_object(ev.room, ev.from, ev.text, ev.id, ev.ts);
+            if (ev.has_cid) {
+                // The cid is the request's JSON value, kept as its serialization.
+                json::error_code ec;
+                json::value cid = json::parse(jsv(ev.cid), ec);
+                o["cid"] = ec ? json::value(jsv(ev.cid)) : std::move(cid);
+            }
+            break;
+        case chat::EventType::dm:
+            o["type"] = "dm";
+            o["from"] = jsv(ev.from);
+            o["to"] = jsv(ev.to);
+            o["text"] = jsv(ev.text);
+            o["id"] = ev.id;
+            o["ts"] = ev.ts;
+            break;
+        case chat::EventType::online:
+        case chat::EventType::offline:
+            o["type"] = ev.type == chat::EventType::online ? "online" : "offline";
+            o["name"] = jsv(ev.from);
+            break;
+    }
+    cached_ = ws::SharedFrame::text(json::serialize(o));
+    cached_serial_ = ev.serial;
+    ++stats_.encoded;
+    return cached_;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void Session::deliver(const chat::Event& ev) {
+    sink_.send(service_.frame(ev));
+}
+
+void Session::reply(const std::string& text) {
+    sink_.send(ws::SharedFrame::text(text));
+}
+
+void Session::error(std::string_view code, std::string_view message, const std::string* cid) {
+    ++service_.stats().errors;
+    json::object o;
+    o["type"] = "error";
+    o["code"] = jsv(code);
+    o["message"] = jsv(message);
+    if (cid) o["cid"] = json::parse(*cid);
+    reply(json::serialize(o));
+}
+
+void Session::on_binary() {
+    ++service_.stats().requests;
+    error("bad_request", "send JSON in text frames");
+}
+
+void Session::on_text(std::string_view payload) {
+    ++service_.stats().requests;
+    json::error_code ec;
+    json::value v = json::parse(jsv(payload), ec);
+    if (ec) return error("bad_request", concat({"malformed JSON: ", ec.message()}));
+    const json::object* obj = v.if_object();
+    if (!obj) return error("bad_request", "expected a JSON object");
+    const json::string* type_s = str_field(*obj, "type");
+    if (!type_s) return error("bad_request", "missing \"type\"");
+    const std::string_view type = sv(*type_s);
+
+    auto fail = [&](chat::Error e, const std::string* cid = nullptr) {
+        error(chat::code_of(e), chat::message_of(e), cid);
+    };
+    auto missing = [&](std::string_view field) {
+        error("bad_request", concat({"\"", type, "\" needs a string \"", field, "\""}));
+    };
+
+    if (type == "login") {
+        const json::string* name = str_field(*obj, "name");
+        if (!name) return missing("name");
+        chat::Welcome w;
+        if (const chat::Error e = chat_.login(sv(*name), &w); e != chat::Error::none)
+            return fail(e);
+        json::object o;
+        o["type"] = "welcome";
+        o["name"] = *name;
+        o["users"] = names(w.users);
+        return reply(json::serialize(o));
+    }
+    const bool known =
+        type == "join" || type == "leave" || type == "say" || type == "dm" || type == "logout";
+    if (!known) return error("bad_request", concat({"unknown type \"", type, "\""}));
+    if (!chat_.logged_in()) return fail(chat::Error::not_logged_in);
+
+    if (type == "logout") {
+        chat_.logout();
+        sink_.close(ws::close_code::normal, "logout");
+        return;
+    }
+    if (type == "join") {
+        const json::string* room = str_field(*obj, "room");
+        if (!room) return missing("room");
+        chat::Joined j;
+        if (const chat::Error e = chat_.join(sv(*room), &j); e != chat::Error::none) return fail(e);
+        json::object o;
+        o["type"] = "joined";
+        o["room"] = *room;
+        o["members"] = names(j.members);
+        json::array h;
+        h.reserve(j.history.size());
+        for (const chat::HistoryItem& m : j.history)
+            h.emplace_back(message_object(sv(*room), m.from, m.text, m.id, m.ts));
+        o["history"] = std::move(h);
+        return reply(json::serialize(o));
+    }
+    if (type == "leave") {
+        const json::string* room = str_field(*obj, "room");
+        if (!room) return missing("room");
+        if (const chat::Error e = chat_.leave(sv(*room)); e != chat::Error::none) return fail(e);
+        json::object o;
+        o["type"] = "left";
+        o["room"] = *room;
+        return reply(json::serialize(o));
+    }
+    if (type == "say") {
+        const json::value* cidv = obj->if_contains("cid");
+        const std::string cid = cidv ? json::serialize(*cidv) : std::string();
+        const std::string* cidp = cidv ? &cid : nullptr;
+        const json::string* room = str_field(*obj, "room");
+        const json::string* text = str_field(*obj, "text");
+        if (!room || !text) {
+            ++service_.stats().errors;
+            json::object o;
+            o["type"] = "error";
+            o["code"] = "bad_request";
+            o["message"] = "\"say\" needs a string \"room\" and a string \"text\"";
+            if (cidv) o["cid"] = *cidv;
+            return reply(json::serialize(o));
+        }
+        if (const chat::Error e = chat_.say(sv(*room), sv(*text), cid, cidv != nullptr);
+            e != chat::Error::none)
+            return fail(e, cidp);
+        return;
+    }
+    // dm
+    const json::string* to = str_field(*obj, "to");
+    const json::string* text = str_field(*obj, "text");
+    if (!to || !text) return error("bad_request", "\"dm\" needs a string \"to\" and \"text\"");
+    if (const chat::Error e = chat_.dm(sv(*to), sv(*text)); e != chat::Error::none) return fail(e);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void Handler::on_message(ws::Connection& conn, ws::Opcode opcode, std::string_view payload) {
+    conn_ = &conn;
+    if (opcode == ws::Opcode::text)
+        session_.on_text(payload);
+    else
+        session_.on_binary();
+}
+
+void Handler::on_close(ws::Connection&, std::uint16_t) {
+    session_.on_closed();
+    conn_ = nullptr;
+}
+
+void Handler::send(ws::SharedFrame frame) {
+    if (conn_) conn_->send(std::move(frame));
+}
+
+void Handler::close(std::uint16_t code, std::string_view reason) {
+    if (conn_) conn_->close(code, reason);
+}
+
+}  // namespace steerchat::native
