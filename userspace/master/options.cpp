@@ -88,6 +88,9 @@ ParseResult parse_options(int argc, const char* const argv[]) {
         ("shutdown-timeout-ms",
          po::value(&o.shutdown_timeout_ms)->default_value(o.shutdown_timeout_ms),
          "on SIGTERM, how long workers may take before they are killed")
+        ("ring-size", po::value(&o.ring_bytes)->default_value(o.ring_bytes),
+         "bytes of each worker's shared-memory broadcast log (rounded up to a power of two); a "
+         "reader more than this far behind is cut loose and told so")
         ("ws-max-message", po::value(&o.ws_max_message)->default_value(o.ws_max_message),
          "largest WebSocket message a client may send, in bytes (larger: close 1009)")
         ("ws-max-queued", po::value(&o.ws_max_queued)->default_value(o.ws_max_queued),
@@ -160,6 +163,9 @@ ParseResult parse_options(int argc, const char* const argv[]) {
             fmt::format("--bind '{}' is not an IPv4 or IPv6 address (e.g. :: or 0.0.0.0)", o.bind));
     if (o.backlog <= 0) return bad(fmt::format("--backlog {} must be positive", o.backlog));
     if (o.max_restarts == 0) return bad("--max-restarts must be at least 1");
+    if (o.ring_bytes < (std::size_t{64} << 10) || o.ring_bytes > (std::size_t{1} << 30))
+        return bad(
+            fmt::format("--ring-size {} is out of range (65536 to 1073741824)", o.ring_bytes));
     if (o.ws_max_message < 125 || o.ws_max_message > (std::size_t{1} << 30))
         return bad(fmt::format("--ws-max-message {} is out of range (125 to 1073741824)",
                                o.ws_max_message));

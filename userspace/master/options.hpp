@@ -27,6 +27,7 @@ struct Options {
     unsigned restart_window_s = 60;
     unsigned shutdown_timeout_ms = 4000;       // SIGTERM -> SIGKILL for workers that do not exit
     std::vector<std::string> allowed_origins;  // WebSocket Origin allowlist (empty: own host)
+    std::size_t ring_bytes = std::size_t{4} << 20;      // shared-memory log per worker
     std::size_t ws_max_message = std::size_t{1} << 20;  // larger messages: close 1009
     std::size_t ws_max_queued = std::size_t{4} << 20;   // unsent bytes per client: over, close 1008
     unsigned ws_ping_interval_ms = 30000;               // silence before the server pings

@@ -18,6 +18,8 @@
 
 #include <fmt/core.h>
 
+#include "chat/chat.hpp"
+#include "native/native.hpp"
 #include "net/worker.hpp"
 #include "steer/maglev.hpp"
 #include "util/log.hpp"
@@ -55,13 +57,15 @@ std::string describe_status(int status) {
     return "stopped";
 }
 
-// Closes every fd of this process except stdio and `keep`.
-void close_all_but(int keep) {
+// Closes every fd of this process except stdio and those in `keep`.
+void close_all_but(const std::vector<int>& keep) {
     std::vector<int> fds;
     if (DIR* d = ::opendir("/proc/self/fd")) {
         while (dirent* e = ::readdir(d)) {
             int fd = std::atoi(e->d_name);
-            if (e->d_name[0] != '.' && fd > 2 && fd != keep && fd != ::dirfd(d)) fds.push_back(fd);
+            if (e->d_name[0] != '.' && fd > 2 && fd != ::dirfd(d) &&
+                std::find(keep.begin(), keep.end(), fd) == keep.end())
+                fds.push_back(fd);
         }
         ::closedir(d);
     }
@@ -125,6 +129,9 @@ void Supervisor::setup() {
         steering_->pin(opts_.pin_dir());
     }
     cpus_ = usable_cpus();
+
+    ring_.emplace(ring::Region::create(opts_.workers, opts_.ring_bytes));
+    chat_.emplace(chat::SharedState::create({}));
 }
 
 void Supervisor::remap_buckets() {
@@ -162,8 +169,12 @@ void Supervisor::become_worker(unsigned slot) {
         CPU_SET(cpus_[slot % cpus_.size()], &set);
         sched_setaffinity(0, sizeof set, &set);
     }
-    // Keep only this slot's listener: no copy of the other listeners, the BPF maps or the lock.
-    close_all_but(fd);
+    // Keep only this slot's listener and the shared-memory logs' fds: no copy of the other
+    // listeners, the BPF maps or the lock.
+    std::vector<int> keep{fd, ring_->fd()};
+    for (unsigned i = 0; i < opts_.workers; ++i)
+        keep.push_back(ring_->wake_fd(i));
+    close_all_but(keep);
     net::WorkerConfig cfg;
     cfg.slot = slot;
     cfg.nslots = opts_.workers;
@@ -175,7 +186,15 @@ void Supervisor::become_worker(unsigned slot) {
     cfg.websocket.ping_timeout = std::chrono::milliseconds(opts_.ws_ping_timeout_ms);
     int rc = 1;
     try {
-        rc = net::run_worker(cfg);
+        net::Worker worker(cfg);
+        chat::Hub hub(worker.io().get_executor(), *ring_, *chat_, slot);
+        native::Service native_chat(hub);
+        worker.add_websocket_route(
+            "/ws", [&native_chat](const net::Request&) { return native_chat.make_handler(); });
+        rc = worker.run();
+        // The process ends here, without unwinding: connections still referenced by handlers
+        // inside the io_context would otherwise outlive the chat hub they point to.
+        ::_exit(rc);
     } catch (const std::exception& e) {
         log::line("fatal: {}", e.what());
     }
@@ -196,6 +215,7 @@ void Supervisor::on_worker_exit(unsigned slot, int status) {
     Slot& s = slots_[slot];
     s.pid = -1;
     if (stopping_) return;
+    release_slot_users(slot);
     auto now = Clock::now();
     s.quick_failures = (now - s.started < kHealthyLifetime) ? s.quick_failures + 1 : 0;
     s.deaths.push_back(now);
@@ -214,6 +234,21 @@ void Supervisor::on_worker_exit(unsigned slot, int status) {
     log::line("worker {} {}; respawning it in {} ms (its listener keeps queueing connections)",
               slot, describe_status(status), delay);
     s.respawn_at = now + std::chrono::milliseconds(delay);
+}
+
+void Supervisor::release_slot_users(unsigned slot) {
+    // Producers stop waiting for the dead reader; its users go offline for everyone and their
+    // names become free. The master writes into the dead worker's log (its only writer is gone).
+    ring_->set_alive(slot, false);
+    auto gone = chat_->evict_slot(slot);
+    if (gone.empty()) return;
+    try {
+        chat::announce_offline(*ring_, slot, gone);
+    } catch (const std::exception& e) {
+        log::line("announcing the {} user(s) of worker {} offline failed: {}", gone.size(), slot,
+                  e.what());
+    }
+    log::line("{} user(s) of worker {} are offline", gone.size(), slot);
 }
 
 void Supervisor::drain(unsigned slot, const std::string& why) {

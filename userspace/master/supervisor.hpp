@@ -11,9 +11,11 @@
 #include <optional>
 #include <vector>
 
+#include "chat/shared_state.hpp"
 #include "master/instance_lock.hpp"
 #include "master/listener.hpp"
 #include "master/options.hpp"
+#include "ring/ring.hpp"
 #include "steer/steering.hpp"
 #include "util/unique_fd.hpp"
 
@@ -44,6 +46,7 @@ class Supervisor {
     void reap();
     void on_worker_exit(unsigned slot, int status);
     void drain(unsigned slot, const std::string& why);
+    void release_slot_users(unsigned slot);
     void remap_buckets();
     int shutdown();
     std::vector<std::uint32_t> live_slots() const;
@@ -51,6 +54,9 @@ class Supervisor {
     Options opts_;
     std::unique_ptr<InstanceLock> lock_;
     std::unique_ptr<steer::Steering> steering_;
+    // Cross-worker state, created before the first fork and inherited by every worker.
+    std::optional<ring::Region> ring_;
+    std::optional<chat::SharedState> chat_;
     std::vector<Slot> slots_;
     std::vector<int> cpus_;
     UniqueFd signal_fd_;
