@@ -24,16 +24,9 @@ namespace {
 
 constexpr std::uint32_t kSeed = 0x5eed0001;
 
-// Slot the kernel should choose for `ip` given the table (every slot in `live` holds a socket).
 int expected_slot(const std::string& ip, const std::vector<std::uint32_t>& table,
-                  std::vector<bool> live) {
-    in_addr a{};
-    inet_pton(AF_INET, ip.c_str(), &a);
-    bool lv[STEER_MAX_SLOTS] = {};
-    for (std::size_t i = 0; i < live.size(); ++i)
-        lv[i] = live[i];
-    return steer::predict_slot(steer::hash_client(a, kSeed), table,
-                               std::span<const bool>(lv, live.size()));
+                  const std::vector<bool>& live) {
+    return itest::expected_slot(ip, kSeed, table, live);
 }
 
 // First client address (from index `from`) that lands on `slot`.

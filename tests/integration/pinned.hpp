@@ -1,6 +1,7 @@
 // Reads steerchat's pinned maps (as an operator's tool would) for the integration tests.
 #pragma once
 
+#include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <unistd.h>
@@ -11,6 +12,8 @@
 #include <vector>
 
 #include "steer.h"
+#include "steer/jhash.hpp"
+#include "steer/maglev.hpp"
 
 namespace steerchat::itest {
 
@@ -66,6 +69,19 @@ inline std::uint64_t pinned_percpu_sum(std::uint16_t port, const char* map, std:
             sum += x;
     ::close(fd);
     return sum;
+}
+
+// The slot the kernel should choose for the IPv4 client `ip` under `seed`, given the bucket table
+// and which slots hold a socket.
+inline int expected_slot(const std::string& ip, std::uint32_t seed,
+                         const std::vector<std::uint32_t>& table, const std::vector<bool>& live) {
+    in_addr a{};
+    inet_pton(AF_INET, ip.c_str(), &a);
+    bool lv[STEER_MAX_SLOTS] = {};
+    for (std::size_t i = 0; i < live.size(); ++i)
+        lv[i] = live[i];
+    return steer::predict_slot(steer::hash_client(a, seed), table,
+                               std::span<const bool>(lv, live.size()));
 }
 
 }  // namespace steerchat::itest

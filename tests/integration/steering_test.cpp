@@ -21,17 +21,6 @@ namespace {
 
 constexpr std::uint32_t kSeed = 0x1234abcd;
 
-int predicted_slot(const std::string& ip, const std::vector<std::uint32_t>& table,
-                   const std::vector<bool>& live) {
-    in_addr a{};
-    inet_pton(AF_INET, ip.c_str(), &a);
-    bool lv[STEER_MAX_SLOTS] = {};
-    for (std::size_t i = 0; i < live.size(); ++i)
-        lv[i] = live[i];
-    return steer::predict_slot(steer::hash_client(a, kSeed), table,
-                               std::span<const bool>(lv, live.size()));
-}
-
 }  // namespace
 
 TEST(Steering, EveryClientIpSticksToThePredictedWorker) {
@@ -71,7 +60,7 @@ TEST(Steering, EveryClientIpSticksToThePredictedWorker) {
         ASSERT_GE(got, 0);
         ASSERT_LT(got, static_cast<int>(kWorkers));
         ++load[got];
-        if (got != predicted_slot(ip, *table, live)) ++mismatches;
+        if (got != expected_slot(ip, kSeed, *table, live)) ++mismatches;
     }
     EXPECT_EQ(failures, 0u);
     EXPECT_EQ(mismatches, 0u) << "the kernel chose differently from the C++ prediction";
