@@ -6,10 +6,12 @@
  * looks the hash up in a Maglev bucket table filled by the master, and selects the listening
  * socket of the bucket's worker slot. The choice depends on the client address alone, so every
  * connection of one client IP reaches the same worker (also on the final ACK under syncookies). */
+// linux/bpf.h first: the libbpf headers use its types.
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
-#include <bpf/bpf_helpers.h>
+
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
 
 #include "steer.h"
 
@@ -53,28 +55,30 @@ struct {
 /* The kernel's jhash (include/linux/jhash.h), restated; userspace/steer/jhash.hpp mirrors it. */
 #define JHASH_INITVAL 0xdeadbeef
 
-static __always_inline __u32 rol32(__u32 w, unsigned int s) { return (w << s) | (w >> (32 - s)); }
+static __always_inline __u32 rol32(__u32 w, unsigned int s) {
+    return (w << s) | (w >> (32 - s));
+}
 
-#define jhash_mix(a, b, c)   \
-    {                        \
-        a -= c;              \
-        a ^= rol32(c, 4);    \
-        c += b;              \
-        b -= a;              \
-        b ^= rol32(a, 6);    \
-        a += c;              \
-        c -= b;              \
-        c ^= rol32(b, 8);    \
-        b += a;              \
-        a -= c;              \
-        a ^= rol32(c, 16);   \
-        c += b;              \
-        b -= a;              \
-        b ^= rol32(a, 19);   \
-        a += c;              \
-        c -= b;              \
-        c ^= rol32(b, 4);    \
-        b += a;              \
+#define jhash_mix(a, b, c) \
+    {                      \
+        a -= c;            \
+        a ^= rol32(c, 4);  \
+        c += b;            \
+        b -= a;            \
+        b ^= rol32(a, 6);  \
+        a += c;            \
+        c -= b;            \
+        c ^= rol32(b, 8);  \
+        b += a;            \
+        a -= c;            \
+        a ^= rol32(c, 16); \
+        c += b;            \
+        b -= a;            \
+        b ^= rol32(a, 19); \
+        a += c;            \
+        c -= b;            \
+        c ^= rol32(b, 4);  \
+        b += a;            \
     }
 
 #define jhash_final(a, b, c) \
@@ -96,8 +100,7 @@ static __always_inline __u32 rol32(__u32 w, unsigned int s) { return (w << s) | 
     }
 
 /* jhash_1word(a, initval) */
-static __always_inline __u32 jhash_v4(__u32 a, __u32 initval)
-{
+static __always_inline __u32 jhash_v4(__u32 a, __u32 initval) {
     __u32 b, c;
     a += JHASH_INITVAL + (1 << 2) + initval;
     b = JHASH_INITVAL + (1 << 2) + initval;
@@ -107,8 +110,7 @@ static __always_inline __u32 jhash_v4(__u32 a, __u32 initval)
 }
 
 /* jhash2(k, 4, initval) for a whole IPv6 address */
-static __always_inline __u32 jhash_v6(const __u32 *k, __u32 initval)
-{
+static __always_inline __u32 jhash_v6(const __u32* k, __u32 initval) {
     __u32 a, b, c;
     a = b = c = JHASH_INITVAL + (4 << 2) + initval;
     a += k[0];
@@ -121,8 +123,7 @@ static __always_inline __u32 jhash_v6(const __u32 *k, __u32 initval)
 }
 
 /* jhash2(k, 2, initval) for the /64 prefix of an IPv6 address */
-static __always_inline __u32 jhash_v6_64(const __u32 *k, __u32 initval)
-{
+static __always_inline __u32 jhash_v6_64(const __u32* k, __u32 initval) {
     __u32 a, b, c;
     a = b = c = JHASH_INITVAL + (2 << 2) + initval;
     b += k[1];
@@ -131,24 +132,21 @@ static __always_inline __u32 jhash_v6_64(const __u32 *k, __u32 initval)
     return c;
 }
 
-static __always_inline void count(__u32 stat)
-{
-    __u64 *v = bpf_map_lookup_elem(&stats, &stat);
+static __always_inline void count(__u32 stat) {
+    __u64* v = bpf_map_lookup_elem(&stats, &stat);
     if (v) *v += 1;
 }
 
-static __always_inline void count_slot(__u32 slot)
-{
-    __u64 *v = bpf_map_lookup_elem(&slot_stats, &slot);
+static __always_inline void count_slot(__u32 slot) {
+    __u64* v = bpf_map_lookup_elem(&slot_stats, &slot);
     if (v) *v += 1;
 }
 
 /* Hashes the client address; returns -1 when it cannot be read. */
-static __always_inline int client_hash(struct sk_reuseport_md *md, const struct steer_config *cfg,
-                                       __u32 *hash)
-{
+static __always_inline int client_hash(struct sk_reuseport_md* md, const struct steer_config* cfg,
+                                       __u32* hash) {
     __u32 addr[4] = {};
-    struct bpf_sock *msk = md->migrating_sk;
+    struct bpf_sock* msk = md->migrating_sk;
 
     if (msk) {
         /* Migration of a queued request: the packet is empty; the request's peer is the client. */
@@ -180,16 +178,15 @@ static __always_inline int client_hash(struct sk_reuseport_md *md, const struct 
     }
     count(STEER_STAT_IPV6);
     *hash = (cfg->flags & STEER_F_V6_PREFIX64) ? jhash_v6_64(addr, cfg->seed)
-                                                : jhash_v6(addr, cfg->seed);
+                                               : jhash_v6(addr, cfg->seed);
     return 0;
 }
 
 SEC("sk_reuseport/migrate")
-int steer(struct sk_reuseport_md *md)
-{
+int steer(struct sk_reuseport_md* md) {
     __u32 zero = 0, hash, bucket, slot, i;
-    const struct steer_config *cfg;
-    __u32 *owner;
+    const struct steer_config* cfg;
+    __u32* owner;
 
     cfg = bpf_map_lookup_elem(&config, &zero);
     if (!cfg || cfg->nslots == 0 || cfg->nslots > STEER_MAX_SLOTS) goto failed;
