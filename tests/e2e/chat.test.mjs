@@ -12,7 +12,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 if (!fs.existsSync(path.join(here, 'node_modules', 'ws', 'package.json'))) {
   throw new Error(`${here}/node_modules is missing: run tests/e2e/setup.sh (npm ci) first`);
 }
-const { ChatClient, healthzFrom } = await import('./lib/chat-client.mjs');
+const { ChatClient, getFrom, healthzFrom } = await import('./lib/chat-client.mjs');
 const { Server } = await import('./lib/server.mjs');
 
 const WORKERS = 4;
@@ -155,6 +155,16 @@ describe('native chat across workers', () => {
       assert.deepEqual(ids, [...ids].sort((a, b) => a - b), 'history in id order');
     }
     if (sticky) assert.ok(new Set(histories.map((h) => h.worker)).size > 1);
+  });
+
+  test('/metrics shows the chat and ring counters of the worker', async () => {
+    const body = await getFrom(server.port, users[0].ip, '/metrics');
+    const value = (name) => Number((body.match(new RegExp(`^${name}\\{[^}]*\\} (\\d+)$`, 'm')) ?? [])[1]);
+    assert.ok(value('steerchat_chat_sessions') >= 1, body);
+    assert.ok(value('steerchat_chat_deliveries_total') >= (USERS / ROOMS) * MESSAGES, body);
+    assert.ok(value('steerchat_chat_events_total') > 0, body);
+    assert.ok(value('steerchat_ring_records_in_total') > 0, body);
+    assert.equal(value('steerchat_ring_lost_records_total'), 0, body);
   });
 
   test('direct messages reach users on other workers; unknown users are reported', async () => {

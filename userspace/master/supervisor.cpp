@@ -191,6 +191,25 @@ void Supervisor::become_worker(unsigned slot) {
         native::Service native_chat(hub);
         worker.add_websocket_route(
             "/ws", [&native_chat](const net::Request&) { return native_chat.make_handler(); });
+        worker.add_metrics_source([&hub, slot](std::string& out) {
+            const auto& c = hub.stats();
+            net::append_metric(out, "steerchat_chat_sessions", "gauge",
+                               "Logged-in chat users on this worker.", slot, c.sessions);
+            net::append_metric(out, "steerchat_chat_deliveries_total", "counter",
+                               "Chat events handed to local recipients.", slot, c.deliveries);
+            net::append_metric(out, "steerchat_chat_events_total", "counter",
+                               "Distinct chat events delivered (each encoded once per protocol).",
+                               slot, c.events);
+            net::append_metric(out, "steerchat_ring_records_in_total", "counter",
+                               "Records read from other workers' shared-memory logs.", slot,
+                               c.records_in);
+            net::append_metric(out, "steerchat_ring_records_out_total", "counter",
+                               "Records published into this worker's shared-memory log.", slot,
+                               c.records_out);
+            net::append_metric(out, "steerchat_ring_lost_records_total", "counter",
+                               "Records this worker missed because it fell behind (cut loose).",
+                               slot, c.lost_records);
+        });
         rc = worker.run();
         // The process ends here, without unwinding: connections still referenced by handlers
         // inside the io_context would otherwise outlive the chat hub they point to.

@@ -50,8 +50,7 @@ std::string metrics_body(Worker& w) {
     const unsigned slot = w.config().slot;
     std::string out;
     auto metric = [&](const char* name, const char* type, const char* help, std::uint64_t v) {
-        out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{}{{worker=\"{}\"}} {}\n", name, help, name,
-                           type, name, slot, v);
+        append_metric(out, name, type, help, slot, v);
     };
     metric("steerchat_connections_accepted_total", "counter", "TCP connections accepted.",
            s.accepted);
@@ -83,10 +82,18 @@ std::string metrics_body(Worker& w) {
            ws.protocol_errors);
     metric("steerchat_ws_ping_timeouts_total", "counter",
            "WebSocket connections dropped for not answering the idle ping.", ws.ping_timeouts);
+    for (const auto& source : w.metrics_sources())
+        source(out);
     return out;
 }
 
 }  // namespace
+
+void append_metric(std::string& out, std::string_view name, std::string_view type,
+                   std::string_view help, unsigned slot, std::uint64_t value) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{}{{worker=\"{}\"}} {}\n", name, help, name,
+                       type, name, slot, value);
+}
 
 http::message_generator error_response(http::status status, unsigned version, bool keep_alive,
                                        std::string_view reason) {

@@ -1,6 +1,10 @@
 // Routes a parsed HTTP request to its handler: /healthz, /metrics, and 404 for the rest.
 #pragma once
 
+#include <cstdint>
+#include <string>
+#include <string_view>
+
 #include <boost/beast/http/message_generator.hpp>
 #include <boost/beast/http/string_body.hpp>
 
@@ -11,6 +15,10 @@ class Worker;
 using Request = boost::beast::http::request<boost::beast::http::string_body>;
 
 boost::beast::http::message_generator route(Request&& req, Worker& worker);
+
+// Appends one Prometheus metric of worker `slot` (HELP, TYPE and the sample) to `out`.
+void append_metric(std::string& out, std::string_view name, std::string_view type,
+                   std::string_view help, unsigned slot, std::uint64_t value);
 
 // A small error response with a plain-text reason (also used for parse failures).
 boost::beast::http::message_generator error_response(boost::beast::http::status status,

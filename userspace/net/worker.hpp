@@ -71,6 +71,12 @@ class Worker {
     const WebSocketFactory* websocket_route(std::string_view path) const;
     ws::Hub& websocket_hub() { return ws_hub_; }
 
+    // More /metrics lines from parts the HTTP edge does not know (the chat core): each source
+    // appends its metrics (see append_metric) to the body.
+    using MetricsSource = std::function<void(std::string& out)>;
+    void add_metrics_source(MetricsSource source) { metrics_sources_.push_back(std::move(source)); }
+    const std::vector<MetricsSource>& metrics_sources() const { return metrics_sources_; }
+
   private:
     void accept();
     void maybe_done();
@@ -81,6 +87,7 @@ class Worker {
     std::unordered_set<HttpSession*> sessions_;
     ws::Hub ws_hub_;
     std::map<std::string, WebSocketFactory, std::less<>> ws_routes_;
+    std::vector<MetricsSource> metrics_sources_;
     bool stopping_ = false;
     bool done_ = false;  // the loop has returned
     boost::asio::io_context ioc_{1};

@@ -79,6 +79,19 @@ export class ChatClient {
   }
 }
 
+// GET `path` from `localAddress`; resolves to the body text.
+export function getFrom(port, localAddress, path) {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path, localAddress, agent: false }, (res) => {
+      let body = '';
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve(body));
+    });
+    req.on('error', reject);
+    req.setTimeout(3000, () => req.destroy(new Error(`GET ${path} timed out`)));
+  });
+}
+
 // Which worker (slot, pid) serves connections from `localAddress`.
 export function healthzFrom(port, localAddress) {
   return new Promise((resolve, reject) => {
