@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "support/utf8_reference.hpp"
+#include "support/ws_event.hpp"
 #include "ws/frame.hpp"
 #include "ws/utf8.hpp"
 
@@ -26,48 +28,8 @@ using namespace steerchat::ws;
         }                                                                                      \
     } while (0)
 
-// Independent UTF-8 check: decode code points and test the RFC 3629 rules explicitly.
-bool reference_utf8(const std::uint8_t* b, std::size_t n) {
-    std::size_t i = 0;
-    while (i < n) {
-        const std::uint8_t c = b[i];
-        if (c < 0x80) {
-            ++i;
-            continue;
-        }
-        std::size_t len;
-        std::uint32_t cp;
-        if ((c & 0xE0) == 0xC0) {
-            len = 2;
-            cp = c & 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            len = 3;
-            cp = c & 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (i + len > n) return false;
-        for (std::size_t k = 1; k < len; ++k) {
-            if ((b[i + k] & 0xC0) != 0x80) return false;
-            cp = (cp << 6) | (b[i + k] & 0x3F);
-        }
-        const std::uint32_t min = len == 2 ? 0x80 : len == 3 ? 0x800 : 0x10000;
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-        i += len;
-    }
-    return true;
-}
-
-struct Ev {
-    EventKind kind;
-    Opcode op;
-    std::uint16_t code;
-    std::string data;
-    bool operator==(const Ev&) const = default;
-};
+using Ev = steerchat::test_support::WsEvent;
+using steerchat::test_support::reference_utf8;
 
 constexpr std::size_t kLimits[] = {0, 1, 16, 125, 126, 1000, 65536, kDefaultMaxMessageSize};
 

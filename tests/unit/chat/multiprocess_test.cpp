@@ -20,6 +20,7 @@
 
 #include "chat/chat.hpp"
 #include "chat_test_util.hpp"
+#include "support/pipe.hpp"
 
 using namespace chat_test;
 using namespace std::chrono_literals;
@@ -29,42 +30,18 @@ namespace ring = steerchat::ring;
 
 namespace {
 
-class Pipe {
-  public:
-    Pipe() {
-        if (::pipe(fds_) != 0) throw std::runtime_error("pipe");
-    }
-    ~Pipe() {
-        ::close(fds_[0]);
-        ::close(fds_[1]);
-    }
-    Pipe(const Pipe&) = delete;
-    Pipe& operator=(const Pipe&) = delete;
-    void send(std::uint64_t v) const {
-        if (::write(fds_[1], &v, sizeof v) != sizeof v) throw std::runtime_error("pipe write");
-    }
-    bool ready(int timeout_ms) const {
-        pollfd p{fds_[0], POLLIN, 0};
-        return ::poll(&p, 1, timeout_ms) == 1;
-    }
-    bool recv(std::uint64_t& v, int timeout_ms = 30000) const {
-        if (!ready(timeout_ms)) return false;
-        return ::read(fds_[0], &v, sizeof v) == sizeof v;
-    }
-    // Receives while running the loop (a worker keeps reading the ring while it waits).
-    bool recv_pumping(boost::asio::io_context& io, std::uint64_t& v,
-                      std::chrono::milliseconds timeout = 30s) const {
-        const auto deadline = std::chrono::steady_clock::now() + timeout;
-        while (!ready(0)) {
-            if (std::chrono::steady_clock::now() > deadline) return false;
-            pump_for(io, 1ms);
-        }
-        return recv(v);
-    }
+using steerchat::test_support::Pipe;
 
-  private:
-    int fds_[2];
-};
+// Receives from `pipe` while running the loop (a worker keeps reading the ring while it waits).
+bool recv_pumping(const Pipe& pipe, boost::asio::io_context& io, std::uint64_t& v,
+                  std::chrono::milliseconds timeout = 30s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!pipe.ready(0)) {
+        if (std::chrono::steady_clock::now() > deadline) return false;
+        pump_for(io, 1ms);
+    }
+    return pipe.recv(v);
+}
 
 struct Channel {
     Pipe up, down;  // child -> parent, parent -> child
@@ -197,7 +174,7 @@ TEST(ChatProcesses, RoomMessagesAndDmsAcrossWorkersExactlyOnceInOrder) {
             }
             c.up.send(1);  // ready: every hub exists and every user is in the room
             std::uint64_t go = 0;
-            if (!c.down.recv_pumping(io, go)) return 12;
+            if (!recv_pumping(c.down, io, go)) return 12;
             for (unsigned k = 0; k < kMsgs; ++k) {
                 for (unsigned j = 0; j < kUsers; ++j) {
                     const std::string tag =
@@ -256,7 +233,7 @@ TEST(ChatProcesses, RoomMessagesAndDmsAcrossWorkersExactlyOnceInOrder) {
             if (joined.history.size() != 100) return 27;
             c.up.send(history_hash(joined.history));
             std::uint64_t bye = 0;
-            if (!c.down.recv_pumping(io, bye)) return 28;
+            if (!recv_pumping(c.down, io, bye)) return 28;
             return 0;
         }));
         ASSERT_GT(pids.back(), 0);

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "ring/ring.hpp"
+#include "support/pipe.hpp"
 
 namespace ring_test {
 
@@ -130,31 +131,6 @@ inline int wait_child(pid_t pid, std::chrono::milliseconds limit = std::chrono::
     }
 }
 
-// A pipe for simple parent/child hand-shakes (one u64 per message).
-class Pipe {
-  public:
-    Pipe() {
-        if (::pipe(fds_) != 0) throw std::runtime_error("pipe");
-    }
-    ~Pipe() {
-        ::close(fds_[0]);
-        ::close(fds_[1]);
-    }
-    Pipe(const Pipe&) = delete;
-    Pipe& operator=(const Pipe&) = delete;
-
-    void send(std::uint64_t v) const {
-        if (::write(fds_[1], &v, sizeof v) != sizeof v) throw std::runtime_error("pipe write");
-    }
-    // Returns false on timeout.
-    bool recv(std::uint64_t& v, int timeout_ms = 10000) const {
-        pollfd p{fds_[0], POLLIN, 0};
-        if (::poll(&p, 1, timeout_ms) != 1) return false;
-        return ::read(fds_[0], &v, sizeof v) == sizeof v;
-    }
-
-  private:
-    int fds_[2];
-};
+using steerchat::test_support::Pipe;
 
 }  // namespace ring_test

@@ -1,5 +1,7 @@
 #include "ws/frame.hpp"
 
+#include "support/ws_event.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -25,23 +27,7 @@ Bytes cat(std::initializer_list<Bytes> parts) {
     return out;
 }
 
-// Event copied out of the parser (its views are only valid until the next feed).
-struct Ev {
-    EventKind kind;
-    Opcode op;
-    std::uint16_t code;
-    std::string data;
-    bool operator==(const Ev&) const = default;
-};
-
-std::ostream& operator<<(std::ostream& os, const Ev& e) {
-    return os << "{kind=" << int(e.kind) << " op=" << int(e.op) << " code=" << e.code
-              << " size=" << e.data.size() << "}";
-}
-
-Ev copy(const Event& e) {
-    return Ev{e.kind, e.opcode, e.code, std::string(e.text())};
-}
+using Ev = test_support::WsEvent;
 
 // Feeds `stream` in chunks of the given sizes (the last chunk takes the rest) and collects the
 // events. Checks the sticky-error contract on the way.
@@ -62,7 +48,7 @@ std::vector<Ev> parse_chunks(const Bytes& stream, const std::vector<std::size_t>
             const std::size_t used = p.feed(in, ev);
             EXPECT_LE(used, in.size());
             in = in.subspan(used);
-            if (ev.kind != EventKind::none) out.push_back(copy(ev));
+            if (ev.kind != EventKind::none) out.push_back(Ev::copy(ev));
             if (ev.kind == EventKind::error) {
                 EXPECT_TRUE(p.failed());
                 Event again;
@@ -373,7 +359,8 @@ TEST(Parse, InputAfterCloseIsIgnored) {
     FrameParser p;
     const Bytes stream = cat({cf(Opcode::close, "\x03\xE8"), cf(Opcode::text, "late")});
     std::vector<Ev> events;
-    EXPECT_TRUE(p.feed_all(ByteView(stream), [&](const Event& e) { events.push_back(copy(e)); }));
+    EXPECT_TRUE(
+        p.feed_all(ByteView(stream), [&](const Event& e) { events.push_back(Ev::copy(e)); }));
     ASSERT_EQ(events.size(), 1u);
     EXPECT_EQ(events[0].kind, EventKind::close);
     EXPECT_EQ(events[0].code, 1000);
@@ -598,7 +585,8 @@ TEST(Parse, FeedAllStopsAtErrorAndShrinkKeepsWorking) {
     std::vector<Ev> events;
     const Bytes stream = cat(
         {cf(Opcode::text, "a"), encode_frame(Opcode::text, as_bytes("b")), cf(Opcode::text, "c")});
-    EXPECT_FALSE(p.feed_all(ByteView(stream), [&](const Event& e) { events.push_back(copy(e)); }));
+    EXPECT_FALSE(
+        p.feed_all(ByteView(stream), [&](const Event& e) { events.push_back(Ev::copy(e)); }));
     EXPECT_EQ(events, (std::vector<Ev>{message(Opcode::text, "a"), error(1002)}));
 
     FrameParser q;

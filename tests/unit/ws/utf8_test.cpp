@@ -1,5 +1,7 @@
 #include "ws/utf8.hpp"
 
+#include "support/utf8_reference.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -23,39 +25,8 @@ Bytes S(std::string_view s) {
     return Bytes(s.begin(), s.end());
 }
 
-// Straightforward reference decoder (independent of the DFA): decodes each code point and
-// checks the RFC 3629 rules explicitly.
 bool reference_valid(const Bytes& b) {
-    std::size_t i = 0;
-    while (i < b.size()) {
-        const std::uint8_t c = b[i];
-        std::size_t len;
-        std::uint32_t cp;
-        if (c < 0x80) {
-            ++i;
-            continue;
-        } else if ((c & 0xE0) == 0xC0) {
-            len = 2;
-            cp = c & 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            len = 3;
-            cp = c & 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (i + len > b.size()) return false;
-        for (std::size_t k = 1; k < len; ++k) {
-            if ((b[i + k] & 0xC0) != 0x80) return false;
-            cp = (cp << 6) | (b[i + k] & 0x3F);
-        }
-        const std::uint32_t min = len == 2 ? 0x80 : len == 3 ? 0x800 : 0x10000;
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-        i += len;
-    }
-    return true;
+    return test_support::reference_utf8(b.data(), b.size());
 }
 
 struct Valid {
