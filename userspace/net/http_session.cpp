@@ -32,21 +32,13 @@ std::string joined(const Request& req, http::field f) {
 // we speak (RFC 6455 4.4).
 http::message_generator upgrade_refusal(http::status status, const Request& req, bool keep_alive,
                                         std::string_view reason) {
-    http::response<http::string_body> res{status, req.version()};
-    res.set(http::field::server, "steerchat");
-    res.set(http::field::content_type, "text/plain; charset=utf-8");
+    auto res = make_response(status, req.version(), keep_alive, req.method() == http::verb::head,
+                             std::string(reason) + "\n", "text/plain; charset=utf-8");
     if (status == http::status::upgrade_required) {
         res.set(http::field::upgrade, "websocket");
         res.set(http::field::connection, "Upgrade");
         res.set(http::field::sec_websocket_version, "13");
-    }
-    res.keep_alive(keep_alive);
-    std::string body = std::string(reason) + "\n";
-    if (req.method() == http::verb::head) {
-        res.content_length(body.size());
-    } else {
-        res.body() = std::move(body);
-        res.prepare_payload();
+        res.keep_alive(keep_alive);  // adds "close" to the Connection tokens when closing
     }
     return res;
 }

@@ -17,17 +17,9 @@ namespace {
 
 http::message_generator text_response(http::status status, const Request& req, std::string body,
                                       std::string_view content_type) {
-    http::response<http::string_body> res{status, req.version()};
-    res.set(http::field::server, "steerchat");
-    res.set(http::field::content_type, content_type);
+    auto res = make_response(status, req.version(), req.keep_alive(),
+                             req.method() == http::verb::head, std::move(body), content_type);
     res.set(http::field::cache_control, "no-store");
-    res.keep_alive(req.keep_alive());
-    if (req.method() == http::verb::head) {
-        res.content_length(body.size());
-    } else {
-        res.body() = std::move(body);
-        res.prepare_payload();
-    }
     return res;
 }
 
@@ -95,15 +87,25 @@ void append_metric(std::string& out, std::string_view name, std::string_view typ
                        type, name, slot, value);
 }
 
+Response make_response(http::status status, unsigned version, bool keep_alive, bool head,
+                       std::string body, std::string_view content_type) {
+    Response res{status, version};
+    res.set(http::field::server, "steerchat");
+    res.set(http::field::content_type, content_type);
+    res.keep_alive(keep_alive);
+    if (head) {
+        res.content_length(body.size());
+    } else {
+        res.body() = std::move(body);
+        res.prepare_payload();
+    }
+    return res;
+}
+
 http::message_generator error_response(http::status status, unsigned version, bool keep_alive,
                                        std::string_view reason) {
-    http::response<http::string_body> res{status, version};
-    res.set(http::field::server, "steerchat");
-    res.set(http::field::content_type, "text/plain; charset=utf-8");
-    res.keep_alive(keep_alive);
-    res.body() = std::string(reason) + "\n";
-    res.prepare_payload();
-    return res;
+    return make_response(status, version, keep_alive, false, std::string(reason) + "\n",
+                         "text/plain; charset=utf-8");
 }
 
 http::message_generator route(Request&& req, Worker& worker) {

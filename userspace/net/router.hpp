@@ -13,6 +13,12 @@ namespace steerchat::net {
 class Worker;
 
 using Request = boost::beast::http::request<boost::beast::http::string_body>;
+using Response = boost::beast::http::response<boost::beast::http::string_body>;
+
+// A complete response carrying `body` (for a HEAD request only its Content-Length), with the
+// Server header every steerchat response has.
+Response make_response(boost::beast::http::status status, unsigned version, bool keep_alive,
+                       bool head, std::string body, std::string_view content_type);
 
 boost::beast::http::message_generator route(Request&& req, Worker& worker);
 
