@@ -116,9 +116,4 @@ void Worker::maybe_done() {
     if (stopping_ && !done_ && sessions_.empty() && ws_hub_.size() == 0) ioc_.stop();
 }
 
-int run_worker(const WorkerConfig& cfg) {
-    Worker w(cfg);
-    return w.run();
-}
-
 }  // namespace steerchat::net

@@ -96,7 +96,4 @@ class Worker {
     boost::asio::steady_timer drain_timer_;
 };
 
-// Entry point of a forked worker process.
-int run_worker(const WorkerConfig& cfg);
-
 }  // namespace steerchat::net
