@@ -101,6 +101,10 @@ ParseResult parse_options(int argc, const char* const argv[]) {
         ("ws-ping-timeout-ms",
          po::value(&o.ws_ping_timeout_ms)->default_value(o.ws_ping_timeout_ms),
          "silence after that ping before the connection is dropped")
+        ("ws-no-cork", "benchmark baseline: write every WebSocket frame with its own send() "
+         "instead of one gather write per connection per loop turn")
+        ("no-encode-once", "benchmark baseline: encode a chat event separately for every "
+         "recipient instead of once per worker")
         ("allow-origin", po::value(&o.allowed_origins)->composing(),
          "WebSocket Origin allowed to connect (repeatable; * for any; default: the server's own "
          "host, and clients that send no Origin)");
@@ -174,6 +178,8 @@ ParseResult parse_options(int argc, const char* const argv[]) {
     if (o.ws_ping_interval_ms == 0 || o.ws_ping_timeout_ms == 0)
         return bad("--ws-ping-interval-ms and --ws-ping-timeout-ms must be positive");
     o.pin_cpus = vm.count("no-cpu-pinning") == 0;
+    o.ws_cork = vm.count("ws-no-cork") == 0;
+    o.encode_once = vm.count("no-encode-once") == 0;
     return {o, 0, {}};
 }
 

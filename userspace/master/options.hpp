@@ -31,7 +31,10 @@ struct Options {
     std::size_t ws_max_message = std::size_t{1} << 20;  // larger messages: close 1009
     std::size_t ws_max_queued = std::size_t{4} << 20;   // unsent bytes per client: over, close 1008
     unsigned ws_ping_interval_ms = 30000;               // silence before the server pings
-    unsigned ws_ping_timeout_ms = 20000;                // silence after the ping: drop
+    unsigned ws_ping_timeout_ms = 20000;
+    bool ws_cork = true;      // false: one send() per frame (benchmark baseline)
+    bool encode_once = true;  // false: encode every delivery separately (benchmark baseline) //
+                              // silence after the ping: drop
 
     std::filesystem::path pin_dir() const { return bpffs_dir / std::to_string(port); }
 };

@@ -184,11 +184,12 @@ void Supervisor::become_worker(unsigned slot) {
     cfg.websocket.max_queued_bytes = opts_.ws_max_queued;
     cfg.websocket.ping_interval = std::chrono::milliseconds(opts_.ws_ping_interval_ms);
     cfg.websocket.ping_timeout = std::chrono::milliseconds(opts_.ws_ping_timeout_ms);
+    cfg.websocket.cork = opts_.ws_cork;
     int rc = 1;
     try {
         net::Worker worker(cfg);
         chat::Hub hub(worker.io().get_executor(), *ring_, *chat_, slot);
-        native::Service native_chat(hub);
+        native::Service native_chat(hub, opts_.encode_once);
         worker.add_websocket_route(
             "/ws", [&native_chat](const net::Request&) { return native_chat.make_handler(); });
         worker.add_metrics_source([&hub, slot](std::string& out) {

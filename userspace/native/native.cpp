@@ -61,7 +61,7 @@ std::unique_ptr<ws::Handler> Service::make_handler() {
 }
 
 const ws::SharedFrame& Service::frame(const chat::Event& ev) {
-    if (ev.serial != 0 && ev.serial == cached_serial_ && cached_) {
+    if (encode_once_ && ev.serial != 0 && ev.serial == cached_serial_ && cached_) {
         ++stats_.shared_sends;
         return cached_;
     }

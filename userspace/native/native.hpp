@@ -45,7 +45,10 @@ struct Stats {
 // Per worker: the adapter's shared state (encode-once cache, counters). Outlives its handlers.
 class Service {
   public:
-    explicit Service(chat::Hub& hub) : hub_(hub) {}
+    // encode_once = false encodes every delivery separately: the baseline that encode-once is
+    // measured against in BENCHMARKS.md.
+    explicit Service(chat::Hub& hub, bool encode_once = true)
+        : hub_(hub), encode_once_(encode_once) {}
     Service(const Service&) = delete;
     Service& operator=(const Service&) = delete;
 
@@ -62,6 +65,7 @@ class Service {
   private:
     chat::Hub& hub_;
     Stats stats_;
+    bool encode_once_;
     std::uint64_t cached_serial_ = 0;
     ws::SharedFrame cached_;
 };

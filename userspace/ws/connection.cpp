@@ -259,8 +259,14 @@ void Connection::schedule_flush() {
 void Connection::flush() {
     if (writing_ || pending_.empty()) return;
     if (state_ == State::finished || state_ == State::draining) return;
-    pending_.swap(inflight_);
-    pending_bytes_ = 0;
+    if (options_.cork) {
+        pending_.swap(inflight_);
+        pending_bytes_ = 0;
+    } else {
+        pending_bytes_ -= pending_.front().size();
+        inflight_.push_back(std::move(pending_.front()));
+        pending_.erase(pending_.begin());
+    }
     iov_.clear();
     for (const auto& f : inflight_)
         iov_.emplace_back(f.data(), f.size());

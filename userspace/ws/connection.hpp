@@ -52,6 +52,9 @@ struct ConnectionOptions {
     std::chrono::milliseconds ping_interval{30'000};        // silence before we ping
     std::chrono::milliseconds ping_timeout{20'000};         // silence after the ping: drop
     std::chrono::milliseconds close_timeout{2'000};         // close handshake / lingering close
+    // false: every frame gets its own write (one send() per frame), the baseline that corking is
+    // measured against in BENCHMARKS.md. Never worth it in production.
+    bool cork = true;
 };
 
 // Per-worker counters (Prometheus: steerchat_ws_*).

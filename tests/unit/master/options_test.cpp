@@ -58,6 +58,12 @@ TEST(Options, WebSocketLimits) {
     EXPECT_EQ(r.options->ws_max_message, 4096u);
     EXPECT_EQ(r.options->ws_ping_interval_ms, 500u);
     EXPECT_EQ(r.options->ws_ping_timeout_ms, 300u);
+    EXPECT_TRUE(r.options->ws_cork);
+    EXPECT_TRUE(r.options->encode_once);
+    auto b = parse({"--ws-no-cork", "--no-encode-once"});
+    ASSERT_TRUE(b.options) << b.message;
+    EXPECT_FALSE(b.options->ws_cork);
+    EXPECT_FALSE(b.options->encode_once);
 }
 
 TEST(Options, HelpDocumentsEveryOption) {

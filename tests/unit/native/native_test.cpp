@@ -213,6 +213,33 @@ TEST_F(Native, OneEncodingPerEventPerWorker) {
         EXPECT_EQ(c->sink.frames.back().data(), f.data()) << "same bytes";
 }
 
+TEST_F(Native, BaselineWithoutEncodeOnceEncodesPerRecipient) {
+    native::Service naive{*hub1, false};
+    std::vector<std::unique_ptr<Client>> cs;
+    for (int i = 0; i < 4; ++i) {
+        cs.push_back(login(naive, "n" + std::to_string(i)));
+        cs.back()->send(R"({"type":"join","room":"n"})");
+    }
+    auto s = login(svc0, "sender");
+    s->send(R"({"type":"join","room":"n"})");
+    pump();
+    const auto before = naive.stats().encoded;
+    s->send_quiet(R"({"type":"say","room":"n","text":"x"})");
+    ASSERT_TRUE(pump_until([&] {
+        for (auto& c : cs)
+            if (c->sink.last().at("type") != "message") return false;
+        return true;
+    }));
+    EXPECT_EQ(naive.stats().encoded, before + 4);
+    const ws::SharedFrame& f = cs[0]->sink.frames.back();
+    for (std::size_t i = 1; i < cs.size(); ++i) {
+        const ws::SharedFrame& g = cs[i]->sink.frames.back();
+        EXPECT_NE(g.data(), f.data()) << "a separate encoding";
+        EXPECT_EQ(std::string_view(reinterpret_cast<const char*>(g.data()), g.size()),
+                  std::string_view(reinterpret_cast<const char*>(f.data()), f.size()));
+    }
+}
+
 TEST_F(Native, DirectMessagesAndPresence) {
     auto a = login(svc0, "a");
     auto b = login(svc1, "b");

@@ -234,6 +234,20 @@ TEST_F(ConnectionTest, SendsOfOneLoopTurnGoOutInOneWrite) {
     EXPECT_EQ(shared.use_count(), 1u) << "written frames are released";
 }
 
+TEST_F(ConnectionTest, UncorkedBaselineWritesEveryFrameSeparatelyInOrder) {
+    ConnectionOptions opts;
+    opts.cork = false;
+    open(opts);
+    for (int i = 0; i < 20; ++i)
+        ASSERT_TRUE(conn_->send(SharedFrame::text(numbered("m", i))));
+    auto f = frames(20);
+    ASSERT_EQ(f.size(), 20u);
+    for (int i = 0; i < 20; ++i)
+        EXPECT_EQ(f[i].payload, numbered("m", i));
+    EXPECT_EQ(conn_->writes(), 20u);
+    EXPECT_EQ(conn_->queued_bytes(), 0u);
+}
+
 TEST_F(ConnectionTest, FramesQueuedDuringAWriteGoInTheNextOne) {
     ConnectionOptions opts;
     opts.max_queued_bytes = std::size_t{256} << 20;
