@@ -15,6 +15,9 @@ namespace {
 constexpr std::size_t kReadBufferSize = 64 * 1024;
 // Reads per readiness notification before yielding to other connections.
 constexpr int kReadsPerWakeup = 4;
+// A connection keeps a message buffer up to this size between messages; a larger one is freed
+// after its message, so one big message does not pin its memory on an idle connection.
+constexpr std::size_t kKeepMessageBuffer = 64 * 1024;
 
 // A view of the connection's iovec array as a ConstBufferSequence: copied into the write
 // operation by value (two pointers) instead of copying a vector.
@@ -154,6 +157,11 @@ void Connection::process(ByteView data) {
         data = data.subspan(n);
         if (ev.kind != EventKind::none) handle_event(ev);
     }
+    // After a large message, give its buffer back: an idle connection keeps no message memory.
+    if (parser_.pending_message_size() == 0 && large_message_seen_) {
+        parser_.shrink();
+        large_message_seen_ = false;
+    }
 }
 
 void Connection::handle_event(const Event& ev) {
@@ -164,6 +172,7 @@ void Connection::handle_event(const Event& ev) {
         case EventKind::message:
             if (state_ != State::open) return;  // we are closing: data is discarded
             ++hub_.stats_.messages_in;
+            large_message_seen_ |= ev.payload.size() > kKeepMessageBuffer;
             handler_->on_message(*this, ev.opcode, ev.text());
             return;
         case EventKind::ping:

@@ -149,6 +149,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     const boost::asio::ip::tcp::endpoint& remote_endpoint() const noexcept { return remote_; }
     // Bytes and frames queued or being written.
     std::size_t queued_bytes() const noexcept { return queued_bytes_; }
+    // Bytes the parser holds for reassembling messages.
+    std::size_t message_buffer_bytes() const noexcept { return parser_.message_capacity(); }
     std::size_t queued_frames() const noexcept { return pending_.size() + inflight_.size(); }
     bool write_in_flight() const noexcept { return writing_; }
     // Gather writes issued by this connection (for tests of the corking).
@@ -209,6 +211,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     Clock::time_point last_rx_;
     bool ping_outstanding_ = false;
     bool reading_ = false;
+    bool large_message_seen_ = false;  // free the parser's buffer once the message is handled
     bool started_ = false;
 };
 

@@ -241,6 +241,8 @@ class FrameParser {
     bool closed() const noexcept { return state_ == State::closed; }
     // Bytes of the message being reassembled.
     std::size_t pending_message_size() const noexcept { return msg_size_; }
+    // Bytes held for reassembling messages (0 after shrink()).
+    std::size_t message_capacity() const noexcept { return msg_cap_; }
     const ParserOptions& options() const noexcept { return options_; }
 
     // Back to the initial state (keeps the buffer's capacity).

@@ -216,6 +216,22 @@ TEST_F(ConnectionTest, EchoesMessagesAndCountsThem) {
     EXPECT_EQ(hub_.stats().messages_out, 2u);
 }
 
+TEST_F(ConnectionTest, SmallMessagesKeepTheBufferALargeOneGivesItBack) {
+    open();
+    send_frame(Opcode::text, "small");
+    ASSERT_EQ(frames(1).size(), 1u);
+    const std::size_t small = conn_->message_buffer_bytes();
+    EXPECT_GT(small, 0u) << "a small buffer is kept for the next message";
+    EXPECT_LE(small, 64u * 1024);
+    send_frame(Opcode::binary, std::string(300000, 'x'));
+    auto f = frames(1);
+    ASSERT_EQ(f.size(), 1u);
+    EXPECT_EQ(f[0].payload.size(), 300000u);
+    EXPECT_EQ(conn_->message_buffer_bytes(), 0u) << "the large buffer is freed after its message";
+    send_frame(Opcode::text, "again");
+    ASSERT_EQ(frames(1).size(), 1u);
+}
+
 TEST_F(ConnectionTest, SendsOfOneLoopTurnGoOutInOneWrite) {
     open();
     auto shared = SharedFrame::text("broadcast");
