@@ -29,11 +29,13 @@
 //   Per-sender order holds because each log is ordered and a worker is single-threaded.
 // * Presence across logs is not ordered (N logs out on worker A, logs in again on B: a third
 //   worker may read B's `online` before A's `offline`). A reader therefore drops a presence
-//   record that is stale against the registry: `online(N, id)` only if N is still registered
-//   with login id `id`; `offline(N, id, login L)` only if N is not registered under a newer
-//   login. An offline reaches a session only if that session knew N online (N was in its
-//   welcome list: its login id > L, or this worker delivered online(N, L)), so every client sees
-//   presence as matched pairs and ends with the registry's state.
+//   record that a newer login has overtaken: `online(N, id)` unless N is still registered with
+//   login id `id` or not registered at all (that login already ended: its `offline` follows in
+//   the same log, so a quick login/logout is still seen as a pair); `offline(N, id, login L)`
+//   only if N is not registered under a newer login. An offline reaches a session only if that
+//   session knew N online (N was in its welcome list: its login id > L, or this worker delivered
+//   online(N, L)), so every client sees presence as matched pairs and ends with the registry's
+//   state.
 // * Worker death: the master calls SharedState::evict_slot(slot) after reaping the worker and
 //   before respawning it (frees the names, drops the memberships, takes an id per user) and then
 //   chat::announce_offline(region, slot, evicted), which publishes their `offline` records into

@@ -329,10 +329,13 @@ void Hub::on_record(const ring::Record& r) {
         case kOffline: {
             const std::string_view name = in.str();
             if (!in.ok) break;
-            // Logs are not ordered among themselves: drop what the registry has overtaken.
+            // Logs are not ordered among themselves: drop what a newer login of the name (read
+            // from the registry) has overtaken. A login that has already ended (the name is free)
+            // is still announced: its offline follows in the same log, so the pair stays matched
+            // and a quick login/logout is seen by every worker.
             const std::uint64_t current = state_->lookup(name);
             const bool online = r.type == kOnline;
-            if (online ? current != ev.id : current > ev.id) {
+            if (online ? (current != ev.id && current != 0) : current > ev.id) {
                 ++stats_.stale_presence;
                 return;
             }
