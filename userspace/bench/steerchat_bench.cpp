@@ -163,7 +163,7 @@ void usage(std::FILE* out) {
                "127.0.0.1)\n"
                "  --port P               server port (8080)\n"
                "  --clients C            WebSocket clients, at most 50000 (200)\n"
-               "  --rooms R              rooms; client i joins room i %% R (4)\n"
+               "  --rooms R              rooms; client i joins room i % R (4)\n"
                "  --senders S            clients 0..S-1 send (all)\n"
                "  --rate X               says per second per sender (10)\n"
                "  --duration SECONDS     measurement after a 1 s warm-up, at most 600 (5)\n"
