@@ -79,6 +79,34 @@ class Native : public ::testing::Test {
         EXPECT_EQ(w.at("type"), "welcome") << json::serialize(w);
         return c;
     }
+
+    struct Broadcast {
+        std::vector<std::unique_ptr<Client>> members;  // empty if the message did not arrive
+        std::uint64_t encodings = 0;                   // frames `svc` encoded for the message
+    };
+    // Four members of `room` log in through `svc` (worker 1); a sender on worker 0 says one
+    // message, and every member receives it.
+    Broadcast broadcast_to_four(native::Service& svc, const std::string& room) {
+        Broadcast b;
+        const std::string join = R"({"type":"join","room":")" + room + "\"}";
+        for (int i = 0; i < 4; ++i) {
+            b.members.push_back(login(svc, room + std::to_string(i)));
+            b.members.back()->send(join);
+        }
+        auto s = login(svc0, room + "-sender");
+        s->send(join);
+        pump();  // the `online` of the sender reaches worker 1 first
+        const auto before = svc.stats().encoded;
+        s->send_quiet(R"({"type":"say","room":")" + room + R"(","text":"x"})");
+        const bool all = pump_until([&] {
+            for (auto& c : b.members)
+                if (c->sink.last().at("type") != "message") return false;
+            return true;
+        });
+        b.encodings = svc.stats().encoded - before;
+        if (!all) b.members.clear();
+        return b;
+    }
 };
 
 void expect_error(const json::object& o, const char* code) {
@@ -192,48 +220,22 @@ TEST_F(Native, JoinSayLeaveAcrossWorkers) {
 }
 
 TEST_F(Native, OneEncodingPerEventPerWorker) {
-    std::vector<std::unique_ptr<Client>> cs;
-    for (int i = 0; i < 4; ++i) {
-        cs.push_back(login(svc1, "r" + std::to_string(i)));
-        cs.back()->send(R"({"type":"join","room":"r"})");
-    }
-    auto s = login(svc0, "sender");
-    s->send(R"({"type":"join","room":"r"})");
-    pump();  // the `online` of sender reaches worker 1 first
-    const auto before = svc1.stats().encoded;
-    s->send_quiet(R"({"type":"say","room":"r","text":"x"})");
-    ASSERT_TRUE(pump_until([&] {
-        for (auto& c : cs)
-            if (c->sink.last().at("type") != "message") return false;
-        return true;
-    }));
-    EXPECT_EQ(svc1.stats().encoded, before + 1);
-    const ws::SharedFrame& f = cs[0]->sink.frames.back();
-    for (auto& c : cs)
+    Broadcast b = broadcast_to_four(svc1, "r");
+    ASSERT_EQ(b.members.size(), 4u);
+    EXPECT_EQ(b.encodings, 1u);
+    const ws::SharedFrame& f = b.members[0]->sink.frames.back();
+    for (auto& c : b.members)
         EXPECT_EQ(c->sink.frames.back().data(), f.data()) << "same bytes";
 }
 
 TEST_F(Native, BaselineWithoutEncodeOnceEncodesPerRecipient) {
     native::Service naive{*hub1, false};
-    std::vector<std::unique_ptr<Client>> cs;
-    for (int i = 0; i < 4; ++i) {
-        cs.push_back(login(naive, "n" + std::to_string(i)));
-        cs.back()->send(R"({"type":"join","room":"n"})");
-    }
-    auto s = login(svc0, "sender");
-    s->send(R"({"type":"join","room":"n"})");
-    pump();
-    const auto before = naive.stats().encoded;
-    s->send_quiet(R"({"type":"say","room":"n","text":"x"})");
-    ASSERT_TRUE(pump_until([&] {
-        for (auto& c : cs)
-            if (c->sink.last().at("type") != "message") return false;
-        return true;
-    }));
-    EXPECT_EQ(naive.stats().encoded, before + 4);
-    const ws::SharedFrame& f = cs[0]->sink.frames.back();
-    for (std::size_t i = 1; i < cs.size(); ++i) {
-        const ws::SharedFrame& g = cs[i]->sink.frames.back();
+    Broadcast b = broadcast_to_four(naive, "n");
+    ASSERT_EQ(b.members.size(), 4u);
+    EXPECT_EQ(b.encodings, 4u);
+    const ws::SharedFrame& f = b.members[0]->sink.frames.back();
+    for (std::size_t i = 1; i < b.members.size(); ++i) {
+        const ws::SharedFrame& g = b.members[i]->sink.frames.back();
         EXPECT_NE(g.data(), f.data()) << "a separate encoding";
         EXPECT_EQ(std::string_view(reinterpret_cast<const char*>(g.data()), g.size()),
                   std::string_view(reinterpret_cast<const char*>(f.data()), f.size()));
