@@ -1,5 +1,9 @@
 #include "http_session.hpp"
 
+#include <sys/socket.h>
+
+#include <cerrno>
+
 #include <fmt/core.h>
 #include <boost/asio/dispatch.hpp>
 #include <boost/beast/core/bind_handler.hpp>
@@ -95,7 +99,10 @@ void HttpSession::on_read(beast::error_code ec, std::size_t) {
     auto req = parser_->release();
     {
         const std::string_view target = req.target();
-        if (const auto* factory = worker_.websocket_route(target.substr(0, target.find('?'))))
+        const std::string_view path = target.substr(0, target.find('?'));
+        if (const auto* handler = worker_.http_route(path))
+            return dispatch(std::move(req), *handler);
+        if (const auto* factory = worker_.websocket_route(path))
             return upgrade(std::move(req), *factory);
     }
     bool keep_alive = req.keep_alive() && !worker_.stopping();
@@ -112,7 +119,94 @@ void HttpSession::on_write(bool keep_alive, beast::error_code ec, std::size_t) {
     read();
 }
 
-void HttpSession::upgrade(Request&& req, const WebSocketFactory& factory) {
+void HttpSession::dispatch(Request&& req, const HttpHandler& handler) {
+    boost::system::error_code ec;
+    auto remote = stream_.socket().remote_endpoint(ec);
+    auto ex = std::make_shared<Exchange>(weak_from_this(), std::move(req), remote);
+    exchange_ = ex;
+    handler(ex);
+    if (ex->finished_ || exchange_ != ex) return;
+    // Held for later (a long poll): no idle timeout, but notice the client leaving.
+    stream_.expires_never();
+    watch_abort();
+}
+
+void HttpSession::watch_abort() {
+    if (watching_) return;
+    watching_ = true;
+    const auto generation = ++watch_generation_;
+    stream_.socket().async_wait(
+        boost::asio::ip::tcp::socket::wait_read,
+        [self = shared_from_this(), generation](const boost::system::error_code& ec) {
+            if (generation != self->watch_generation_) return;
+            self->watching_ = false;
+            if (!self->exchange_ || self->exchange_->finished_) return;
+            if (ec == boost::asio::error::operation_aborted) return;
+            if (!ec) {
+                char c;
+                const auto n = ::recv(self->stream_.socket().native_handle(), &c, 1,
+                                      MSG_PEEK | MSG_DONTWAIT);
+                // Bytes of a pipelined next request: the client is still there; they wait in
+                // the socket until the pending answer is written.
+                if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) {
+                    self->hold_ = self;  // nothing else holds the session until the answer
+                    return;
+                }
+            }
+            auto ex = std::move(self->exchange_);
+            ex->finished_ = true;
+            if (auto f = std::move(ex->on_abort_)) f();
+            self->close();
+        });
+}
+
+void HttpSession::end_exchange() {
+    // Callers hold a reference: dropping hold_ does not destroy the session under them.
+    exchange_.reset();
+    hold_.reset();
+    if (watching_) {
+        ++watch_generation_;
+        watching_ = false;
+        boost::system::error_code ec;
+        stream_.socket().cancel(ec);
+    }
+}
+
+void HttpSession::answer(Response&& res) {
+    const bool keep_alive = res.keep_alive() && !worker_.stopping();
+    res.keep_alive(keep_alive);
+    end_exchange();
+    stream_.expires_after(std::chrono::seconds(30));
+    beast::async_write(
+        stream_, http::message_generator(std::move(res)),
+        beast::bind_front_handler(&HttpSession::on_write, shared_from_this(), keep_alive));
+}
+
+void HttpSession::answer_upgrade(std::unique_ptr<ws::Handler> handler,
+                                 const ws::ConnectionOptions* options) {
+    auto ex = exchange_;
+    end_exchange();
+    auto holder = std::make_shared<std::unique_ptr<ws::Handler>>(std::move(handler));
+    upgrade(std::move(ex->req_), [holder](const Request&) { return std::move(*holder); }, options);
+}
+
+void Exchange::respond(Response res) {
+    if (finished_) return;
+    finished_ = true;
+    on_abort_ = nullptr;
+    if (auto s = session_.lock(); s && s->exchange_.get() == this) s->answer(std::move(res));
+}
+
+void Exchange::upgrade(std::unique_ptr<ws::Handler> handler, const ws::ConnectionOptions* options) {
+    if (finished_) return;
+    finished_ = true;
+    on_abort_ = nullptr;
+    if (auto s = session_.lock(); s && s->exchange_.get() == this)
+        s->answer_upgrade(std::move(handler), options);
+}
+
+void HttpSession::upgrade(Request&& req, WebSocketFactory factory,
+                          const ws::ConnectionOptions* options) {
     stream_.expires_after(std::chrono::seconds(30));
     auto refuse = [&](http::status status, bool keep_alive, std::string_view reason) {
         keep_alive = keep_alive && req.keep_alive() && !worker_.stopping();
@@ -142,6 +236,7 @@ void HttpSession::upgrade(Request&& req, const WebSocketFactory& factory) {
     upgrade_handler_ = factory(req);
     if (!upgrade_handler_)
         return refuse(http::status::forbidden, false, "WebSocket connection refused");
+    if (options) upgrade_options_ = *options;
 
     auto& res = upgrade_response_.emplace(http::status::switching_protocols, req.version());
     res.set(http::field::server, "steerchat");
@@ -158,8 +253,9 @@ void HttpSession::on_upgraded(beast::error_code ec, std::size_t) {
     // Bytes the client sent right after its request (frames it did not wait to send) are
     // already in our buffer: the connection parses them first.
     const auto rest = buffer_.data();
-    auto conn = ws::Connection::create(stream_.release_socket(), worker_.websocket_hub(),
-                                       std::move(upgrade_handler_), worker_.config().websocket);
+    auto conn = ws::Connection::create(
+        stream_.release_socket(), worker_.websocket_hub(), std::move(upgrade_handler_),
+        upgrade_options_ ? *upgrade_options_ : worker_.config().websocket);
     conn->start(ws::ByteView(static_cast<const std::uint8_t*>(rest.data()), rest.size()));
     buffer_.consume(buffer_.size());
     // This session ends here: nothing holds it any more.
@@ -167,7 +263,8 @@ void HttpSession::on_upgraded(beast::error_code ec, std::size_t) {
 
 void HttpSession::stop() {
     // Only an idle connection (waiting for the next request) is cut; a busy one sees stopping()
-    // after its response and closes then.
+    // after its response and closes then. (A pending asynchronous answer is its route's to give:
+    // routes answer in their stop hook.)
     if (reading_ && buffer_.size() == 0) stream_.socket().cancel();
 }
 

@@ -13,6 +13,7 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 
+#include "net/exchange.hpp"
 #include "net/router.hpp"
 #include "net/worker.hpp"
 #include "ws/connection.hpp"
@@ -35,8 +36,18 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     void on_write(bool keep_alive, boost::beast::error_code ec, std::size_t);
     void close();
     // The request targets a WebSocket route: 101 and hand-over, or 400/403/426.
-    void upgrade(Request&& req, const WebSocketFactory& factory);
+    void upgrade(Request&& req, WebSocketFactory factory,
+                 const ws::ConnectionOptions* options = nullptr);
     void on_upgraded(boost::beast::error_code ec, std::size_t);
+
+    // Asynchronous routes (exchange.hpp).
+    friend class Exchange;
+    void dispatch(Request&& req, const HttpHandler& handler);
+    void answer(Response&& res);
+    void answer_upgrade(std::unique_ptr<ws::Handler> handler, const ws::ConnectionOptions* options);
+    // While an answer is pending: wait for readability; EOF or an error means the client left.
+    void watch_abort();
+    void end_exchange();
 
     boost::beast::tcp_stream stream_;
     boost::beast::flat_buffer buffer_;
@@ -46,6 +57,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     // Kept alive while the 101 is written.
     std::optional<boost::beast::http::response<boost::beast::http::empty_body>> upgrade_response_;
     std::unique_ptr<ws::Handler> upgrade_handler_;
+    std::optional<ws::ConnectionOptions> upgrade_options_;
+    std::shared_ptr<Exchange> exchange_;  // the pending asynchronous answer
+    std::shared_ptr<HttpSession> hold_;  // keeps a pending exchange's session alive
+    bool watching_ = false;
+    std::uint64_t watch_generation_ = 0;
 };
 
 }  // namespace steerchat::net

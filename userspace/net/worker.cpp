@@ -44,6 +44,20 @@ const WebSocketFactory* Worker::websocket_route(std::string_view path) const {
     return it == ws_routes_.end() ? nullptr : &it->second;
 }
 
+void Worker::add_http_route(std::string path, HttpHandler handler) {
+    while (path.size() > 1 && path.back() == '/')
+        path.pop_back();
+    http_routes_.insert_or_assign(std::move(path), std::move(handler));
+}
+
+const HttpHandler* Worker::http_route(std::string_view path) const {
+    if (http_routes_.empty()) return nullptr;
+    while (path.size() > 1 && path.back() == '/')
+        path.remove_suffix(1);
+    auto it = http_routes_.find(path);
+    return it == http_routes_.end() ? nullptr : &it->second;
+}
+
 int Worker::run() {
     signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
         if (ec) return;
@@ -86,6 +100,8 @@ void Worker::stop() {
     boost::system::error_code ec;
     acceptor_.close(ec);
     signals_.cancel(ec);
+    for (auto& hook : stop_hooks_)
+        hook();
     // Copy: stopping a session may destroy it, which edits the set.
     std::vector<HttpSession*> sessions(sessions_.begin(), sessions_.end());
     for (auto* s : sessions)

@@ -38,6 +38,10 @@ struct WorkerConfig {
 // Makes the handler of an accepted WebSocket upgrade; nullptr refuses it (403).
 using WebSocketFactory = std::function<std::unique_ptr<ws::Handler>(const Request&)>;
 
+class Exchange;
+// An asynchronous route: answers its Exchange now or later (see exchange.hpp).
+using HttpHandler = std::function<void(const std::shared_ptr<Exchange>&)>;
+
 struct WorkerStats {
     std::uint64_t accepted = 0;
     std::uint64_t active = 0;
@@ -71,6 +75,16 @@ class Worker {
     const WebSocketFactory* websocket_route(std::string_view path) const;
     ws::Hub& websocket_hub() { return ws_hub_; }
 
+    // Asynchronous routes: every request whose path is `path` (query ignored; a trailing '/'
+    // optional) goes to `handler`, whatever its method, upgrades included. Checked before the
+    // WebSocket routes.
+    void add_http_route(std::string path, HttpHandler handler);
+    const HttpHandler* http_route(std::string_view path) const;
+
+    // Runs at the start of a graceful stop, before idle connections are cut (parts holding
+    // pending answers, such as long polls, answer them here).
+    void add_stop_hook(std::function<void()> hook) { stop_hooks_.push_back(std::move(hook)); }
+
     // More /metrics lines from parts the HTTP edge does not know (the chat core): each source
     // appends its metrics (see append_metric) to the body.
     using MetricsSource = std::function<void(std::string& out)>;
@@ -87,6 +101,8 @@ class Worker {
     std::unordered_set<HttpSession*> sessions_;
     ws::Hub ws_hub_;
     std::map<std::string, WebSocketFactory, std::less<>> ws_routes_;
+    std::map<std::string, HttpHandler, std::less<>> http_routes_;
+    std::vector<std::function<void()>> stop_hooks_;
     std::vector<MetricsSource> metrics_sources_;
     bool stopping_ = false;
     bool done_ = false;  // the loop has returned
