@@ -39,12 +39,18 @@ bool query_value(std::string_view query, std::string_view key, std::string_view&
 
 std::string_view error_message(int code) {
     switch (code) {
-        case 0: return "Transport unknown";
-        case 1: return "Session ID unknown";
-        case 2: return "Bad handshake method";
-        case 3: return "Bad request";
-        case 4: return "Forbidden";
-        case 5: return "Unsupported protocol version";
+        case 0:
+            return "Transport unknown";
+        case 1:
+            return "Session ID unknown";
+        case 2:
+            return "Bad handshake method";
+        case 3:
+            return "Bad request";
+        case 4:
+            return "Forbidden";
+        case 5:
+            return "Unsupported protocol version";
     }
     return "Bad request";
 }
@@ -57,10 +63,12 @@ bool origin_listed(const std::vector<std::string>& list, std::string_view origin
 
 // A text WebSocket frame "<type><data>", written in place.
 ws::SharedFrame text_frame(char type, std::string_view data) {
-    return ws::SharedFrame::build(ws::Opcode::text, data.size() + 1, [&](std::span<std::uint8_t> b) {
-        b[0] = static_cast<std::uint8_t>(type);
-        if (!data.empty()) std::memcpy(b.data() + 1, data.data(), data.size());
-    });
+    return ws::SharedFrame::build(ws::Opcode::text, data.size() + 1,
+                                  [&](std::span<std::uint8_t> b) {
+                                      b[0] = static_cast<std::uint8_t>(type);
+                                      if (!data.empty())
+                                          std::memcpy(b.data() + 1, data.data(), data.size());
+                                  });
 }
 
 }  // namespace
@@ -73,7 +81,9 @@ class WsTransport final : public ws::Handler {
   public:
     // A new session over WebSocket: opened in on_open.
     WsTransport(Server& server, int protocol, std::string query, std::string origin)
-        : server_(server), protocol_(protocol), query_(std::move(query)),
+        : server_(server),
+          protocol_(protocol),
+          query_(std::move(query)),
           origin_(std::move(origin)) {}
     // The upgrade of an existing polling session.
     WsTransport(Server& server, Socket& socket)
@@ -93,16 +103,14 @@ class WsTransport final : public ws::Handler {
             }
             socket_->ws_ = conn.shared_from_this();
             socket_->upgrade_timer_.expires_after(server_.options_.upgrade_timeout);
-            socket_->upgrade_timer_.async_wait(
-                [s = socket_](const boost::system::error_code& ec) {
-                    if (ec || !s->is_open() || s->transport_ != Transport::polling || !s->ws_)
-                        return;
-                    // No probe or no upgrade packet in time: drop the probe, keep polling.
-                    auto probe = std::move(s->ws_);
-                    static_cast<WsTransport&>(probe->handler()).socket_ = nullptr;
-                    s->upgrading_ = false;
-                    probe->close(ws::close_code::normal, "upgrade timeout");
-                });
+            socket_->upgrade_timer_.async_wait([s = socket_](const boost::system::error_code& ec) {
+                if (ec || !s->is_open() || s->transport_ != Transport::polling || !s->ws_) return;
+                // No probe or no upgrade packet in time: drop the probe, keep polling.
+                auto probe = std::move(s->ws_);
+                static_cast<WsTransport&>(probe->handler()).socket_ = nullptr;
+                s->upgrading_ = false;
+                probe->close(ws::close_code::normal, "upgrade timeout");
+            });
             return;
         }
         socket_ = server_.open_session(protocol_, Transport::websocket, conn.remote_endpoint(),
@@ -204,13 +212,11 @@ void Socket::send_ws(char type, std::string_view data, bool binary) {
     } else if (protocol_ >= 4) {
         ws_->send(ws::SharedFrame::binary(ws::as_bytes(data)));
     } else {
-        ws_->send(ws::SharedFrame::build(ws::Opcode::binary, data.size() + 1,
-                                         [&](std::span<std::uint8_t> b) {
-                                             b[0] = static_cast<std::uint8_t>(type - '0');
-                                             if (!data.empty())
-                                                 std::memcpy(b.data() + 1, data.data(),
-                                                             data.size());
-                                         }));
+        ws_->send(ws::SharedFrame::build(
+            ws::Opcode::binary, data.size() + 1, [&](std::span<std::uint8_t> b) {
+                b[0] = static_cast<std::uint8_t>(type - '0');
+                if (!data.empty()) std::memcpy(b.data() + 1, data.data(), data.size());
+            }));
     }
 }
 
@@ -222,8 +228,7 @@ void Socket::queue(char type, std::string_view data, bool binary) {
     out_.push_back(Out{type, binary, std::string(data)});
     out_bytes_ += data.size() + 8;
     if (out_bytes_ > server_.options_.max_buffered_bytes) {
-        log::line("engine.io session {}: {} bytes queued and no poll; closing it", id_,
-                  out_bytes_);
+        log::line("engine.io session {}: {} bytes queued and no poll; closing it", id_, out_bytes_);
         end("buffer overflow", PollEnd::close_packet);
         return;
     }
@@ -309,7 +314,7 @@ void Socket::on_post(const std::shared_ptr<net::Exchange>& ex) {
     } else {
         const std::string_view ct = req[http::field::content_type];
         ok = ct.starts_with("application/octet-stream") ? decode_payload_v3_binary(body, packets)
-                                                         : decode_payload_v3_string(body, packets);
+                                                        : decode_payload_v3_string(body, packets);
     }
     if (!ok) {
         ++server_.stats_.invalid_packets;
@@ -446,6 +451,12 @@ Server::Server(net::Worker& worker, Options options, Factory factory)
     : worker_(worker), options_(std::move(options)), factory_(std::move(factory)) {
     ws_options_ = worker_.config().websocket;
     ws_options_.max_message_size = std::max<std::size_t>(options_.max_payload, 16);
+    // A page allowed to poll cross-origin (CORS) may also open the WebSocket.
+    if (!options_.cors_origins.empty()) {
+        ws_origins_ = worker_.config().allowed_origins;
+        ws_origins_.insert(ws_origins_.end(), options_.cors_origins.begin(),
+                           options_.cors_origins.end());
+    }
     worker_.add_http_route(options_.path,
                            [this](const std::shared_ptr<net::Exchange>& ex) { handle(ex); });
     worker_.add_stop_hook([this] {
@@ -493,8 +504,8 @@ std::string Server::new_id() {
             const auto n = ::getrandom(raw + got, sizeof raw - got, 0);
             if (n > 0) got += static_cast<std::size_t>(n);
         }
-        std::string id = base64_encode(
-            std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
+        std::string id =
+            base64_encode(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
         for (auto& c : id) {  // URL-safe: the sid travels in query strings
             if (c == '+') c = '-';
             if (c == '/') c = '_';
@@ -508,8 +519,9 @@ net::Response Server::response(const net::Request& req, http::status status, std
     auto res = net::make_response(status, req.version(), req.keep_alive(), false, std::move(body),
                                   content_type);
     res.set(http::field::cache_control, "no-store");
-    if (auto it = req.find(http::field::origin); it != req.end() && !options_.cors_origins.empty() &&
-                                                  origin_listed(options_.cors_origins, it->value())) {
+    if (auto it = req.find(http::field::origin);
+        it != req.end() && !options_.cors_origins.empty() &&
+        origin_listed(options_.cors_origins, it->value())) {
         res.set(http::field::access_control_allow_origin, it->value());
         res.set(http::field::access_control_allow_credentials, "true");
         res.set(http::field::vary, "Origin");
@@ -543,8 +555,10 @@ void Server::handle(const std::shared_ptr<net::Exchange>& ex) {
         return ex->respond(std::move(res));
     }
     if (!options_.allowed_origins.empty()) {
+        // Only browsers send Origin; a page from an origin nobody allowed is refused.
         auto it = req.find(http::field::origin);
-        if (it == req.end() || !origin_listed(options_.allowed_origins, it->value()))
+        if (it != req.end() && !origin_listed(options_.allowed_origins, it->value()) &&
+            !origin_listed(options_.cors_origins, it->value()))
             return error(ex, 4);
     }
     std::string_view v;
@@ -597,7 +611,8 @@ Socket* Server::open_session(int protocol, Transport transport,
     boost::json::object open;
     open["sid"] = s.id_;
     boost::json::array upgrades;
-    if (transport == Transport::polling && options_.allow_upgrades) upgrades.emplace_back("websocket");
+    if (transport == Transport::polling && options_.allow_upgrades)
+        upgrades.emplace_back("websocket");
     open["upgrades"] = std::move(upgrades);
     open["pingInterval"] = options_.ping_interval.count();
     open["pingTimeout"] = options_.ping_timeout.count();
@@ -612,12 +627,13 @@ void Server::handshake(const std::shared_ptr<net::Exchange>& ex, int protocol,
     const auto& req = ex->request();
     const std::string_view target = req.target();
     const auto qpos = target.find('?');
-    std::string query(qpos == std::string_view::npos ? std::string_view{} : target.substr(qpos + 1));
+    std::string query(qpos == std::string_view::npos ? std::string_view{}
+                                                     : target.substr(qpos + 1));
     std::string origin(req[http::field::origin]);
     if (transport == Transport::websocket) {
-        ex->upgrade(std::make_unique<WsTransport>(*this, protocol, std::move(query),
-                                                  std::move(origin)),
-                    &ws_options_);
+        ex->upgrade(
+            std::make_unique<WsTransport>(*this, protocol, std::move(query), std::move(origin)),
+            &ws_options_, ws_origins_.empty() ? nullptr : &ws_origins_);
         return;
     }
     boost::system::error_code ec;
@@ -630,7 +646,8 @@ void Server::handshake(const std::shared_ptr<net::Exchange>& ex, int protocol,
 }
 
 void Server::upgrade(const std::shared_ptr<net::Exchange>& ex, Socket& s) {
-    ex->upgrade(std::make_unique<WsTransport>(*this, s), &ws_options_);
+    ex->upgrade(std::make_unique<WsTransport>(*this, s), &ws_options_,
+                ws_origins_.empty() ? nullptr : &ws_origins_);
 }
 
 void Server::append_metrics(std::string& out) const {

@@ -49,8 +49,8 @@ struct Options {
     bool allow_upgrades = true;
     // Origins answered with CORS headers ("*": any). Empty: no CORS headers at all.
     std::vector<std::string> cors_origins;
-    // Origins allowed to open sessions at all (the worker's --allow-origin): others get 403
-    // code 4. Empty: any.
+    // Origins allowed to open sessions at all (the worker's --allow-origin): a request with
+    // another Origin (and not a CORS origin) gets 403 code 4. Empty: any.
     std::vector<std::string> allowed_origins;
     std::chrono::milliseconds upgrade_timeout{10'000};  // probe -> upgrade packet
     // Packets queued for a polling client that does not poll: over this, the session closes.
@@ -205,6 +205,7 @@ class Server {
     Factory factory_;
     Stats stats_;
     ws::ConnectionOptions ws_options_;
+    std::vector<std::string> ws_origins_;  // --allow-origin and the CORS origins
     std::unordered_map<std::string, std::unique_ptr<Socket>> sessions_;
     std::vector<std::unique_ptr<Socket>> graveyard_;  // ended sessions, freed next loop turn
     bool reap_posted_ = false;

@@ -107,7 +107,30 @@ ParseResult parse_options(int argc, const char* const argv[]) {
          "recipient instead of once per worker")
         ("allow-origin", po::value(&o.allowed_origins)->composing(),
          "WebSocket Origin allowed to connect (repeatable; * for any; default: the server's own "
-         "host, and clients that send no Origin)");
+         "host, and clients that send no Origin)")
+        ("socketio-path", po::value(&o.socketio_path)->default_value(o.socketio_path),
+         "path of Engine.IO / Socket.IO requests")
+        ("eio-ping-interval-ms",
+         po::value(&o.eio_ping_interval_ms)->default_value(o.eio_ping_interval_ms),
+         "Engine.IO heartbeat interval (the server pings; v3 clients ping)")
+        ("eio-ping-timeout-ms",
+         po::value(&o.eio_ping_timeout_ms)->default_value(o.eio_ping_timeout_ms),
+         "Engine.IO: time for the pong before the session is closed")
+        ("eio-max-payload", po::value(&o.eio_max_payload)->default_value(o.eio_max_payload),
+         "largest Engine.IO POST body or WebSocket message, in bytes")
+        ("no-eio3", "refuse Engine.IO v3 clients (socket.io-client 2.x): error 5")
+        ("cors-origin", po::value(&o.cors_origins)->composing(),
+         "origin whose pages may use Socket.IO cross-origin (repeatable; * for any): CORS "
+         "headers on polling, WebSocket upgrades allowed")
+        ("sio-namespace", po::value(&o.sio_namespaces)->composing(),
+         "Socket.IO namespace served besides / (repeatable, e.g. /admin); each serves the chat")
+        ("sio-connect-timeout-ms",
+         po::value(&o.sio_connect_timeout_ms),
+         "time from the Engine.IO handshake to the first Socket.IO CONNECT (default 45000; "
+         "1000 with --protocol-test)")
+        ("protocol-test", "serve what the public Engine.IO / Socket.IO protocol test suites "
+         "expect (echo at /engine.io/, test events at /socket.io/) instead of the chat; run "
+         "them with --port 3000 --eio-ping-interval-ms 300 --eio-ping-timeout-ms 200");
     // clang-format on
 
     po::variables_map vm;
@@ -180,6 +203,25 @@ ParseResult parse_options(int argc, const char* const argv[]) {
     o.pin_cpus = vm.count("no-cpu-pinning") == 0;
     o.ws_cork = vm.count("ws-no-cork") == 0;
     o.encode_once = vm.count("no-encode-once") == 0;
+    o.eio3 = vm.count("no-eio3") == 0;
+    o.protocol_test = vm.count("protocol-test") != 0;
+    if (!vm.count("sio-connect-timeout-ms"))
+        o.sio_connect_timeout_ms = o.protocol_test ? 1000 : 45000;
+    if (o.eio_ping_interval_ms == 0 || o.eio_ping_timeout_ms == 0 || o.sio_connect_timeout_ms == 0)
+        return bad(
+            "--eio-ping-interval-ms, --eio-ping-timeout-ms and --sio-connect-timeout-ms must be "
+            "positive");
+    if (o.eio_max_payload < 16 || o.eio_max_payload > (std::size_t{1} << 30))
+        return bad(fmt::format("--eio-max-payload {} is out of range (16 to 1073741824)",
+                               o.eio_max_payload));
+    if (o.socketio_path.empty() || o.socketio_path[0] != '/' || o.socketio_path == "/" ||
+        o.socketio_path.find_first_of("?# ") != std::string::npos)
+        return bad(fmt::format("--socketio-path '{}' must be a path such as /socket.io/",
+                               o.socketio_path));
+    for (const auto& ns : o.sio_namespaces)
+        if (ns.size() < 2 || ns[0] != '/' || ns.find_first_of(",?# ") != std::string::npos)
+            return bad(fmt::format(
+                "--sio-namespace '{}' must start with '/' and hold no ',', '?', '#' or space", ns));
     return {o, 0, {}};
 }
 

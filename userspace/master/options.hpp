@@ -33,8 +33,17 @@ struct Options {
     unsigned ws_ping_interval_ms = 30000;               // silence before the server pings
     unsigned ws_ping_timeout_ms = 20000;
     bool ws_cork = true;      // false: one send() per frame (benchmark baseline)
-    bool encode_once = true;  // false: encode every delivery separately (benchmark baseline) //
-                              // silence after the ping: drop
+    bool encode_once = true;  // false: encode every delivery separately (benchmark baseline)
+    // Engine.IO / Socket.IO
+    std::string socketio_path = "/socket.io/";
+    unsigned eio_ping_interval_ms = 25000;
+    unsigned eio_ping_timeout_ms = 20000;
+    std::size_t eio_max_payload = 1000000;
+    bool eio3 = true;                         // Engine.IO v3 clients (socket.io-client 2.x)
+    std::vector<std::string> cors_origins;    // answered with CORS headers (* for any)
+    std::vector<std::string> sio_namespaces;  // served besides "/"
+    unsigned sio_connect_timeout_ms = 45000;
+    bool protocol_test = false;  // the public protocol test suites' server
 
     std::filesystem::path pin_dir() const { return bpffs_dir / std::to_string(port); }
 };

@@ -8,6 +8,8 @@
 
 #include <functional>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include <boost/asio/ip/tcp.hpp>
 
@@ -20,8 +22,7 @@ class HttpSession;
 
 class Exchange {
   public:
-    Exchange(std::weak_ptr<HttpSession> session, Request req,
-             boost::asio::ip::tcp::endpoint remote)
+    Exchange(std::weak_ptr<HttpSession> session, Request req, boost::asio::ip::tcp::endpoint remote)
         : session_(std::move(session)), req_(std::move(req)), remote_(remote) {}
     Exchange(const Exchange&) = delete;
     Exchange& operator=(const Exchange&) = delete;
@@ -37,7 +38,10 @@ class Exchange {
     // Validates the WebSocket handshake of the request and answers 101, after which the
     // connection is a ws::Connection driven by `handler` (with `options`, else the worker's).
     // A bad handshake gets its 400/403/426 answer and `handler` is destroyed unopened.
-    void upgrade(std::unique_ptr<ws::Handler> handler, const ws::ConnectionOptions* options = nullptr);
+    // `origins`, if given, replaces the worker's Origin allowlist for this upgrade.
+    void upgrade(std::unique_ptr<ws::Handler> handler,
+                 const ws::ConnectionOptions* options = nullptr,
+                 const std::vector<std::string>* origins = nullptr);
     // Runs once if the client closes the connection while the answer is pending.
     void on_abort(std::function<void()> f) { on_abort_ = std::move(f); }
 

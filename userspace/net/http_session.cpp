@@ -144,8 +144,8 @@ void HttpSession::watch_abort() {
             if (ec == boost::asio::error::operation_aborted) return;
             if (!ec) {
                 char c;
-                const auto n = ::recv(self->stream_.socket().native_handle(), &c, 1,
-                                      MSG_PEEK | MSG_DONTWAIT);
+                const auto n =
+                    ::recv(self->stream_.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
                 // Bytes of a pipelined next request: the client is still there; they wait in
                 // the socket until the pending answer is written.
                 if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) {
@@ -183,11 +183,14 @@ void HttpSession::answer(Response&& res) {
 }
 
 void HttpSession::answer_upgrade(std::unique_ptr<ws::Handler> handler,
-                                 const ws::ConnectionOptions* options) {
+                                 const ws::ConnectionOptions* options,
+                                 const std::vector<std::string>* origins) {
     auto ex = exchange_;
     end_exchange();
     auto holder = std::make_shared<std::unique_ptr<ws::Handler>>(std::move(handler));
-    upgrade(std::move(ex->req_), [holder](const Request&) { return std::move(*holder); }, options);
+    upgrade(
+        std::move(ex->req_), [holder](const Request&) { return std::move(*holder); }, options,
+        origins);
 }
 
 void Exchange::respond(Response res) {
@@ -197,16 +200,18 @@ void Exchange::respond(Response res) {
     if (auto s = session_.lock(); s && s->exchange_.get() == this) s->answer(std::move(res));
 }
 
-void Exchange::upgrade(std::unique_ptr<ws::Handler> handler, const ws::ConnectionOptions* options) {
+void Exchange::upgrade(std::unique_ptr<ws::Handler> handler, const ws::ConnectionOptions* options,
+                       const std::vector<std::string>* origins) {
     if (finished_) return;
     finished_ = true;
     on_abort_ = nullptr;
     if (auto s = session_.lock(); s && s->exchange_.get() == this)
-        s->answer_upgrade(std::move(handler), options);
+        s->answer_upgrade(std::move(handler), options, origins);
 }
 
 void HttpSession::upgrade(Request&& req, WebSocketFactory factory,
-                          const ws::ConnectionOptions* options) {
+                          const ws::ConnectionOptions* options,
+                          const std::vector<std::string>* origins) {
     stream_.expires_after(std::chrono::seconds(30));
     auto refuse = [&](http::status status, bool keep_alive, std::string_view reason) {
         keep_alive = keep_alive && req.keep_alive() && !worker_.stopping();
@@ -228,7 +233,7 @@ void HttpSession::upgrade(Request&& req, WebSocketFactory factory,
     hs.version = req[http::field::sec_websocket_version];
     hs.host = req[http::field::host];
     if (auto it = req.find(http::field::origin); it != req.end()) hs.origin = it->value();
-    auto result = ws::validate_handshake(hs, worker_.config().allowed_origins);
+    auto result = ws::validate_handshake(hs, origins ? *origins : worker_.config().allowed_origins);
     if (const auto* rej = std::get_if<ws::HandshakeReject>(&result))
         return refuse(static_cast<http::status>(rej->status), false, rej->reason);
     if (worker_.stopping())

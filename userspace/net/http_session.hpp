@@ -37,14 +37,16 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     void close();
     // The request targets a WebSocket route: 101 and hand-over, or 400/403/426.
     void upgrade(Request&& req, WebSocketFactory factory,
-                 const ws::ConnectionOptions* options = nullptr);
+                 const ws::ConnectionOptions* options = nullptr,
+                 const std::vector<std::string>* origins = nullptr);
     void on_upgraded(boost::beast::error_code ec, std::size_t);
 
     // Asynchronous routes (exchange.hpp).
     friend class Exchange;
     void dispatch(Request&& req, const HttpHandler& handler);
     void answer(Response&& res);
-    void answer_upgrade(std::unique_ptr<ws::Handler> handler, const ws::ConnectionOptions* options);
+    void answer_upgrade(std::unique_ptr<ws::Handler> handler, const ws::ConnectionOptions* options,
+                        const std::vector<std::string>* origins);
     // While an answer is pending: wait for readability; EOF or an error means the client left.
     void watch_abort();
     void end_exchange();
@@ -59,7 +61,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     std::unique_ptr<ws::Handler> upgrade_handler_;
     std::optional<ws::ConnectionOptions> upgrade_options_;
     std::shared_ptr<Exchange> exchange_;  // the pending asynchronous answer
-    std::shared_ptr<HttpSession> hold_;  // keeps a pending exchange's session alive
+    std::shared_ptr<HttpSession> hold_;   // keeps a pending exchange's session alive
     bool watching_ = false;
     std::uint64_t watch_generation_ = 0;
 };

@@ -1,0 +1,71 @@
+#include "eio/protocol_test.hpp"
+
+#include <chrono>
+
+#include <boost/asio/steady_timer.hpp>
+
+#include "net/worker.hpp"
+
+namespace steerchat::eio {
+
+namespace {
+
+struct Echo final : SocketHandler {
+    void on_message(Socket& socket, std::string_view data, bool binary) override {
+        socket.send(data, binary);
+    }
+};
+
+struct SuiteHandler final : sio::Handler {
+    // The suites register their listener for the "auth" event only after the CONNECT reply has
+    // been handled: a client that reads both from one TCP segment drops the second. So the
+    // reply and "auth" go out in separate writes, a moment apart (the suites' limitation, not
+    // the protocol's: a real client handles any batching).
+    SuiteHandler(sio::Socket& socket, boost::json::object auth)
+        : auth_timer_(socket.engine().server().worker().io()) {
+        auth_timer_.expires_after(std::chrono::milliseconds(20));
+        auth_timer_.async_wait(
+            [&socket, auth = std::move(auth)](const boost::system::error_code& ec) {
+                if (!ec) socket.emit("auth", auth);
+            });
+    }
+
+    void on_event(sio::Socket& socket, const boost::json::array& args,
+                  std::span<const std::string> attachments,
+                  std::optional<std::uint64_t> ack) override {
+        if (args.empty() || !args[0].is_string()) return;
+        const auto& name = args[0].as_string();
+        if (name == "message") {
+            boost::json::array back = args;
+            back[0] = "message-back";
+            socket.emit(back, attachments);
+        } else if (name == "message-with-ack" && ack) {
+            boost::json::array rest(args.begin() + 1, args.end());
+            socket.ack(*ack, rest, attachments);
+        }
+    }
+
+    boost::asio::steady_timer auth_timer_;
+};
+
+Options with_path(Options o, const char* path) {
+    o.path = path;
+    return o;
+}
+
+std::vector<sio::Namespace> suite_namespaces() {
+    auto on_connect = [](sio::Socket& s, const boost::json::object& auth) {
+        return std::make_unique<SuiteHandler>(s, auth);
+    };
+    return {{"/", on_connect}, {"/custom", on_connect}};
+}
+
+}  // namespace
+
+ProtocolTest::ProtocolTest(net::Worker& worker, const Options& engine_options,
+                           const sio::Options& sio_options)
+    : echo_(worker, with_path(engine_options, "/engine.io/"),
+            [](Socket&) { return std::make_unique<Echo>(); }),
+      sio_(worker, with_path(engine_options, "/socket.io/"), sio_options, suite_namespaces()) {}
+
+}  // namespace steerchat::eio

@@ -1,0 +1,222 @@
+#include "socketio_chat/socketio_chat.hpp"
+
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+
+namespace steerchat::socketio_chat {
+
+namespace json = boost::json;
+
+namespace {
+
+json::array history_json(const std::vector<chat::HistoryItem>& items) {
+    json::array out;
+    out.reserve(items.size());
+    for (const auto& m : items)
+        out.push_back(json::object{{"id", m.id}, {"ts", m.ts}, {"from", m.from}, {"text", m.text}});
+    return out;
+}
+
+json::array names_json(const std::vector<std::string>& names) {
+    json::array out;
+    out.reserve(names.size());
+    for (const auto& n : names)
+        out.emplace_back(n);
+    return out;
+}
+
+// The string argument `key` of an object, or the argument itself when it is a string.
+const json::string* string_arg(const json::array& args, std::string_view key) {
+    if (args.size() < 2) return nullptr;
+    const auto& a = args[1];
+    if (a.is_string()) return &a.as_string();
+    if (!a.is_object()) return nullptr;
+    const auto* v = a.as_object().if_contains(key);
+    return v && v->is_string() ? &v->as_string() : nullptr;
+}
+
+const json::string* field(const json::array& args, std::string_view key) {
+    if (args.size() < 2 || !args[1].is_object()) return nullptr;
+    const auto* v = args[1].as_object().if_contains(key);
+    return v && v->is_string() ? &v->as_string() : nullptr;
+}
+
+std::string_view sv(const json::string& s) {
+    return {s.data(), s.size()};
+}
+
+class Session final : public sio::Handler, public chat::Client {
+  public:
+    Session(Service& service, sio::Socket& socket)
+        : service_(service), socket_(socket), chat_(service.hub(), *this) {}
+
+    void on_event(sio::Socket&, const json::array& args, std::span<const std::string>,
+                  std::optional<std::uint64_t> ack) override {
+        ++service_.stats().events;
+        if (!args[0].is_string()) return fail(ack, "?", chat::Error::none, "event name");
+        const std::string_view name = sv(args[0].as_string());
+        ack_ = ack;
+        if (name == "createsession") return createsession(args);
+        if (name == "newMessage") return new_message(args);
+        if (name == "logout") return logout();
+        if (name == "join") return join(args);
+        if (name == "leave") return leave(args);
+        if (name == "say") return say(args);
+        fail(ack, name, chat::Error::none, "unknown event");
+    }
+
+    void on_disconnect(sio::Socket&, std::string_view) override { chat_.logout(); }
+
+    void deliver(const chat::Event& ev) override {
+        socket_.send(service_.encoded(ev, socket_.nsp()));
+    }
+
+  private:
+    // An error answer: through the ack if the client gave one, else a chaterror event.
+    // chat::Error::none with `what` set means a malformed request (bad_request).
+    void fail(std::optional<std::uint64_t> ack, std::string_view event, chat::Error e,
+              std::string_view what = {}) {
+        ++service_.stats().errors;
+        std::string message = e == chat::Error::none ? "malformed request: " + std::string(what)
+                                                     : std::string(chat::message_of(e));
+        const std::string_view code = e == chat::Error::none ? "bad_request" : chat::code_of(e);
+        if (ack) {
+            socket_.ack(*ack, json::array{json::object{
+                                  {"ok", false}, {"error", code}, {"message", message}}});
+            return;
+        }
+        socket_.emit("chaterror",
+                     json::object{{"event", event}, {"error", code}, {"message", message}});
+    }
+
+    void ok(json::object result) {
+        if (!ack_) return;
+        json::object out{{"ok", true}};
+        for (auto& kv : result)
+            out.insert_or_assign(kv.key(), std::move(kv.value()));
+        socket_.ack(*ack_, json::array{std::move(out)});
+    }
+
+    void createsession(const json::array& args) {
+        const auto* email = field(args, "email");
+        if (!email) return fail(ack_, "createsession", chat::Error::none, "{email} expected");
+        chat::Welcome w;
+        const auto e = chat_.login(sv(*email), &w);
+        if (e == chat::Error::name_taken) {
+            ++service_.stats().errors;
+            const auto* ip = field(args, "clientIP");
+            socket_.emit("usernametaken",
+                         json::object{{"err", "Username is taken: choose another one"},
+                                      {"address", ip ? *ip : *email}});
+            if (ack_) fail(ack_, "createsession", e);
+            return;
+        }
+        if (e != chat::Error::none) return fail(ack_, "createsession", e);
+        socket_.emit("accessgranted", names_json(w.users));
+        ok({{"name", *email}});
+    }
+
+    void new_message(const json::array& args) {
+        const auto* to = field(args, "to");
+        const auto* text = field(args, "message");
+        if (!to || !text)
+            return fail(ack_, "newMessage", chat::Error::none, "{to, message} expected");
+        chat::Said said;
+        const auto e = chat_.dm(sv(*to), sv(*text), &said);
+        if (e == chat::Error::no_such_user) {
+            ++service_.stats().errors;
+            socket_.emit("clientNotFound", *to);
+            if (ack_) fail(ack_, "newMessage", e);
+            return;
+        }
+        if (e != chat::Error::none) return fail(ack_, "newMessage", e);
+        ok({{"id", said.id}, {"ts", said.ts}});
+    }
+
+    void logout() {
+        if (!chat_.logged_in()) return fail(ack_, "logout", chat::Error::not_logged_in);
+        chat_.logout();
+        socket_.emit("loggedOut", json::array{});
+        ok({});
+    }
+
+    void join(const json::array& args) {
+        const auto* room = string_arg(args, "room");
+        if (!room) return fail(ack_, "join", chat::Error::none, "room name expected");
+        chat::Joined j;
+        const auto e = chat_.join(sv(*room), &j);
+        if (e != chat::Error::none) return fail(ack_, "join", e);
+        ok({{"room", *room},
+            {"members", names_json(j.members)},
+            {"history", history_json(j.history)}});
+    }
+
+    void leave(const json::array& args) {
+        const auto* room = string_arg(args, "room");
+        if (!room) return fail(ack_, "leave", chat::Error::none, "room name expected");
+        const auto e = chat_.leave(sv(*room));
+        if (e != chat::Error::none) return fail(ack_, "leave", e);
+        ok({{"room", *room}});
+    }
+
+    void say(const json::array& args) {
+        const auto* room = field(args, "room");
+        const auto* text = field(args, "text");
+        if (!room || !text) return fail(ack_, "say", chat::Error::none, "{room, text} expected");
+        const auto* cid = field(args, "cid");
+        chat::Said said;
+        const auto e = chat_.say(sv(*room), sv(*text), cid ? sv(*cid) : std::string_view{},
+                                 cid != nullptr, &said);
+        if (e != chat::Error::none) return fail(ack_, "say", e);
+        ok({{"id", said.id}, {"ts", said.ts}});
+    }
+
+    Service& service_;
+    sio::Socket& socket_;
+    std::optional<std::uint64_t> ack_;
+    chat::Session chat_;  // last: logs out while the members above are valid
+};
+
+}  // namespace
+
+sio::Namespace Service::make_namespace(std::string name) {
+    return sio::Namespace{std::move(name), [this](sio::Socket& s, const json::object&) {
+                              return std::make_unique<Session>(*this, s);
+                          }};
+}
+
+const sio::Encoded& Service::encoded(const chat::Event& ev, std::string_view nsp) {
+    if (encode_once_ && ev.serial == cached_serial_ && cached_nsp_ == nsp && cached_serial_ != 0) {
+        ++stats_.shared_sends;
+        return cached_;
+    }
+    ++stats_.encoded;
+    json::array args;
+    switch (ev.type) {
+        case chat::EventType::message: {
+            json::object o{{"room", ev.room},
+                           {"from", ev.from},
+                           {"text", ev.text},
+                           {"id", ev.id},
+                           {"ts", ev.ts}};
+            if (ev.has_cid) o["cid"] = ev.cid;
+            args = {"message", std::move(o)};
+            break;
+        }
+        case chat::EventType::dm:
+            args = {"newMessage", json::object{{"from", ev.from}, {"text", ev.text}}};
+            break;
+        case chat::EventType::online:
+            args = {"newClientOnline", json::object{{"email", ev.from}}};
+            break;
+        case chat::EventType::offline:
+            args = {"clientOffline", ev.from};
+            break;
+    }
+    cached_ = sio::encode_event(nsp, args);
+    cached_serial_ = ev.serial;
+    cached_nsp_.assign(nsp);
+    return cached_;
+}
+
+}  // namespace steerchat::socketio_chat
