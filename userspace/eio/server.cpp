@@ -15,6 +15,7 @@
 #include "eio/base64.hpp"
 #include "net/worker.hpp"
 #include "util/log.hpp"
+#include "ws/handshake.hpp"
 
 namespace http = boost::beast::http;
 
@@ -395,12 +396,23 @@ bool Socket::on_packet(Transport via, const Packet& p) {
 
 void Socket::arm_heartbeat() {
     const auto& o = server_.options_;
-    heartbeat_.expires_after(protocol_ >= 4 ? (awaiting_pong_ ? o.ping_timeout : o.ping_interval)
-                                            : o.ping_interval + o.ping_timeout);
+    // v4: the pong is due ping_timeout after the ping was due (not after the timer ran late);
+    // the next ping ping_interval after the pong. v3: the client's next ping (any packet) is due
+    // ping_interval + ping_timeout after its last packet.
+    if (protocol_ >= 4 && awaiting_pong_)
+        heartbeat_.expires_at(heartbeat_.expiry() + o.ping_timeout);
+    else
+        heartbeat_.expires_after(protocol_ >= 4 ? o.ping_interval
+                                                : o.ping_interval + o.ping_timeout);
     heartbeat_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
         if (ec || !*alive) return;
         on_heartbeat(ec);
     });
+}
+
+bool Socket::heartbeat_overdue() const {
+    return (protocol_ < 4 || awaiting_pong_) &&
+           boost::asio::steady_timer::clock_type::now() >= heartbeat_.expiry();
 }
 
 void Socket::on_heartbeat(const boost::system::error_code&) {
@@ -577,6 +589,10 @@ void Server::handle(const std::shared_ptr<net::Exchange>& ex) {
     else
         return error(ex, 0);
     if (stopping_) return error(ex, 3);
+    // transport=websocket without the upgrade headers: an invalid transport upgrade.
+    if (transport == Transport::websocket &&
+        !ws::header_has_token(req[http::field::upgrade], "websocket"))
+        return error(ex, 3);
 
     std::string_view sid;
     if (!query_value(query, "sid", sid) || sid.empty()) {
@@ -586,6 +602,12 @@ void Server::handle(const std::shared_ptr<net::Exchange>& ex) {
     auto it = sessions_.find(std::string(sid));
     if (it == sessions_.end()) return error(ex, 1);
     Socket& s = *it->second;
+    if (s.heartbeat_overdue()) {
+        // Its timeout is due and only its timer has not run yet: the session is over.
+        ++stats_.ping_timeouts;
+        s.end("ping timeout", Socket::PollEnd::close_packet);
+        return error(ex, 1);
+    }
     if (transport == Transport::websocket) {
         if (s.transport_ != Transport::polling || s.ws_ || !options_.allow_upgrades)
             return error(ex, 3);

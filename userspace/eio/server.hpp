@@ -133,6 +133,8 @@ class Socket {
     void answer_poll(std::string_view single_packet = {});
     void arm_heartbeat();
     void on_heartbeat(const boost::system::error_code& ec);
+    // The client missed its heartbeat deadline (the timer may not have run yet).
+    bool heartbeat_overdue() const;
     // How a pending long poll is ended when the session ends.
     enum class PollEnd : std::uint8_t { close_packet, noop, none };
     void end(std::string_view reason, PollEnd poll_end);

@@ -40,20 +40,21 @@ export function get(port, path) {
 
 // Steering: root can load the BPF program; anyone else runs plain SO_REUSEPORT.
 // STEERCHAT_STEERING overrides.
-function steeringMode() {
+export function steeringMode() {
   if (process.env.STEERCHAT_STEERING) return process.env.STEERCHAT_STEERING;
   return process.getuid && process.getuid() === 0 ? 'bpf' : 'kernel';
 }
 
 export class Server {
-  static async start({ workers = 2, args = [] } = {}) {
+  // `steering`: 'bpf' or 'kernel' (default: steeringMode()).
+  static async start({ workers = 2, args = [], steering = steeringMode() } = {}) {
     const bin = binaryPath();
     let lastError;
     for (let attempt = 0; attempt < 3; attempt++) {
       const port = await freePort();
       const s = new Server(bin, port, [
         '--port', String(port), '--workers', String(workers), '--bind', '127.0.0.1',
-        '--steering', steeringMode(), ...args,
+        '--steering', steering, ...args,
       ]);
       try {
         await s.#ready();
