@@ -7,6 +7,7 @@
 //   STEERCHAT_BINARY=build/steerchat node --test tests/e2e/socketio-badinput.test.mjs
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -252,6 +253,41 @@ describe('limits', () => {
     }
     expectError(await poll(sid), 3, 'Bad request');
     assert.equal(ws.closed, false);
+  });
+});
+
+describe('sessions are freed', () => {
+  test('a client that drops its pending long poll loses its session', async () => {
+    const { sid } = await pollingHandshake(server.port, RAW);
+    const req = http.request({ host: '127.0.0.1', port: server.port, localAddress: RAW,
+                               path: `/socket.io/?EIO=4&transport=polling&sid=${sid}`,
+                               agent: false });
+    req.on('error', () => {});
+    req.end();
+    await new Promise((r) => setTimeout(r, 200));  // the poll is held by now
+    req.destroy();
+    await new Promise((r) => setTimeout(r, 200));
+    expectError(await poll(sid), 1, 'Session ID unknown');
+  });
+
+  test('SIGTERM answers a pending long poll with a close packet', async () => {
+    const own = await Server.start({ workers: 1 });
+    let stopped = false;
+    try {
+      const { sid } = await pollingHandshake(own.port, RAW);
+      const held = request(own.port, { path: `/socket.io/?EIO=4&transport=polling&sid=${sid}`,
+                                       localAddress: RAW });
+      await new Promise((r) => setTimeout(r, 200));
+      const t0 = Date.now();
+      await own.stop();
+      stopped = true;
+      const r = await held;
+      assert.equal(r.status, 200);
+      assert.equal(r.body, '1');
+      assert.ok(Date.now() - t0 < 3000, `stop took ${Date.now() - t0} ms`);
+    } finally {
+      if (!stopped) await own.stop();
+    }
   });
 });
 
