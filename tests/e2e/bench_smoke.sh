@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Smoke test of steerchat-bench (not a benchmark): a small broadcast run against a real server must
-# finish, lose nothing, and report deliveries and the server's CPU in its JSON result.
+# Smoke test of steerchat-bench (not a benchmark): a short run of every scenario against a real
+# server must finish, lose nothing and report its figures and the server's CPU in its JSON result.
 #   tests/e2e/bench_smoke.sh BUILD_DIR
+# broadcast and idle also run over Socket.IO (--protocol sio).
 set -euo pipefail
 build=${1:?usage: bench_smoke.sh BUILD_DIR}
+bench="$build/userspace/bench/steerchat-bench"
 port=18470
 steering=kernel
 [ "$(id -u)" -eq 0 ] && steering=bpf
@@ -15,13 +17,57 @@ for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break
     sleep 0.05
 done
-"$build/userspace/bench/steerchat-bench" broadcast --port "$port" --clients 20 --rooms 2 \
-    --rate 10 --duration 1 --server-pid "$pid" --json "$out/result.json"
-jq -e '.expected_deliveries > 0 and .received_deliveries == .expected_deliveries
-       and .loss_ratio == 0 and .server_cpu_s > 0 and .deliveries_per_server_cpu_s > 0
-       and .connections_lost == 0' "$out/result.json" >/dev/null || {
-    echo "bench_smoke: unexpected result:" >&2
-    cat "$out/result.json" >&2
-    exit 1
+
+# check NAME JQ_FILTER: the JSON result of NAME must satisfy the filter.
+check() {
+    jq -e "$2" "$out/$1.json" >/dev/null || {
+        echo "bench_smoke: unexpected $1 result:" >&2
+        cat "$out/$1.json" >&2
+        exit 1
+    }
 }
-echo "bench_smoke: ok ($(jq -r '.received_deliveries' "$out/result.json") deliveries)"
+
+"$bench" broadcast --port "$port" --clients 20 --rooms 2 --rate 10 --duration 1 \
+    --server-pid "$pid" --json "$out/broadcast.json"
+check broadcast '.expected_deliveries > 0 and .received_deliveries == .expected_deliveries
+       and .loss_ratio == 0 and .server_cpu_s > 0 and .deliveries_per_server_cpu_s > 0
+       and .connections_lost == 0 and .server_processes == 3 and .protocol == "native"'
+
+"$bench" connect --port "$port" --concurrency 8 --duration 1 --server-pid "$pid" \
+    --json "$out/connect.json"
+check connect '.connections > 0 and .connections_per_s > 0 and .errors == 0
+       and .handshake_latency_ms.p50 > 0 and .handshake_latency_ms.p99 >= .handshake_latency_ms.p50
+       and (.connections_per_server_cpu_s | type) == "number" and .server_processes == 3'
+
+"$bench" connect --port "$port" --concurrency 4 --close clean --duration 1 \
+    --json "$out/connect_clean.json"
+check connect_clean '.connections > 0 and .errors == 0 and .unfinished == 0 and .close == "clean"'
+
+"$bench" echo --port "$port" --clients 10 --duration 1 --server-pid "$pid" --json "$out/echo.json"
+check echo '.round_trips > 0 and .loss_ratio == 0 and .connections_lost == 0
+       and .latency_ms.p50 > 0 and .server_cpu_s > 0 and .round_trips_per_server_cpu_s > 0'
+
+"$bench" echo --port "$port" --clients 10 --rate 20 --size 100 --duration 1 \
+    --json "$out/echo_paced.json"
+check echo_paced '.round_trips > 0 and .loss_ratio == 0 and .rate_per_client == 20'
+
+# Two load processes, to exercise the split the 20000-connection run needs.
+"$bench" idle --port "$port" --clients 200 --processes 2 --threads 2 --duration 1 \
+    --server-pid "$pid" --json "$out/idle.json"
+check idle '.clients == 200 and .processes == 2 and .connections_lost == 0
+       and .server_memory_after.pss_bytes > 0 and .pss_complete
+       and (.bytes_per_connection | type) == "number" and .tcp_inuse_after > .tcp_inuse_before'
+
+ran="broadcast, connect, echo, idle"
+"$bench" broadcast --protocol sio --port "$port" --clients 20 --rooms 2 --rate 10 \
+    --duration 1 --name-prefix sio --server-pid "$pid" --json "$out/broadcast_sio.json"
+check broadcast_sio '.expected_deliveries > 0 and .received_deliveries == .expected_deliveries
+       and .connections_lost == 0 and .protocol == "sio"'
+"$bench" idle --protocol sio --port "$port" --clients 50 --duration 1 \
+    --server-pid "$pid" --json "$out/idle_sio.json"
+check idle_sio '.connections_lost == 0 and .protocol == "sio"'
+ran="$ran, broadcast and idle over Socket.IO"
+echo "bench_smoke: ok ($ran; $(jq -r '.received_deliveries' "$out/broadcast.json") deliveries," \
+    "$(jq -r '.connections' "$out/connect.json") connections," \
+    "$(jq -r '.round_trips' "$out/echo.json") round trips," \
+    "$(jq -r '.bytes_per_connection | floor' "$out/idle.json") B per idle connection)"

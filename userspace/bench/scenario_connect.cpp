@@ -1,0 +1,275 @@
+// steerchat-bench connect: new WebSocket connections as fast as the server takes them, with
+// --concurrency in flight (split over the threads). Each slot loops: socket, bind the next source
+// address (cycling through 127.2.0.0-127.254.255.255 from a random start, so consecutive runs do
+// not reuse 4-tuples), connect, upgrade, check the 101, then end it: RST (SO_LINGER 0) by
+// default, so neither end keeps a TIME_WAIT, or a Close handshake (--close clean). A connection
+// counts when its connect() started inside the window; latency is connect() start to 101.
+#include <fmt/format.h>
+
+#include <boost/json.hpp>
+#include <random>
+#include <string>
+
+#include "scenarios.hpp"
+#include "ws_client.hpp"
+
+namespace steerchat::bench {
+
+namespace {
+
+constexpr std::int64_t kDrainNs = 2 * kNsPerSec;  // in-flight handshakes after the window
+
+class ConnectWorker;
+
+class ConnectClient final : public WsClient {
+  public:
+    ConnectClient(ConnectWorker& w, ClientEnv& env) : WsClient(env), w_(w) {}
+
+  protected:
+    void on_open(std::int64_t now) override;
+    bool on_text(std::string_view, std::int64_t) override { return true; }
+    void on_failed(std::string_view what, Phase was) override;
+    void on_closed() override;
+
+  private:
+    ConnectWorker& w_;
+};
+
+struct alignas(64) ConnectCounters {
+    std::atomic<std::uint64_t> completed{0};  // 101 received (all, warm-up included)
+    std::atomic<std::uint64_t> errors{0};
+    std::atomic<std::uint64_t> active{0};  // slots with a connection in progress
+};
+
+class ConnectWorker : public ConnectCounters {
+  public:
+    ConnectWorker(const Options& o, std::uint32_t index, std::uint32_t slots,
+                  const tcp::endpoint& target, std::uint64_t first_address)
+        : opt(o),
+          env(io, target, o.path, 4096, random_seed(index)),
+          next_address_(first_address + index),
+          step_(o.threads) {
+        for (std::uint32_t k = 0; k < slots; ++k)
+            slots_.push_back(std::make_unique<ConnectClient>(*this, env));
+    }
+
+    void begin(Plan p) {
+        plan = p;
+        active.store(slots_.size(), std::memory_order_relaxed);
+        for (auto& c : slots_)
+            start(*c);
+    }
+    // The slot is free again: start its next connection unless the window is over.
+    void next(ConnectClient& c) {
+        if (stopping_ || now_ns() >= plan.measure_end) {
+            active.fetch_sub(1, std::memory_order_relaxed);
+            return;
+        }
+        start(c);
+    }
+    // After an error: not from inside the failing call (a synchronous failure would recurse).
+    void next_later(ConnectClient& c) {
+        asio::post(io, [this, &c] { next(c); });
+    }
+    void record(std::int64_t started, std::int64_t latency) {
+        completed.store(++completed_, std::memory_order_relaxed);
+        if (plan.in_window(started)) {
+            hist.record(latency);
+            ++window_completed;
+        }
+    }
+    void error(std::int64_t started, std::string_view what) {
+        errors.store(++errors_, std::memory_order_relaxed);
+        if (plan.in_window(started)) ++window_errors;
+        if (first_error.empty()) first_error = std::string(what);
+    }
+    // Drops whatever is still in flight (after the drain period).
+    void abort_all() {
+        stopping_ = true;
+        for (auto& c : slots_)
+            if (c->phase() != WsClient::Phase::closed && c->phase() != WsClient::Phase::idle) {
+                ++unfinished;
+                c->drop(true);
+            }
+    }
+
+    const Options& opt;
+    asio::io_context io{1};
+    ClientEnv env;
+    Plan plan;
+    Histogram hist;
+    std::uint64_t window_completed = 0;
+    std::uint64_t window_errors = 0;
+    std::uint64_t unfinished = 0;
+    std::string first_error;
+
+  private:
+    void start(ConnectClient& c) {
+        const std::uint64_t a = next_address_;
+        next_address_ += step_;
+        c.open(kConnectSourceBase + static_cast<std::uint32_t>(a % kConnectSourceSpan));
+    }
+
+    std::vector<std::unique_ptr<ConnectClient>> slots_;
+    std::uint64_t next_address_;
+    std::uint64_t step_;
+    std::uint64_t completed_ = 0;
+    std::uint64_t errors_ = 0;
+    bool stopping_ = false;
+};
+
+void ConnectClient::on_open(std::int64_t now) {
+    w_.record(opened_at(), now - opened_at());
+    if (w_.opt.close == CloseMode::clean) return close();  // on_closed() continues
+    drop(true);
+    w_.next(*this);
+}
+
+void ConnectClient::on_closed() {
+    w_.next(*this);
+}
+
+void ConnectClient::on_failed(std::string_view what, Phase) {
+    w_.error(opened_at(), what);
+    w_.next_later(*this);
+}
+
+}  // namespace
+
+int run_connect(const Options& opt) {
+    const tcp::endpoint target = loopback_target(opt.host, opt.port);
+    raise_nofile(std::uint64_t{opt.concurrency} + 64);
+    const ServerTree server(opt.server_pids);
+    server.check_alive();
+    using W = ConnectWorker;
+
+    std::random_device rd;
+    const std::uint64_t first_address = (std::uint64_t{rd()} << 32 | rd()) % kConnectSourceSpan;
+    IoThreads<W> pool;
+    for (std::uint32_t t = 0; t < opt.threads; ++t) {
+        const std::uint32_t slots =
+            opt.concurrency / opt.threads + (t < opt.concurrency % opt.threads ? 1 : 0);
+        pool.workers.push_back(std::make_unique<W>(opt, t, slots, target, first_address));
+    }
+    pool.start();
+
+    fmt::print(stderr,
+               "steerchat-bench connect: {} in flight on {}, close by {}, {} s, {} thread(s), "
+               "target {}\n",
+               opt.concurrency, opt.path, opt.close == CloseMode::rst ? "RST" : "Close handshake",
+               opt.duration, opt.threads, opt.host + ":" + std::to_string(opt.port));
+
+    Plan plan;
+    plan.start = now_ns() + 10'000'000;
+    plan.measure_start = plan.start + kWarmupNs;
+    plan.measure_end = plan.measure_start + static_cast<std::int64_t>(opt.duration * 1e9);
+    sleep_until_ns(plan.start);
+    pool.post_all([plan](W& w) { w.begin(plan); });
+
+    CpuSample cpu0, cpu1;
+    double own0 = 0, own1 = 0;
+    HostCpu host0, host1;
+    std::uint64_t last_completed = 0, last_errors = 0;
+    std::int64_t tick = plan.start + kNsPerSec;
+    bool measuring = false;
+    while (tick <= plan.measure_end) {
+        sleep_until_ns(measuring ? tick : std::min(tick, plan.measure_start));
+        if (!measuring && now_ns() >= plan.measure_start) {
+            measuring = true;
+            cpu0 = server.cpu();
+            own0 = own_cpu_seconds();
+            host0 = host_cpu();
+        }
+        if (now_ns() < tick) continue;
+        const std::uint64_t c = pool.sum(&W::completed), e = pool.sum(&W::errors);
+        fmt::print(stderr, "  [{:6.1f} s] {:<8} connections/s {:>8}  errors/s {:>6}\n",
+                   static_cast<double>(tick - plan.start) / 1e9,
+                   tick <= plan.measure_start ? "warm-up" : "measure", c - last_completed,
+                   e - last_errors);
+        last_completed = c;
+        last_errors = e;
+        tick += kNsPerSec;
+    }
+    sleep_until_ns(plan.measure_end);
+    cpu1 = server.cpu();
+    own1 = own_cpu_seconds();
+    host1 = host_cpu();
+
+    // Let the handshakes started inside the window finish (bounded), then drop the rest.
+    const std::int64_t drain_end = plan.measure_end + kDrainNs;
+    while (now_ns() < drain_end && pool.sum(&W::active) > 0)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    pool.post_all([](W& w) { w.abort_all(); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    pool.stop();
+
+    Histogram hist;
+    std::uint64_t completed = 0, errors = 0, window_errors = 0, unfinished = 0;
+    std::string first_error;
+    for (auto& w : pool.workers) {
+        hist.merge(w->hist);
+        completed += w->window_completed;
+        errors += w->errors.load();
+        window_errors += w->window_errors;
+        unfinished += w->unfinished;
+        if (first_error.empty()) first_error = w->first_error;
+    }
+    const double dur = static_cast<double>(plan.measure_end - plan.measure_start) / 1e9;
+    const double server_cpu_s = server.seconds(cpu1.ticks - cpu0.ticks);
+    const double rate = static_cast<double>(completed) / dur;
+    const double own_cpu = own1 - own0;
+    const double per_cpu = server_cpu_s > 0 ? static_cast<double>(completed) / server_cpu_s : 0.0;
+
+    fmt::print("connect: {} in flight, close by {}, {:.1f} s measured\n", opt.concurrency,
+               opt.close == CloseMode::rst ? "RST" : "Close handshake", dur);
+    fmt::print("  connections    {:12.0f} /s   ({} completed in the window)\n", rate, completed);
+    fmt::print("  handshake ms   {}\n", latency_text(hist));
+    if (!server.empty())
+        fmt::print(
+            "  server CPU     {:12.2f} s ({} processes; {:.0f} % of one core)   "
+            "connections per server CPU-s {:.0f}\n",
+            server_cpu_s, cpu1.processes, server_cpu_s / dur * 100, per_cpu);
+    fmt::print("  bench CPU      {:12.2f} s ({:.0f} % of one core)\n", own_cpu,
+               own_cpu / dur * 100);
+    fmt::print("  host CPU       {:12.2f} s busy, all CPUs ({:.2f} s softirq)\n",
+               host_cpu_seconds(host0, host1).first, host_cpu_seconds(host0, host1).second);
+    if (errors)
+        fmt::print("  errors: {} ({} in the window; first: {})\n", errors, window_errors,
+                   first_error);
+    if (unfinished) fmt::print("  unfinished after the drain: {}\n", unfinished);
+
+    if (!opt.json_file.empty()) {
+        boost::json::object j;
+        j["scenario"] = "connect";
+        j["protocol"] = protocol_name(opt.protocol);
+        j["path"] = opt.path;
+        j["concurrency"] = opt.concurrency;
+        j["close"] = opt.close == CloseMode::rst ? "rst" : "clean";
+        j["threads"] = opt.threads;
+        j["duration_s"] = dur;
+        j["connections"] = completed;
+        j["connections_per_s"] = rate;
+        j["handshake_latency_ms"] = latency_json(hist);
+        j["errors"] = errors;
+        j["window_errors"] = window_errors;
+        j["first_error"] = first_error;
+        j["unfinished"] = unfinished;
+        if (!server.empty()) {
+            j["server_pids"] = server.roots_json();
+            j["server_cpu_s"] = server_cpu_s;
+            j["server_processes"] = cpu1.processes;
+            j["connections_per_server_cpu_s"] = per_cpu;
+        }
+        j["bench_cpu_s"] = own_cpu;
+        j["host_cpu_busy_s"] = host_cpu_seconds(host0, host1).first;
+        j["host_softirq_s"] = host_cpu_seconds(host0, host1).second;
+        const double host_s = host_cpu_seconds(host0, host1).first;
+        // Includes the SYN handling the kernel charges to the load generator (see HostCpu).
+        j["connections_per_host_cpu_s"] =
+            host_s > 0 ? static_cast<double>(completed) / host_s : 0.0;
+        write_json(opt.json_file, j);
+    }
+    return completed > 0 ? 0 : 1;
+}
+
+}  // namespace steerchat::bench
