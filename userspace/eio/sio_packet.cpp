@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <cmath>
 #include <vector>
 
 #include <boost/json/parse.hpp>
@@ -55,6 +56,20 @@ const char* payload_problem(Type t, const std::optional<boost::json::value>& dat
             return data && data->is_array() ? nullptr : "ACK payload must be an array";
     }
     return "unknown packet type";
+}
+
+// True if `v` holds a number JSON cannot express: boost::json parses an out-of-range literal
+// such as 1e400 as an infinite double, which serialize() would write back as "Infinity".
+bool has_non_finite(const boost::json::value& v) {
+    if (v.is_double()) return !std::isfinite(v.get_double());
+    if (v.is_array()) {
+        for (const auto& e : v.get_array())
+            if (has_non_finite(e)) return true;
+    } else if (v.is_object()) {
+        for (const auto& kv : v.get_object())
+            if (has_non_finite(kv.value())) return true;
+    }
+    return false;
 }
 
 void collect_placeholders(const boost::json::value& v, std::size_t attachments, bool& ok,
@@ -151,6 +166,7 @@ std::optional<Packet> decode(std::string_view text, std::string* why) {
         boost::system::error_code ec;
         auto v = boost::json::parse(text.substr(i), ec);
         if (ec) return fail(why, "invalid JSON");
+        if (has_non_finite(v)) return fail(why, "invalid JSON (number out of range)");
         p.data = std::move(v);
     }
 

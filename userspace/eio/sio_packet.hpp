@@ -65,7 +65,8 @@ inline constexpr std::size_t max_attachments = 999'999;
 //     removeListener);
 //   ACK / BINARY_ACK: an array (possibly empty).
 // Also rejects: empty input, an unknown type, a missing, non-decimal or too large attachment
-// count or a missing '-' after it, an ack id above max_ack_id, invalid JSON. On failure returns
+// count or a missing '-' after it, an ack id above max_ack_id, invalid JSON, numbers out of the
+// double range (1e400: they could not be relayed as JSON). On failure returns
 // nullopt and, if `why` is non-null, stores a short reason there. Placeholders in binary packets
 // are left in `data` as they are: check them with placeholders_valid().
 std::optional<Packet> decode(std::string_view text, std::string* why = nullptr);
