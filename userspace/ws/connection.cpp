@@ -328,6 +328,7 @@ void Connection::on_timer(const boost::system::error_code& ec) {
     }
     if (now - last_rx_ >= options_.ping_interval) {
         ping_outstanding_ = true;
+        parser_.shrink();  // silent for a while: hold no message buffer while idle
         send(SharedFrame::make(Opcode::ping, {}));
         if (state_ == State::open) arm_timer(now + options_.ping_timeout);
         return;

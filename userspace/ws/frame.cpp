@@ -255,7 +255,8 @@ void FrameParser::reserve_message(std::size_t extra) {
     if (need <= msg_cap_) return;
     // Grow geometrically with the bytes that actually arrive (not with the announced length),
     // never beyond the limit.
-    std::size_t cap = std::max<std::size_t>(msg_cap_ * 2, 4096);
+    // Starts small: chat messages are short, and an idle connection keeps this buffer.
+    std::size_t cap = std::max<std::size_t>(msg_cap_ * 2, 512);
     cap = std::max(std::min(cap, options_.max_message_size), need);
     auto fresh = std::make_unique_for_overwrite<std::uint8_t[]>(cap);
     if (msg_size_) std::memcpy(fresh.get(), msg_.get(), msg_size_);
