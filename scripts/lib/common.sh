@@ -50,3 +50,37 @@ build() {
     log "building"
     cmake --build "$BUILD_DIR" -j "$(nproc)" >&2
 }
+
+# scripts/bench's peers: Debian packages, then the npm packages of scripts/bench-peers from its
+# package-lock.json (npm ci; skipped when node_modules already matches the lock file).
+BENCH_PACKAGES=(nginx redis-server redis-tools gnuplot-nox jq curl procps)
+install_bench_deps() {
+    local missing=() p
+    for p in "${BENCH_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+            missing+=("$p")
+    done
+    command -v node >/dev/null || missing+=(nodejs)
+    command -v npm >/dev/null || missing+=(npm)
+    if [ ${#missing[@]} -gt 0 ]; then
+        if [ "$(id -u)" -ne 0 ]; then
+            log "missing packages: ${missing[*]}"
+            log "install them as root: apt-get update && apt-get install -y ${missing[*]}"
+            return 1
+        fi
+        log "installing: ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends "${missing[@]}"
+    fi
+    local dir=$STEERCHAT_ROOT/scripts/bench-peers
+    local stamp=$dir/node_modules/.steerchat-lock.sha256 want
+    want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] &&
+        [ -f "$dir/node_modules/socket.io/package.json" ]; then
+        return 0
+    fi
+    log "scripts/bench-peers: npm ci"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    echo "$want" >"$stamp"
+}

@@ -1,0 +1,93 @@
+// Peer 1 of scripts/bench: the pattern of the usual blog post, written for the benchmark.
+// Node's cluster: the primary accepts every TCP connection itself (pauseOnConnect) and hands the
+// paused socket to worker fnv1a(remoteAddress) % N, so one client IP always reaches the same
+// worker; each worker runs socket.io on an http server that never listens and is given the
+// connection; rooms span the workers through @socket.io/redis-adapter and a real redis-server.
+//   PORT=18700 WORKERS=2 REDIS_SOCKET=/tmp/x/redis.sock node node-cluster-redis.js
+// (or REDIS_URL=redis://127.0.0.1:6379). Listens on 127.0.0.1 only (HOST to change it).
+"use strict";
+
+const cluster = require("node:cluster");
+const http = require("node:http");
+const net = require("node:net");
+const os = require("node:os");
+const { attachChat, serverOptions, fnv1a, intFrom } = require("./chat");
+
+const port = intFrom("PORT", 18700);
+const nworkers = intFrom("WORKERS", os.availableParallelism ? os.availableParallelism() : os.cpus().length);
+const host = process.env.HOST || "127.0.0.1";
+
+if (cluster.isPrimary) {
+  const workers = [];
+  let stopping = false;
+  const fork = (i) => {
+    const w = cluster.fork({ WORKER_INDEX: String(i) });
+    workers[i] = w;
+    w.on("exit", (code, signal) => {
+      if (stopping) return;
+      console.error(`node-cluster-redis: worker ${i} exited (${signal || code}); stopping`);
+      process.exit(1);
+    });
+    return w;
+  };
+  for (let i = 0; i < nworkers; i++) fork(i);
+
+  let ready = 0;
+  cluster.on("message", (w, msg) => {
+    if (msg === "ready" && ++ready === nworkers) {
+      const server = net.createServer({ pauseOnConnect: true }, (socket) => {
+        const addr = socket.remoteAddress || "";
+        const w = workers[fnv1a(addr) % nworkers];
+        w.send("sticky:connection", socket, { keepOpen: false }, (err) => {
+          if (err) socket.destroy();
+        });
+      });
+      server.listen({ port, host, backlog: 4096 }, () => {
+        console.error(`node-cluster-redis: listening on ${host}:${port}, ${nworkers} workers, pid ${process.pid}`);
+      });
+      server.on("error", (e) => {
+        console.error(`node-cluster-redis: ${e.message}`);
+        process.exit(1);
+      });
+    }
+  });
+
+  const stop = () => {
+    stopping = true;
+    for (const w of workers) if (w) w.process.kill("SIGTERM");
+    setTimeout(() => process.exit(0), 200).unref();
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+} else {
+  const { createClient } = require("redis");
+  const { createAdapter } = require("@socket.io/redis-adapter");
+  const { Server } = require("socket.io");
+
+  (async () => {
+    const redisOpts = process.env.REDIS_SOCKET
+      ? { socket: { path: process.env.REDIS_SOCKET } }
+      : { url: process.env.REDIS_URL || "redis://127.0.0.1:6379" };
+    const pub = createClient(redisOpts);
+    const sub = pub.duplicate();
+    for (const c of [pub, sub]) c.on("error", (e) => console.error(`redis: ${e.message}`));
+    await Promise.all([pub.connect(), sub.connect()]);
+
+    const httpServer = http.createServer((req, res) => {
+      res.writeHead(404).end();
+    });
+    const io = new Server(httpServer, serverOptions({ adapter: createAdapter(pub, sub) }));
+    attachChat(io);
+
+    process.on("message", (msg, socket) => {
+      if (msg !== "sticky:connection" || !socket) return;
+      httpServer.emit("connection", socket);
+      socket.resume();
+    });
+    process.on("SIGTERM", () => process.exit(0));
+    process.send("ready");
+  })().catch((e) => {
+    console.error(`node-cluster-redis worker: ${e.stack || e}`);
+    process.exit(1);
+  });
+}
