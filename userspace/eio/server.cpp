@@ -508,20 +508,25 @@ void Server::erase(Socket& s) {
     });
 }
 
+std::string random_id() {
+    std::uint8_t raw[15];
+    std::size_t got = 0;
+    while (got < sizeof raw) {
+        const auto n = ::getrandom(raw + got, sizeof raw - got, 0);
+        if (n > 0) got += static_cast<std::size_t>(n);
+    }
+    std::string id =
+        base64_encode(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
+    for (auto& c : id) {  // URL-safe: ids travel in query strings
+        if (c == '+') c = '-';
+        if (c == '/') c = '_';
+    }
+    return id;
+}
+
 std::string Server::new_id() {
     for (;;) {
-        std::uint8_t raw[15];
-        std::size_t got = 0;
-        while (got < sizeof raw) {
-            const auto n = ::getrandom(raw + got, sizeof raw - got, 0);
-            if (n > 0) got += static_cast<std::size_t>(n);
-        }
-        std::string id =
-            base64_encode(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
-        for (auto& c : id) {  // URL-safe: the sid travels in query strings
-            if (c == '+') c = '-';
-            if (c == '/') c = '_';
-        }
+        std::string id = random_id();
         if (!sessions_.contains(id)) return id;
     }
 }

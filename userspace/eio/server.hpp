@@ -75,6 +75,9 @@ struct Stats {
 class Server;
 class Socket;
 
+// 20 URL-safe base64 characters of 15 bytes from getrandom(): session and socket ids.
+std::string random_id();
+
 // The upper layer of one session. Callbacks run on the event loop and may call Socket methods.
 struct SocketHandler {
     virtual ~SocketHandler() = default;

@@ -1,36 +1,13 @@
 #include "eio/socketio.hpp"
 
-#include <sys/random.h>
-
 #include <cstring>
 
 #include <boost/json/serialize.hpp>
 
-#include "eio/base64.hpp"
 #include "net/router.hpp"
 #include "net/worker.hpp"
 
 namespace steerchat::sio {
-
-namespace {
-
-std::string random_id() {
-    std::uint8_t raw[15];
-    std::size_t got = 0;
-    while (got < sizeof raw) {
-        const auto n = ::getrandom(raw + got, sizeof raw - got, 0);
-        if (n > 0) got += static_cast<std::size_t>(n);
-    }
-    std::string id =
-        eio::base64_encode(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
-    for (auto& c : id) {
-        if (c == '+') c = '-';
-        if (c == '/') c = '_';
-    }
-    return id;
-}
-
-}  // namespace
 
 Encoded encode_event(std::string_view nsp, const boost::json::array& args) {
     Packet p;
@@ -132,7 +109,7 @@ class Connection final : public eio::SocketHandler {
     void connect(const Namespace& ns, std::string_view nsp, const boost::json::object& auth) {
         ever_connected_ = true;
         connect_timer_.cancel();
-        auto owned = std::unique_ptr<Socket>(new Socket(*this, std::string(nsp), random_id()));
+        auto owned = std::unique_ptr<Socket>(new Socket(*this, std::string(nsp), eio::random_id()));
         Socket& s = *owned;
         sockets_.push_back(std::move(owned));
         ++server_.stats_.sockets;
