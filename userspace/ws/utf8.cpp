@@ -97,6 +97,24 @@ constexpr std::array<std::uint8_t, kStates * kClasses> make_transitions() {
     return t;
 }
 
+// The length of the valid 2-, 3- or 4-byte sequence at p (4 bytes readable), else 0.
+inline std::size_t whole_sequence(const std::uint8_t* p) noexcept {
+    const auto cont = [](std::uint8_t b) { return (b & 0xC0) == 0x80; };
+    const std::uint8_t b0 = p[0];
+    if (b0 >= 0xC2 && b0 <= 0xDF) return cont(p[1]) ? 2 : 0;
+    if (b0 >= 0xE0 && b0 <= 0xEF) {
+        const std::uint8_t lo = b0 == 0xE0 ? 0xA0 : 0x80;  // E0: no overlongs
+        const std::uint8_t hi = b0 == 0xED ? 0x9F : 0xBF;  // ED: no surrogates
+        return p[1] >= lo && p[1] <= hi && cont(p[2]) ? 3 : 0;
+    }
+    if (b0 >= 0xF0 && b0 <= 0xF4) {
+        const std::uint8_t lo = b0 == 0xF0 ? 0x90 : 0x80;  // F0: no overlongs
+        const std::uint8_t hi = b0 == 0xF4 ? 0x8F : 0xBF;  // F4: not above U+10FFFF
+        return p[1] >= lo && p[1] <= hi && cont(p[2]) && cont(p[3]) ? 4 : 0;
+    }
+    return 0;
+}
+
 constexpr auto kClass = make_classes();
 constexpr auto kNext = make_transitions();
 
@@ -118,6 +136,16 @@ bool Utf8Validator::feed(const std::uint8_t* p, std::size_t size) noexcept {
             while (p != end && *p < 0x80)
                 ++p;
             if (p == end) break;
+            // A whole multi-byte sequence in the buffer: check it directly. Anything it does
+            // not accept (invalid bytes, a sequence split across feeds) goes through the DFA
+            // below, which rejects at the exact byte.
+            if (end - p >= 4) {
+                const std::size_t n = whole_sequence(p);
+                if (n != 0) {
+                    p += n;
+                    continue;
+                }
+            }
         }
         s = kNext[s * kClasses + kClass[*p++]];
         if (s == kReject) {
