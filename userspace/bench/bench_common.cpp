@@ -318,6 +318,115 @@ void Pacer::pace() {
     });
 }
 
+// ---------------------------------------------------------------------------------------------
+// Setup, the measurement window, the summary
+
+double wait_for_setup(std::int64_t start, const SetupWait& s) {
+    const auto deadline = start + static_cast<std::int64_t>(s.timeout_s * 1e9);
+    std::int64_t next_report = start + kNsPerSec;
+    while (s.done() < s.total) {
+        if (const std::string f = s.failed(); !f.empty()) {
+            s.abort();
+            die(fmt::format("setup failed after {} of {} {} were {}: {}", s.done(), s.total, s.noun,
+                            s.state, f));
+        }
+        const std::int64_t now = now_ns();
+        if (now > deadline) {
+            s.abort();
+            die(fmt::format("setup timed out after {} s: {} of {} {} {}", s.timeout_s, s.done(),
+                            s.total, s.noun, s.timed_out_state));
+        }
+        if (now >= next_report) {
+            fmt::print(stderr, "  setup: {} / {} {} {}\n", s.done(), s.total, s.noun, s.state);
+            next_report += kNsPerSec;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    const double setup_s = static_cast<double>(now_ns() - start) / 1e9;
+    fmt::print(stderr, "  setup: {} {} {} in {:.2f} s\n", s.total, s.noun, s.state, setup_s);
+    return setup_s;
+}
+
+void Tally::lose(std::uint32_t client, std::string_view why) {
+    ++lost;
+    if (first_lost.empty()) first_lost = fmt::format("client {}: {}", client, why);
+}
+
+void Tally::merge(const Tally& o) {
+    hist.merge(o.hist);
+    window_sends += o.window_sends;
+    window_expected += o.window_expected;
+    window_received += o.window_received;
+    skipped += o.skipped;
+    lost += o.lost;
+    errors += o.errors;
+    foreign += o.foreign;
+    pings += o.pings;
+    max_lag = std::max(max_lag, o.max_lag);
+    if (first_lost.empty()) first_lost = o.first_lost;
+    if (first_error.empty()) first_error = o.first_error;
+}
+
+WindowCpu measure_window(const Plan& plan, const ServerTree& server,
+                         const std::function<void(double, std::string_view)>& progress) {
+    CpuSample cpu0;
+    double own0 = 0;
+    HostCpu host0;
+    std::int64_t tick = plan.start + kNsPerSec;
+    bool measuring = false;
+    while (tick <= plan.measure_end) {
+        sleep_until_ns(measuring ? tick : std::min(tick, plan.measure_start));
+        if (!measuring && now_ns() >= plan.measure_start) {
+            measuring = true;
+            cpu0 = server.cpu();
+            own0 = own_cpu_seconds();
+            host0 = host_cpu();
+        }
+        if (now_ns() < tick) continue;
+        progress(static_cast<double>(tick - plan.start) / 1e9,
+                 tick <= plan.measure_start ? "warm-up" : "measure");
+        tick += kNsPerSec;
+    }
+    sleep_until_ns(plan.measure_end);
+    const CpuSample cpu1 = server.cpu();
+    const double own1 = own_cpu_seconds();
+    const auto [busy, softirq] = host_cpu_seconds(host0, host_cpu());
+
+    WindowCpu w;
+    w.window_s = plan.window_s();
+    w.server_s = server.seconds(cpu1.ticks - cpu0.ticks);
+    w.server_processes = cpu1.processes;
+    w.own_s = own1 - own0;
+    w.host_busy_s = busy;
+    w.host_softirq_s = softirq;
+    return w;
+}
+
+void WindowCpu::print(const ServerTree& server, std::string_view what, std::uint64_t count) const {
+    if (!server.empty())
+        fmt::print(
+            "  server CPU     {:12.2f} s ({} processes; {:.0f} % of one core)   "
+            "{} per server CPU-s {:.0f}\n",
+            server_s, server_processes, server_s / window_s * 100, what, per_server_s(count));
+    fmt::print("  bench CPU      {:12.2f} s ({:.0f} % of one core)\n", own_s,
+               own_s / window_s * 100);
+    fmt::print("  host CPU       {:12.2f} s busy, all CPUs ({:.2f} s softirq)\n", host_busy_s,
+               host_softirq_s);
+}
+
+void WindowCpu::to_json(boost::json::object& j, const ServerTree& server,
+                        std::string_view per_server_key, std::uint64_t count) const {
+    if (!server.empty()) {
+        j["server_pids"] = server.roots_json();
+        j["server_cpu_s"] = server_s;
+        j["server_processes"] = server_processes;
+        j[per_server_key] = per_server_s(count);
+    }
+    j["bench_cpu_s"] = own_s;
+    j["host_cpu_busy_s"] = host_busy_s;
+    j["host_softirq_s"] = host_softirq_s;
+}
+
 void write_json(const std::string& file, const boost::json::object& j) {
     if (file.empty()) return;
     std::ofstream f(file);

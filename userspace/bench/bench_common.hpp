@@ -7,12 +7,14 @@
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/json.hpp>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <functional>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -31,6 +33,13 @@ inline double ms(std::int64_t ns) {
     return static_cast<double>(ns) / 1e6;
 }
 [[noreturn]] void die(const std::string& msg);
+
+// Polls done() every 5 ms until it holds or the clock passes `deadline`.
+template <class F>
+void wait_until(std::int64_t deadline, F done) {
+    while (now_ns() < deadline && !done())
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+}
 
 // ---------------------------------------------------------------------------------------------
 // Latency histogram: log-linear over nanoseconds, 64 sub-buckets per power of two (values below
@@ -189,7 +198,28 @@ struct Failure {
         if (first.empty()) first = std::move(msg);
         failed.store(true, std::memory_order_release);
     }
+    // The first failure, empty while there is none.
+    std::string message() {
+        if (!failed.load(std::memory_order_acquire)) return {};
+        std::lock_guard lock(mu);
+        return first;
+    }
 };
+
+// What a setup waits for and the words of its progress lines ("20 / 100 clients ready").
+struct SetupWait {
+    std::uint64_t total = 0;              // connections to set up
+    double timeout_s = 0;                 // --connect-timeout
+    std::string_view noun;                // "clients", "connections"
+    std::string_view state;               // "ready", "open"
+    std::string_view timed_out_state;     // what the timeout message says of the ready ones
+    std::function<std::uint64_t()> done;  // how many are set up
+    std::function<std::string()> failed;  // the first setup failure, empty while there is none
+    std::function<void()> abort;          // ends the load before dying
+};
+// Waits (polling every 5 ms, progress once a second on stderr) until `done()` reaches `total`;
+// returns the seconds since `start`. Dies, after abort(), on a failure or at the timeout.
+double wait_for_setup(std::int64_t start, const SetupWait& s);
 
 // Send timestamps in [start, measure_start) warm up, [measure_start, measure_end) count.
 struct Plan {
@@ -199,7 +229,47 @@ struct Plan {
     bool in_window(std::int64_t ts) const noexcept {
         return ts >= measure_start && ts < measure_end;
     }
+    double window_s() const noexcept {
+        return static_cast<double>(measure_end - measure_start) / 1e9;
+    }
+    // Starts 10 ms from now: kWarmupNs of warm-up, then `duration_s` of measurement.
+    static Plan from_now(double duration_s) {
+        Plan p;
+        p.start = now_ns() + 10'000'000;
+        p.measure_start = p.start + kWarmupNs;
+        p.measure_end = p.measure_start + static_cast<std::int64_t>(duration_s * 1e9);
+        return p;
+    }
 };
+
+// What a worker thread counts for the summary, in plain fields of its own thread (what main
+// watches while it runs is mirrored into atomics). Main merges them after the threads ended.
+struct Tally {
+    Histogram hist;                     // latency of what the window counts
+    std::uint64_t window_sends = 0;     // sends inside the window
+    std::uint64_t window_expected = 0;  // deliveries those sends should bring (broadcast)
+    std::uint64_t window_received = 0;  // of those, the ones that came
+    std::uint64_t skipped = 0;          // sends skipped: the connection's write queue was full
+    std::uint64_t lost = 0;             // connections dropped after setup
+    std::uint64_t errors = 0;           // error frames after setup; failed connections (connect)
+    std::uint64_t foreign = 0;          // message frames without our "t=" text
+    std::uint64_t pings = 0;            // Engine.IO pings answered
+    std::int64_t max_lag = 0;           // worst lateness of the pacer behind schedule, in window
+    std::string first_lost;             // why the first connection was dropped
+    std::string first_error;            // the first error
+
+    void lose(std::uint32_t client, std::string_view why);
+    void error(std::string_view what) {
+        ++errors;
+        if (first_error.empty()) first_error = what;
+    }
+    void merge(const Tally& o);
+};
+
+// 1 - received / expected, 0 when nothing was expected.
+inline double loss_ratio(std::uint64_t expected, std::uint64_t received) {
+    return expected ? 1.0 - static_cast<double>(received) / static_cast<double>(expected) : 0.0;
+}
 
 // Calls fire(g, ts) for the g-th send of this thread, due at plan.start + offset + g * interval,
 // until plan.measure_end; ts is the clock when it fires. Sleeps at least kMinGapNs between
@@ -230,6 +300,33 @@ class Pacer {
     bool stopped_ = true;
     std::function<void(std::uint64_t, std::int64_t)> fire_;
 };
+
+// CPU used in the measurement window: the server's tree, this process and the whole host.
+struct WindowCpu {
+    double window_s = 0;  // the window's length
+    double server_s = 0;
+    int server_processes = 0;  // at the end
+    double own_s = 0;
+    double host_busy_s = 0;  // all CPUs (see HostCpu)
+    double host_softirq_s = 0;
+
+    // `count` per second of server CPU (0 without any).
+    double per_server_s(std::uint64_t count) const noexcept {
+        return server_s > 0 ? static_cast<double>(count) / server_s : 0.0;
+    }
+    // The "server CPU" (with a server; `what` names `count`), "bench CPU" and "host CPU" lines.
+    void print(const ServerTree& server, std::string_view what, std::uint64_t count) const;
+    // server_pids, server_cpu_s, server_processes and `per_server_key` (with a server), then
+    // bench_cpu_s, host_cpu_busy_s, host_softirq_s.
+    void to_json(boost::json::object& j, const ServerTree& server, std::string_view per_server_key,
+                 std::uint64_t count) const;
+};
+
+// Sleeps through the plan's warm-up and window, sampling the CPU at measure_start and
+// measure_end; once a second up to measure_end calls progress(seconds since plan.start, "warm-up"
+// or "measure").
+WindowCpu measure_window(const Plan& plan, const ServerTree& server,
+                         const std::function<void(double, std::string_view)>& progress);
 
 void write_json(const std::string& file, const boost::json::object& j);
 

@@ -74,14 +74,14 @@ class ConnectWorker : public ConnectCounters {
     void record(std::int64_t started, std::int64_t latency) {
         completed.store(++completed_, std::memory_order_relaxed);
         if (plan.in_window(started)) {
-            hist.record(latency);
+            tally.hist.record(latency);
             ++window_completed;
         }
     }
     void error(std::int64_t started, std::string_view what) {
-        errors.store(++errors_, std::memory_order_relaxed);
+        tally.error(what);
+        errors.store(tally.errors, std::memory_order_relaxed);
         if (plan.in_window(started)) ++window_errors;
-        if (first_error.empty()) first_error = std::string(what);
     }
     // Drops whatever is still in flight (after the drain period).
     void abort_all() {
@@ -97,11 +97,10 @@ class ConnectWorker : public ConnectCounters {
     asio::io_context io{1};
     ClientEnv env;
     Plan plan;
-    Histogram hist;
+    Tally tally;  // hist, errors (all, warm-up included), first_error
     std::uint64_t window_completed = 0;
     std::uint64_t window_errors = 0;
     std::uint64_t unfinished = 0;
-    std::string first_error;
 
   private:
     void start(ConnectClient& c) {
@@ -114,7 +113,6 @@ class ConnectWorker : public ConnectCounters {
     std::uint64_t next_address_;
     std::uint64_t step_;
     std::uint64_t completed_ = 0;
-    std::uint64_t errors_ = 0;
     bool stopping_ = false;
 };
 
@@ -159,83 +157,39 @@ int run_connect(const Options& opt) {
                opt.concurrency, opt.path, opt.close == CloseMode::rst ? "RST" : "Close handshake",
                opt.duration, opt.threads, opt.host + ":" + std::to_string(opt.port));
 
-    Plan plan;
-    plan.start = now_ns() + 10'000'000;
-    plan.measure_start = plan.start + kWarmupNs;
-    plan.measure_end = plan.measure_start + static_cast<std::int64_t>(opt.duration * 1e9);
+    const Plan plan = Plan::from_now(opt.duration);
     sleep_until_ns(plan.start);
     pool.post_all([plan](W& w) { w.begin(plan); });
-
-    CpuSample cpu0, cpu1;
-    double own0 = 0, own1 = 0;
-    HostCpu host0, host1;
     std::uint64_t last_completed = 0, last_errors = 0;
-    std::int64_t tick = plan.start + kNsPerSec;
-    bool measuring = false;
-    while (tick <= plan.measure_end) {
-        sleep_until_ns(measuring ? tick : std::min(tick, plan.measure_start));
-        if (!measuring && now_ns() >= plan.measure_start) {
-            measuring = true;
-            cpu0 = server.cpu();
-            own0 = own_cpu_seconds();
-            host0 = host_cpu();
-        }
-        if (now_ns() < tick) continue;
+    const WindowCpu cpu = measure_window(plan, server, [&](double at, std::string_view phase) {
         const std::uint64_t c = pool.sum(&W::completed), e = pool.sum(&W::errors);
-        fmt::print(stderr, "  [{:6.1f} s] {:<8} connections/s {:>8}  errors/s {:>6}\n",
-                   static_cast<double>(tick - plan.start) / 1e9,
-                   tick <= plan.measure_start ? "warm-up" : "measure", c - last_completed,
-                   e - last_errors);
+        fmt::print(stderr, "  [{:6.1f} s] {:<8} connections/s {:>8}  errors/s {:>6}\n", at, phase,
+                   c - last_completed, e - last_errors);
         last_completed = c;
         last_errors = e;
-        tick += kNsPerSec;
-    }
-    sleep_until_ns(plan.measure_end);
-    cpu1 = server.cpu();
-    own1 = own_cpu_seconds();
-    host1 = host_cpu();
+    });
 
     // Let the handshakes started inside the window finish (bounded), then drop the rest.
-    const std::int64_t drain_end = plan.measure_end + kDrainNs;
-    while (now_ns() < drain_end && pool.sum(&W::active) > 0)
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    wait_until(plan.measure_end + kDrainNs, [&] { return pool.sum(&W::active) == 0; });
     pool.post_all([](W& w) { w.abort_all(); });
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     pool.stop();
 
-    Histogram hist;
-    std::uint64_t completed = 0, errors = 0, window_errors = 0, unfinished = 0;
-    std::string first_error;
-    for (auto& w : pool.workers) {
-        hist.merge(w->hist);
-        completed += w->window_completed;
-        errors += w->errors.load();
-        window_errors += w->window_errors;
-        unfinished += w->unfinished;
-        if (first_error.empty()) first_error = w->first_error;
-    }
-    const double dur = static_cast<double>(plan.measure_end - plan.measure_start) / 1e9;
-    const double server_cpu_s = server.seconds(cpu1.ticks - cpu0.ticks);
+    const Tally t = pool.tally();
+    const std::uint64_t completed = pool.sum(&W::window_completed);
+    const std::uint64_t window_errors = pool.sum(&W::window_errors);
+    const std::uint64_t unfinished = pool.sum(&W::unfinished);
+    const double dur = plan.window_s();
     const double rate = static_cast<double>(completed) / dur;
-    const double own_cpu = own1 - own0;
-    const double per_cpu = server_cpu_s > 0 ? static_cast<double>(completed) / server_cpu_s : 0.0;
 
     fmt::print("connect: {} in flight, close by {}, {:.1f} s measured\n", opt.concurrency,
                opt.close == CloseMode::rst ? "RST" : "Close handshake", dur);
     fmt::print("  connections    {:12.0f} /s   ({} completed in the window)\n", rate, completed);
-    fmt::print("  handshake ms   {}\n", latency_text(hist));
-    if (!server.empty())
-        fmt::print(
-            "  server CPU     {:12.2f} s ({} processes; {:.0f} % of one core)   "
-            "connections per server CPU-s {:.0f}\n",
-            server_cpu_s, cpu1.processes, server_cpu_s / dur * 100, per_cpu);
-    fmt::print("  bench CPU      {:12.2f} s ({:.0f} % of one core)\n", own_cpu,
-               own_cpu / dur * 100);
-    fmt::print("  host CPU       {:12.2f} s busy, all CPUs ({:.2f} s softirq)\n",
-               host_cpu_seconds(host0, host1).first, host_cpu_seconds(host0, host1).second);
-    if (errors)
-        fmt::print("  errors: {} ({} in the window; first: {})\n", errors, window_errors,
-                   first_error);
+    fmt::print("  handshake ms   {}\n", latency_text(t.hist));
+    cpu.print(server, "connections", completed);
+    if (t.errors)
+        fmt::print("  errors: {} ({} in the window; first: {})\n", t.errors, window_errors,
+                   t.first_error);
     if (unfinished) fmt::print("  unfinished after the drain: {}\n", unfinished);
 
     if (!opt.json_file.empty()) {
@@ -249,24 +203,15 @@ int run_connect(const Options& opt) {
         j["duration_s"] = dur;
         j["connections"] = completed;
         j["connections_per_s"] = rate;
-        j["handshake_latency_ms"] = latency_json(hist);
-        j["errors"] = errors;
+        j["handshake_latency_ms"] = latency_json(t.hist);
+        j["errors"] = t.errors;
         j["window_errors"] = window_errors;
-        j["first_error"] = first_error;
+        j["first_error"] = t.first_error;
         j["unfinished"] = unfinished;
-        if (!server.empty()) {
-            j["server_pids"] = server.roots_json();
-            j["server_cpu_s"] = server_cpu_s;
-            j["server_processes"] = cpu1.processes;
-            j["connections_per_server_cpu_s"] = per_cpu;
-        }
-        j["bench_cpu_s"] = own_cpu;
-        j["host_cpu_busy_s"] = host_cpu_seconds(host0, host1).first;
-        j["host_softirq_s"] = host_cpu_seconds(host0, host1).second;
-        const double host_s = host_cpu_seconds(host0, host1).first;
+        cpu.to_json(j, server, "connections_per_server_cpu_s", completed);
         // Includes the SYN handling the kernel charges to the load generator (see HostCpu).
         j["connections_per_host_cpu_s"] =
-            host_s > 0 ? static_cast<double>(completed) / host_s : 0.0;
+            cpu.host_busy_s > 0 ? static_cast<double>(completed) / cpu.host_busy_s : 0.0;
         write_json(opt.json_file, j);
     }
     return completed > 0 ? 0 : 1;

@@ -31,7 +31,6 @@ namespace steerchat::bench {
 
 namespace {
 
-constexpr std::size_t kSetupInflightPerThread = 128;
 constexpr std::int64_t kCloseWaitNs = 3 * kNsPerSec;
 constexpr std::int64_t kSettleNs = kNsPerSec / 2;  // after the last connection, before the hold
 constexpr unsigned kMaxProcesses = 64;
@@ -62,48 +61,36 @@ void copy_message(char (&dst)[512], std::string_view s) {
 
 class IdleWorker;
 
-class IdleClient final : public WsClient {
+class IdleClient final : public SessionClient {
   public:
-    IdleClient(IdleWorker& w, ClientEnv& env, std::uint32_t id) : WsClient(env), w_(w), id_(id) {}
-    void start() { open(kClientSourceBase + id_); }
-    void begin_close();
+    IdleClient(IdleWorker& w, ClientEnv& env, std::uint32_t id);
 
   protected:
     void on_open(std::int64_t now) override;
     bool on_text(std::string_view payload, std::int64_t now) override;
     void on_failed(std::string_view what, Phase was) override;
-    void on_closed() override { ended(); }
 
   private:
     enum class App : std::uint8_t { eio_open, sio_connect, ready };
-    void ended();
     void became_ready();
 
     IdleWorker& w_;
-    std::uint32_t id_;
     App app_ = App::eio_open;
-    bool ended_ = false;
 };
 
 class IdleWorker {
   public:
     IdleWorker(const Options& o, std::uint32_t index, Shared::Child& s, const tcp::endpoint& target,
                std::vector<std::uint32_t> ids)
-        : opt(o), shared(s), env(io, target, o.path, 4096, random_seed(index)) {
+        : opt(o),
+          shared(s),
+          env(io, target, o.path, 4096, random_seed(index)),
+          setup_(conns_, s.ready) {
         for (std::uint32_t id : ids)
             conns_.push_back(std::make_unique<IdleClient>(*this, env, id));
     }
-    void begin_setup() {
-        for (std::size_t k = 0; k < std::min(kSetupInflightPerThread, conns_.size()); ++k)
-            setup_next();
-    }
-    void setup_next() {
-        if (next_setup_ < conns_.size()) conns_[next_setup_++]->start();
-    }
-    void on_ready() {
-        shared.ready.fetch_add(1, std::memory_order_relaxed);
-        setup_next();
-    }
+    void begin_setup() { setup_.begin(); }
+    void on_ready() { setup_.on_ready(); }
     void setup_failed(const std::string& what) {
         bool expected = false;
         if (!shared.error_claimed.compare_exchange_strong(expected, true)) return;
@@ -130,8 +117,11 @@ class IdleWorker {
 
   private:
     std::vector<std::unique_ptr<IdleClient>> conns_;
-    std::size_t next_setup_ = 0;
+    SetupQueue<IdleClient> setup_;
 };
+
+IdleClient::IdleClient(IdleWorker& w, ClientEnv& env, std::uint32_t id)
+    : SessionClient(env, id, w.shared.closed), w_(w) {}
 
 void IdleClient::became_ready() {
     app_ = App::ready;
@@ -165,24 +155,11 @@ bool IdleClient::on_text(std::string_view payload, std::int64_t) {
     return true;
 }
 
-void IdleClient::ended() {
-    if (ended_) return;
-    ended_ = true;
-    w_.shared.closed.fetch_add(1, std::memory_order_relaxed);
-}
-
 void IdleClient::on_failed(std::string_view what, Phase) {
     if (app_ == App::ready)
         w_.lost(id_, what);
     else
         w_.setup_failed(fmt::format("client {} during setup: {}", id_, what));
-    ended();
-}
-
-void IdleClient::begin_close() {
-    if (is_open()) return close();
-    if (phase() == Phase::closing || phase() == Phase::closed) return;
-    drop(false);
     ended();
 }
 
@@ -310,41 +287,27 @@ int run_idle(const Options& opt) {
         }
         return false;
     };
-    auto first_failure = [&]() -> std::string {
+    // The first failure of a setup, empty while none; a load process that died ends the run.
+    auto setup_failure = [&]() -> std::string {
         for (unsigned p = 0; p < processes; ++p)
             if (sh.child[p].failed.load(std::memory_order_acquire)) return sh.child[p].error;
-        return {};
-    };
-
-    // Setup.
-    const std::int64_t setup_start = now_ns();
-    const auto setup_deadline = setup_start + static_cast<std::int64_t>(opt.connect_timeout * 1e9);
-    std::int64_t next_report = setup_start + kNsPerSec;
-    while (sum(&Shared::Child::ready) < opt.clients) {
-        if (std::string f = first_failure(); !f.empty()) {
-            end_children(true);
-            die(fmt::format("setup failed after {} of {} connections were ready: {}",
-                            sum(&Shared::Child::ready), opt.clients, f));
-        }
         if (child_died()) {
             end_children(true);
             die("a load process died during setup");
         }
-        const std::int64_t now = now_ns();
-        if (now > setup_deadline) {
-            end_children(true);
-            die(fmt::format("setup timed out after {} s: {} of {} connections ready",
-                            opt.connect_timeout, sum(&Shared::Child::ready), opt.clients));
-        }
-        if (now >= next_report) {
-            fmt::print(stderr, "  setup: {} / {} connections ready\n", sum(&Shared::Child::ready),
-                       opt.clients);
-            next_report += kNsPerSec;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    const double setup_s = static_cast<double>(now_ns() - setup_start) / 1e9;
-    fmt::print(stderr, "  setup: {} connections ready in {:.2f} s\n", opt.clients, setup_s);
+        return {};
+    };
+
+    // Setup.
+    const double setup_s =
+        wait_for_setup(now_ns(), {.total = opt.clients,
+                                  .timeout_s = opt.connect_timeout,
+                                  .noun = "connections",
+                                  .state = "ready",
+                                  .timed_out_state = "ready",
+                                  .done = [&] { return sum(&Shared::Child::ready); },
+                                  .failed = setup_failure,
+                                  .abort = [&] { end_children(true); }});
 
     // Hold.
     sleep_until_ns(now_ns() + kSettleNs);

@@ -358,4 +358,17 @@ void WsClient::finish() {
     sock_.close(ignored);
 }
 
+void SessionClient::begin_close(bool handshake) {
+    if (handshake && is_open()) return close();
+    if (phase() == Phase::closing || phase() == Phase::closed) return;
+    drop(false);
+    ended();
+}
+
+void SessionClient::ended() {
+    if (ended_) return;
+    ended_ = true;
+    closed_.fetch_add(1, std::memory_order_relaxed);
+}
+
 }  // namespace steerchat::bench

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -111,6 +112,28 @@ class WsClient {
     std::vector<std::uint8_t> wq_;    // frames queued while a write is in flight
     std::vector<std::uint8_t> wfly_;  // the write in flight
     bool writing_ = false;
+};
+
+// A client of broadcast, echo or idle: client `id` binds 127.1.0.1 + id, holds one connection for
+// the run and counts once in `closed` when it ends (closed, failed or dropped).
+class SessionClient : public WsClient {
+  public:
+    SessionClient(ClientEnv& env, std::uint32_t id, std::atomic<std::uint64_t>& closed)
+        : WsClient(env), id_(id), closed_(closed) {}
+    void start() { open(kClientSourceBase + id_); }
+    // The end of the run: a Close handshake if open (and `handshake`), else drops the connection.
+    void begin_close(bool handshake = true);
+
+  protected:
+    void on_closed() override { ended(); }
+    // Counts the client in `closed` (once).
+    void ended();
+
+    const std::uint32_t id_;
+
+  private:
+    std::atomic<std::uint64_t>& closed_;
+    bool ended_ = false;
 };
 
 }  // namespace steerchat::bench
