@@ -17,10 +17,10 @@ STEERCHAT_PACKAGES=(
 
 log() { printf '==> %s\n' "$*" >&2; }
 
-# Installs the packages above that are not installed yet (needs root for apt-get).
-install_deps() {
+# Installs those of the given Debian packages (and node/npm) that are missing (needs root).
+install_packages() {
     local missing=() p
-    for p in "${STEERCHAT_PACKAGES[@]}"; do
+    for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
             missing+=("$p")
     done
@@ -39,6 +39,11 @@ install_deps() {
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
+# Installs the packages above that are not installed yet.
+install_deps() {
+    install_packages "${STEERCHAT_PACKAGES[@]}"
+}
+
 # Configures (once) and builds the Release tree in $BUILD_DIR.
 build() {
     local gen=()
@@ -55,24 +60,7 @@ build() {
 # package-lock.json (npm ci; skipped when node_modules already matches the lock file).
 BENCH_PACKAGES=(nginx redis-server redis-tools gnuplot-nox jq curl procps)
 install_bench_deps() {
-    local missing=() p
-    for p in "${BENCH_PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
-            missing+=("$p")
-    done
-    command -v node >/dev/null || missing+=(nodejs)
-    command -v npm >/dev/null || missing+=(npm)
-    if [ ${#missing[@]} -gt 0 ]; then
-        if [ "$(id -u)" -ne 0 ]; then
-            log "missing packages: ${missing[*]}"
-            log "install them as root: apt-get update && apt-get install -y ${missing[*]}"
-            return 1
-        fi
-        log "installing: ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -q
-        apt-get install -y -q --no-install-recommends "${missing[@]}"
-    fi
+    install_packages "${BENCH_PACKAGES[@]}" || return 1
     local dir=$STEERCHAT_ROOT/scripts/bench-peers
     local stamp=$dir/node_modules/.steerchat-lock.sha256 want
     want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)

@@ -45,6 +45,7 @@
 #include "eio/base64.hpp"
 #include "eio/packet.hpp"
 #include "eio/sio_packet.hpp"
+#include "support/fuzz_check.hpp"
 #include "support/utf8_reference.hpp"
 
 namespace {
@@ -52,14 +53,6 @@ namespace {
 namespace eio = steerchat::eio;
 namespace sio = steerchat::sio;
 namespace json = boost::json;
-
-#define FUZZ_CHECK(cond)                                                                       \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            std::fprintf(stderr, "invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__); \
-            std::abort();                                                                      \
-        }                                                                                      \
-    } while (0)
 
 using Packets = std::vector<eio::Packet>;
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "support/fuzz_check.hpp"
 #include "support/utf8_reference.hpp"
 #include "support/ws_event.hpp"
 #include "ws/frame.hpp"
@@ -19,14 +20,6 @@
 namespace {
 
 using namespace steerchat::ws;
-
-#define FUZZ_CHECK(cond)                                                                       \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            std::fprintf(stderr, "invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__); \
-            std::abort();                                                                      \
-        }                                                                                      \
-    } while (0)
 
 using Ev = steerchat::test_support::WsEvent;
 using steerchat::test_support::reference_utf8;
