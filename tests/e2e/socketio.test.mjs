@@ -245,7 +245,7 @@ describe('socket.io-client 4, default options, 200 clients over 4 workers (BPF s
     const leaving = clients.find((u) => u.worker !== watcher.worker) ?? clients[1];
     watcher.c.take('clientOffline');
     leaving.c.emit('logout');
-    await leaving.c.next('loggedOut');
+    assert.deepEqual(await leaving.c.next('loggedOut'), [], 'loggedOut carries no arguments');
     const [name] = await watcher.c.next('clientOffline', (n) => n === leaving.name, 5000);
     assert.equal(name, leaving.name);
 

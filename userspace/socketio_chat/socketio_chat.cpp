@@ -136,7 +136,7 @@ class Session final : public sio::Handler, public chat::Client {
     void logout() {
         if (!chat_.logged_in()) return fail(ack_, "logout", chat::Error::not_logged_in);
         chat_.logout();
-        socket_.emit("loggedOut", json::array{});
+        socket_.emit(json::array{"loggedOut"});  // no arguments, as the seed app sends it
         ok({});
     }
 
