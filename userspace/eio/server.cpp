@@ -88,16 +88,15 @@ class WsTransport final : public ws::Handler {
           origin_(std::move(origin)) {}
     // The upgrade of an existing polling session.
     WsTransport(Server& server, Socket& socket)
-        : server_(server), socket_(&socket), protocol_(socket.protocol()) {}
-
-    ~WsTransport() override {
-        // Destroyed unopened (a bad WebSocket handshake): a probe leaves its session as it was.
-        if (socket_ && socket_->ws_ == nullptr) socket_ = nullptr;
-    }
+        : server_(server),
+          socket_(&socket),
+          protocol_(socket.protocol()),
+          session_alive_(socket.alive_) {}
 
     void on_open(ws::Connection& conn) override {
         if (socket_) {  // upgrade probe
-            if (!socket_->is_open() || socket_->ws_) {
+            // The session may have ended (and been freed) while the 101 was being written.
+            if (!*session_alive_ || !socket_->is_open() || socket_->ws_) {
                 socket_ = nullptr;
                 conn.close(ws::close_code::policy_violation, "session gone");
                 return;
@@ -108,7 +107,7 @@ class WsTransport final : public ws::Handler {
                 if (ec || !s->is_open() || s->transport_ != Transport::polling || !s->ws_) return;
                 // No probe or no upgrade packet in time: drop the probe, keep polling.
                 auto probe = std::move(s->ws_);
-                static_cast<WsTransport&>(probe->handler()).socket_ = nullptr;
+                static_cast<WsTransport&>(probe->handler()).detach();
                 s->upgrading_ = false;
                 probe->close(ws::close_code::normal, "upgrade timeout");
             });
@@ -156,16 +155,16 @@ class WsTransport final : public ws::Handler {
         conn.close(ws::close_code::normal, "upgrade failed");
     }
 
+    // The session no longer uses this connection: its events are ignored from now on.
+    void detach() noexcept { socket_ = nullptr; }
+
   private:
     Server& server_;
-
-  public:
     Socket* socket_ = nullptr;
-
-  private:
     int protocol_;
     std::string query_;
     std::string origin_;
+    std::shared_ptr<bool> session_alive_;  // a probe's session (upgrade)
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -442,7 +441,7 @@ void Socket::end(std::string_view reason, PollEnd poll_end) {
     }
     if (ws_) {
         auto conn = std::move(ws_);
-        static_cast<WsTransport&>(conn->handler()).socket_ = nullptr;
+        static_cast<WsTransport&>(conn->handler()).detach();
         if (transport_ == Transport::websocket && poll_end == PollEnd::close_packet) {
             ws_ = conn;
             send_ws('1', {}, false);
