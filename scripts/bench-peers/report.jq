@@ -126,7 +126,12 @@ def ratio: if . == null or (type != "number") then "–" elif . >= 100 then "\(f
       | "| broadcast p99 ≤ 1/10 of \($p), same offered load | \(level($s)) | \(if $r == null then "–" else "\($r | ratio)\(if $r > 0 and $r < 1 then " (1/\(1 / $r | if . >= 10 then fixed(0) else fixed(1) end))" else "" end): \($o.r.latency_ms.p99 | ms) vs \($x.latency_ms.p99 | ms) ms" end)\(via($o; "sio"))\(if $x != null and $x.loss_ratio > 0.01 then "; \($p) left \($x.loss_ratio | pct) undelivered 1 s after the window, so its p99 (over what it delivered) is a lower bound" else "" end) | \(met(if $r == null then null else $r <= 0.1 end)) |";
     "| target | load | measured (steerchat-bpf vs peer) | |",
     "|---|---|---|---|",
-    "| accept rate, BPF steering ≥ 0.97x plain SO_REUSEPORT | connect | \($accept | ratio) (\($cn.v | num) vs \($kn | num) connections/s, \($cn.proto)) | \(met(if $accept == null then null else $accept >= 0.97 end)) |",
+    ( $all.accept_ab as $ab
+      | if ($ab // null) != null and $ab.ratio != null then
+          "| accept rate, BPF steering ≥ 0.97x plain SO_REUSEPORT | connect, A/B: the two side by side, \($ab.kernel | length) alternating rounds each (`\($ab.args)`) | \($ab.ratio | ratio) (\($ab.bpf_mean | num) vs \($ab.kernel_mean | num) connections/s, native; rounds bpf \($ab.bpf | map(num) | join(", ")), kernel \($ab.kernel | map(num) | join(", ")); the single passes below: \($accept | ratio)) | \(met($ab.ratio >= 0.97)) |"
+        else
+          "| accept rate, BPF steering ≥ 0.97x plain SO_REUSEPORT | connect | \($accept | ratio) (\($cn.v | num) vs \($kn | num) connections/s, \($cn.proto)) | \(met(if $accept == null then null else $accept >= 0.97 end)) |"
+        end ),
     cpurow("node-cluster-redis"; "sio"; "broadcast_heavy"; 20),
     cpurow("sticky"; "sio"; "broadcast_heavy"; 20),
     cpurow("nginx"; "native"; "broadcast_heavy"; 2),
