@@ -20,6 +20,7 @@
 
 #include "chat/chat.hpp"
 #include "chat_test_util.hpp"
+#include "support/child_process.hpp"
 #include "support/pipe.hpp"
 
 using namespace chat_test;
@@ -47,40 +48,8 @@ struct Channel {
     Pipe up, down;  // child -> parent, parent -> child
 };
 
-template <class F>
-pid_t fork_child(F&& fn) {
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-        int code = 99;
-        try {
-            code = fn();
-        } catch (const std::exception& e) {
-            fprintf(stderr, "child: %s\n", e.what());
-            code = 98;
-        }
-        ::_exit(code);
-    }
-    return pid;
-}
-
-int wait_child(pid_t pid, std::chrono::milliseconds limit = 60s) {
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    for (;;) {
-        int status = 0;
-        const pid_t r = ::waitpid(pid, &status, WNOHANG);
-        if (r == pid) {
-            if (WIFEXITED(status)) return WEXITSTATUS(status);
-            if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-            return -2;
-        }
-        if (std::chrono::steady_clock::now() > deadline) {
-            ::kill(pid, SIGKILL);
-            ::waitpid(pid, &status, 0);
-            return -1;
-        }
-        std::this_thread::sleep_for(1ms);
-    }
-}
+using steerchat::test_support::fork_child;
+using steerchat::test_support::wait_child;
 
 std::uint64_t fnv(std::uint64_t h, std::string_view s) {
     for (unsigned char c : s) {

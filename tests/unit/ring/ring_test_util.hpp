@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "ring/ring.hpp"
+#include "support/child_process.hpp"
 #include "support/pipe.hpp"
 
 namespace ring_test {
@@ -94,42 +95,8 @@ inline Drained drain(steerchat::ring::Reader& r) {
     return d;
 }
 
-// Runs fn() in a forked child; the child exits with fn's return value (99 on exception).
-template <class F>
-pid_t fork_child(F&& fn) {
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-        int code = 99;
-        try {
-            code = fn();
-        } catch (...) {
-            code = 99;
-        }
-        ::_exit(code);
-    }
-    return pid;
-}
-
-// Waits for the child at most `limit`, SIGKILLs it after that. Returns the exit code, or
-// 128 + signal, or -1 on timeout.
-inline int wait_child(pid_t pid, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    for (;;) {
-        int status = 0;
-        const pid_t r = ::waitpid(pid, &status, WNOHANG);
-        if (r == pid) {
-            if (WIFEXITED(status)) return WEXITSTATUS(status);
-            if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-            return -2;
-        }
-        if (std::chrono::steady_clock::now() > deadline) {
-            ::kill(pid, SIGKILL);
-            ::waitpid(pid, &status, 0);
-            return -1;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-}
+using steerchat::test_support::fork_child;
+using steerchat::test_support::wait_child;
 
 using steerchat::test_support::Pipe;
 
