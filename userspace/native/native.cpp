@@ -1,6 +1,7 @@
 #include "native/native.hpp"
 
 #include <boost/json.hpp>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -52,6 +53,28 @@ std::string_view sv(const json::string& s) {
     return {s.data(), s.size()};
 }
 
+// Largest "cid" a client may attach to a "say", as JSON text (it comes back on its own copy).
+constexpr std::size_t kMaxCidBytes = 256;
+
+// A client's "cid" as the JSON text echoed back, or nullopt if it cannot be: longer than
+// kMaxCidBytes, or a value JSON cannot carry back (1e400 parses as infinity, which serializes
+// to text that no JSON parser accepts).
+std::optional<std::string> cid_text(const json::value& v) {
+    std::string text = json::serialize(v);
+    if (text.size() > kMaxCidBytes) return std::nullopt;
+    json::error_code ec;
+    json::parse(jsv(text), ec);
+    if (ec) return std::nullopt;
+    return text;
+}
+
+// The JSON value of a cid_text() result (which always parses; a string if it somehow did not).
+json::value cid_value(std::string_view text) {
+    json::error_code ec;
+    json::value v = json::parse(jsv(text), ec);
+    return ec ? json::value(jsv(text)) : v;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -71,9 +94,7 @@ const ws::SharedFrame& Service::frame(const chat::Event& ev) {
             o = message_object(ev.room, ev.from, ev.text, ev.id, ev.ts);
             if (ev.has_cid) {
                 // The cid is the request's JSON value, kept as its serialization.
-                json::error_code ec;
-                json::value cid = json::parse(jsv(ev.cid), ec);
-                o["cid"] = ec ? json::value(jsv(ev.cid)) : std::move(cid);
+                o["cid"] = cid_value(ev.cid);
             }
             break;
         case chat::EventType::dm:
@@ -112,7 +133,7 @@ void Session::error(std::string_view code, std::string_view message, const std::
     o["type"] = "error";
     o["code"] = jsv(code);
     o["message"] = jsv(message);
-    if (cid) o["cid"] = json::parse(*cid);
+    if (cid) o["cid"] = cid_value(*cid);
     reply(json::serialize(o));
 }
 
@@ -188,20 +209,18 @@ void Session::on_text(std::string_view payload) {
     }
     if (type == "say") {
         const json::value* cidv = obj->if_contains("cid");
-        const std::string cid = cidv ? json::serialize(*cidv) : std::string();
-        const std::string* cidp = cidv ? &cid : nullptr;
+        std::optional<std::string> cid;
+        if (cidv && !(cid = cid_text(*cidv)))
+            return error("bad_request",
+                         "\"cid\" must be JSON of at most 256 bytes with finite numbers");
+        const std::string* cidp = cid ? &*cid : nullptr;
         const json::string* room = str_field(*obj, "room");
         const json::string* text = str_field(*obj, "text");
-        if (!room || !text) {
-            ++service_.stats().errors;
-            json::object o;
-            o["type"] = "error";
-            o["code"] = "bad_request";
-            o["message"] = "\"say\" needs a string \"room\" and a string \"text\"";
-            if (cidv) o["cid"] = *cidv;
-            return reply(json::serialize(o));
-        }
-        if (const chat::Error e = chat_.say(sv(*room), sv(*text), cid, cidv != nullptr);
+        if (!room || !text)
+            return error("bad_request", "\"say\" needs a string \"room\" and a string \"text\"",
+                         cidp);
+        if (const chat::Error e =
+                chat_.say(sv(*room), sv(*text), cid ? *cid : std::string_view{}, cid.has_value());
             e != chat::Error::none)
             return fail(e, cidp);
         return;

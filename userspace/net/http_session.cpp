@@ -12,6 +12,7 @@
 
 #include "net/router.hpp"
 #include "net/worker.hpp"
+#include "util/log.hpp"
 #include "ws/handshake.hpp"
 
 namespace beast = boost::beast;
@@ -124,7 +125,20 @@ void HttpSession::dispatch(Request&& req, const HttpHandler& handler) {
     auto remote = stream_.socket().remote_endpoint(ec);
     auto ex = std::make_shared<Exchange>(weak_from_this(), std::move(req), remote);
     exchange_ = ex;
-    handler(ex);
+    try {
+        handler(ex);
+    } catch (const std::exception& e) {
+        // A bug the request found: it gets a 500 and its connection closes; the worker goes on.
+        ++worker_.stats().handler_errors;
+        log::line("answering 500: handling {} {} failed: {}", ex->req_.method_string(),
+                  ex->req_.target(), e.what());
+        if (!ex->finished_) {
+            auto res = make_response(http::status::internal_server_error, ex->req_.version(), false,
+                                     false, "internal server error\n", "text/plain; charset=utf-8");
+            ex->respond(std::move(res));
+        }
+        return;
+    }
     if (ex->finished_ || exchange_ != ex) return;
     // Held for later (a long poll): no idle timeout, but notice the client leaving.
     stream_.expires_never();

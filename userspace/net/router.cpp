@@ -53,6 +53,8 @@ std::string metrics_body(Worker& w) {
     metric("steerchat_http_bad_requests_total", "counter", "Requests rejected as malformed.",
            s.bad_requests);
     metric("steerchat_accept_errors_total", "counter", "Failed accept() calls.", s.accept_errors);
+    metric("steerchat_http_handler_errors_total", "counter",
+           "Requests answered 500 because their route failed on them.", s.handler_errors);
     metric("steerchat_ws_connections_open", "gauge", "Open WebSocket connections.", ws.open);
     metric("steerchat_ws_connections_total", "counter", "WebSocket upgrades accepted.", ws.opened);
     metric("steerchat_ws_messages_in_total", "counter", "WebSocket data messages received.",
@@ -74,6 +76,9 @@ std::string metrics_body(Worker& w) {
            ws.protocol_errors);
     metric("steerchat_ws_ping_timeouts_total", "counter",
            "WebSocket connections dropped for not answering the idle ping.", ws.ping_timeouts);
+    metric("steerchat_ws_handler_errors_total", "counter",
+           "WebSocket connections closed 1011 because handling one of their messages failed.",
+           ws.handler_errors);
     for (const auto& source : w.metrics_sources())
         source(out);
     return out;

@@ -48,6 +48,7 @@ struct WorkerStats {
     std::uint64_t requests = 0;
     std::uint64_t bad_requests = 0;
     std::uint64_t accept_errors = 0;
+    std::uint64_t handler_errors = 0;  // requests answered 500: their route failed
 };
 
 class HttpSession;

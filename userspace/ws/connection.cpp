@@ -1,9 +1,12 @@
 #include "ws/connection.hpp"
 
+#include <exception>
 #include <utility>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
+
+#include "util/log.hpp"
 
 namespace asio = boost::asio;
 using asio::ip::tcp;
@@ -173,7 +176,15 @@ void Connection::handle_event(const Event& ev) {
             if (state_ != State::open) return;  // we are closing: data is discarded
             ++hub_.stats_.messages_in;
             large_message_seen_ |= ev.payload.size() > kKeepMessageBuffer;
-            handler_->on_message(*this, ev.opcode, ev.text());
+            try {
+                handler_->on_message(*this, ev.opcode, ev.text());
+            } catch (const std::exception& e) {
+                // A bug the message found: this connection ends, the worker and everyone else
+                // go on.
+                ++hub_.stats_.handler_errors;
+                log::line("closing a WebSocket (1011): its message failed: {}", e.what());
+                if (state_ == State::open) close(close_code::internal_error, "internal error");
+            }
             return;
         case EventKind::ping:
             if (state_ == State::open) send(SharedFrame::make(Opcode::pong, ev.payload));

@@ -69,6 +69,7 @@ struct Stats {
     std::uint64_t queue_overflows = 0;  // closed 1008: send queue over its bound
     std::uint64_t protocol_errors = 0;  // closed 1002/1007/1009 by the parser
     std::uint64_t ping_timeouts = 0;    // dropped: no answer to the idle ping
+    std::uint64_t handler_errors = 0;   // closed 1011: the application failed on a message
 };
 
 // A worker's WebSocket state. Must outlive its connections' handlers (the worker declares it

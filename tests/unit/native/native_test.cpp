@@ -219,6 +219,33 @@ TEST_F(Native, JoinSayLeaveAcrossWorkers) {
         "too_long");
 }
 
+// Issue 9: {"cid":1e400} on a "say" to an unknown room killed the worker (the error reply
+// re-parsed the cid's serialization, "1e99999", and threw). Every cid is answered now, and the
+// session goes on.
+TEST_F(Native, CidsThatCannotComeBackAreRefusedNotFatal) {
+    auto a = login(svc0, "a");
+    for (const char* cid : {"1e400", "-1e400", "[1e400]", "{\"x\":1e999}"}) {
+        const std::string say =
+            std::string(R"({"type":"say","room":"nosuchroom","text":"x","cid":)") + cid + "}";
+        json::object e = a->send(say);
+        expect_error(e, "bad_request");
+        EXPECT_FALSE(e.contains("cid")) << cid;
+    }
+    expect_error(
+        a->send(R"({"type":"say","room":"r","text":"x","cid":")" + std::string(300, 'c') + "\"}"),
+        "bad_request");
+    // Acceptable cids still come back on errors, unchanged.
+    for (const char* cid : {"1e300", "18446744073709551615", "-9223372036854775808", "null",
+                            "\"k\"", "[1,{\"n\":2.5}]"}) {
+        json::object e = a->send(
+            std::string(R"({"type":"say","room":"nosuchroom","text":"x","cid":)") + cid + "}");
+        expect_error(e, "not_in_room");
+        EXPECT_EQ(json::serialize(e.at("cid")), json::serialize(json::parse(cid))) << cid;
+    }
+    // The session is still usable.
+    EXPECT_EQ(a->send(R"({"type":"join","room":"r"})").at("type"), "joined");
+}
+
 TEST_F(Native, OneEncodingPerEventPerWorker) {
     Broadcast b = broadcast_to_four(svc1, "r");
     ASSERT_EQ(b.members.size(), 4u);
