@@ -91,6 +91,8 @@ std::vector<std::uint32_t> Supervisor::live_slots() const {
 
 void Supervisor::setup() {
     lock_ = std::make_unique<InstanceLock>(opts_.run_dir, opts_.port);
+    drop_ = plan_privilege_drop(opts_.user, opts_.group, ::getpid(), SIGTERM);
+    log::line("{}", drop_.description);
 
     // Every connection is a file: take the whole hard limit (workers inherit it).
     rlimit nofile{};
@@ -178,6 +180,13 @@ void Supervisor::become_worker(unsigned slot) {
     for (unsigned i = 0; i < opts_.workers; ++i)
         keep.push_back(ring_->wake_fd(i));
     close_all_but(keep);
+    // Before the first byte from the network: no root, no capabilities, no way back.
+    try {
+        drop_privileges(drop_);
+    } catch (const std::exception& e) {
+        log::line("fatal: {}; the worker exits rather than serve with privileges", e.what());
+        ::_exit(1);
+    }
     net::WorkerConfig cfg;
     cfg.slot = slot;
     cfg.nslots = opts_.workers;
