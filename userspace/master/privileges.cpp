@@ -84,7 +84,7 @@ DropSpec plan_privilege_drop(const std::string& user, const std::string& group, 
         spec.user_name = user_name_of(spec.uid);
         spec.description = fmt::format(
             "workers run as the master's user {} (uid {}): the master lacks CAP_SETUID and "
-            "CAP_SETGID (it was not started as root), so it cannot choose another user{}; "
+            "CAP_SETGID (it was not started as root), so it cannot change user{}; "
             "workers still drop every capability and set no_new_privs",
             spec.user_name, spec.uid,
             user.empty() && group.empty() ? "" : " (--user/--group ignored)");
@@ -98,7 +98,7 @@ DropSpec plan_privilege_drop(const std::string& user, const std::string& group, 
         if (!pw)
             throw PrivilegeError(
                 fmt::format("--user '{}' is not a user of this system (see getent passwd)", user));
-        why = "--user";
+        why = "chosen with --user";
     } else if ((pw = find_user(kDefaultUser))) {
         why = "the dedicated system user";
     } else if ((pw = find_user(kFallbackUser))) {
@@ -157,10 +157,10 @@ DropSpec plan_privilege_drop(const std::string& user, const std::string& group, 
     for (gid_t g : spec.groups)
         if (g != spec.gid) groups_text += fmt::format("{}{}", groups_text.empty() ? "" : ",", g);
     spec.description = fmt::format(
-        "workers run as user {} (uid {}, {}), group {} (gid {}){} with no capabilities and "
-        "no_new_privs",
-        spec.user_name, spec.uid, why, group_name, spec.gid,
-        groups_text.empty() ? "" : fmt::format(", supplementary groups {}", groups_text));
+        "workers run as user {} (uid {}), group {} (gid {}){}, with no capabilities and "
+        "no_new_privs: {}",
+        spec.user_name, spec.uid, group_name, spec.gid,
+        groups_text.empty() ? "" : fmt::format(", supplementary groups {}", groups_text), why);
     return spec;
 }
 
