@@ -295,3 +295,25 @@ TEST(Privileges, NonRootMasterKeepsItsUserButWorkersShedCapabilities) {
     }
     std::filesystem::remove_all(dir);
 }
+
+TEST(Privileges, SeccompConfinesWorkersThatStillServe) {
+    Server srv(18224, {"--workers", "2", "--seccomp"});
+    ASSERT_TRUE(srv.wait_ready(2)) << srv.log();
+    auto workers = workers_of(srv, 2);
+    ASSERT_EQ(workers.size(), 2u);
+    for (auto& [slot, w] : workers) {
+        auto st = proc_status(w.first);
+        EXPECT_EQ(st["Seccomp"], "2") << "filter mode";
+        EXPECT_EQ(st["NoNewPrivs"], "1");
+        EXPECT_EQ(st["CapEff"], kNoCaps);
+        EXPECT_EQ(ws_echo(w.second, srv.port(), "confined"), "confined");
+        auto m = http_get(w.second, srv.port(), "/metrics");
+        ASSERT_TRUE(m) << srv.log();
+        EXPECT_EQ(m->rfind("HTTP/1.1 200", 0), 0u) << *m;
+    }
+    EXPECT_EQ(proc_status(srv.pid())["Seccomp"], "0") << "the master is not confined";
+    EXPECT_EQ(srv.log().find("signal 31"), std::string::npos) << srv.log();
+    // Still the same workers: none was killed by the filter.
+    for (auto& [slot, w] : workers)
+        EXPECT_TRUE(process_alive(w.first)) << srv.log();
+}

@@ -137,7 +137,10 @@ ParseResult parse_options(int argc, const char* const argv[]) {
          "user the workers run as when the master is root (default: steerchat if that user "
          "exists, else nobody); never root")
         ("group", po::value(&o.group),
-         "group the workers run as (default: the user's group, with its supplementary groups)");
+         "group the workers run as (default: the user's group, with its supplementary groups)")
+        ("seccomp", po::bool_switch(&o.seccomp),
+         "confine workers to the system calls serving needs (a seccomp allowlist); any other "
+         "call kills the worker (logged as signal 31, Bad system call), which is respawned");
     // clang-format on
 
     po::variables_map vm;

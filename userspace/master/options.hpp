@@ -48,6 +48,7 @@ struct Options {
     // else nobody; the group: the user's). See master/privileges.hpp.
     std::string user;
     std::string group;
+    bool seccomp = false;  // workers: a syscall allowlist (anything else kills the worker)
 
     std::filesystem::path pin_dir() const { return bpffs_dir / std::to_string(port); }
 };

@@ -33,6 +33,7 @@ struct DropSpec {
     std::string user_name;      // for messages
     pid_t master_pid = 0;       // the worker exits if its parent is no longer this process
     int parent_death_signal = 0;
+    bool seccomp = false;  // last step: load the workers' syscall allowlist
     // One line for the master's log: who the workers run as, and why.
     std::string description;
 };
@@ -47,8 +48,14 @@ DropSpec plan_privilege_drop(const std::string& user, const std::string& group, 
 // set (effective, permitted, inheritable, ambient, and the bounding set when CAP_SETPCAP allows),
 // sets PR_SET_NO_NEW_PRIVS, checks that root cannot be regained, re-arms the parent-death signal
 // (a credential change resets it) and checks that the master is still the parent. Throws
-// PrivilegeError naming the step that failed.
+// PrivilegeError naming the step that failed. With spec.seccomp, it ends by loading the
+// workers' syscall allowlist (install_worker_seccomp).
 void drop_privileges(const DropSpec& spec);
+
+// Loads a seccomp filter that allows only the system calls a running worker makes (its event
+// loop, sockets it was given or accepts, memory, time, signals, exit); anything else kills the
+// process. Needs no_new_privs (or CAP_SYS_ADMIN). Throws PrivilegeError.
+void install_worker_seccomp();
 
 // The capability sets of this process (bit i = capability i).
 struct CapabilitySets {

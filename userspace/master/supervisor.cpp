@@ -26,6 +26,7 @@
 #include "socketio_chat/socketio_chat.hpp"
 #include "steer/maglev.hpp"
 #include "util/log.hpp"
+#include "ws/handshake.hpp"
 
 namespace steerchat::master {
 
@@ -92,7 +93,12 @@ std::vector<std::uint32_t> Supervisor::live_slots() const {
 void Supervisor::setup() {
     lock_ = std::make_unique<InstanceLock>(opts_.run_dir, opts_.port);
     drop_ = plan_privilege_drop(opts_.user, opts_.group, ::getpid(), SIGTERM);
-    log::line("{}", drop_.description);
+    drop_.seccomp = opts_.seccomp;
+    log::line("{}{}", drop_.description,
+              opts_.seccomp ? "; a seccomp allowlist confines their system calls" : "");
+    // libcrypto reads its configuration file on first use (the WebSocket handshake's SHA-1):
+    // do it here, so no worker opens a file after its drop (--seccomp allows no open at all).
+    ws::compute_accept_key("dGhlIHNhbXBsZSBub25jZQ==");
 
     // Every connection is a file: take the whole hard limit (workers inherit it).
     rlimit nofile{};

@@ -112,6 +112,10 @@ TEST(Options, UserAndGroup) {
     ASSERT_TRUE(r.options) << r.message;
     EXPECT_EQ(r.options->user, "nobody");
     EXPECT_EQ(r.options->group, "nogroup");
+    EXPECT_FALSE(r.options->seccomp);
+    auto sc = parse({"--seccomp"});
+    ASSERT_TRUE(sc.options) << sc.message;
+    EXPECT_TRUE(sc.options->seccomp);
     auto n = parse({"--user", "65534"});
     ASSERT_TRUE(n.options) << n.message;
     expect_error({"--user", "root"}, "root");
@@ -125,4 +129,5 @@ TEST(Options, HelpDocumentsUser) {
     auto r = parse({"--help"});
     EXPECT_NE(r.message.find("--user"), std::string::npos);
     EXPECT_NE(r.message.find("--group"), std::string::npos);
+    EXPECT_NE(r.message.find("--seccomp"), std::string::npos);
 }
