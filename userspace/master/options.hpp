@@ -44,6 +44,11 @@ struct Options {
     std::vector<std::string> sio_namespaces;  // served besides "/"
     unsigned sio_connect_timeout_ms = 45000;
     bool protocol_test = false;  // the public protocol test suites' server
+    // Workers' user and group when the master runs as root (empty: steerchat if that user exists,
+    // else nobody; the group: the user's). See master/privileges.hpp.
+    std::string user;
+    std::string group;
+    bool seccomp = false;  // workers: a syscall allowlist (anything else kills the worker)
 
     std::filesystem::path pin_dir() const { return bpffs_dir / std::to_string(port); }
 };
