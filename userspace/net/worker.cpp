@@ -27,9 +27,9 @@ tcp protocol_of(int fd) {
 Worker::Worker(WorkerConfig cfg)
     : cfg_(std::move(cfg)),
       ws_hub_(cfg_.websocket),
-      acceptor_(ioc_, protocol_of(cfg_.listen_fd), cfg_.listen_fd),
-      signals_(ioc_, SIGTERM, SIGINT),
+      acceptor_(ioc_),
       drain_timer_(ioc_) {
+    if (cfg_.listen_fd >= 0) acceptor_.assign(protocol_of(cfg_.listen_fd), cfg_.listen_fd);
     ws_hub_.set_on_empty([this] { maybe_done(); });
     add_websocket_route("/echo",
                         [](const Request&) { return std::make_unique<ws::EchoHandler>(); });
@@ -59,12 +59,13 @@ const HttpHandler* Worker::http_route(std::string_view path) const {
 }
 
 int Worker::run() {
-    signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
+    signals_.emplace(ioc_, SIGTERM, SIGINT);
+    signals_->async_wait([this](const boost::system::error_code& ec, int sig) {
         if (ec) return;
         log::line("received signal {}; finishing in-flight requests", sig);
         stop();
     });
-    accept();
+    if (acceptor_.is_open()) accept();
     log::line("serving (pid {})", ::getpid());
     ioc_.run();
     done_ = true;
@@ -86,12 +87,17 @@ void Worker::accept() {
                 return;
             }
         } else {
-            ++stats_.accepted;
-            socket.set_option(tcp::no_delay(true), ec);
-            std::make_shared<HttpSession>(std::move(socket), *this)->start();
+            serve(std::move(socket));
         }
         accept();
     });
+}
+
+void Worker::serve(tcp::socket socket) {
+    ++stats_.accepted;
+    boost::system::error_code ec;
+    socket.set_option(tcp::no_delay(true), ec);  // fails harmlessly on a non-TCP stream
+    std::make_shared<HttpSession>(std::move(socket), *this)->start();
 }
 
 void Worker::stop() {
@@ -99,7 +105,7 @@ void Worker::stop() {
     stopping_ = true;
     boost::system::error_code ec;
     acceptor_.close(ec);
-    signals_.cancel(ec);
+    if (signals_) signals_->cancel(ec);
     for (auto& hook : stop_hooks_)
         hook();
     // Copy: stopping a session may destroy it, which edits the set.

@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -26,7 +27,9 @@ namespace steerchat::net {
 struct WorkerConfig {
     unsigned slot = 0;
     unsigned nslots = 1;
-    int listen_fd = -1;  // owned by the worker from now on
+    // The listener, owned by the worker from now on; -1: none (connections come only through
+    // serve(), as in tests and fuzzers).
+    int listen_fd = -1;
     std::vector<std::string> allowed_origins;
     std::size_t max_header_bytes = 16 * 1024;
     std::size_t max_body_bytes = 1024 * 1024;
@@ -60,6 +63,10 @@ class Worker {
     // Serves until SIGTERM/SIGINT, then drains; returns the process exit code.
     int run();
     void stop();
+    // Serves one connected stream socket as if it had just been accepted (run() does this for
+    // every accepted connection). Any connected stream fd works (a socketpair in tests and
+    // fuzzers); its peer address is then unknown (remote endpoints are unspecified).
+    void serve(boost::asio::ip::tcp::socket socket);
 
     const WorkerConfig& config() const { return cfg_; }
     WorkerStats& stats() { return stats_; }
@@ -109,7 +116,7 @@ class Worker {
     bool done_ = false;  // the loop has returned
     boost::asio::io_context ioc_{1};
     boost::asio::ip::tcp::acceptor acceptor_;
-    boost::asio::signal_set signals_;
+    std::optional<boost::asio::signal_set> signals_;  // run() only: in-process users keep theirs
     boost::asio::steady_timer drain_timer_;
 };
 
