@@ -194,6 +194,8 @@ void Supervisor::become_worker(unsigned slot) {
     try {
         net::Worker worker(cfg);
         chat::Hub hub(worker.io().get_executor(), *ring_, *chat_, slot);
+        hub.set_limits(
+            {opts_.chat_rate, opts_.chat_burst, opts_.chat_rate_close_after, opts_.chat_max_rooms});
         native::Service native_chat(hub, opts_.encode_once);
         worker.add_websocket_route(
             "/ws", [&native_chat](const net::Request&) { return native_chat.make_handler(); });
@@ -206,6 +208,10 @@ void Supervisor::become_worker(unsigned slot) {
         eio_opts.allow_eio3 = opts_.eio3;
         eio_opts.cors_origins = opts_.cors_origins;
         eio_opts.allowed_origins = opts_.allowed_origins;
+        eio_opts.max_sessions_per_ip = opts_.eio_max_sessions_per_ip;
+        eio_opts.first_poll_timeout = std::chrono::milliseconds(opts_.eio_first_poll_timeout_ms);
+        eio_opts.max_buffered_bytes = opts_.eio_max_queued;
+        eio_opts.max_buffered_total = opts_.eio_max_queued_total;
         sio::Options sio_opts;
         sio_opts.connect_timeout = std::chrono::milliseconds(opts_.sio_connect_timeout_ms);
         socketio_chat::Service sio_chat(hub, opts_.encode_once);
@@ -240,6 +246,16 @@ void Supervisor::become_worker(unsigned slot) {
             net::append_metric(out, "steerchat_ring_lost_records_total", "counter",
                                "Records this worker missed because it fell behind (cut loose).",
                                slot, c.lost_records);
+            net::append_metric(out, "steerchat_chat_rate_limited_total", "counter",
+                               "Chat requests refused rate_limited (--chat-rate, --chat-burst).",
+                               slot, c.rate_limited);
+            net::append_metric(out, "steerchat_chat_rate_limit_closes_total", "counter",
+                               "Chat connections closed after --chat-rate-close-after refusals "
+                               "in a row.",
+                               slot, c.rate_closes);
+            net::append_metric(out, "steerchat_chat_room_limit_total", "counter",
+                               "Joins refused too_many_rooms (--chat-max-rooms-per-user).", slot,
+                               c.room_limited);
         });
         rc = worker.run();
         // The process ends here, without unwinding: connections still referenced by handlers
