@@ -17,17 +17,18 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 if (!fs.existsSync(path.join(here, 'node_modules', 'socket.io-client', 'package.json'))) {
   throw new Error(`${here}/node_modules lacks socket.io-client: run tests/e2e/setup.sh (npm ci)`);
 }
-const { Server } = await import('./lib/server.mjs');
+const { Server, binaryPath } = await import('./lib/server.mjs');
 const { ChatClient } = await import('./lib/chat-client.mjs');
 const { SioClient } = await import('./lib/sio-client.mjs');
 const { request, pollingHandshake, errorBody, metricsFrom, QueueSocket } =
   await import('./lib/sio-raw.mjs');
-const { workerRss, handshakeFlood, unpolledLogins, sleep } = await import('./lib/floods.mjs');
+const { workerRss, handshakeFlood, unpolledLogins, sleep, sanitized } =
+  await import('./lib/floods.mjs');
 
 const PER_IP = 1000;              // the default of --eio-max-sessions-per-ip
-const FIRST_POLL_MS = 1500;
+const FIRST_POLL_MS = 3000;
 const MAX_QUEUED = 64 << 10;
-const MAX_QUEUED_TOTAL = 8 << 20;
+const MAX_QUEUED_TOTAL = 4 << 20;
 
 let server;
 before(async () => {
@@ -43,6 +44,8 @@ after(async () => {
 
 const metrics = () => metricsFrom(server.port, '127.9.0.1');
 const mib = (kib) => (kib / 1024).toFixed(1);
+// RSS bounds hold for a normal build; under ASan RSS is only reported.
+const checkRss = !sanitized(binaryPath());
 
 // The next message that is not a noop ("6" ends polling for a client that had no poll open).
 async function nextPacket(ws) {
@@ -75,13 +78,14 @@ describe('Engine.IO sessions per address and the first poll', () => {
     console.log(`# handshake flood: ${JSON.stringify(counts)}; worker RSS ${mib(rss0.kib)} -> ` +
                 `${mib(rss1.kib)} MiB`);
     assert.equal(rss1.pid, rss0.pid, 'the worker was replaced');
-    // Some sessions may time out during the flood, freeing room for more: at least 1000 get in.
-    assert.ok(counts[200] >= PER_IP && counts[200] < 10000, JSON.stringify(counts));
+    // Sessions time out during the flood, freeing room for more: at least 1000 get in, and at
+    // most 1000 per deadline the flood lasted (plus the first 1000).
+    assert.ok(counts[200] >= PER_IP && counts[429] > 0, JSON.stringify(counts));
     assert.equal(counts[200] + counts[429], 10000, JSON.stringify(counts));
     assert.deepEqual(JSON.parse(bodies[429]).code, 4);
     assert.match(JSON.parse(bodies[429]).message, /Too many sessions from this address/);
     // ~2 KiB per session kept: 10000 kept sessions would be ~20 MiB.
-    assert.ok(rss1.kib - rss0.kib < 10 * 1024,
+    assert.ok(!checkRss || rss1.kib - rss0.kib < 10 * 1024,
               `worker RSS grew ${mib(rss1.kib - rss0.kib)} MiB`);
 
     // Another address on the same (only) worker is served meanwhile.
@@ -143,7 +147,7 @@ describe('polling sessions that log in and never poll', () => {
                 `${mib(m1.steerchat_eio_queued_bytes / 1024)} MiB`);
     assert.equal(counts[200], N, JSON.stringify(counts));
     // Unbounded, N^2/2 presence packets (~110 bytes each) would be ~120 MiB.
-    assert.ok(rss1.kib - rss0.kib < 48 * 1024, `worker RSS grew ${mib(rss1.kib - rss0.kib)} MiB`);
+    assert.ok(!checkRss || rss1.kib - rss0.kib < 48 * 1024, `worker RSS grew ${mib(rss1.kib - rss0.kib)} MiB`);
     assert.ok(m1.steerchat_eio_queued_bytes <= MAX_QUEUED_TOTAL + (1 << 20),
               `queued ${m1.steerchat_eio_queued_bytes}`);
 

@@ -245,10 +245,11 @@ void Socket::queue(char type, std::string_view data, bool binary) {
     server_.queued_total_ += cost;
     if (out_bytes_ > server_.options_.max_buffered_bytes) {
         ++server_.stats_.queue_overflows;
-        log::line(
-            "engine.io session {}: {} bytes queued and no poll (over --eio-max-queued); "
-            "closing it",
-            id_, out_bytes_);
+        if (server_.may_log())
+            log::line(
+                "engine.io session {}: {} bytes queued and no poll (over --eio-max-queued); "
+                "closing it (such notes at most every 5 s; all are counted in /metrics)",
+                id_, out_bytes_);
         end("buffer overflow", PollEnd::close_packet);
         return;
     }
@@ -620,10 +621,19 @@ void Server::trim_queues() {
         ++closed;
         s.end("queue limit", Socket::PollEnd::close_packet);
     }
-    log::line(
-        "engine.io: {} bytes queued for polling clients (over --eio-max-queued-total {}); closed "
-        "the {} sessions that had waited longest for a poll, {} bytes remain",
-        before, options_.max_buffered_total, closed, queued_total_);
+    if (may_log())
+        log::line(
+            "engine.io: {} bytes queued for polling clients (over --eio-max-queued-total {}); "
+            "closed the {} sessions that had waited longest for a poll, {} bytes remain (such "
+            "notes at most every 5 s; all are counted in /metrics)",
+            before, options_.max_buffered_total, closed, queued_total_);
+}
+
+bool Server::may_log() {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_log_ < std::chrono::seconds(5)) return false;
+    last_log_ = now;
+    return true;
 }
 
 std::string random_id() {

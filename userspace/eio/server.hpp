@@ -261,6 +261,8 @@ class Server {
     void unlink_queued(Socket& s) noexcept;
     // Closes the sessions that waited longest until the total is under max_buffered_total.
     void trim_queues();
+    // Notes about limits reach the log at most every 5 s (a flood must not flood the log).
+    bool may_log();
 
     net::Worker& worker_;
     Options options_;
@@ -275,6 +277,7 @@ class Server {
     Socket* queued_tail_ = nullptr;
     std::size_t queued_total_ = 0;  // out_bytes_ of every session
     bool trim_posted_ = false;
+    std::chrono::steady_clock::time_point last_log_{};
     bool reap_posted_ = false;
     bool stopping_ = false;
 };

@@ -97,3 +97,9 @@ export async function unpolledLogins(port, ips, count, prefix, parallel = 16) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Whether the binary is built with AddressSanitizer: its allocator keeps freed memory in a
+// quarantine (up to 256 MiB), so RSS says nothing about what the server holds.
+export function sanitized(binary) {
+  return fs.readFileSync(binary).includes('__asan_init');
+}
