@@ -60,12 +60,12 @@ describe('messages per second (native protocol)', () => {
       assert.equal((await c.request({ type: 'join', room: 'busy' }, ['joined'])).type, 'joined');
     }
     const m0 = await metricsFrom(server.port, '127.8.1.1');
-    // 2 of BURST tokens are spent (login, join): 25 says -> 18 accepted (19 if a token came
-    // back meanwhile), the rest rate_limited.
+    // 2 of BURST tokens are spent (login, join): 25 says -> 18 accepted (19 or 20 if a token or
+    // two came back meanwhile on a slow machine), the rest rate_limited.
     for (let i = 0; i < 25; i++) flooder.send({ type: 'say', room: 'busy', text: `m${i}` });
-    const errors = await settle(flooder, (m) => m.type === 'error', 6);
+    const errors = await settle(flooder, (m) => m.type === 'error', 5);
     const echoed = flooder.take((m) => m.type === 'message');
-    assert.ok(errors.length >= 6 && errors.length <= 7, JSON.stringify(errors));
+    assert.ok(errors.length >= 5 && errors.length <= 7, JSON.stringify(errors));
     for (const e of errors) assert.equal(e.code, 'rate_limited');
     assert.equal(echoed.length + errors.length, 25);
     assert.equal(flooder.closed, false);
@@ -149,12 +149,13 @@ describe('messages per second (Socket.IO)', () => {
     await c.next('accessgranted');
     const [joined] = await c.emitAck('join', 'sio-busy');
     assert.equal(joined.ok, true);
-    // 2 tokens spent: 22 says with acks -> 18 (or 19) ok, the rest rate_limited.
+    // 2 tokens spent: 22 says with acks -> 18 (19 or 20 on a slow machine) ok, the rest
+    // rate_limited.
     const acks = await Promise.all(Array.from({ length: 22 }, (_, i) =>
       c.emitAck('say', { room: 'sio-busy', text: `s${i}` }).then(([a]) => a)));
     const ok = acks.filter((a) => a.ok);
     const refused = acks.filter((a) => !a.ok);
-    assert.ok(refused.length >= 3 && refused.length <= 4, JSON.stringify(acks));
+    assert.ok(refused.length >= 2 && refused.length <= 4, JSON.stringify(acks));
     for (const a of refused) assert.equal(a.error, 'rate_limited');
     const seen = await settle(native, (m) => m.type === 'message' && m.from === 'sioflood',
                               ok.length);
