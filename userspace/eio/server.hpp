@@ -228,6 +228,17 @@ class Server {
     // Appends the Prometheus metrics of this server (prefix e.g. "steerchat_eio").
     void append_metrics(std::string& out) const;
 
+    // A client address as counted by max_sessions_per_ip: IPv4 (also when v4-mapped), or the
+    // /64 prefix of an IPv6 address.
+    struct AddrKey {
+        std::array<std::uint8_t, 17> bytes{};
+        bool operator==(const AddrKey&) const = default;
+    };
+    struct AddrHash {
+        std::size_t operator()(const AddrKey& k) const noexcept;
+    };
+    static AddrKey addr_key(const boost::asio::ip::tcp::endpoint& remote);
+
   private:
     friend class Socket;
     friend class WsTransport;
@@ -245,16 +256,6 @@ class Server {
                            std::string body, std::string_view content_type) const;
     std::string new_id();
     void erase(Socket& s);
-    // A client address as counted by max_sessions_per_ip: IPv4 (also when v4-mapped), or the
-    // /64 prefix of an IPv6 address.
-    struct AddrKey {
-        std::array<std::uint8_t, 17> bytes{};
-        bool operator==(const AddrKey&) const = default;
-    };
-    struct AddrHash {
-        std::size_t operator()(const AddrKey& k) const noexcept;
-    };
-    static AddrKey addr_key(const boost::asio::ip::tcp::endpoint& remote);
     bool over_session_limit(const std::shared_ptr<net::Exchange>& ex);
     // The polling sessions with packets queued, oldest first (intrusive list in Socket).
     void link_queued(Socket& s) noexcept;
