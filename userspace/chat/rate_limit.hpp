@@ -24,11 +24,14 @@ struct RateLimit {
     // rate <= 0 (or burst 0): no limit.
     static RateLimit per_second(double rate, std::uint32_t burst) noexcept {
         RateLimit r;
-        if (rate <= 0 || burst == 0) return r;
-        const double ns = 1e9 / rate;
+        if (!(rate > 0) || burst == 0) return r;
+        // Both kept under 1e18 ns (31 years), so time points never overflow.
+        constexpr double kMax = 1e18;
+        const double ns = std::clamp(1e9 / rate, 1.0, kMax);
         r.interval = std::chrono::duration_cast<Clock::duration>(
-            std::chrono::nanoseconds(static_cast<std::int64_t>(std::max(ns, 1.0))));
-        r.tolerance = r.interval * static_cast<std::int64_t>(burst - 1);
+            std::chrono::nanoseconds(static_cast<std::int64_t>(ns)));
+        r.tolerance = std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(
+            static_cast<std::int64_t>(std::min(ns * (burst - 1.0), kMax))));
         return r;
     }
     bool unlimited() const noexcept { return interval == Clock::duration::zero(); }

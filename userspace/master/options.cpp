@@ -251,11 +251,14 @@ ParseResult parse_options(int argc, const char* const argv[]) {
     if (o.eio_max_queued_total < o.eio_max_queued)
         return bad(fmt::format("--eio-max-queued-total {} must be at least --eio-max-queued ({})",
                                o.eio_max_queued_total, o.eio_max_queued));
-    if (!(o.chat_rate >= 0 && o.chat_rate <= 1e6))  // also NaN
-        return bad(fmt::format("--chat-rate {} is out of range (0 for no limit, up to 1000000)",
-                               o.chat_rate));
-    if (o.chat_rate > 0 && o.chat_burst == 0)
-        return bad("--chat-burst must be at least 1 (with --chat-rate 0 for no limit)");
+    if (!(o.chat_rate == 0 || (o.chat_rate >= 0.001 && o.chat_rate <= 1e6)))  // also NaN
+        return bad(fmt::format(
+            "--chat-rate {} is out of range (0 for no limit, or 0.001 to 1000000 per second)",
+            o.chat_rate));
+    if (o.chat_rate > 0 && (o.chat_burst == 0 || o.chat_burst > 1000000))
+        return bad(fmt::format(
+            "--chat-burst {} is out of range (1 to 1000000; --chat-rate 0 for no limit)",
+            o.chat_burst));
     for (const auto& ns : o.sio_namespaces)
         if (ns.size() < 2 || ns[0] != '/' || ns.find_first_of(",?# ") != std::string::npos)
             return bad(fmt::format(

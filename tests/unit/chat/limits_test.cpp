@@ -52,6 +52,18 @@ TEST(TokenBucket, SteadyRateOverTime) {
     EXPECT_LE(admitted, 101);
 }
 
+TEST(TokenBucket, ExtremeRatesDoNotOverflow) {
+    const auto slow = chat::RateLimit::per_second(1e-300, 4'000'000'000u);
+    EXPECT_FALSE(slow.unlimited());
+    EXPECT_GT(slow.interval, 0s);
+    EXPECT_LE(slow.tolerance, std::chrono::nanoseconds(static_cast<std::int64_t>(1e18)));
+    chat::TokenBucket b;
+    const auto t0 = Clock::now();
+    EXPECT_TRUE(b.try_take(slow, t0));
+    const auto fast = chat::RateLimit::per_second(1e300, 1);
+    EXPECT_EQ(fast.interval, 1ns);
+}
+
 TEST(TokenBucket, ZeroRateIsUnlimited) {
     const auto r = chat::RateLimit::per_second(0, 10);
     EXPECT_TRUE(r.unlimited());

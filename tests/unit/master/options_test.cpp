@@ -117,6 +117,7 @@ TEST(Options, EngineIoAndChatLimits) {
                  "must be at least --eio-max-queued");
     expect_error({"--chat-rate", "-1"}, "--chat-rate -1 is out of range");
     expect_error({"--chat-rate", "nan"}, "--chat-rate");
-    expect_error({"--chat-burst", "0"}, "--chat-burst must be at least 1");
+    expect_error({"--chat-burst", "0"}, "--chat-burst 0 is out of range");
+    expect_error({"--chat-rate", "0.0000001"}, "--chat-rate 1e-07 is out of range");
     expect_error({"--eio-max-sessions-per-ip", "many"}, "eio-max-sessions-per-ip");
 }
