@@ -67,6 +67,7 @@
 
 #include <boost/asio/any_io_executor.hpp>
 
+#include "chat/event.hpp"
 #include "chat/rate_limit.hpp"
 #include "chat/shared_state.hpp"
 #include "ring/asio_reader.hpp"
@@ -75,23 +76,7 @@
 namespace steerchat::chat {
 
 // ---------------------------------------------------------------------------------------------
-// Events handed to adapters
-
-enum class EventType : std::uint8_t { message, dm, online, offline };
-
-struct Event {
-    EventType type = EventType::message;
-    // Worker-unique: every recipient of the same encoding sees the same serial.
-    std::uint64_t serial = 0;
-    std::uint64_t id = 0;   // host-wide, increasing
-    std::int64_t ts = 0;    // ms since the epoch (message, dm)
-    std::string_view room;  // message
-    std::string_view from;  // message, dm; the user for online/offline
-    std::string_view to;    // dm
-    std::string_view text;  // message, dm
-    std::string_view cid;   // message: only the sender's copy, and only if the sender gave one
-    bool has_cid = false;
-};
+// Events handed to adapters: chat::Event (event.hpp)
 
 // A local recipient (one per connection). deliver() must not call back into the Hub
 // synchronously except through Session methods (which are reentrancy-safe).

@@ -1,0 +1,39 @@
+// The ring record of a chat event: how a worker tells the others about a room message, a DM to a
+// user on another worker, an online or an offline (see chat.hpp, "Delivery across workers").
+//
+// Layout (host byte order: every worker is the same binary on the same host), after the ring's
+// own header (which carries the record type, wire_type() below):
+//   u64 id, u64 ts, then each string as u32 length + bytes:
+//     message: room, from, text      dm: to, from, text      online, offline: name
+//   An offline carries the login id it ends in the ts field. The cid of a message is not sent
+//   (only the sender's own copy, on the sender's worker, has it).
+//
+// Records come from shared memory that other processes write: decode() checks every length
+// against the record's size and rejects unknown types, truncated records and trailing bytes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "chat/event.hpp"
+
+namespace steerchat::chat::record {
+
+// The fixed part of every record: id, ts and three string lengths.
+inline constexpr std::size_t kOverhead = 8 + 8 + 3 * 4;
+
+// The ring record type of a kind (1, 2, ...; fixed numbers: they are the format), and back.
+std::uint32_t wire_type(EventType type) noexcept;
+std::optional<EventType> event_type(std::uint32_t wire) noexcept;
+
+// Writes `ev`'s record into `out` (cleared first; reuse it to avoid allocating) and returns its
+// ring record type.
+std::uint32_t encode(const Event& ev, std::vector<std::byte>& out);
+
+// The event of a record, or nothing if it is malformed. Its strings view `payload`.
+std::optional<Event> decode(std::uint32_t wire, std::span<const std::byte> payload) noexcept;
+
+}  // namespace steerchat::chat::record
