@@ -22,10 +22,15 @@
 //     - a session that joined room R at id J receives R's messages with id > J only (history
 //       already holds the older ones). A message's id and its history entry are made in one
 //       critical section, so join gets every message exactly once: from history or live.
-// * Delivery across workers: the ring (userspace/ring). Worker i publishes room messages, DMs,
-//   online and offline into its own log (wire.hpp: a small binary record); every other worker's
-//   Hub reads them (ring::AsioReader) and delivers to its LOCAL recipients through its local
-//   indices (room -> sessions, name -> session). The sender's worker delivers locally at once.
+// * One event model, one path (event.hpp, Hub::publish / Hub::deliver): a Session builds a
+//   chat::Event (message, dm, online, offline: a closed enum, one struct of string views, no
+//   allocation) and hands it to Hub::publish, which writes its ring record into this worker's
+//   log (record.hpp: a small bounds-checked binary record; a DM only if its recipient is on
+//   another worker) and then calls Hub::deliver. Every other worker's Hub reads the record
+//   (ring::AsioReader), decodes it into the same Event and calls the same Hub::deliver, which
+//   finds the LOCAL recipients through the local indices (room -> sessions, name -> session,
+//   logged-in sessions). So a new kind of event is added in event.hpp, record.cpp, Hub::deliver
+//   (and Hub::stale / travels) and each adapter: the compiler lists every switch to extend.
 //   Per-sender order holds because each log is ordered and a worker is single-threaded.
 // * Presence across logs is not ordered (N logs out on worker A, logs in again on B: a third
 //   worker may read B's `online` before A's `offline`). A reader therefore drops a presence
@@ -60,6 +65,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -164,10 +170,21 @@ struct LossSink {
     Hub* hub;
     void operator()(const ring::Loss& l) const;
 };
+// Heterogeneous lookup of string keys by string_view.
+struct StrHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+        return std::hash<std::string_view>{}(s);
+    }
+};
 }  // namespace detail
 
 // A worker's chat core. Construct after the io_context, destroy before it. The Region and the
 // SharedState must outlive it.
+//
+// Every event takes one path: publish() puts an event made on this worker into the ring (for
+// the other workers) and hands it to deliver(); a record read from another worker's log is
+// decoded (record.hpp) and handed to the same deliver(), which finds its local recipients.
 class Hub {
   public:
     Hub(boost::asio::any_io_executor ex, ring::Region& region, SharedState& state, unsigned slot,
@@ -187,26 +204,47 @@ class Hub {
     // Stops reading the ring (the destructor does it too).
     void stop();
 
+    // ---- The operations Sessions use ----
+
+    // One client request of a session: takes a token from its connection's bucket and from its
+    // name's (`user`, when logged in). rate_limited when either is empty (nothing is taken);
+    // `strikes` counts refusals in a row.
+    Error admit(TokenBucket& conn, TokenBucket* user, std::uint32_t& strikes);
+    // `s` just logged in (name and login id set): index it by name and for presence. Returns
+    // the name's token bucket (a quick logout and login does not refill it).
+    TokenBucket* attach(Session& s);
+    // `s` is logging out (name still set, rooms already left): unindex it and drop it from the
+    // deliveries in flight.
+    void detach(Session& s);
+    // Whether `s` may join `room` (Limits::max_rooms); a refusal is counted.
+    bool may_join(const Session& s, std::string_view room);
+    // The local index of room members.
+    void add_member(Session& s, std::string_view room);
+    void remove_member(Session& s, std::string_view room);
+    // An event made on this worker (by `origin`, if a session): into the ring unless all its
+    // recipients are here (a DM to a local user), then to the local recipients, as deliver().
+    void publish(Event& ev, Session* origin);
+
   private:
-    friend class Session;
     friend struct detail::RecordSink;
     friend struct detail::LossSink;
 
     void on_record(const ring::Record& r);
     void on_loss(const ring::Loss& l);
-    void publish(std::uint32_t type, const std::vector<std::byte>& payload);
+    // Whether a record of `ev` must go to the other workers.
+    bool travels(const Event& ev) const;
+    // Whether a presence record read from the ring has been overtaken by a newer login.
+    bool stale(const Event& ev) const;
+    // The one delivery: to every local recipient of `ev` except `origin`; a room message's
+    // origin then gets its own copy (with the cid).
+    void deliver(Event& ev, Session* origin);
     // Delivers `ev` (a fresh serial) to each session of `targets` for which keep(s) is true;
     // safe against sessions destroyed by a delivery.
     template <class Keep>
-    void deliver(const std::vector<Session*>& targets, Event& ev, Keep&& keep);
+    void fan_out(const std::vector<Session*>& targets, Event& ev, Keep&& keep);
+    void deliver_one(Session& s, Event& ev);  // a fresh serial
     void forget(Session* s);  // a session is going away: drop it from in-flight deliveries
-    void deliver_online(std::string_view name, std::uint64_t id, const Session* except);
-    // `login` is the id of the online event this offline ends.
-    void deliver_offline(std::string_view name, std::uint64_t id, std::uint64_t login,
-                         const Session* except);
 
-    // The per-name bucket of a login (created or resumed); released at logout.
-    TokenBucket* acquire_bucket(const std::string& name);
     void release_bucket(const std::string& name, TokenBucket::Clock::time_point now);
 
     unsigned slot_;
@@ -220,12 +258,7 @@ class Hub {
     std::uint64_t serial_ = 0;
     std::vector<std::byte> scratch_;  // record encoding buffer
 
-    struct StrHash {
-        using is_transparent = void;
-        std::size_t operator()(std::string_view s) const noexcept {
-            return std::hash<std::string_view>{}(s);
-        }
-    };
+    using StrHash = detail::StrHash;
     std::unordered_map<std::string, Session*, StrHash, std::equal_to<>> users_;
     std::unordered_map<std::string, std::vector<Session*>, StrHash, std::equal_to<>> rooms_;
     std::vector<Session*> sessions_;  // logged-in sessions (presence fan-out)
@@ -265,25 +298,28 @@ class Session {
     Error admit();
     // Refused Limits::close_after times in a row (reset by an admitted request).
     bool abusive() const noexcept {
-        return hub_.limits_.close_after != 0 && strikes_ >= hub_.limits_.close_after;
+        return hub_.limits().close_after != 0 && strikes_ >= hub_.limits().close_after;
     }
 
     bool logged_in() const noexcept { return !name_.empty(); }
     const std::string& name() const noexcept { return name_; }
     bool in_room(std::string_view room) const;
+    std::size_t rooms() const noexcept { return rooms_.size(); }
+    // The id at which `room` was joined (its messages with larger ids are delivered live).
+    std::optional<std::uint64_t> joined_at(std::string_view room) const;
     std::uint64_t login_id() const noexcept { return login_id_; }
+    Client& client() const noexcept { return client_; }
 
   private:
-    friend class Hub;
     Hub& hub_;
     Client& client_;
     std::string name_;
     std::uint64_t login_id_ = 0;
     TokenBucket bucket_;                  // this connection's requests
-    TokenBucket* user_bucket_ = nullptr;  // the name's (in Hub::buckets_) while logged in
+    TokenBucket* user_bucket_ = nullptr;  // the name's (kept by the Hub) while logged in
     std::uint32_t strikes_ = 0;           // requests refused in a row
-    // room -> the id at which it was joined (messages with larger ids are delivered live)
-    std::unordered_map<std::string, std::uint64_t, Hub::StrHash, std::equal_to<>> rooms_;
+    // room -> the id at which it was joined
+    std::unordered_map<std::string, std::uint64_t, detail::StrHash, std::equal_to<>> rooms_;
 };
 
 // For the master, after SharedState::evict_slot(slot): publishes an `offline` record for each

@@ -1,82 +1,16 @@
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <utility>
 
 #include "chat/chat.hpp"
+#include "chat/record.hpp"
 #include "util/log.hpp"
 
 namespace steerchat::chat {
 
 namespace {
-
-// ---------------------------------------------------------------------------------------------
-// Ring records (little-endian host layout; every worker is the same binary on the same host):
-//   u64 id, i64 ts, then length-prefixed (u32) strings:
-//   message: room, from, text    dm: to, from, text    online/offline: name
-//   (offline carries the login id it ends in the ts field)
-enum RecordType : std::uint32_t {
-    kMessage = 1,
-    kDm = 2,
-    kOnline = 3,
-    kOffline = 4,
-};
-
-constexpr std::size_t kRecordOverhead = 8 + 8 + 3 * 4;
-
-void put_u64(std::vector<std::byte>& out, std::uint64_t v) {
-    const std::size_t at = out.size();
-    out.resize(at + 8);
-    std::memcpy(out.data() + at, &v, 8);
-}
-void put_str(std::vector<std::byte>& out, std::string_view s) {
-    const auto n = static_cast<std::uint32_t>(s.size());
-    const std::size_t at = out.size();
-    out.resize(at + 4 + s.size());
-    std::memcpy(out.data() + at, &n, 4);
-    if (!s.empty()) std::memcpy(out.data() + at + 4, s.data(), s.size());
-}
-
-void encode(std::vector<std::byte>& out, std::uint64_t id, std::int64_t ts,
-            std::initializer_list<std::string_view> strs) {
-    out.clear();
-    put_u64(out, id);
-    put_u64(out, static_cast<std::uint64_t>(ts));
-    for (std::string_view s : strs)
-        put_str(out, s);
-}
-
-struct Reader {
-    std::span<const std::byte> p;
-    bool ok = true;
-    std::uint64_t u64() {
-        std::uint64_t v = 0;
-        if (p.size() < 8) {
-            ok = false;
-            return 0;
-        }
-        std::memcpy(&v, p.data(), 8);
-        p = p.subspan(8);
-        return v;
-    }
-    std::string_view str() {
-        std::uint32_t n = 0;
-        if (p.size() < 4) {
-            ok = false;
-            return {};
-        }
-        std::memcpy(&n, p.data(), 4);
-        if (p.size() - 4 < n) {
-            ok = false;
-            return {};
-        }
-        std::string_view s(reinterpret_cast<const char*>(p.data() + 4), n);
-        p = p.subspan(4 + n);
-        return s;
-    }
-};
 
 std::int64_t now_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -215,7 +149,7 @@ Hub::Hub(boost::asio::any_io_executor ex, ring::Region& region, SharedState& sta
       rate_(RateLimit::per_second(limits_.rate, limits_.burst)),
       writer_(region, slot, writer_options) {
     const std::size_t need =
-        kRecordOverhead + kMaxRoomBytes + kMaxNameBytes + state.options().max_text;
+        record::kOverhead + kMaxRoomBytes + kMaxNameBytes + state.options().max_text;
     if (writer_.max_payload() < need)
         throw std::invalid_argument("chat: ring records carry at most " +
                                     std::to_string(writer_.max_payload()) + " bytes, need " +
@@ -239,8 +173,35 @@ void Hub::set_limits(const Limits& limits) {
     rate_ = RateLimit::per_second(limits.rate, limits.burst);
 }
 
-TokenBucket* Hub::acquire_bucket(const std::string& name) {
-    return &buckets_.try_emplace(name).first->second;
+// ---- The operations Sessions use
+
+Error Hub::admit(TokenBucket& conn, TokenBucket* user, std::uint32_t& strikes) {
+    if (rate_.unlimited()) return Error::none;
+    const auto now = TokenBucket::Clock::now();
+    if (!conn.ready(rate_, now) || (user && !user->ready(rate_, now))) {
+        ++stats_.rate_limited;
+        if (++strikes == limits_.close_after) ++stats_.rate_closes;
+        return Error::rate_limited;
+    }
+    strikes = 0;
+    conn.take(rate_, now);
+    if (user) user->take(rate_, now);
+    return Error::none;
+}
+
+TokenBucket* Hub::attach(Session& s) {
+    users_.emplace(s.name(), &s);
+    sessions_.push_back(&s);
+    stats_.sessions = users_.size();
+    return &buckets_.try_emplace(s.name()).first->second;
+}
+
+void Hub::detach(Session& s) {
+    users_.erase(s.name());
+    std::erase(sessions_, &s);
+    stats_.sessions = users_.size();
+    forget(&s);
+    release_bucket(s.name(), TokenBucket::Clock::now());
 }
 
 void Hub::release_bucket(const std::string& name, TokenBucket::Clock::time_point now) {
@@ -255,13 +216,133 @@ void Hub::release_bucket(const std::string& name, TokenBucket::Clock::time_point
     });
 }
 
-void Hub::publish(std::uint32_t type, const std::vector<std::byte>& payload) {
-    writer_.publish(type, payload);
-    ++stats_.records_out;
+bool Hub::may_join(const Session& s, std::string_view room) {
+    if (limits_.max_rooms == 0 || s.rooms() < limits_.max_rooms || s.in_room(room)) return true;
+    ++stats_.room_limited;
+    return false;
+}
+
+void Hub::add_member(Session& s, std::string_view room) {
+    auto it = rooms_.find(room);
+    if (it == rooms_.end()) it = rooms_.emplace(std::string(room), std::vector<Session*>{}).first;
+    it->second.push_back(&s);
+}
+
+void Hub::remove_member(Session& s, std::string_view room) {
+    const auto it = rooms_.find(room);
+    if (it == rooms_.end()) return;
+    std::erase(it->second, &s);
+    if (it->second.empty()) rooms_.erase(it);
+}
+
+// ---- The one path
+
+void Hub::publish(Event& ev, Session* origin) {
+    if (travels(ev)) {
+        const std::uint32_t type = record::encode(ev, scratch_);
+        writer_.publish(type, scratch_);
+        ++stats_.records_out;
+    }
+    deliver(ev, origin);
+}
+
+bool Hub::travels(const Event& ev) const {
+    switch (ev.type) {
+        case EventType::message:
+        case EventType::online:
+        case EventType::offline:
+            return true;
+        case EventType::dm:
+            return !users_.contains(ev.to);
+    }
+    return true;
+}
+
+void Hub::on_record(const ring::Record& r) {
+    ++stats_.records_in;
+    std::optional<Event> ev = record::decode(r.type, r.payload);
+    if (!ev) {
+        ++stats_.bad_records;
+        log::line("chat: worker {}: undecodable ring record type {} ({} bytes) from worker {}",
+                  slot_, r.type, r.payload.size(), r.writer);
+        return;
+    }
+    if (stale(*ev)) {
+        ++stats_.stale_presence;
+        return;
+    }
+    deliver(*ev, nullptr);
+}
+
+bool Hub::stale(const Event& ev) const {
+    // Logs are not ordered among themselves: drop what a newer login of the name (read from the
+    // registry) has overtaken. A login that has already ended (the name is free) is still
+    // announced: its offline follows in the same log, so the pair stays matched and a quick
+    // login/logout is seen by every worker.
+    switch (ev.type) {
+        case EventType::message:
+        case EventType::dm:
+            return false;
+        case EventType::online: {
+            const std::uint64_t current = state_->lookup(ev.from);
+            return current != ev.id && current != 0;
+        }
+        case EventType::offline:
+            return state_->lookup(ev.from) > ev.id;
+    }
+    return false;
+}
+
+void Hub::deliver(Event& ev, Session* origin) {
+    switch (ev.type) {
+        case EventType::message: {
+            // Members who joined before the message (older ones have it in their history).
+            if (const auto it = rooms_.find(ev.room); it != rooms_.end()) {
+                const std::string_view cid = std::exchange(ev.cid, {});
+                const bool has_cid = std::exchange(ev.has_cid, false);
+                fan_out(it->second, ev, [&](const Session& s) {
+                    if (&s == origin) return false;
+                    const auto mark = s.joined_at(ev.room);
+                    return mark && *mark < ev.id;
+                });
+                ev.cid = cid;
+                ev.has_cid = has_cid;
+            }
+            // The sender's own copy (with cid), encoded separately. It may have left meanwhile
+            // (a delivery above cannot end its connection synchronously, but be safe).
+            if (origin != nullptr && origin->in_room(ev.room)) deliver_one(*origin, ev);
+            return;
+        }
+        case EventType::dm:
+            if (const auto it = users_.find(ev.to); it != users_.end())
+                deliver_one(*it->second, ev);
+            return;
+        case EventType::online:
+            announced_[std::string(ev.from)] = ev.id;
+            fan_out(sessions_, ev, [&](const Session& s) {
+                return &s != origin && s.login_id() < ev.id && s.name() != ev.from;
+            });
+            return;
+        case EventType::offline: {
+            // Only to the sessions that knew the name online: from their welcome list (logged
+            // in after it) or from an online this worker delivered.
+            bool announced = false;
+            if (const auto it = announced_.find(ev.from);
+                it != announced_.end() && it->second == ev.login) {
+                announced = true;
+                announced_.erase(it);
+            }
+            fan_out(sessions_, ev, [&](const Session& s) {
+                return &s != origin && s.login_id() < ev.id && s.name() != ev.from &&
+                       (announced || s.login_id() > ev.login);
+            });
+            return;
+        }
+    }
 }
 
 template <class Keep>
-void Hub::deliver(const std::vector<Session*>& targets, Event& ev, Keep&& keep) {
+void Hub::fan_out(const std::vector<Session*>& targets, Event& ev, Keep&& keep) {
     if (targets.empty()) return;
     ev.serial = ++serial_;
     const std::size_t d = depth_;
@@ -283,106 +364,21 @@ void Hub::deliver(const std::vector<Session*>& targets, Event& ev, Keep&& keep) 
         if (s == nullptr || !keep(*s)) continue;
         any = true;
         ++stats_.deliveries;
-        s->client_.deliver(ev);
+        s->client().deliver(ev);
     }
     if (any) ++stats_.events;
+}
+
+void Hub::deliver_one(Session& s, Event& ev) {
+    ev.serial = ++serial_;
+    ++stats_.deliveries;
+    ++stats_.events;
+    s.client().deliver(ev);
 }
 
 void Hub::forget(Session* s) {
     for (std::size_t d = 0; d < depth_; ++d)
         std::replace(in_flight_[d].begin(), in_flight_[d].end(), s, static_cast<Session*>(nullptr));
-}
-
-void Hub::deliver_online(std::string_view name, std::uint64_t id, const Session* except) {
-    announced_[std::string(name)] = id;
-    Event ev;
-    ev.type = EventType::online;
-    ev.id = id;
-    ev.from = name;
-    deliver(sessions_, ev,
-            [&](const Session& s) { return &s != except && s.login_id_ < id && s.name_ != name; });
-}
-
-void Hub::deliver_offline(std::string_view name, std::uint64_t id, std::uint64_t login,
-                          const Session* except) {
-    bool announced = false;
-    if (const auto it = announced_.find(name); it != announced_.end() && it->second == login) {
-        announced = true;
-        announced_.erase(it);
-    }
-    Event ev;
-    ev.type = EventType::offline;
-    ev.id = id;
-    ev.from = name;
-    deliver(sessions_, ev, [&](const Session& s) {
-        return &s != except && s.login_id_ < id && s.name_ != name &&
-               (announced || s.login_id_ > login);
-    });
-}
-
-void Hub::on_record(const ring::Record& r) {
-    ++stats_.records_in;
-    Reader in{r.payload};
-    Event ev;
-    ev.id = in.u64();
-    ev.ts = static_cast<std::int64_t>(in.u64());
-    switch (r.type) {
-        case kMessage: {
-            ev.type = EventType::message;
-            ev.room = in.str();
-            ev.from = in.str();
-            ev.text = in.str();
-            if (!in.ok) break;
-            const auto it = rooms_.find(ev.room);
-            if (it == rooms_.end()) return;
-            const std::uint64_t id = ev.id;
-            const std::string_view room = ev.room;
-            deliver(it->second, ev, [&](const Session& s) {
-                const auto m = s.rooms_.find(room);
-                return m != s.rooms_.end() && m->second < id;
-            });
-            return;
-        }
-        case kDm: {
-            ev.type = EventType::dm;
-            ev.to = in.str();
-            ev.from = in.str();
-            ev.text = in.str();
-            if (!in.ok) break;
-            const auto it = users_.find(ev.to);
-            if (it == users_.end()) return;
-            ev.serial = ++serial_;
-            ++stats_.deliveries;
-            ++stats_.events;
-            it->second->client_.deliver(ev);
-            return;
-        }
-        case kOnline:
-        case kOffline: {
-            const std::string_view name = in.str();
-            if (!in.ok) break;
-            // Logs are not ordered among themselves: drop what a newer login of the name (read
-            // from the registry) has overtaken. A login that has already ended (the name is free)
-            // is still announced: its offline follows in the same log, so the pair stays matched
-            // and a quick login/logout is seen by every worker.
-            const std::uint64_t current = state_->lookup(name);
-            const bool online = r.type == kOnline;
-            if (online ? (current != ev.id && current != 0) : current > ev.id) {
-                ++stats_.stale_presence;
-                return;
-            }
-            if (online)
-                deliver_online(name, ev.id, nullptr);
-            else
-                deliver_offline(name, ev.id, static_cast<std::uint64_t>(ev.ts), nullptr);
-            return;
-        }
-        default:
-            break;
-    }
-    ++stats_.bad_records;
-    log::line("chat: worker {}: undecodable ring record type {} ({} bytes) from worker {}", slot_,
-              r.type, r.payload.size(), r.writer);
 }
 
 void Hub::on_loss(const ring::Loss& l) {
@@ -401,18 +397,27 @@ Session::Session(Hub& hub, Client& client) : hub_(hub), client_(client) {}
 
 Session::~Session() {
     logout();
-    hub_.forget(this);
 }
 
 bool Session::in_room(std::string_view room) const {
     return rooms_.find(room) != rooms_.end();
 }
 
+std::optional<std::uint64_t> Session::joined_at(std::string_view room) const {
+    const auto it = rooms_.find(room);
+    if (it == rooms_.end()) return std::nullopt;
+    return it->second;
+}
+
+Error Session::admit() {
+    return hub_.admit(bucket_, user_bucket_, strikes_);
+}
+
 Error Session::login(std::string_view name, Welcome* out) {
     if (logged_in()) return Error::already_logged_in;
     if (!valid_name(name)) return Error::bad_name;
     std::uint64_t id = 0;
-    switch (hub_.state_->claim(name, hub_.slot_, &id, out ? &out->users : nullptr)) {
+    switch (hub_.state().claim(name, hub_.slot(), &id, out ? &out->users : nullptr)) {
         case SharedState::Status::ok:
             break;
         case SharedState::Status::taken:
@@ -422,64 +427,40 @@ Error Session::login(std::string_view name, Welcome* out) {
     }
     name_.assign(name);
     login_id_ = id;
-    user_bucket_ = hub_.acquire_bucket(name_);
-    hub_.users_.emplace(name_, this);
-    hub_.sessions_.push_back(this);
-    hub_.stats_.sessions = hub_.users_.size();
-    encode(hub_.scratch_, id, 0, {name_});
-    hub_.publish(kOnline, hub_.scratch_);
-    hub_.deliver_online(name_, id, this);
+    user_bucket_ = hub_.attach(*this);
+    Event ev;
+    ev.type = EventType::online;
+    ev.id = id;
+    ev.from = name_;
+    hub_.publish(ev, this);
     return Error::none;
 }
 
 void Session::logout() {
     if (!logged_in()) return;
-    for (const auto& [room, mark] : rooms_) {
-        const auto it = hub_.rooms_.find(room);
-        if (it == hub_.rooms_.end()) continue;
-        std::erase(it->second, this);
-        if (it->second.empty()) hub_.rooms_.erase(it);
-    }
+    for (const auto& [room, mark] : rooms_)
+        hub_.remove_member(*this, room);
     rooms_.clear();
-    hub_.users_.erase(name_);
-    std::erase(hub_.sessions_, this);
-    hub_.stats_.sessions = hub_.users_.size();
-    hub_.forget(this);
+    hub_.detach(*this);
     const std::string name = std::exchange(name_, std::string());
     const std::uint64_t login = std::exchange(login_id_, 0);
     user_bucket_ = nullptr;
-    hub_.release_bucket(name, TokenBucket::Clock::now());
-    const std::uint64_t id = hub_.state_->release(name, hub_.slot_, login);
+    const std::uint64_t id = hub_.state().release(name, hub_.slot(), login);
     if (id == 0) return;  // evicted meanwhile (the master announced it)
-    encode(hub_.scratch_, id, static_cast<std::int64_t>(login), {name});
-    hub_.publish(kOffline, hub_.scratch_);
-    hub_.deliver_offline(name, id, login, this);
-}
-
-Error Session::admit() {
-    const RateLimit& r = hub_.rate_;
-    if (r.unlimited()) return Error::none;
-    const auto now = TokenBucket::Clock::now();
-    if (!bucket_.ready(r, now) || (user_bucket_ && !user_bucket_->ready(r, now))) {
-        ++hub_.stats_.rate_limited;
-        if (++strikes_ == hub_.limits_.close_after) ++hub_.stats_.rate_closes;
-        return Error::rate_limited;
-    }
-    strikes_ = 0;
-    bucket_.take(r, now);
-    if (user_bucket_) user_bucket_->take(r, now);
-    return Error::none;
+    Event ev;
+    ev.type = EventType::offline;
+    ev.id = id;
+    ev.login = login;
+    ev.from = name;
+    hub_.publish(ev, this);
 }
 
 Error Session::join(std::string_view room, Joined* out) {
     if (!logged_in()) return Error::not_logged_in;
     if (!valid_room(room)) return Error::bad_room;
-    if (hub_.limits_.max_rooms != 0 && rooms_.size() >= hub_.limits_.max_rooms && !in_room(room)) {
-        ++hub_.stats_.room_limited;
-        return Error::too_many_rooms;
-    }
+    if (!hub_.may_join(*this, room)) return Error::too_many_rooms;
     std::uint64_t mark = 0;
-    switch (hub_.state_->join(room, name_, &mark, out ? &out->members : nullptr,
+    switch (hub_.state().join(room, name_, &mark, out ? &out->members : nullptr,
                               out ? &out->history : nullptr)) {
         case SharedState::Status::ok:
             break;
@@ -488,12 +469,7 @@ Error Session::join(std::string_view room, Joined* out) {
         default:
             return Error::not_logged_in;  // our name was evicted
     }
-    if (rooms_.emplace(std::string(room), mark).second) {
-        auto it = hub_.rooms_.find(room);
-        if (it == hub_.rooms_.end())
-            it = hub_.rooms_.emplace(std::string(room), std::vector<Session*>{}).first;
-        it->second.push_back(this);
-    }
+    if (rooms_.emplace(std::string(room), mark).second) hub_.add_member(*this, room);
     return Error::none;
 }
 
@@ -502,76 +478,45 @@ Error Session::leave(std::string_view room) {
     const auto mine = rooms_.find(room);
     if (mine == rooms_.end()) return Error::not_in_room;
     rooms_.erase(mine);
-    const auto it = hub_.rooms_.find(room);
-    if (it != hub_.rooms_.end()) {
-        std::erase(it->second, this);
-        if (it->second.empty()) hub_.rooms_.erase(it);
-    }
-    hub_.state_->leave(room, name_);
+    hub_.remove_member(*this, room);
+    hub_.state().leave(room, name_);
     return Error::none;
 }
 
 Error Session::say(std::string_view room, std::string_view text, std::string_view cid, bool has_cid,
                    Said* out) {
     if (!logged_in()) return Error::not_logged_in;
-    if (text.size() > hub_.state_->options().max_text) return Error::too_long;
+    if (text.size() > hub_.state().options().max_text) return Error::too_long;
     if (!in_room(room)) return Error::not_in_room;
     const std::int64_t ts = now_ms();
     std::uint64_t id = 0;
-    if (hub_.state_->post(room, name_, text, ts, &id) != SharedState::Status::ok) {
+    if (hub_.state().post(room, name_, text, ts, &id) != SharedState::Status::ok) {
         // The registry no longer has us in the room (evicted): forget it locally too.
         leave(room);
         return Error::not_in_room;
     }
     if (out) *out = {id, ts};
-    encode(hub_.scratch_, id, ts, {room, name_, text});
-    hub_.publish(kMessage, hub_.scratch_);
-
     Event ev;
     ev.type = EventType::message;
     ev.id = id;
     ev.ts = ts;
+    ev.room = room;
     ev.from = name_;
     ev.text = text;
-    ev.room = room;
-    const auto it = hub_.rooms_.find(room);
-    if (it != hub_.rooms_.end()) {
-        hub_.deliver(it->second, ev, [&](const Session& s) {
-            if (&s == this) return false;
-            const auto m = s.rooms_.find(room);
-            return m != s.rooms_.end() && m->second < id;
-        });
-    }
-    // The sender's own copy (with cid), encoded separately. It may have logged out meanwhile
-    // (a delivery above cannot end *this* session's connection synchronously, but be safe).
-    if (!in_room(room)) return Error::none;
-    const std::string name = name_;
-    ev.from = name;
     ev.cid = cid;
     ev.has_cid = has_cid;
-    ev.serial = ++hub_.serial_;
-    ++hub_.stats_.deliveries;
-    ++hub_.stats_.events;
-    client_.deliver(ev);
+    hub_.publish(ev, this);
     return Error::none;
 }
 
 Error Session::dm(std::string_view to, std::string_view text, Said* out) {
     if (!logged_in()) return Error::not_logged_in;
-    if (text.size() > hub_.state_->options().max_text) return Error::too_long;
+    if (text.size() > hub_.state().options().max_text) return Error::too_long;
     if (!valid_name(to)) return Error::no_such_user;
-    unsigned slot = 0;
-    if (hub_.state_->lookup(to, &slot) == 0) return Error::no_such_user;
-    const std::uint64_t id = hub_.state_->next_id();
+    if (hub_.state().lookup(to) == 0) return Error::no_such_user;
+    const std::uint64_t id = hub_.state().next_id();
     const std::int64_t ts = now_ms();
     if (out) *out = {id, ts};
-    if (slot != hub_.slot_) {
-        encode(hub_.scratch_, id, ts, {to, name_, text});
-        hub_.publish(kDm, hub_.scratch_);
-        return Error::none;
-    }
-    const auto it = hub_.users_.find(to);
-    if (it == hub_.users_.end()) return Error::none;  // logged out meanwhile
     Event ev;
     ev.type = EventType::dm;
     ev.id = id;
@@ -579,10 +524,7 @@ Error Session::dm(std::string_view to, std::string_view text, Said* out) {
     ev.from = name_;
     ev.to = to;
     ev.text = text;
-    ev.serial = ++hub_.serial_;
-    ++hub_.stats_.deliveries;
-    ++hub_.stats_.events;
-    it->second->client_.deliver(ev);
+    hub_.publish(ev, this);
     return Error::none;
 }
 
@@ -593,8 +535,13 @@ void announce_offline(ring::Region& region, unsigned slot, const std::vector<Evi
     ring::Writer writer(region, slot);
     std::vector<std::byte> buf;
     for (const Evicted& e : evicted) {
-        encode(buf, e.id, static_cast<std::int64_t>(e.login_id), {e.name});
-        writer.publish(kOffline, buf);
+        Event ev;
+        ev.type = EventType::offline;
+        ev.id = e.id;
+        ev.login = e.login_id;
+        ev.from = e.name;
+        const std::uint32_t type = record::encode(ev, buf);
+        writer.publish(type, buf);
     }
 }
 
