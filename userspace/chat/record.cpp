@@ -1,7 +1,10 @@
 #include "chat/record.hpp"
 
+#include <array>
 #include <cstring>
+#include <limits>
 #include <string_view>
+#include <type_traits>
 
 namespace steerchat::chat::record {
 
@@ -56,24 +59,26 @@ struct In {
 }  // namespace
 
 std::uint32_t wire_type(EventType type) noexcept {
-    switch (type) {
-        case EventType::message:
-            return 1;
-        case EventType::dm:
-            return 2;
-        case EventType::online:
-            return 3;
-        case EventType::offline:
-            return 4;
-    }
-    return 0;
+    return detail::wire_type(type);
 }
 
+namespace {
+
+// wire type -> kind, made from detail::wire_type (the only list of kinds here).
+constexpr auto kByWire = [] {
+    std::array<std::optional<EventType>, detail::kMaxWireType + 1> table{};
+    using U = std::underlying_type_t<EventType>;
+    for (unsigned i = 0; i <= std::numeric_limits<U>::max(); ++i) {
+        const auto t = static_cast<EventType>(i);
+        if (const std::uint32_t w = detail::wire_type(t); w != 0) table[w] = t;
+    }
+    return table;
+}();
+
+}  // namespace
+
 std::optional<EventType> event_type(std::uint32_t wire) noexcept {
-    for (const EventType t :
-         {EventType::message, EventType::dm, EventType::online, EventType::offline})
-        if (wire_type(t) == wire) return t;
-    return std::nullopt;
+    return wire < kByWire.size() ? kByWire[wire] : std::nullopt;
 }
 
 std::uint32_t encode(const Event& ev, std::vector<std::byte>& out) {

@@ -25,6 +25,25 @@ namespace steerchat::chat::record {
 // The fixed part of every record: id, ts and three string lengths.
 inline constexpr std::size_t kOverhead = 8 + 8 + 3 * 4;
 
+namespace detail {
+inline constexpr std::uint32_t kMaxWireType = 15;
+// The one list of kinds in the record format: an exhaustive switch (a new kind is a compile
+// error here until it has a number); 0 for a value that is no kind.
+constexpr std::uint32_t wire_type(EventType type) noexcept {
+    switch (type) {
+        case EventType::message:
+            return 1;
+        case EventType::dm:
+            return 2;
+        case EventType::online:
+            return 3;
+        case EventType::offline:
+            return 4;
+    }
+    return 0;
+}
+}  // namespace detail
+
 // The ring record type of a kind (1, 2, ...; fixed numbers: they are the format), and back.
 std::uint32_t wire_type(EventType type) noexcept;
 std::optional<EventType> event_type(std::uint32_t wire) noexcept;
