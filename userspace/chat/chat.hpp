@@ -1,6 +1,6 @@
-// The chat core: users, presence, rooms, direct messages, history. It knows no protocol; adapters
-// (userspace/native, later Socket.IO) translate protocol messages into Session calls and encode
-// the Events the core hands to their Client.
+// The chat core: users, presence, rooms, direct messages, history. It knows no protocol; the
+// adapters (userspace/native: JSON over WebSocket; userspace/socketio_chat: Socket.IO) translate
+// protocol messages into Session calls and encode the Events the core hands to their Client.
 //
 // Design (what was chosen, and why)
 // ---------------------------------
