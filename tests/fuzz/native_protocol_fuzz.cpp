@@ -77,10 +77,9 @@ json::object check_frame(const ws::SharedFrame& f) {
     if (t == "error") {
         const json::value* code = o.if_contains("code");
         FUZZ_CHECK(code && code->is_string());
-        FUZZ_CHECK(one_of(code->get_string(),
-                          {"bad_request", "not_logged_in", "already_logged_in", "bad_name",
-                           "name_taken", "bad_room", "not_in_room", "no_such_user", "too_long",
-                           "server_full", "rate_limited", "too_many_rooms"}));
+        FUZZ_CHECK(one_of(code->get_string(), {"bad_request", "not_logged_in", "already_logged_in",
+                                               "bad_name", "name_taken", "bad_room", "not_in_room",
+                                               "no_such_user", "too_long", "server_full"}));
         const json::value* message = o.if_contains("message");
         FUZZ_CHECK(message && message->is_string() && !message->get_string().empty());
     }
@@ -138,10 +137,6 @@ std::string_view success_of(std::string_view req) {
 class Cluster {
   public:
     Cluster() {
-        // The protocol's answers, not the request rate limits (an input may hold thousands of
-        // requests; the limits have their own unit and e2e tests).
-        for (chat::Hub* h : {&hub0_, &hub1_})
-            h->set_limits({.rate = 0, .burst = 1, .close_after = 0, .max_rooms = 0});
         for (std::size_t i = 0; i < kSessions; ++i)
             connect(i);
     }
