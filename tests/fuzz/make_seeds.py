@@ -101,8 +101,10 @@ def seeds_native():
     native("history_and_too_long", [
         login(0, "w"), join(0, "h"),
     ] + [say(0, "h", "m%d" % i) for i in range(6)] + [
-        login(1, "late"), join(1, "h"), say(1, "h", "x" * 4097),
-        ("1", {"type": "dm", "to": "w", "text": "y" * 4097}), say(1, "h", "x" * 4096),
+        login(1, "late"), join(1, "h"), say(1, "h", "x" * 257),
+        ("1", {"type": "dm", "to": "w", "text": "y" * 257}), say(1, "h", "x" * 256),
+        say(0, "h", "z" * 250), say(0, "h", "z" * 250), say(0, "h", "z" * 250),
+        ("2", {"type": "login", "name": "later"}), ("2", {"type": "join", "room": "h"}),
     ])
     native("rooms_unicode", [
         login(0, "r"), join(0, "\u00fcber"), join(0, "\U0001F3E0" * 64), join(0, "a" * 65),
@@ -120,6 +122,7 @@ KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 
 def cmd(conn, action=0):
+    """action 0-3 as in the layout; 4 (command bit 4): write, then let 10 ms of timers run."""
     return bytes([conn | (action << 2)])
 
 
@@ -269,6 +272,15 @@ def seeds_http():
         (3, 0, req("PUT", "/socket.io/?EIO=4&transport=polling")),
         (3, 0, sio_poll("&sid=$SID", "POST", b"x" * 5000)),
         (0, 0, sio_poll("&sid=$SID", "POST", b"4\x1e" + b"\xff")),
+    ])
+    http("short_timers", 16, [
+        (0, 0, sio_poll()),
+        (1, 0, sio_poll("&sid=$SID")),
+        (2, 0, upgrade("/socket.io/?EIO=4&transport=websocket")),
+        (2, 4, frame("40")),
+        (3, 4, upgrade("/ws")),
+        (3, 4, upgrade("/socket.io/?EIO=4&transport=websocket&sid=$SID") + frame("2probe")),
+        (0, 4, sio_poll("&sid=$SID")),
     ])
     http("protocol_test_mode", 1, [
         (0, 0, req("GET", "/engine.io/?EIO=4&transport=polling")),

@@ -1,5 +1,6 @@
 // libFuzzer target for the native JSON chat protocol (userspace/native) over a real chat core:
-// a ring Region and a SharedState (small tables, so "server_full" is reachable) shared by two
+// a ring Region and a SharedState (small tables and texts, so "server_full" and "too_long" are
+// reachable with short inputs) shared by two
 // worker Hubs on one io_context, as in tests/unit/native/native_test.cpp. Four client sessions,
 // 0 and 2 on worker 0, 1 and 3 on worker 1, each with a recording Sink in place of its
 // WebSocket connection.
@@ -222,8 +223,8 @@ class Cluster {
         .max_rooms = 3,
         .max_memberships = 8,
         .history_len = 4,
-        .history_bytes = 8192,
-        .max_text = 4096,
+        .history_bytes = 1024,
+        .max_text = 256,  // "too_long" with short inputs
     });
     boost::asio::io_context io_{1};
     chat::Hub hub0_{io_.get_executor(), region_, state_, 0};
