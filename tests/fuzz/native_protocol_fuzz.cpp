@@ -23,6 +23,7 @@
 //     copy of its message, or an error); dm gets at most one (an error, or the dm itself when
 //     sent to oneself); logout closes with 1000 and sends nothing, or gets one error;
 //   - a reply to a request of type T is T's answer or an error;
+//   - a say's "cid" comes back on its answer (unchanged, floating-point aside);
 //   - nothing is sent to a session after it was closed.
 #include <boost/asio/io_context.hpp>
 #include <boost/json.hpp>
@@ -167,6 +168,7 @@ class Cluster {
         } else {
             FUZZ_CHECK(replies == 1);
             expect_reply(c.sink.frames.back(), *type);
+            if (*type == "say") check_cid(payload, c.sink.frames.back());
         }
         if (!known || *type != "logout") FUZZ_CHECK(!c.sink.closed);
         after_request(i);
@@ -209,6 +211,34 @@ class Cluster {
         const json::object o = check_frame(f);
         FUZZ_CHECK(o.at("type") == "error");
         FUZZ_CHECK(o.at("code").as_string() == code);
+    }
+
+    // A say's "cid" comes back on its answer (the sender's copy, or an error other than a
+    // bad_request), equal to the request's when it holds no floating-point number (those may
+    // move by an ULP through Boost.JSON's parser).
+    static void check_cid(std::string_view request, const ws::SharedFrame& f) {
+        const json::value req = json::parse(request);
+        const json::value* cid = req.as_object().if_contains("cid");
+        const json::object o = check_frame(f);
+        const bool bad_request = o.at("type") == "error" && o.at("code") == "bad_request";
+        if (!cid) {
+            FUZZ_CHECK(!o.contains("cid"));
+            return;
+        }
+        if (bad_request) return;  // the cid itself may be what was wrong
+        FUZZ_CHECK(o.contains("cid"));
+        if (!has_double(*cid)) FUZZ_CHECK(o.at("cid") == *cid);
+    }
+
+    static bool has_double(const json::value& v) {
+        if (v.is_double()) return true;
+        if (const auto* a = v.if_array())
+            for (const auto& e : *a)
+                if (has_double(e)) return true;
+        if (const auto* obj = v.if_object())
+            for (const auto& kv : *obj)
+                if (has_double(kv.value())) return true;
+        return false;
     }
 
     static void expect_reply(const ws::SharedFrame& f, std::string_view req) {
