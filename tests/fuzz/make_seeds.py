@@ -65,7 +65,7 @@ def seeds_native():
         ("2", '{"type":"login","name":"\\ud800"}'), ("3", '{"type":"login","name":"\x7f"}'),
     ])
     native("cids", [
-        login(0, "a"), join(0, "r"),
+        say(0, "r", "before login", cid="k"), login(0, "a"), join(0, "r"),
         ("0", '{"type":"say","room":"nosuchroom","text":"x","cid":1e400}'),
         ("0", '{"type":"say","room":"r","text":"x","cid":-1e400}'),
         ("0", '{"type":"say","room":"r","text":"x","cid":[1e400]}'),
