@@ -289,7 +289,8 @@ async function connectionFlood(port) {
     const start = Date.now();
     const held = [];
     const opened = await Promise.allSettled(
-      Array.from({ length: count }, () => ChatClient.connect(port, ip, { handshakeTimeout: 10000 })));
+      Array.from({ length: count },
+                 () => ChatClient.connect(port, ip, { handshakeTimeout: 10000 })));
     for (const r of opened) {
       if (r.status === 'fulfilled') {
         held.push(track(r.value));
@@ -407,7 +408,8 @@ for (const [slot, xs] of [...bySlot].sort((a, b) => a[0] - b[0])) {
                  `its ${warm.rss} kB at ${warm.t} s (+${RSS_SLACK_KB} kB)`);
   }
   if (last.fds > base.fds + FD_SLACK) {
-    reasons.push(`worker ${slot}: ${last.fds} fds after the cool-down, ${base.fds} before the load`);
+    reasons.push(`worker ${slot}: ${last.fds} fds after the cool-down, ${base.fds} before ` +
+                 'the load');
   }
 }
 const pad = (s, n) => String(s).padStart(n);
@@ -417,7 +419,8 @@ lines.push(`soak: ${SECONDS} s of load, ${COOLDOWN_S} s cool-down, ${WORKERS} wo
 lines.push(`samples: ${OUT}`);
 lines.push('');
 lines.push('| worker | RSS before (kB) | RSS at warm-up (kB) | RSS end of load (kB) | RSS peak | ' +
-           'RSS after cool-down | fds before | fds peak | fds end of load | fds after cool-down | restarts |');
+           'RSS after cool-down | fds before | fds peak | fds end of load | ' +
+           'fds after cool-down | restarts |');
 lines.push('|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) {
   lines.push(`| ${r.slot} | ${r.base.rss} | ${r.warm.rss} (${r.warm.t} s) | ${r.endLoad.rss} | ` +
@@ -425,8 +428,8 @@ for (const r of rows) {
              `${r.last.fds} | ${r.restarts} |`);
 }
 lines.push('');
-lines.push(`chat: ${stats.chatSent} sent, ${stats.chatReceived} received, ${stats.chatReconnects} ` +
-           `reconnects; churn: ${stats.churnDone} sessions (${stats.churnFailed} failed); ` +
+lines.push(`chat: ${stats.chatSent} sent, ${stats.chatReceived} received, ` +
+           `${stats.chatReconnects} reconnects; churn: ${stats.churnDone} sessions (${stats.churnFailed} failed); ` +
            `floods: ${stats.handshakes} abandoned Engine.IO handshakes (${stats.handshakeFailed} ` +
            `failed), ${stats.wsDropped} dropped /ws upgrades, ${stats.floodSent} flood messages ` +
            `(${stats.floodReceived} received by the 5 listeners), ${stats.held} connections held ` +
@@ -440,8 +443,8 @@ if (stats.errors.size) {
 for (const { slot, body } of metrics) {
   const pick = (name) => (new RegExp(`^${name}\\{[^}]*\\} (\\d+)$`, 'm').exec(body) ?? [])[1];
   lines.push(`worker ${slot} /metrics after the cool-down: ` + [
-    'steerchat_connections_accepted_total', 'steerchat_eio_sessions_total', 'steerchat_eio_sessions',
-    'steerchat_chat_sessions', 'steerchat_ring_lost_records_total',
+    'steerchat_connections_accepted_total', 'steerchat_eio_sessions_total',
+    'steerchat_eio_sessions', 'steerchat_chat_sessions', 'steerchat_ring_lost_records_total',
   ].map((n) => `${n.replace('steerchat_', '')}=${pick(n) ?? '-'}`).join(' '));
 }
 lines.push('');

@@ -690,8 +690,10 @@ describe('chaos: 200 users on 4 workers, a worker SIGKILLed every 5 s (BPF steer
       refused: counts.refused, unaccepted: cov.unaccepted - Object.values(counts.refused)
         .reduce((a, b) => a + b, 0),
       received: counts.received,
-      coveredSurvivingSender: cov.survived.covered, deliveredSurvivingSender: cov.survived.delivered,
-      coveredKilledSender: cov.senderKilled.covered, deliveredKilledSender: cov.senderKilled.delivered,
+      coveredSurvivingSender: cov.survived.covered,
+      deliveredSurvivingSender: cov.survived.delivered,
+      coveredKilledSender: cov.senderKilled.covered,
+      deliveredKilledSender: cov.senderKilled.delivered,
       excludedRecipientKilled: cov.excluded,
       kills: kills.length, killsSkipped: skipped,
       killsPerSlot: Object.fromEntries([...slotState].map(([s, x]) => [s, x.kills.length])),
@@ -705,7 +707,9 @@ describe('chaos: 200 users on 4 workers, a worker SIGKILLed every 5 s (BPF steer
       problems: Object.fromEntries(Object.entries(problems).map(([k, v]) => [k, v.length])),
     };
     t.diagnostic(JSON.stringify(report));
-    if (process.env.CHAOS_REPORT) fs.writeFileSync(process.env.CHAOS_REPORT, JSON.stringify(report, null, 2));
+    if (process.env.CHAOS_REPORT) {
+      fs.writeFileSync(process.env.CHAOS_REPORT, JSON.stringify(report, null, 2));
+    }
     const first = (xs) => JSON.stringify(xs.slice(0, 5));
 
     assert.ok(counts.sent > USERS * (SECONDS * 1000 / INTERVAL_MS) * 0.5,
