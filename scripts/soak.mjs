@@ -212,8 +212,10 @@ async function churnOne(port, n) {
     }
     stats.churnDone++;
   } catch (e) {
-    countError('churn', e);
-    stats.churnFailed++;
+    if (loadOn) {  // (not a session cut short by the end of the load)
+      countError('churn', e);
+      stats.churnFailed++;
+    }
   }
   if (c) untrack(c);
 }
