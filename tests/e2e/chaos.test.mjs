@@ -9,7 +9,7 @@
 //   STEERCHAT_BINARY=build/steerchat node --test tests/e2e/chaos.test.mjs      (as root)
 //   CHAOS_SECONDS (60), CHAOS_KILL_EVERY_MS (5000), CHAOS_INTERVAL_MS (500), CHAOS_USERS (200),
 //   CHAOS_SLOW (multiplies every timeout and grace period; 1, or 3 when the binary has ASan),
-//   CHAOS_SEED (random; printed, replays the victim choice and the traffic pattern),
+//   CHAOS_SEED (random; in the report, replays the victim choice and the traffic pattern),
 //   CHAOS_REPORT (a file to write the figures to, as JSON).
 //
 // Victims: every kill picks, among the slots whose current worker is up and answering, one of
@@ -28,15 +28,16 @@
 //   ACCEPTED when its sender got it acknowledged: native room message: the sender's own copy
 //   echoed with its cid; Socket.IO room message or DM: the ack {ok:true}; native DM (the native
 //   protocol does not acknowledge a DM): the echo of a later room message of the same connection
-//   arrived and no error carrying the DM's cid came before it (a connection's requests are
-//   answered in order). tAck is that moment.
+//   arrived and no error came before it (a connection's requests are answered in order; a DM's
+//   error carries no cid, so a native user sends a room message after each DM, which keeps at
+//   most one DM unresolved). tAck is that moment.
 // * The recipients that must get m: for a room message, every incarnation that had joined the
 //   room (its `joined` reply / join ack arrived) before m was sent, the sender's own included;
 //   for a DM, the incarnation of the addressee that had logged in before m was sent.
 // * A triple (m, recipient incarnation R) is COVERED when m was accepted, and R received m or R
 //   lived (was not killed) until tAck + GRACE (2 s x CHAOS_SLOW): a recipient whose worker died
 //   before the message could reach it is not held to it; one that lived is, however late.
-//   Covered triples split by the SENDER: its worker survived until tAck + GRACE (the brief's
+//   Covered triples split by the SENDER: its worker survived until tAck + GRACE (the issue's
 //   "accepted by a worker that survived") or was killed within that window (the message was
 //   already in the shared log; reported, and asserted too).
 // Asserted:
