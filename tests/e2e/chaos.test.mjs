@@ -47,7 +47,8 @@
 // * per-sender order: each incarnation receives each sender's messages in increasing seq;
 // * every message received is one that was sent, from its sender, to that room / that user;
 // * no connection to a live worker is refused: a connect/login attempt may fail only if its slot
-//   was killed during it (from 1 s before it started); no incarnation closes without a kill;
+//   was killed during it (from 1 s before it started), and so may a fresh GET /healthz made every
+//   100 ms from an address of each slot; no incarnation closes without a kill;
 //   no re-login is answered name_taken (the master frees the names before the respawn);
 // * every kill is respawned: /healthz from an address of that slot answers from a new pid, a
 //   child of the master, within 10 s x CHAOS_SLOW; no slot is drained; the master lives on.
@@ -127,7 +128,8 @@ const problems = {        // failures, each with a few examples
 };
 const counts = {
   sent: 0, sentRoom: 0, sentDm: 0, refused: {}, received: 0, connectFailuresExcused: 0,
-  reconnects: 0, reconnectsWs: 0, reconnectsSio: 0, presence: 0,
+  reconnects: 0, reconnectsWs: 0, reconnectsSio: 0, presence: 0, probes: 0,
+  probesFailedExcused: 0,
 };
 const reconnectMs = [];   // kill -> ready again, per reconnect of a killed incarnation
 let chaosStart = 0;
@@ -503,6 +505,28 @@ async function killOne(lastVictim) {
   return slot;
 }
 
+// Fresh connections all along: every 100 ms a GET /healthz from each slot's probe address. One
+// may fail only if its slot was killed during it (or up to 1 s before it started).
+async function probeLoop(slot) {
+  while (!stopping && chaosEnd === 0) {
+    const t = now();
+    try {
+      const h = await healthzFrom(server.port, probes.get(slot));
+      counts.probes++;
+      if (h.worker !== slot) problem('refusedConnections', { probe: slot, worker: h.worker });
+    } catch (e) {
+      const at = now();
+      if (kills.some((k) => k.slot === slot && k.t >= t - 1000 && k.t <= at)) {
+        counts.probesFailedExcused++;
+      } else {
+        problem('refusedConnections', { probe: slot, error: e.message,
+                                        at: Math.round(at - chaosStart) });
+      }
+    }
+    await sleep(Math.max(0, 100 - (now() - t)));
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Coverage
 
@@ -621,6 +645,7 @@ describe('chaos: 200 users on 4 workers, a worker SIGKILLed every 5 s (BPF steer
         }
       }
     }, 20);
+    const probing = [...probes.keys()].map((slot) => probeLoop(slot));
     let lastVictim = null;
     let skipped = 0;
     for (let k = 1; ; k++) {
@@ -634,6 +659,7 @@ describe('chaos: 200 users on 4 workers, a worker SIGKILLed every 5 s (BPF steer
     await sleep(Math.max(0, chaosStart + SECONDS * 1000 - now()));
     clearInterval(sender);
     chaosEnd = now();
+    await Promise.all(probing);
     // A native DM is accepted by the echo of a later say: fence the last ones.
     for (const u of users) if (u.proto === 'ws' && u.inc?.pendingDms.length) send(u, true);
 
@@ -704,6 +730,7 @@ describe('chaos: 200 users on 4 workers, a worker SIGKILLed every 5 s (BPF steer
       reconnectMs: { median: pct(reconnectMs, 50), p90: pct(reconnectMs, 90),
                      max: pct(reconnectMs, 100) },
       connectFailuresExcused: counts.connectFailuresExcused, readyAtEnd, livesLeft,
+      healthProbes: counts.probes, healthProbesFailedExcused: counts.probesFailedExcused,
       ringLostRecords: lost,
       problems: Object.fromEntries(Object.entries(problems).map(([k, v]) => [k, v.length])),
     };
