@@ -131,6 +131,7 @@ const counts = {
   reconnects: 0, reconnectsWs: 0, reconnectsSio: 0, presence: 0, probes: 0,
   probesFailedExcused: 0,
 };
+const excusedProbes = [];  // why, and when relative to the kill
 const reconnectMs = [];   // kill -> ready again, per reconnect of a killed incarnation
 let chaosStart = 0;
 let chaosEnd = 0;
@@ -516,8 +517,10 @@ async function probeLoop(slot) {
       if (h.worker !== slot) problem('refusedConnections', { probe: slot, worker: h.worker });
     } catch (e) {
       const at = now();
-      if (kills.some((k) => k.slot === slot && k.t >= t - 1000 && k.t <= at)) {
+      const k = kills.find((x) => x.slot === slot && x.t >= t - 1000 && x.t <= at);
+      if (k) {
         counts.probesFailedExcused++;
+        excusedProbes.push(`${e.code ?? e.message} ${Math.round(t - k.t)} ms after the kill`);
       } else {
         problem('refusedConnections', { probe: slot, error: e.message,
                                         at: Math.round(at - chaosStart) });
@@ -730,7 +733,7 @@ describe('chaos: 200 users on 4 workers, a worker SIGKILLed every 5 s (BPF steer
       reconnectMs: { median: pct(reconnectMs, 50), p90: pct(reconnectMs, 90),
                      max: pct(reconnectMs, 100) },
       connectFailuresExcused: counts.connectFailuresExcused, readyAtEnd, livesLeft,
-      healthProbes: counts.probes, healthProbesFailedExcused: counts.probesFailedExcused,
+      healthProbes: counts.probes, healthProbesFailedExcused: excusedProbes,
       ringLostRecords: lost,
       problems: Object.fromEntries(Object.entries(problems).map(([k, v]) => [k, v.length])),
     };
