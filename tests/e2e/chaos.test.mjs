@@ -756,6 +756,8 @@ describe('chaos: 200 users on 4 workers, a worker SIGKILLed every 5 s (BPF steer
       assert.equal(k.ppidOk, true, `slot ${k.slot}: pid ${k.newPid} is not the master's child`);
     }
     assert.ok(!/draining slot/.test(server.log), `a slot was drained:\n${server.log}`);
+    const sanitizer = /^.*(ERROR: \w+Sanitizer|runtime error:).*$/m.exec(server.log);
+    assert.equal(sanitizer, null, `a sanitizer report in the server's output: ${sanitizer?.[0]}`);
     assert.equal(server.proc.exitCode, null, 'the master exited');
     assert.equal(problems.refusedConnections.length, 0,
                  `connections refused by live workers: ${first(problems.refusedConnections)}`);
