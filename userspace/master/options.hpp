@@ -44,6 +44,20 @@ struct Options {
     std::vector<std::string> sio_namespaces;  // served besides "/"
     unsigned sio_connect_timeout_ms = 45000;
     bool protocol_test = false;  // the public protocol test suites' server
+    // Workers' user and group when the master runs as root (empty: steerchat if that user exists,
+    // else nobody; the group: the user's). See master/privileges.hpp.
+    std::string user;
+    std::string group;
+    bool seccomp = false;  // workers: a syscall allowlist (anything else kills the worker)
+    // Limits on Engine.IO sessions and chat requests (docs/reliability.md)
+    std::size_t eio_max_sessions_per_ip = 1000;                // 0: no limit
+    unsigned eio_first_poll_timeout_ms = 5000;                 // 0: no deadline
+    std::size_t eio_max_queued = std::size_t{4} << 20;         // per polling session
+    std::size_t eio_max_queued_total = std::size_t{64} << 20;  // per worker
+    double chat_rate = 50;                                     // requests/s; 0: no limit
+    unsigned chat_burst = 100;
+    unsigned chat_rate_close_after = 50;  // refused in a row before the close; 0: never
+    unsigned chat_max_rooms = 100;        // per user; 0: no limit
 
     std::filesystem::path pin_dir() const { return bpffs_dir / std::to_string(port); }
 };

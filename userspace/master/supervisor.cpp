@@ -23,6 +23,7 @@
 #include "master/worker_context.hpp"
 #include "steer/maglev.hpp"
 #include "util/log.hpp"
+#include "ws/handshake.hpp"
 
 namespace steerchat::master {
 
@@ -88,6 +89,13 @@ std::vector<std::uint32_t> Supervisor::live_slots() const {
 
 void Supervisor::setup() {
     lock_ = std::make_unique<InstanceLock>(opts_.run_dir, opts_.port);
+    drop_ = plan_privilege_drop(opts_.user, opts_.group, ::getpid(), SIGTERM);
+    drop_.seccomp = opts_.seccomp;
+    log::line("{}{}", drop_.description,
+              opts_.seccomp ? "; a seccomp allowlist confines their system calls" : "");
+    // libcrypto reads its configuration file on first use (the WebSocket handshake's SHA-1):
+    // do it here, so no worker opens a file after its drop (--seccomp allows no open at all).
+    ws::compute_accept_key("dGhlIHNhbXBsZSBub25jZQ==");
 
     // Every connection is a file: take the whole hard limit (workers inherit it).
     rlimit nofile{};
@@ -175,6 +183,13 @@ void Supervisor::become_worker(unsigned slot) {
     for (unsigned i = 0; i < opts_.workers; ++i)
         keep.push_back(ring_->wake_fd(i));
     close_all_but(keep);
+    // Before the first byte from the network: no root, no capabilities, no way back.
+    try {
+        drop_privileges(drop_);
+    } catch (const std::exception& e) {
+        log::line("fatal: {}; the worker exits rather than serve with privileges", e.what());
+        ::_exit(1);
+    }
     app::WorkerContext ctx = worker_context(opts_);
     ctx.slot = slot;
     ctx.listen_fd = fd;

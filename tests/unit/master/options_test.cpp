@@ -91,3 +91,73 @@ TEST(Options, Errors) {
     expect_error({"--ws-max-message", "10"}, "--ws-max-message");
     expect_error({"--ws-ping-interval-ms", "0"}, "--ws-ping-interval-ms");
 }
+
+TEST(Options, WordsThatAreNotOptionsAreRejected) {
+    // Boost.Program_options would drop them: "steerchat balance ..." must not start the server.
+    expect_error({"foo", "bar", "--port", "8080"}, "'foo'");
+    expect_error({"--port", "8080", "foo"}, "'foo'");
+    expect_error({"--workers", "2", "balance"}, "unexpected argument 'balance'");
+    expect_error({"--", "x"}, "'x'");
+    // A value that looks like a word is still an option's value.
+    auto r = parse({"--bind", "127.0.0.1", "--steering", "kernel"});
+    ASSERT_TRUE(r.options) << r.message;
+}
+
+TEST(Options, UserAndGroup) {
+    auto d = parse({});
+    ASSERT_TRUE(d.options);
+    EXPECT_EQ(d.options->user, "");  // chosen at startup: steerchat if it exists, else nobody
+    EXPECT_EQ(d.options->group, "");
+    auto r = parse({"--user", "nobody", "--group", "nogroup"});
+    ASSERT_TRUE(r.options) << r.message;
+    EXPECT_EQ(r.options->user, "nobody");
+    EXPECT_EQ(r.options->group, "nogroup");
+    EXPECT_FALSE(r.options->seccomp);
+    auto sc = parse({"--seccomp"});
+    ASSERT_TRUE(sc.options) << sc.message;
+    EXPECT_TRUE(sc.options->seccomp);
+    auto n = parse({"--user", "65534"});
+    ASSERT_TRUE(n.options) << n.message;
+    expect_error({"--user", "root"}, "root");
+    expect_error({"--user", "0"}, "root");
+    expect_error({"--user", "no-such-user-steerchat-test"}, "no-such-user-steerchat-test");
+    expect_error({"--group", "root"}, "root");
+    expect_error({"--group", "no-such-group-steerchat-test"}, "no-such-group-steerchat-test");
+}
+
+TEST(Options, HelpDocumentsUser) {
+    auto r = parse({"--help"});
+    EXPECT_NE(r.message.find("--user"), std::string::npos);
+    EXPECT_NE(r.message.find("--group"), std::string::npos);
+    EXPECT_NE(r.message.find("--seccomp"), std::string::npos);
+}
+
+TEST(Options, EngineIoAndChatLimits) {
+    auto d = parse({});
+    ASSERT_TRUE(d.options);
+    EXPECT_EQ(d.options->eio_max_sessions_per_ip, 1000u);
+    EXPECT_EQ(d.options->eio_first_poll_timeout_ms, 5000u);
+    EXPECT_EQ(d.options->eio_max_queued, std::size_t{4} << 20);
+    EXPECT_EQ(d.options->eio_max_queued_total, std::size_t{64} << 20);
+    EXPECT_EQ(d.options->chat_rate, 50);
+    EXPECT_EQ(d.options->chat_burst, 100u);
+    EXPECT_EQ(d.options->chat_rate_close_after, 50u);
+    EXPECT_EQ(d.options->chat_max_rooms, 100u);
+    auto r = parse({"--eio-max-sessions-per-ip", "0", "--eio-first-poll-timeout-ms", "0",
+                    "--eio-max-queued", "65536", "--eio-max-queued-total", "1048576", "--chat-rate",
+                    "0.5", "--chat-burst", "3", "--chat-rate-close-after", "0",
+                    "--chat-max-rooms-per-user", "7"});
+    ASSERT_TRUE(r.options) << r.message;
+    EXPECT_EQ(r.options->eio_max_sessions_per_ip, 0u);
+    EXPECT_EQ(r.options->eio_max_queued_total, 1048576u);
+    EXPECT_EQ(r.options->chat_rate, 0.5);
+    EXPECT_EQ(r.options->chat_max_rooms, 7u);
+    expect_error({"--eio-max-queued", "100"}, "--eio-max-queued 100 is out of range");
+    expect_error({"--eio-max-queued", "65536", "--eio-max-queued-total", "1024"},
+                 "must be at least --eio-max-queued");
+    expect_error({"--chat-rate", "-1"}, "--chat-rate -1 is out of range");
+    expect_error({"--chat-rate", "nan"}, "--chat-rate");
+    expect_error({"--chat-burst", "0"}, "--chat-burst 0 is out of range");
+    expect_error({"--chat-rate", "0.0000001"}, "--chat-rate 1e-07 is out of range");
+    expect_error({"--eio-max-sessions-per-ip", "many"}, "eio-max-sessions-per-ip");
+}
