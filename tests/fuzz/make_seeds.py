@@ -22,7 +22,8 @@ def write(target, name, data):
 
 
 # --- native_protocol: lines "<command><payload>", command '0'-'3' text to session 0-3,
-# '4'-'7' binary, '8'-';' disconnect, '<' pump only. Sessions 0, 2 on worker 0; 1, 3 on 1.
+# '4'-'7' binary, '8'-';' disconnect, '<' pump only. Sessions 0, 2 on worker 0; 1, 3 on 1
+# (tight chat limits on worker 1).
 
 def native(name, lines):
     out = []
@@ -105,6 +106,11 @@ def seeds_native():
         ("1", {"type": "dm", "to": "w", "text": "y" * 257}), say(1, "h", "x" * 256),
         say(0, "h", "z" * 250), say(0, "h", "z" * 250), say(0, "h", "z" * 250),
         ("2", {"type": "login", "name": "later"}), ("2", {"type": "join", "room": "h"}),
+    ])
+    native("rate_and_room_limits", [  # worker 1: burst 6, 2 rooms, closed after 3 refusals
+        login(1, "busy"), join(1, "a"), join(1, "b"), join(1, "c"), say(1, "a", "1"),
+        say(1, "b", "2"), say(1, "a", "3", cid=3), say(1, "a", "4"), say(1, "a", "5"),
+        ("5", ""), login(1, "busy"), login(3, "other"), join(3, "a"),
     ])
     native("rooms_unicode", [
         login(0, "r"), join(0, "\u00fcber"), join(0, "\U0001F3E0" * 64), join(0, "a" * 65),
