@@ -100,9 +100,10 @@ void Supervisor::setup() {
     }
     if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < 65536)
         log::line(
-            "open-files limit is {}: that caps connections per worker; raise it "
+            "open-files limit is {}: each worker holds at most {} connections "
+            "(--max-conns-per-worker; the rest of the limit is kept free); raise it "
             "(LimitNOFILE= in a systemd unit, ulimit -n; see scripts/tune)",
-            nofile.rlim_cur);
+            nofile.rlim_cur, opts_.max_conns_per_worker);
 
     // Signals are taken through a signalfd; block them before any child exists.
     sigset_t sigs = handled_signals();
@@ -190,6 +191,15 @@ void Supervisor::become_worker(unsigned slot) {
     cfg.websocket.cork = opts_.ws_cork;
     // Engine.IO enforces its own payload limit (with its own error): let such bodies through.
     cfg.max_body_bytes = std::max(cfg.max_body_bytes, opts_.eio_max_payload + 1024);
+    // HTTP edge limits (docs/reliability.md)
+    cfg.limits.per_address = opts_.max_conns_per_ip;
+    cfg.limits.per_worker = opts_.max_conns_per_worker;
+    cfg.limits.ipv6_prefix64 = opts_.ipv6_prefix64;
+    cfg.max_header_bytes = opts_.http_max_header_bytes;
+    cfg.first_byte_timeout = std::chrono::milliseconds(opts_.http_first_byte_timeout_ms);
+    cfg.keepalive_timeout = std::chrono::milliseconds(opts_.http_keepalive_timeout_ms);
+    cfg.header_timeout = std::chrono::milliseconds(opts_.http_header_timeout_ms);
+    cfg.body_timeout = std::chrono::milliseconds(opts_.http_body_timeout_ms);
     int rc = 1;
     try {
         net::Worker worker(cfg);

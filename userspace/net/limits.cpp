@@ -1,0 +1,97 @@
+#include "net/limits.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+
+namespace steerchat::net {
+
+std::uint64_t default_fd_headroom(std::uint64_t open_files_limit) {
+    return std::max<std::uint64_t>(kMinFdHeadroom, open_files_limit / 20);
+}
+
+std::size_t default_max_conns_per_worker(std::uint64_t open_files_limit) {
+    const auto headroom = default_fd_headroom(open_files_limit);
+    if (open_files_limit <= headroom) return 1;
+    return static_cast<std::size_t>(open_files_limit - headroom);
+}
+
+namespace {
+
+// The 64-bit finalizer of MurmurHash3: every input bit affects every output bit.
+std::uint64_t mix(std::uint64_t h) noexcept {
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+}  // namespace
+
+std::size_t ConnectionTracker::KeyHash::operator()(const Key& k) const noexcept {
+    std::uint64_t a, b;
+    std::memcpy(&a, k.data(), 8);
+    std::memcpy(&b, k.data() + 8, 8);
+    // Seeded per process: clients choose their addresses (a whole IPv6 /64), not the buckets.
+    return static_cast<std::size_t>(mix(mix(a ^ seed) ^ b));
+}
+
+ConnectionTracker::ConnectionTracker(ConnectionLimits limits)
+    : limits_(limits),
+      counts_(64, KeyHash{(std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}()}) {
+}
+
+ConnectionTracker::Key ConnectionTracker::key_of(const boost::asio::ip::address& addr,
+                                                 bool ipv6_prefix64) {
+    Key k{};
+    if (addr.is_v4()) {
+        // ::ffff:a.b.c.d, the same bytes as the IPv4-mapped form a dual-stack socket reports.
+        k[10] = 0xff;
+        k[11] = 0xff;
+        const auto v4 = addr.to_v4().to_bytes();
+        std::copy(v4.begin(), v4.end(), k.begin() + 12);
+        return k;
+    }
+    const auto v6 = addr.to_v6();
+    const auto bytes = v6.to_bytes();
+    std::copy(bytes.begin(), bytes.end(), k.begin());
+    if (ipv6_prefix64 && !v6.is_v4_mapped()) std::fill(k.begin() + 8, k.end(), 0);
+    return k;
+}
+
+Lease ConnectionTracker::acquire(const boost::asio::ip::address& addr, Refusal& why) {
+    why = Refusal::none;
+    if (total_ >= limits_.per_worker) {
+        ++stats_.refused_per_worker;
+        why = Refusal::per_worker;
+        return {};
+    }
+    auto [it, fresh] = counts_.try_emplace(key_of(addr, limits_.ipv6_prefix64), 0);
+    if (limits_.per_address != 0 && it->second >= limits_.per_address) {
+        ++stats_.refused_per_address;
+        why = Refusal::per_address;
+        return {};
+    }
+    ++it->second;
+    ++total_;
+    return Lease(&ConnectionTracker::release, this, &*it);
+}
+
+void ConnectionTracker::release(void* owner, void* item) noexcept {
+    auto* self = static_cast<ConnectionTracker*>(owner);
+    auto* entry = static_cast<Map::value_type*>(item);
+    --self->total_;
+    if (--entry->second == 0) {
+        const Key key = entry->first;  // erase() must not read a key it is destroying
+        self->counts_.erase(key);
+    }
+}
+
+std::size_t ConnectionTracker::count(const boost::asio::ip::address& addr) const {
+    auto it = counts_.find(key_of(addr, limits_.ipv6_prefix64));
+    return it == counts_.end() ? 0 : it->second;
+}
+
+}  // namespace steerchat::net
