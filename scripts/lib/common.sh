@@ -10,7 +10,7 @@ STEERCHAT_PACKAGES=(
     clang clang-14 libclang-rt-14-dev      # BPF target; libFuzzer and sanitizers
     libbpf-dev libelf-dev zlib1g-dev bpftool
     libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev
-    libfmt-dev libssl-dev
+    libfmt-dev libssl-dev libseccomp-dev
     libgtest-dev libbenchmark-dev
     iproute2 util-linux jq curl procps
 )

@@ -150,11 +150,14 @@ std::optional<Health> healthz(const std::string& src, std::uint16_t port,
     }
 }
 
-Server::Server(std::uint16_t port, std::vector<std::string> extra_args) : port_(port) {
+Server::Server(std::uint16_t port, std::vector<std::string> extra_args,
+               std::vector<std::string> wrapper)
+    : port_(port) {
     log_path_ =
         std::filesystem::temp_directory_path() /
         ("steerchat-itest-" + std::to_string(::getpid()) + "-" + std::to_string(port) + ".log");
-    std::vector<std::string> args{server_binary(), "--port", std::to_string(port)};
+    std::vector<std::string> args = std::move(wrapper);
+    args.insert(args.end(), {server_binary(), "--port", std::to_string(port)});
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     pid_ = ::fork();
     if (pid_ == 0) {
@@ -166,7 +169,7 @@ Server::Server(std::uint16_t port, std::vector<std::string> extra_args) : port_(
         for (auto& a : args)
             argv.push_back(a.data());
         argv.push_back(nullptr);
-        ::execv(argv[0], argv.data());
+        ::execvp(argv[0], argv.data());
         ::_exit(127);
     }
 }

@@ -48,7 +48,9 @@ std::string client_ip(unsigned i);
 
 class Server {
   public:
-    Server(std::uint16_t port, std::vector<std::string> extra_args);
+    // `wrapper` runs the binary (e.g. {"setpriv", "--reuid=65534", ...}); empty: run it directly.
+    Server(std::uint16_t port, std::vector<std::string> extra_args,
+           std::vector<std::string> wrapper = {});
     ~Server();  // SIGKILLs the whole process group if still running
     Server(const Server&) = delete;
     Server& operator=(const Server&) = delete;

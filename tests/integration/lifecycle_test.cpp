@@ -208,7 +208,8 @@ TEST(Lifecycle, WithoutPrivilegeBpfSteeringFailsWithTheFix) {
 }
 
 TEST(Lifecycle, BadOptionsExitWithUsage) {
-    for (const char* args : {"--workers 0", "--steering magic", "--port 99999", "--frobnicate"}) {
+    for (const char* args : {"--workers 0", "--steering magic", "--port 99999", "--frobnicate",
+                             "foo bar --port 8080", "--user root"}) {
         auto [rc, out] = run_command(server_binary() + " " + args);
         EXPECT_EQ(rc, 2) << args << ": " << out;
         EXPECT_NE(out.find("steerchat --help"), std::string::npos) << args << ": " << out;

@@ -1,6 +1,8 @@
 #include "options.hpp"
 
 #include <arpa/inet.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -188,12 +190,32 @@ ParseResult parse_options(int argc, const char* const argv[]) {
          "time from the end of a request's header to the end of its body; then 408 and close")
         ("protocol-test", "serve what the public Engine.IO / Socket.IO protocol test suites "
          "expect (echo at /engine.io/, test events at /socket.io/) instead of the chat; run "
-         "them with --port 3000 --eio-ping-interval-ms 300 --eio-ping-timeout-ms 200");
+         "them with --port 3000 --eio-ping-interval-ms 300 --eio-ping-timeout-ms 200")
+        ("user", po::value(&o.user),
+         "user the workers run as when the master is root (default: steerchat if that user "
+         "exists, else nobody); never root")
+        ("group", po::value(&o.group),
+         "group the workers run as (default: the user's group, with its supplementary groups)")
+        ("seccomp", po::bool_switch(&o.seccomp),
+         "confine workers to the system calls serving needs (a seccomp allowlist); any other "
+         "call kills the worker (logged as signal 31, Bad system call), which is respawned");
     // clang-format on
 
     po::variables_map vm;
     try {
-        po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+        auto parsed = po::command_line_parser(argc, argv).options(desc).run();
+        // Words that are not options (or values of options) come back without a name; Boost
+        // would drop them silently, so "steerchat balance --port 80" would start the server.
+        for (const auto& opt : parsed.options)
+            if (opt.string_key.empty() || opt.position_key >= 0) {
+                std::string word =
+                    opt.original_tokens.empty() ? std::string{} : opt.original_tokens.front();
+                return {std::nullopt, 2,
+                        fmt::format("steerchat: unexpected argument '{}': steerchat takes only "
+                                    "options\nTry 'steerchat --help' for the options.",
+                                    word)};
+            }
+        po::store(parsed, vm);
         po::notify(vm);
     } catch (const po::error& e) {
         return {std::nullopt, 2,
@@ -280,6 +302,44 @@ ParseResult parse_options(int argc, const char* const argv[]) {
         if (ns.size() < 2 || ns[0] != '/' || ns.find_first_of(",?# ") != std::string::npos)
             return bad(fmt::format(
                 "--sio-namespace '{}' must start with '/' and hold no ',', '?', '#' or space", ns));
+    if (vm.count("user")) {
+        const passwd* pw = ::getpwnam(o.user.c_str());
+        if (!pw && !o.user.empty() && o.user.find_first_not_of("0123456789") == std::string::npos) {
+            try {
+                pw = ::getpwuid(static_cast<uid_t>(std::stoul(o.user)));
+            } catch (const std::exception&) {
+                pw = nullptr;
+            }
+        }
+        if (!pw)
+            return bad(fmt::format("--user '{}' is not a user of this system (see getent passwd)",
+                                   o.user));
+        if (pw->pw_uid == 0)
+            return bad(fmt::format(
+                "--user '{}' is root: workers parse input from the network and never run as "
+                "root; omit --user (steerchat if that user exists, else nobody) or name an "
+                "unprivileged user",
+                o.user));
+    }
+    if (vm.count("group")) {
+        const group* gr = ::getgrnam(o.group.c_str());
+        if (!gr && !o.group.empty() &&
+            o.group.find_first_not_of("0123456789") == std::string::npos) {
+            try {
+                gr = ::getgrgid(static_cast<gid_t>(std::stoul(o.group)));
+            } catch (const std::exception&) {
+                gr = nullptr;
+            }
+        }
+        if (!gr)
+            return bad(fmt::format("--group '{}' is not a group of this system (see getent group)",
+                                   o.group));
+        if (gr->gr_gid == 0)
+            return bad(fmt::format(
+                "--group '{}' is root's group: workers never run with it; omit --group or name "
+                "an unprivileged group",
+                o.group));
+    }
     if (auto err = check_http_limits(o, vm.count("max-conns-per-worker") != 0); !err.empty())
         return bad(err);
     return {o, 0, {}};

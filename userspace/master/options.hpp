@@ -52,6 +52,11 @@ struct Options {
     unsigned http_keepalive_timeout_ms = 60000;
     unsigned http_header_timeout_ms = 10000;
     unsigned http_body_timeout_ms = 30000;
+    // Workers' user and group when the master runs as root (empty: steerchat if that user exists,
+    // else nobody; the group: the user's). See master/privileges.hpp.
+    std::string user;
+    std::string group;
+    bool seccomp = false;  // workers: a syscall allowlist (anything else kills the worker)
 
     std::filesystem::path pin_dir() const { return bpffs_dir / std::to_string(port); }
 };

@@ -18,14 +18,13 @@
 
 #include <fmt/core.h>
 
+#include "app/worker_app.hpp"
 #include "chat/chat.hpp"
-#include "eio/protocol_test.hpp"
-#include "eio/socketio.hpp"
-#include "native/native.hpp"
-#include "net/worker.hpp"
-#include "socketio_chat/socketio_chat.hpp"
+#include "master/worker_context.hpp"
+#include "net/limits.hpp"
 #include "steer/maglev.hpp"
 #include "util/log.hpp"
+#include "ws/handshake.hpp"
 
 namespace steerchat::master {
 
@@ -91,12 +90,32 @@ std::vector<std::uint32_t> Supervisor::live_slots() const {
 
 void Supervisor::setup() {
     lock_ = std::make_unique<InstanceLock>(opts_.run_dir, opts_.port);
+    drop_ = plan_privilege_drop(opts_.user, opts_.group, ::getpid(), SIGTERM);
+    drop_.seccomp = opts_.seccomp;
+    log::line("{}{}", drop_.description,
+              opts_.seccomp ? "; a seccomp allowlist confines their system calls" : "");
+    // libcrypto reads its configuration file on first use (the WebSocket handshake's SHA-1):
+    // do it here, so no worker opens a file after its drop (--seccomp allows no open at all).
+    ws::compute_accept_key("dGhlIHNhbXBsZSBub25jZQ==");
 
     // Every connection is a file: take the whole hard limit (workers inherit it).
     rlimit nofile{};
     if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
         nofile.rlim_cur = nofile.rlim_max;
         ::setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+    // The per-worker connection limit stays below what workers may open (options checked it
+    // against the hard limit; a soft limit that could not be raised is caught here).
+    if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
+        opts_.max_conns_per_worker + net::kMinFdHeadroom > nofile.rlim_cur) {
+        const std::size_t fit = nofile.rlim_cur > 2 * net::kMinFdHeadroom
+                                    ? nofile.rlim_cur - net::kMinFdHeadroom
+                                    : nofile.rlim_cur / 2;
+        log::line(
+            "--max-conns-per-worker {} does not fit the open-files limit {} ({} kept free): "
+            "using {}",
+            opts_.max_conns_per_worker, nofile.rlim_cur, net::kMinFdHeadroom, fit);
+        opts_.max_conns_per_worker = std::max<std::size_t>(fit, 1);
     }
     if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < 65536)
         log::line(
@@ -179,86 +198,19 @@ void Supervisor::become_worker(unsigned slot) {
     for (unsigned i = 0; i < opts_.workers; ++i)
         keep.push_back(ring_->wake_fd(i));
     close_all_but(keep);
-    net::WorkerConfig cfg;
-    cfg.slot = slot;
-    cfg.nslots = opts_.workers;
-    cfg.listen_fd = fd;
-    cfg.allowed_origins = opts_.allowed_origins;
-    cfg.websocket.max_message_size = opts_.ws_max_message;
-    cfg.websocket.max_queued_bytes = opts_.ws_max_queued;
-    cfg.websocket.ping_interval = std::chrono::milliseconds(opts_.ws_ping_interval_ms);
-    cfg.websocket.ping_timeout = std::chrono::milliseconds(opts_.ws_ping_timeout_ms);
-    cfg.websocket.cork = opts_.ws_cork;
-    // Engine.IO enforces its own payload limit (with its own error): let such bodies through.
-    cfg.max_body_bytes = std::max(cfg.max_body_bytes, opts_.eio_max_payload + 1024);
-    // HTTP edge limits (docs/reliability.md)
-    cfg.limits.per_address = opts_.max_conns_per_ip;
-    cfg.limits.per_worker = opts_.max_conns_per_worker;
-    cfg.limits.ipv6_prefix64 = opts_.ipv6_prefix64;
-    cfg.max_header_bytes = opts_.http_max_header_bytes;
-    cfg.first_byte_timeout = std::chrono::milliseconds(opts_.http_first_byte_timeout_ms);
-    cfg.keepalive_timeout = std::chrono::milliseconds(opts_.http_keepalive_timeout_ms);
-    cfg.header_timeout = std::chrono::milliseconds(opts_.http_header_timeout_ms);
-    cfg.body_timeout = std::chrono::milliseconds(opts_.http_body_timeout_ms);
-    int rc = 1;
+    // Before the first byte from the network: no root, no capabilities, no way back.
     try {
-        net::Worker worker(cfg);
-        chat::Hub hub(worker.io().get_executor(), *ring_, *chat_, slot);
-        native::Service native_chat(hub, opts_.encode_once);
-        worker.add_websocket_route(
-            "/ws", [&native_chat](const net::Request&) { return native_chat.make_handler(); });
-        // Engine.IO / Socket.IO: the chat, or the protocol test suites' server.
-        eio::Options eio_opts;
-        eio_opts.path = opts_.socketio_path;
-        eio_opts.ping_interval = std::chrono::milliseconds(opts_.eio_ping_interval_ms);
-        eio_opts.ping_timeout = std::chrono::milliseconds(opts_.eio_ping_timeout_ms);
-        eio_opts.max_payload = opts_.eio_max_payload;
-        eio_opts.allow_eio3 = opts_.eio3;
-        eio_opts.cors_origins = opts_.cors_origins;
-        eio_opts.allowed_origins = opts_.allowed_origins;
-        sio::Options sio_opts;
-        sio_opts.connect_timeout = std::chrono::milliseconds(opts_.sio_connect_timeout_ms);
-        socketio_chat::Service sio_chat(hub, opts_.encode_once);
-        std::optional<eio::ProtocolTest> protocol_test;
-        std::optional<sio::Server> sio_server;
-        if (opts_.protocol_test) {
-            protocol_test.emplace(worker, eio_opts, sio_opts);
-            worker.add_metrics_source(
-                [&](std::string& out) { protocol_test->append_metrics(out); });
-        } else {
-            std::vector<sio::Namespace> namespaces{sio_chat.make_namespace("/")};
-            for (const auto& ns : opts_.sio_namespaces)
-                namespaces.push_back(sio_chat.make_namespace(ns));
-            sio_server.emplace(worker, eio_opts, sio_opts, std::move(namespaces));
-            worker.add_metrics_source([&](std::string& out) { sio_server->append_metrics(out); });
-        }
-        worker.add_metrics_source([&hub, slot](std::string& out) {
-            const auto& c = hub.stats();
-            net::append_metric(out, "steerchat_chat_sessions", "gauge",
-                               "Logged-in chat users on this worker.", slot, c.sessions);
-            net::append_metric(out, "steerchat_chat_deliveries_total", "counter",
-                               "Chat events handed to local recipients.", slot, c.deliveries);
-            net::append_metric(out, "steerchat_chat_events_total", "counter",
-                               "Distinct chat events delivered (each encoded once per protocol).",
-                               slot, c.events);
-            net::append_metric(out, "steerchat_ring_records_in_total", "counter",
-                               "Records read from other workers' shared-memory logs.", slot,
-                               c.records_in);
-            net::append_metric(out, "steerchat_ring_records_out_total", "counter",
-                               "Records published into this worker's shared-memory log.", slot,
-                               c.records_out);
-            net::append_metric(out, "steerchat_ring_lost_records_total", "counter",
-                               "Records this worker missed because it fell behind (cut loose).",
-                               slot, c.lost_records);
-        });
-        rc = worker.run();
-        // The process ends here, without unwinding: connections still referenced by handlers
-        // inside the io_context would otherwise outlive the chat hub they point to.
-        ::_exit(rc);
+        drop_privileges(drop_);
     } catch (const std::exception& e) {
-        log::line("fatal: {}", e.what());
+        log::line("fatal: {}; the worker exits rather than serve with privileges", e.what());
+        ::_exit(1);
     }
-    ::_exit(rc);
+    app::WorkerContext ctx = worker_context(opts_);
+    ctx.slot = slot;
+    ctx.listen_fd = fd;
+    ctx.ring = &*ring_;
+    ctx.chat = &*chat_;
+    app::run_worker(ctx);
 }
 
 void Supervisor::reap() {

@@ -15,6 +15,7 @@
 #include "master/instance_lock.hpp"
 #include "master/listener.hpp"
 #include "master/options.hpp"
+#include "master/privileges.hpp"
 #include "ring/ring.hpp"
 #include "steer/steering.hpp"
 #include "util/unique_fd.hpp"
@@ -59,6 +60,7 @@ class Supervisor {
     std::optional<chat::SharedState> chat_;
     std::vector<Slot> slots_;
     std::vector<int> cpus_;
+    DropSpec drop_;  // who the workers become (planned once, applied by each worker)
     UniqueFd signal_fd_;
     bool stopping_ = false;
 };

@@ -1,7 +1,6 @@
 #include "worker.hpp"
 
-#include <fcntl.h>
-#include <sys/resource.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -26,23 +25,6 @@ tcp protocol_of(int fd) {
     socklen_t len = sizeof ss;
     ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
     return ss.ss_family == AF_INET ? tcp::v4() : tcp::v6();
-}
-
-// The per-worker limit, kept below this process's open-files limit (the master checks the
-// option against the hard limit; this guards against a lower soft limit).
-ConnectionLimits checked(ConnectionLimits limits) {
-    rlimit nofile{};
-    if (::getrlimit(RLIMIT_NOFILE, &nofile) != 0 || nofile.rlim_cur == RLIM_INFINITY) return limits;
-    const std::uint64_t cap =
-        nofile.rlim_cur > kMinFdHeadroom ? nofile.rlim_cur - kMinFdHeadroom : 1;
-    if (limits.per_worker > cap) {
-        log::line(
-            "--max-conns-per-worker {} does not fit the open-files limit {} ({} kept free): "
-            "using {}; raise the limit (LimitNOFILE=, ulimit -n; see scripts/tune)",
-            limits.per_worker, nofile.rlim_cur, kMinFdHeadroom, cap);
-        limits.per_worker = static_cast<std::size_t>(cap);
-    }
-    return limits;
 }
 
 // The answers to a refused connection: written once, without reading the request (reading it
@@ -88,17 +70,16 @@ const char* reason_name(Refusal why) {
 
 Worker::Worker(WorkerConfig cfg)
     : cfg_(std::move(cfg)),
-      connections_(checked(cfg_.limits)),
+      connections_(cfg_.limits),
       ws_hub_(cfg_.websocket),
-      acceptor_(ioc_, protocol_of(cfg_.listen_fd), cfg_.listen_fd),
-      signals_(ioc_, SIGTERM, SIGINT),
+      acceptor_(ioc_),
       drain_timer_(ioc_) {
+    if (cfg_.listen_fd >= 0) acceptor_.assign(protocol_of(cfg_.listen_fd), cfg_.listen_fd);
     ws_hub_.set_on_empty([this] { maybe_done(); });
-    cfg_.limits = connections_.limits();
     // Synchronous accept4 on the listener (shed_with_spare_fd) must never block.
     boost::system::error_code ec;
     acceptor_.non_blocking(true, ec);
-    spare_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    spare_fd_.reset(::eventfd(0, EFD_CLOEXEC));
     add_websocket_route("/echo",
                         [](const Request&) { return std::make_unique<ws::EchoHandler>(); });
 }
@@ -127,12 +108,13 @@ const HttpHandler* Worker::http_route(std::string_view path) const {
 }
 
 int Worker::run() {
-    signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
+    signals_.emplace(ioc_, SIGTERM, SIGINT);
+    signals_->async_wait([this](const boost::system::error_code& ec, int sig) {
         if (ec) return;
         log::line("received signal {}; finishing in-flight requests", sig);
         stop();
     });
-    accept();
+    if (acceptor_.is_open()) accept();
     log::line("serving (pid {})", ::getpid());
     ioc_.run();
     done_ = true;
@@ -157,26 +139,27 @@ void Worker::accept() {
                 return;
             }
         } else {
-            ++stats_.accepted;
-            admit(std::move(socket));
+            serve(std::move(socket));
         }
         accept();
     });
 }
 
-void Worker::admit(tcp::socket socket) {
+void Worker::serve(tcp::socket socket) {
+    ++stats_.accepted;
     boost::system::error_code ec;
+    // A peer without an IP address (a socketpair in tests and fuzzers; a client already gone)
+    // counts as the unspecified address.
     const auto remote = socket.remote_endpoint(ec);
-    if (ec) return;  // reset before we got to it: closing is all there is to do
+    const auto from = ec ? asio::ip::address{} : remote.address();
     Refusal why = Refusal::none;
-    Lease slot = connections_.acquire(remote.address(), why);
+    Lease slot = connections_.acquire(from, why);
     if (!slot) {
         refuse_fd(socket.native_handle(), why == Refusal::per_address);
-        const auto from = remote.address();
         note_refusal(why, &from);
         return;  // the socket closes here
     }
-    socket.set_option(tcp::no_delay(true), ec);
+    socket.set_option(tcp::no_delay(true), ec);  // fails harmlessly on a non-TCP stream
     std::make_shared<HttpSession>(std::move(socket), *this, std::move(slot))->start();
 }
 
@@ -192,7 +175,7 @@ bool Worker::shed_with_spare_fd() {
         refuse_fd(fd, false);
         ::close(fd);
     }
-    spare_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    spare_fd_.reset(::eventfd(0, EFD_CLOEXEC));
     if (fd >= 0) {
         note_refusal(Refusal::per_worker, nullptr);
         return true;
@@ -224,7 +207,7 @@ void Worker::stop() {
     stopping_ = true;
     boost::system::error_code ec;
     acceptor_.close(ec);
-    signals_.cancel(ec);
+    if (signals_) signals_->cancel(ec);
     for (auto& hook : stop_hooks_)
         hook();
     // Copy: stopping a session may destroy it, which edits the set.

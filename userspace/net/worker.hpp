@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -28,7 +29,9 @@ namespace steerchat::net {
 struct WorkerConfig {
     unsigned slot = 0;
     unsigned nslots = 1;
-    int listen_fd = -1;  // owned by the worker from now on
+    // The listener, owned by the worker from now on; -1: none (connections come only through
+    // serve(), as in tests and fuzzers).
+    int listen_fd = -1;
     std::vector<std::string> allowed_origins;
     std::size_t max_header_bytes = 16 * 1024;  // request line and headers; larger: 431
     std::size_t max_body_bytes = 1024 * 1024;  // larger: 413
@@ -73,6 +76,11 @@ class Worker {
     // Serves until SIGTERM/SIGINT, then drains; returns the process exit code.
     int run();
     void stop();
+    // Serves one connected stream socket as if it had just been accepted (run() does this for
+    // every accepted connection). Any connected stream fd works (a socketpair in tests and
+    // fuzzers); its peer address is then unknown (remote endpoints are unspecified). It takes
+    // a connection slot for its address (limits.hpp) or is refused at once (429/503).
+    void serve(boost::asio::ip::tcp::socket socket);
 
     const WorkerConfig& config() const { return cfg_; }
     WorkerStats& stats() { return stats_; }
@@ -109,8 +117,6 @@ class Worker {
 
   private:
     void accept();
-    // An accepted connection: served if it gets a slot, else refused at once.
-    void admit(boost::asio::ip::tcp::socket socket);
     // Accept hit the open-files limit: free the spare descriptor, accept and refuse one
     // connection with it, take the spare back. False if even that failed.
     bool shed_with_spare_fd();
@@ -131,9 +137,11 @@ class Worker {
     bool done_ = false;  // the loop has returned
     boost::asio::io_context ioc_{1};
     boost::asio::ip::tcp::acceptor acceptor_;
-    boost::asio::signal_set signals_;
+    std::optional<boost::asio::signal_set> signals_;  // run() only: in-process users keep theirs
     boost::asio::steady_timer drain_timer_;
-    UniqueFd spare_fd_;  // /dev/null, given up for one accept when the open files run out
+    // An eventfd (no file to open: workers may run under a seccomp allowlist without open()),
+    // given up for one accept when the open files run out.
+    UniqueFd spare_fd_;
     // Refusals are logged at most every 10 s, as a summary.
     std::chrono::steady_clock::time_point refusal_log_at_{};
     ConnectionTracker::Stats refusals_logged_{};

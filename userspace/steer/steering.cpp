@@ -165,8 +165,11 @@ void Steering::pin(const std::filesystem::path& dir) {
     if (ec)
         throw SteerError(
             fmt::format("creating the pin directory {} failed: {}", dir.string(), ec.message()));
+    // Root's alone (workers run as another user and must not reach the maps).
     ::chmod(dir.parent_path().c_str(), 0700);
-    ::chmod(dir.c_str(), 0700);
+    if (::chmod(dir.c_str(), 0700) != 0)
+        throw SteerError(fmt::format("making the pin directory {} private (0700) failed: {}",
+                                     dir.string(), errno_text(errno)));
     pin_dir_ = dir;
     auto pin_one = [&](const char* name, int err_or_zero) {
         if (err_or_zero != 0)

@@ -93,6 +93,46 @@ TEST(Options, Errors) {
     expect_error({"--ws-ping-interval-ms", "0"}, "--ws-ping-interval-ms");
 }
 
+TEST(Options, WordsThatAreNotOptionsAreRejected) {
+    // Boost.Program_options would drop them: "steerchat balance ..." must not start the server.
+    expect_error({"foo", "bar", "--port", "8080"}, "'foo'");
+    expect_error({"--port", "8080", "foo"}, "'foo'");
+    expect_error({"--workers", "2", "balance"}, "unexpected argument 'balance'");
+    expect_error({"--", "x"}, "'x'");
+    // A value that looks like a word is still an option's value.
+    auto r = parse({"--bind", "127.0.0.1", "--steering", "kernel"});
+    ASSERT_TRUE(r.options) << r.message;
+}
+
+TEST(Options, UserAndGroup) {
+    auto d = parse({});
+    ASSERT_TRUE(d.options);
+    EXPECT_EQ(d.options->user, "");  // chosen at startup: steerchat if it exists, else nobody
+    EXPECT_EQ(d.options->group, "");
+    auto r = parse({"--user", "nobody", "--group", "nogroup"});
+    ASSERT_TRUE(r.options) << r.message;
+    EXPECT_EQ(r.options->user, "nobody");
+    EXPECT_EQ(r.options->group, "nogroup");
+    EXPECT_FALSE(r.options->seccomp);
+    auto sc = parse({"--seccomp"});
+    ASSERT_TRUE(sc.options) << sc.message;
+    EXPECT_TRUE(sc.options->seccomp);
+    auto n = parse({"--user", "65534"});
+    ASSERT_TRUE(n.options) << n.message;
+    expect_error({"--user", "root"}, "root");
+    expect_error({"--user", "0"}, "root");
+    expect_error({"--user", "no-such-user-steerchat-test"}, "no-such-user-steerchat-test");
+    expect_error({"--group", "root"}, "root");
+    expect_error({"--group", "no-such-group-steerchat-test"}, "no-such-group-steerchat-test");
+}
+
+TEST(Options, HelpDocumentsUser) {
+    auto r = parse({"--help"});
+    EXPECT_NE(r.message.find("--user"), std::string::npos);
+    EXPECT_NE(r.message.find("--group"), std::string::npos);
+    EXPECT_NE(r.message.find("--seccomp"), std::string::npos);
+}
+
 TEST(Options, HttpEdgeLimits) {
     auto d = parse({});
     ASSERT_TRUE(d.options) << d.message;

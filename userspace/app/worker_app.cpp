@@ -1,0 +1,107 @@
+#include "app/worker_app.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <exception>
+#include <optional>
+#include <utility>
+
+#include "chat/chat.hpp"
+#include "eio/protocol_test.hpp"
+#include "native/native.hpp"
+#include "socketio_chat/socketio_chat.hpp"
+#include "util/log.hpp"
+
+namespace steerchat::app {
+
+namespace {
+
+void append_chat_metrics(std::string& out, const chat::Hub& hub) {
+    const unsigned slot = hub.slot();
+    const auto& c = hub.stats();
+    net::append_metric(out, "steerchat_chat_sessions", "gauge",
+                       "Logged-in chat users on this worker.", slot, c.sessions);
+    net::append_metric(out, "steerchat_chat_deliveries_total", "counter",
+                       "Chat events handed to local recipients.", slot, c.deliveries);
+    net::append_metric(out, "steerchat_chat_events_total", "counter",
+                       "Distinct chat events delivered (each encoded once per protocol).", slot,
+                       c.events);
+    net::append_metric(out, "steerchat_ring_records_in_total", "counter",
+                       "Records read from other workers' shared-memory logs.", slot, c.records_in);
+    net::append_metric(out, "steerchat_ring_records_out_total", "counter",
+                       "Records published into this worker's shared-memory log.", slot,
+                       c.records_out);
+    net::append_metric(out, "steerchat_ring_lost_records_total", "counter",
+                       "Records this worker missed because it fell behind (cut loose).", slot,
+                       c.lost_records);
+}
+
+}  // namespace
+
+// Declaration order is construction order: the hub first, the protocol adapters on it, then the
+// servers that route to them (destroyed in reverse: no server outlives an adapter it calls).
+struct WorkerApp::Parts {
+    Parts(net::Worker& worker, ring::Region& ring, chat::SharedState& chat,
+          const AppOptions& options)
+        : hub(worker.io().get_executor(), ring, chat, worker.config().slot),
+          native_chat(hub, options.encode_once),
+          sio_chat(hub, options.encode_once) {}
+
+    chat::Hub hub;
+    native::Service native_chat;
+    socketio_chat::Service sio_chat;
+    std::optional<eio::ProtocolTest> protocol_test;
+    std::optional<sio::Server> sio_server;
+};
+
+WorkerApp::WorkerApp(net::Worker& worker, ring::Region& ring, chat::SharedState& chat,
+                     const AppOptions& options)
+    : parts_(std::make_unique<Parts>(worker, ring, chat, options)) {
+    Parts& p = *parts_;
+    worker.add_websocket_route(
+        "/ws", [&native = p.native_chat](const net::Request&) { return native.make_handler(); });
+    // Engine.IO / Socket.IO: the chat, or the protocol test suites' server.
+    if (options.protocol_test) {
+        p.protocol_test.emplace(worker, options.engine, options.socketio);
+        worker.add_metrics_source([&p](std::string& out) { p.protocol_test->append_metrics(out); });
+    } else {
+        std::vector<sio::Namespace> namespaces{p.sio_chat.make_namespace("/")};
+        for (const auto& ns : options.sio_namespaces)
+            namespaces.push_back(p.sio_chat.make_namespace(ns));
+        p.sio_server.emplace(worker, options.engine, options.socketio, std::move(namespaces));
+        worker.add_metrics_source([&p](std::string& out) { p.sio_server->append_metrics(out); });
+    }
+    worker.add_metrics_source([&hub = p.hub](std::string& out) { append_chat_metrics(out, hub); });
+}
+
+WorkerApp::~WorkerApp() = default;
+
+chat::Hub& WorkerApp::hub() noexcept {
+    return parts_->hub;
+}
+
+net::WorkerConfig worker_config(const WorkerContext& ctx) {
+    net::WorkerConfig cfg = ctx.net;
+    cfg.slot = ctx.slot;
+    cfg.nslots = ctx.nslots;
+    cfg.listen_fd = ctx.listen_fd;
+    cfg.max_body_bytes = std::max(cfg.max_body_bytes, ctx.app.engine.max_payload + 1024);
+    return cfg;
+}
+
+void run_worker(const WorkerContext& ctx) {
+    int rc = 1;
+    try {
+        net::Worker worker(worker_config(ctx));
+        WorkerApp app(worker, *ctx.ring, *ctx.chat, ctx.app);
+        rc = worker.run();
+        // The process ends here, without unwinding (see worker_app.hpp).
+        ::_exit(rc);
+    } catch (const std::exception& e) {
+        log::line("fatal: {}", e.what());
+    }
+    ::_exit(rc);
+}
+
+}  // namespace steerchat::app

@@ -1,0 +1,81 @@
+// The worker application: what one worker process serves, composed on a net::Worker.
+//
+//   net::Worker (HTTP edge, /healthz, /metrics, /echo)
+//     + chat::Hub on this slot (the chat core, reading the other workers' ring logs)
+//     + native::Service at /ws (the native JSON chat)
+//     + Socket.IO (sio::Server with the chat's namespaces) at --socketio-path, or, with
+//       --protocol-test, the public protocol suites' Engine.IO echo and Socket.IO servers
+//     + /metrics sources of each part
+//
+// The master forks, pins, closes fds and calls run_worker(); it fills a WorkerContext and knows
+// nothing else of the parts. Tests and fuzzers build the same composition in process (no fork,
+// no listener): a net::Worker, then a WorkerApp on it, and drive the worker's io_context.
+//
+// Threading: the worker's event loop thread.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "chat/shared_state.hpp"
+#include "eio/server.hpp"
+#include "eio/socketio.hpp"
+#include "net/worker.hpp"
+#include "ring/ring.hpp"
+
+namespace steerchat::chat {
+class Hub;
+}
+
+namespace steerchat::app {
+
+// Options of the application parts (the HTTP edge's are in net::WorkerConfig).
+struct AppOptions {
+    bool encode_once = true;  // false: encode every delivery separately (benchmark baseline)
+    eio::Options engine;      // Engine.IO: path, heartbeats, max payload, v3, CORS, origins
+    sio::Options socketio;    // Socket.IO: connect timeout
+    std::vector<std::string> sio_namespaces;  // served besides "/"
+    bool protocol_test = false;               // the public protocol test suites' server
+};
+
+// Everything one worker needs, filled by the master before it calls run_worker.
+struct WorkerContext {
+    unsigned slot = 0;
+    unsigned nslots = 1;
+    int listen_fd = -1;                 // this slot's listener, owned by the worker
+    ring::Region* ring = nullptr;       // the shared-memory logs (inherited mapping)
+    chat::SharedState* chat = nullptr;  // the cluster directory (inherited mapping)
+    net::WorkerConfig net;              // HTTP edge options (slot, nslots, listen_fd: above)
+    AppOptions app;
+};
+
+// The HTTP edge's configuration for `ctx`: ctx.net with the slot and listener, and room for
+// Engine.IO's bodies (it enforces its own payload limit, with its own error).
+net::WorkerConfig worker_config(const WorkerContext& ctx);
+
+// The application parts of one worker, registered on `worker` (routes, stop hooks, metrics).
+// Construct after the worker; destroy it (after draining the worker's connections) before the
+// worker. `ring` and `chat` must outlive it.
+class WorkerApp {
+  public:
+    WorkerApp(net::Worker& worker, ring::Region& ring, chat::SharedState& chat,
+              const AppOptions& options);
+    ~WorkerApp();
+    WorkerApp(const WorkerApp&) = delete;
+    WorkerApp& operator=(const WorkerApp&) = delete;
+
+    chat::Hub& hub() noexcept;
+
+  private:
+    struct Parts;
+    std::unique_ptr<Parts> parts_;
+};
+
+// Builds the worker and its application, serves until SIGTERM/SIGINT and drains, then ends the
+// process with _exit (status 0; 1 if the worker could not start, with the reason logged). It does
+// not unwind: connections still referenced by handlers inside the io_context when the drain timed
+// out would otherwise outlive the chat hub they point to.
+[[noreturn]] void run_worker(const WorkerContext& ctx);
+
+}  // namespace steerchat::app
