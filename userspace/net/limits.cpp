@@ -1,8 +1,9 @@
 #include "net/limits.hpp"
 
+#include <sys/random.h>
+
 #include <algorithm>
 #include <cstring>
-#include <random>
 
 namespace steerchat::net {
 
@@ -38,10 +39,21 @@ std::size_t ConnectionTracker::KeyHash::operator()(const Key& k) const noexcept 
     return static_cast<std::size_t>(mix(mix(a ^ seed) ^ b));
 }
 
-ConnectionTracker::ConnectionTracker(ConnectionLimits limits)
-    : limits_(limits),
-      counts_(64, KeyHash{(std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}()}) {
+namespace {
+
+std::uint64_t random_seed() {
+    std::uint64_t seed = 0;
+    // getrandom: no file to open (workers may run under a seccomp allowlist without open()).
+    if (::getrandom(&seed, sizeof seed, GRND_NONBLOCK) != sizeof seed)
+        seed = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&seed)) *
+               0x9e3779b97f4a7c15ULL;
+    return seed;
 }
+
+}  // namespace
+
+ConnectionTracker::ConnectionTracker(ConnectionLimits limits)
+    : limits_(limits), counts_(64, KeyHash{random_seed()}) {}
 
 ConnectionTracker::Key ConnectionTracker::key_of(const boost::asio::ip::address& addr,
                                                  bool ipv6_prefix64) {

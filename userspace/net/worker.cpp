@@ -151,7 +151,9 @@ void Worker::serve(tcp::socket socket) {
     // A peer without an IP address (a socketpair in tests and fuzzers; a client already gone)
     // counts as the unspecified address.
     const auto remote = socket.remote_endpoint(ec);
-    const auto from = ec ? asio::ip::address{} : remote.address();
+    const int family = ec ? AF_UNSPEC : remote.data()->sa_family;
+    const auto from =
+        family == AF_INET || family == AF_INET6 ? remote.address() : asio::ip::address{};
     Refusal why = Refusal::none;
     Lease slot = connections_.acquire(from, why);
     if (!slot) {
