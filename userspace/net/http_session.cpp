@@ -50,11 +50,13 @@ http::message_generator upgrade_refusal(http::status status, const Request& req,
 
 }  // namespace
 
-HttpSession::HttpSession(boost::asio::ip::tcp::socket&& socket, Worker& worker, Lease slot)
+HttpSession::HttpSession(boost::asio::ip::tcp::socket&& socket, Worker& worker, Lease slot,
+                         const AddressKey& key)
     : stream_(std::move(socket)),
       timer_(stream_.get_executor()),
       worker_(worker),
-      slot_(std::move(slot)) {
+      slot_(std::move(slot)),
+      key_(key) {
     worker_.add(this);
     ++worker_.stats().active;
 }
@@ -199,6 +201,10 @@ void HttpSession::on_read(beast::error_code ec, std::size_t) {
             beast::bind_front_handler(&HttpSession::on_write, shared_from_this(), false));
         return;
     }
+    handle_request();
+}
+
+void HttpSession::handle_request() {
     ++worker_.stats().requests;
     auto req = parser_->release();
     {
@@ -220,7 +226,9 @@ void HttpSession::on_read(beast::error_code ec, std::size_t) {
 
 void HttpSession::on_write(bool keep_alive, beast::error_code ec, std::size_t) {
     if (ec || !keep_alive) return close();
-    read();
+    // The next request is read now, or once this client address has waited its turn
+    // (FairShare): until then its bytes wait in the socket and cost this worker nothing.
+    worker_.fair_share().run(key_, [self = shared_from_this()] { self->read(); });
 }
 
 void HttpSession::dispatch(Request&& req, const HttpHandler& handler) {

@@ -32,7 +32,9 @@ class Worker;
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
   public:
     // `slot`: the connection's place in the worker's ConnectionTracker, held until it closes.
-    HttpSession(boost::asio::ip::tcp::socket&& socket, Worker& worker, Lease slot = {});
+    // `key`: the client address as counted (limits.hpp), for FairShare.
+    HttpSession(boost::asio::ip::tcp::socket&& socket, Worker& worker, Lease slot = {},
+                const AddressKey& key = {});
     ~HttpSession();
     void start();
     // Graceful stop: an idle connection closes now, a busy one after its current response.
@@ -47,6 +49,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     void read_header();
     void on_header(boost::beast::error_code ec, std::size_t);
     void on_read(boost::beast::error_code ec, std::size_t);
+    void handle_request();  // a complete request, its address's turn come
     void arm_deadline(Phase phase, std::chrono::milliseconds after);
     void disarm_deadline();
     // The deadline passed while reading: 408 if part of a request came, else close.
@@ -79,6 +82,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
     Worker& worker_;
     Lease slot_;  // this connection's place in the worker's ConnectionTracker
+    AddressKey key_;
     bool reading_ = false;
     // Kept alive while the 101 is written.
     std::optional<boost::beast::http::response<boost::beast::http::empty_body>> upgrade_response_;

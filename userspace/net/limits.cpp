@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
+
+#include <boost/asio/post.hpp>
 
 namespace steerchat::net {
 
@@ -31,7 +34,7 @@ std::uint64_t mix(std::uint64_t h) noexcept {
 
 }  // namespace
 
-std::size_t ConnectionTracker::KeyHash::operator()(const Key& k) const noexcept {
+std::size_t AddressHash::operator()(const AddressKey& k) const noexcept {
     std::uint64_t a, b;
     std::memcpy(&a, k.data(), 8);
     std::memcpy(&b, k.data() + 8, 8);
@@ -52,8 +55,9 @@ std::uint64_t random_seed() {
 
 }  // namespace
 
-ConnectionTracker::ConnectionTracker(ConnectionLimits limits)
-    : limits_(limits), counts_(64, KeyHash{random_seed()}) {}
+AddressHash::AddressHash() : seed(random_seed()) {}
+
+ConnectionTracker::ConnectionTracker(ConnectionLimits limits) : limits_(limits) {}
 
 ConnectionTracker::Key ConnectionTracker::key_of(const boost::asio::ip::address& addr,
                                                  bool ipv6_prefix64) {
@@ -104,6 +108,54 @@ void ConnectionTracker::release(void* owner, void* item) noexcept {
 std::size_t ConnectionTracker::count(const boost::asio::ip::address& addr) const {
     auto it = counts_.find(key_of(addr, limits_.ipv6_prefix64));
     return it == counts_.end() ? 0 : it->second;
+}
+
+FairShare::FairShare(boost::asio::any_io_executor executor, std::size_t per_turn)
+    : executor_(std::move(executor)), per_turn_(per_turn == 0 ? 1 : per_turn) {}
+
+void FairShare::run(const AddressKey& key, std::function<void()> work) {
+    auto& turn = turns_[key];
+    schedule_end();
+    if (turn.used < per_turn_ && turn.waiting.empty()) {
+        ++turn.used;
+        work();
+        return;
+    }
+    ++deferred_;
+    turn.waiting.push_back(std::move(work));
+}
+
+std::size_t FairShare::waiting() const noexcept {
+    std::size_t n = 0;
+    for (const auto& [key, turn] : turns_)
+        n += turn.waiting.size();
+    return n;
+}
+
+void FairShare::schedule_end() {
+    if (end_posted_) return;
+    end_posted_ = true;
+    boost::asio::post(executor_, [this] { end_turn(); });
+}
+
+void FairShare::end_turn() {
+    end_posted_ = false;
+    for (auto it = turns_.begin(); it != turns_.end();) {
+        auto& turn = it->second;
+        turn.used = 0;
+        // The next turn's share goes to those that waited, first come first served.
+        while (turn.used < per_turn_ && !turn.waiting.empty()) {
+            ++turn.used;
+            boost::asio::post(executor_, std::move(turn.waiting.front()));
+            turn.waiting.pop_front();
+        }
+        if (turn.used == 0) {
+            it = turns_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    if (!turns_.empty()) schedule_end();
 }
 
 }  // namespace steerchat::net

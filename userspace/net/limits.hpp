@@ -16,8 +16,11 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <unordered_map>
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/ip/address.hpp>
 
 #include "util/lease.hpp"
@@ -41,9 +44,18 @@ struct ConnectionLimits {
 
 enum class Refusal : std::uint8_t { none, per_address, per_worker };
 
+// A client address as counted: 16 bytes (IPv4 as IPv4-mapped IPv6), and its hash, seeded per
+// process (clients choose their addresses, e.g. a whole IPv6 /64, not the buckets).
+using AddressKey = std::array<std::uint8_t, 16>;
+struct AddressHash {
+    std::uint64_t seed;
+    AddressHash();
+    std::size_t operator()(const AddressKey& k) const noexcept;
+};
+
 class ConnectionTracker {
   public:
-    using Key = std::array<std::uint8_t, 16>;
+    using Key = AddressKey;
 
     struct Stats {
         std::uint64_t refused_per_address = 0;
@@ -73,17 +85,49 @@ class ConnectionTracker {
     static Key key_of(const boost::asio::ip::address& addr, bool ipv6_prefix64);
 
   private:
-    struct KeyHash {
-        std::uint64_t seed;
-        std::size_t operator()(const Key& k) const noexcept;
-    };
-    using Map = std::unordered_map<Key, std::uint32_t, KeyHash>;
+    using Map = std::unordered_map<Key, std::uint32_t, AddressHash>;
     static void release(void* owner, void* item) noexcept;
 
     ConnectionLimits limits_;
     Map counts_;  // addresses with at least one connection (elements are stable: leases point in)
     std::size_t total_ = 0;
     Stats stats_;
+};
+
+// Fairness between client addresses when a worker is busy. A kept-alive HTTP connection starts
+// reading its next request through FairShare::run: an address gets `per_turn` such starts per
+// turn of the event loop, and its other connections wait, in order, for the following turns,
+// their bytes left in the kernel's socket buffers (no read, no parse, no answer: no cost). A
+// client holding many connections thus gets the share of one address, not of as many clients as
+// it has connections: another address's message waits behind at most `per_turn` of its requests
+// instead of one per connection. A turn ends with a handler posted at the first run() of the
+// turn, i.e. after everything that was ready then. When the worker is not busy, turns take
+// microseconds and nobody waits.
+class FairShare {
+  public:
+    FairShare(boost::asio::any_io_executor executor, std::size_t per_turn);
+    FairShare(const FairShare&) = delete;
+    FairShare& operator=(const FairShare&) = delete;
+
+    // Runs `work` now, or later if `key` has had its share of this turn.
+    void run(const AddressKey& key, std::function<void()> work);
+
+    std::uint64_t deferred() const noexcept { return deferred_; }  // requests that waited
+    std::size_t waiting() const noexcept;                          // requests waiting now
+
+  private:
+    struct Turn {
+        std::size_t used = 0;
+        std::deque<std::function<void()>> waiting;
+    };
+    void schedule_end();
+    void end_turn();
+
+    boost::asio::any_io_executor executor_;
+    std::size_t per_turn_;
+    std::unordered_map<AddressKey, Turn, AddressHash> turns_;
+    bool end_posted_ = false;
+    std::uint64_t deferred_ = 0;
 };
 
 }  // namespace steerchat::net

@@ -73,6 +73,11 @@ std::string metrics_body(Worker& w) {
            limits.per_address);
     metric("steerchat_client_addresses", "gauge",
            "Client addresses with at least one open connection.", w.connections().addresses());
+    metric("steerchat_http_requests_deferred_total", "counter",
+           "Kept-alive connections that waited a turn of the event loop before reading their next "
+           "request: their client address had had its share of the turn (fairness between "
+           "addresses).",
+           w.fair_share().deferred());
     metric("steerchat_http_header_too_large_total", "counter",
            "Requests answered 431: header over --http-max-header-bytes.", s.header_too_large);
     metric("steerchat_http_header_timeouts_total", "counter",

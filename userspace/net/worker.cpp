@@ -73,7 +73,8 @@ Worker::Worker(WorkerConfig cfg)
       connections_(cfg_.limits),
       ws_hub_(cfg_.websocket),
       acceptor_(ioc_),
-      drain_timer_(ioc_) {
+      drain_timer_(ioc_),
+      fair_share_(ioc_.get_executor(), cfg_.requests_per_address_per_turn) {
     if (cfg_.listen_fd >= 0) acceptor_.assign(protocol_of(cfg_.listen_fd), cfg_.listen_fd);
     ws_hub_.set_on_empty([this] { maybe_done(); });
     // Synchronous accept4 on the listener (shed_with_spare_fd) must never block.
@@ -162,7 +163,9 @@ void Worker::serve(tcp::socket socket) {
         return;  // the socket closes here
     }
     socket.set_option(tcp::no_delay(true), ec);  // fails harmlessly on a non-TCP stream
-    std::make_shared<HttpSession>(std::move(socket), *this, std::move(slot))->start();
+    std::make_shared<HttpSession>(std::move(socket), *this, std::move(slot),
+                                  ConnectionTracker::key_of(from, cfg_.limits.ipv6_prefix64))
+        ->start();
 }
 
 bool Worker::shed_with_spare_fd() {

@@ -33,9 +33,10 @@ struct WorkerConfig {
     // serve(), as in tests and fuzzers).
     int listen_fd = -1;
     std::vector<std::string> allowed_origins;
-    std::size_t max_header_bytes = 16 * 1024;  // request line and headers; larger: 431
-    std::size_t max_body_bytes = 1024 * 1024;  // larger: 413
-    ConnectionLimits limits;                   // connections per client address and in all
+    std::size_t max_header_bytes = 16 * 1024;       // request line and headers; larger: 431
+    std::size_t max_body_bytes = 1024 * 1024;       // larger: 413
+    ConnectionLimits limits;                        // connections per client address and in all
+    std::size_t requests_per_address_per_turn = 4;  // next-request reads (FairShare, limits.hpp)
     // Request timers (docs/reliability.md). Each is a deadline for a whole phase, not renewed by
     // every byte that arrives (a slowloris client trickling a byte at a time gains nothing).
     std::chrono::milliseconds first_byte_timeout{10'000};  // connect -> first byte: close
@@ -86,6 +87,8 @@ class Worker {
     WorkerStats& stats() { return stats_; }
     // Connection slots per client address and in all (limits.hpp).
     ConnectionTracker& connections() { return connections_; }
+    // Request handling shared fairly between client addresses (limits.hpp).
+    FairShare& fair_share() { return fair_share_; }
     bool stopping() const { return stopping_; }
     boost::asio::io_context& io() { return ioc_; }
 
@@ -139,6 +142,7 @@ class Worker {
     boost::asio::ip::tcp::acceptor acceptor_;
     std::optional<boost::asio::signal_set> signals_;  // run() only: in-process users keep theirs
     boost::asio::steady_timer drain_timer_;
+    FairShare fair_share_;  // after the io_context, whose executor it posts to
     // An eventfd (no file to open: workers may run under a seccomp allowlist without open()),
     // given up for one accept when the open files run out.
     UniqueFd spare_fd_;

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -180,6 +181,62 @@ TEST(ConnectionTracker, WebSocketConnectionHoldsItsSlotUntilItFinishes) {
     EXPECT_EQ(t.total(), 0u);
     // `conn` still references the connection here: the slot went with the socket, not later.
     auto again = take(t, "127.0.0.1");
+}
+
+}  // namespace
+}  // namespace steerchat::net
+
+namespace steerchat::net {
+namespace {
+
+// (Not "a" + std::to_string(i): GCC 12 reports a false -Wrestrict for it.)
+std::string numbered(const char* prefix, int i) {
+    std::string s(prefix);
+    s += std::to_string(i);
+    return s;
+}
+
+// Per-address fairness: an address gets `per_turn` requests handled per turn of the loop, the
+// rest wait in order; another address is not held up behind them.
+TEST(FairShare, AnAddressGetsItsShareOfATurnOthersAreNotHeldUp) {
+    asio::io_context ioc;
+    FairShare fair(ioc.get_executor(), 4);
+    const auto a = ConnectionTracker::key_of(make_address("10.0.0.1"), false);
+    const auto b = ConnectionTracker::key_of(make_address("10.0.0.2"), false);
+    std::vector<std::string> ran;
+    // One turn: 10 requests from a are ready, then one from b.
+    for (int i = 0; i < 10; ++i)
+        fair.run(a, [&ran, i] { ran.push_back(numbered("a", i)); });
+    fair.run(b, [&ran] { ran.push_back("b0"); });
+    EXPECT_EQ(ran, (std::vector<std::string>{"a0", "a1", "a2", "a3", "b0"}));
+    EXPECT_EQ(fair.waiting(), 6u);
+    EXPECT_EQ(fair.deferred(), 6u);
+    // The next turns: at most 4 of a's each, in order.
+    ioc.run_one();  // the end of the first turn releases a4..a7
+    EXPECT_EQ(fair.waiting(), 2u);
+    ioc.poll();
+    ioc.restart();
+    ioc.poll();
+    ioc.restart();
+    ioc.poll();
+    EXPECT_EQ(ran.size(), 11u);
+    for (int i = 0; i < 10; ++i)
+        EXPECT_EQ(ran[i < 4 ? i : i + 1], numbered("a", i));
+    EXPECT_EQ(fair.waiting(), 0u);
+}
+
+TEST(FairShare, AQuietWorkerRunsEverythingAtOnce) {
+    asio::io_context ioc;
+    FairShare fair(ioc.get_executor(), 4);
+    int ran = 0;
+    for (int turn = 0; turn < 5; ++turn) {
+        for (int i = 0; i < 4; ++i)
+            fair.run(ConnectionTracker::key_of(make_address("10.0.0.1"), false), [&] { ++ran; });
+        EXPECT_EQ(ran, 4 * (turn + 1));
+        ioc.poll();  // the turn ends
+        ioc.restart();
+    }
+    EXPECT_EQ(fair.deferred(), 0u);
 }
 
 }  // namespace
