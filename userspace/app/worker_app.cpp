@@ -35,6 +35,15 @@ void append_chat_metrics(std::string& out, const chat::Hub& hub) {
     net::append_metric(out, "steerchat_ring_lost_records_total", "counter",
                        "Records this worker missed because it fell behind (cut loose).", slot,
                        c.lost_records);
+    net::append_metric(out, "steerchat_chat_rate_limited_total", "counter",
+                       "Chat requests refused rate_limited (--chat-rate, --chat-burst).", slot,
+                       c.rate_limited);
+    net::append_metric(out, "steerchat_chat_rate_limit_closes_total", "counter",
+                       "Chat connections closed after --chat-rate-close-after refusals in a row.",
+                       slot, c.rate_closes);
+    net::append_metric(out, "steerchat_chat_room_limit_total", "counter",
+                       "Joins refused too_many_rooms (--chat-max-rooms-per-user).", slot,
+                       c.room_limited);
 }
 
 }  // namespace
@@ -59,6 +68,7 @@ WorkerApp::WorkerApp(net::Worker& worker, ring::Region& ring, chat::SharedState&
                      const AppOptions& options)
     : parts_(std::make_unique<Parts>(worker, ring, chat, options)) {
     Parts& p = *parts_;
+    p.hub.set_limits(options.chat_limits);
     worker.add_websocket_route(
         "/ws", [&native = p.native_chat](const net::Request&) { return native.make_handler(); });
     // Engine.IO / Socket.IO: the chat, or the protocol test suites' server.

@@ -18,23 +18,21 @@
 #include <string>
 #include <vector>
 
+#include "chat/chat.hpp"
 #include "chat/shared_state.hpp"
 #include "eio/server.hpp"
 #include "eio/socketio.hpp"
 #include "net/worker.hpp"
 #include "ring/ring.hpp"
 
-namespace steerchat::chat {
-class Hub;
-}
-
 namespace steerchat::app {
 
 // Options of the application parts (the HTTP edge's are in net::WorkerConfig).
 struct AppOptions {
-    bool encode_once = true;  // false: encode every delivery separately (benchmark baseline)
-    eio::Options engine;      // Engine.IO: path, heartbeats, max payload, v3, CORS, origins
-    sio::Options socketio;    // Socket.IO: connect timeout
+    bool encode_once = true;   // false: encode every delivery separately (benchmark baseline)
+    chat::Limits chat_limits;  // rate limits and rooms per user (both protocols)
+    eio::Options engine;       // Engine.IO: path, heartbeats, max payload, v3, CORS, origins
+    sio::Options socketio;     // Socket.IO: connect timeout
     std::vector<std::string> sio_namespaces;  // served besides "/"
     bool protocol_test = false;               // the public protocol test suites' server
 };

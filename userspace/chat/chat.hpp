@@ -46,6 +46,12 @@
 //   a room message carries `cid` and has its own serial.
 // * Limits: names 1-32 code points, rooms 1-64 code points, no control characters (C0, DEL, C1)
 //   and valid UTF-8; text at most SharedOptions::max_text bytes (4 KiB) -> `too_long`.
+//   Requests (every client message an adapter hands over, see Session::admit) through two token
+//   buckets (rate_limit.hpp, Limits::rate / burst): one per connection (Session) and one per
+//   logged-in name on this worker (kept by the Hub, so logging out and in again does not refill
+//   it) -> `rate_limited`; a connection refused Limits::close_after times in a row is to be closed
+//   by its adapter (Session::abusive). At most Limits::max_rooms rooms per session (a name has
+//   one session) -> `too_many_rooms`.
 // * One session per connection; one connection per name (names are unique host-wide).
 //
 // Threading: a Hub and its Sessions belong to one event loop thread (one per worker process).
@@ -61,6 +67,7 @@
 
 #include <boost/asio/any_io_executor.hpp>
 
+#include "chat/rate_limit.hpp"
 #include "chat/shared_state.hpp"
 #include "ring/asio_reader.hpp"
 #include "ring/ring.hpp"
@@ -107,6 +114,8 @@ enum class Error : std::uint8_t {
     no_such_user,       // dm to a name nobody holds
     too_long,           // text over the limit
     server_full,        // a shared table is full
+    rate_limited,       // more requests than Limits::rate / burst allow
+    too_many_rooms,     // a join over Limits::max_rooms
 };
 
 // The protocol code ("name_taken") and a human message.
@@ -135,6 +144,14 @@ struct Said {
 
 // ---------------------------------------------------------------------------------------------
 
+// Per-worker limits on what one client may do (see the design notes above).
+struct Limits {
+    double rate = 50;                // requests per second per connection and per user; 0: no limit
+    std::uint32_t burst = 100;       // requests at once (bucket size)
+    std::uint32_t close_after = 50;  // refused requests in a row before a close; 0: never
+    std::uint32_t max_rooms = 100;   // rooms one session may be in; 0: no limit
+};
+
 struct HubStats {
     std::uint64_t sessions = 0;        // gauge: logged-in local sessions
     std::uint64_t records_in = 0;      // ring records read
@@ -145,6 +162,9 @@ struct HubStats {
     std::uint64_t bad_records = 0;     // undecodable ring records (a bug if non-zero)
     std::uint64_t losses = 0;          // ring Loss reports: this worker missed records
     std::uint64_t lost_records = 0;
+    std::uint64_t rate_limited = 0;  // requests refused by a token bucket
+    std::uint64_t rate_closes = 0;   // connections found abusive (Limits::close_after)
+    std::uint64_t room_limited = 0;  // joins refused: too_many_rooms
 };
 
 class Hub;
@@ -173,6 +193,9 @@ class Hub {
 
     unsigned slot() const noexcept { return slot_; }
     SharedState& state() noexcept { return *state_; }
+    // Set before sessions exist (the worker's options).
+    void set_limits(const Limits& limits);
+    const Limits& limits() const noexcept { return limits_; }
     const HubStats& stats() const noexcept { return stats_; }
     std::size_t local_sessions() const noexcept { return users_.size(); }
 
@@ -197,8 +220,14 @@ class Hub {
     void deliver_offline(std::string_view name, std::uint64_t id, std::uint64_t login,
                          const Session* except);
 
+    // The per-name bucket of a login (created or resumed); released at logout.
+    TokenBucket* acquire_bucket(const std::string& name);
+    void release_bucket(const std::string& name, TokenBucket::Clock::time_point now);
+
     unsigned slot_;
     SharedState* state_;
+    Limits limits_;
+    RateLimit rate_;
     ring::Writer writer_;
     std::unique_ptr<ring::Reader> reader_;
     std::unique_ptr<ring::AsioReader<detail::RecordSink, detail::LossSink>> feed_;
@@ -221,6 +250,10 @@ class Hub {
     // delivers `offline`). forget() nulls a dying session in all of them.
     std::vector<std::vector<Session*>> in_flight_;
     std::size_t depth_ = 0;
+    // name -> its bucket: of every logged-in name, and of names that logged out before their
+    // bucket refilled (dropped once full, swept at most once a second).
+    std::unordered_map<std::string, TokenBucket, StrHash, std::equal_to<>> buckets_;
+    TokenBucket::Clock::time_point last_sweep_{};
 };
 
 // One connection's chat session. Not movable (the Hub indexes it by address).
@@ -241,6 +274,14 @@ class Session {
     Error dm(std::string_view to, std::string_view text, Said* out = nullptr);
     // Frees the name, leaves every room, announces offline. No-op when not logged in.
     void logout();
+    // One client request (call before decoding it): takes a token from this connection's bucket
+    // and, when logged in, from the name's bucket. rate_limited when either is empty (nothing is
+    // taken then): the adapter refuses the request, or closes the connection when abusive().
+    Error admit();
+    // Refused Limits::close_after times in a row (reset by an admitted request).
+    bool abusive() const noexcept {
+        return hub_.limits_.close_after != 0 && strikes_ >= hub_.limits_.close_after;
+    }
 
     bool logged_in() const noexcept { return !name_.empty(); }
     const std::string& name() const noexcept { return name_; }
@@ -253,6 +294,9 @@ class Session {
     Client& client_;
     std::string name_;
     std::uint64_t login_id_ = 0;
+    TokenBucket bucket_;                  // this connection's requests
+    TokenBucket* user_bucket_ = nullptr;  // the name's (in Hub::buckets_) while logged in
+    std::uint32_t strikes_ = 0;           // requests refused in a row
     // room -> the id at which it was joined (messages with larger ids are delivered live)
     std::unordered_map<std::string, std::uint64_t, Hub::StrHash, std::equal_to<>> rooms_;
 };

@@ -148,6 +148,10 @@ std::string_view code_of(Error e) noexcept {
             return "too_long";
         case Error::server_full:
             return "server_full";
+        case Error::rate_limited:
+            return "rate_limited";
+        case Error::too_many_rooms:
+            return "too_many_rooms";
     }
     return "internal";
 }
@@ -174,6 +178,10 @@ std::string_view message_of(Error e) noexcept {
             return "the text is too long";
         case Error::server_full:
             return "the server is full, try again later";
+        case Error::rate_limited:
+            return "too many messages: slow down (the connection is closed if this goes on)";
+        case Error::too_many_rooms:
+            return "in too many rooms: leave one first";
     }
     return "internal error";
 }
@@ -202,7 +210,10 @@ void detail::LossSink::operator()(const ring::Loss& l) const {
 
 Hub::Hub(boost::asio::any_io_executor ex, ring::Region& region, SharedState& state, unsigned slot,
          ring::WriterOptions writer_options)
-    : slot_(slot), state_(&state), writer_(region, slot, writer_options) {
+    : slot_(slot),
+      state_(&state),
+      rate_(RateLimit::per_second(limits_.rate, limits_.burst)),
+      writer_(region, slot, writer_options) {
     const std::size_t need =
         kRecordOverhead + kMaxRoomBytes + kMaxNameBytes + state.options().max_text;
     if (writer_.max_payload() < need)
@@ -221,6 +232,27 @@ Hub::~Hub() {
 
 void Hub::stop() {
     if (feed_) feed_->stop();
+}
+
+void Hub::set_limits(const Limits& limits) {
+    limits_ = limits;
+    rate_ = RateLimit::per_second(limits.rate, limits.burst);
+}
+
+TokenBucket* Hub::acquire_bucket(const std::string& name) {
+    return &buckets_.try_emplace(name).first->second;
+}
+
+void Hub::release_bucket(const std::string& name, TokenBucket::Clock::time_point now) {
+    // A bucket that is not full is kept, so that a quick logout and login does not refill it.
+    if (const auto it = buckets_.find(name); it != buckets_.end() && it->second.full(now))
+        buckets_.erase(it);
+    if (buckets_.size() <= users_.size() + 64 || now - last_sweep_ < std::chrono::seconds(1))
+        return;
+    last_sweep_ = now;
+    std::erase_if(buckets_, [&](const auto& kv) {
+        return kv.second.full(now) && !users_.contains(kv.first);
+    });
 }
 
 void Hub::publish(std::uint32_t type, const std::vector<std::byte>& payload) {
@@ -390,6 +422,7 @@ Error Session::login(std::string_view name, Welcome* out) {
     }
     name_.assign(name);
     login_id_ = id;
+    user_bucket_ = hub_.acquire_bucket(name_);
     hub_.users_.emplace(name_, this);
     hub_.sessions_.push_back(this);
     hub_.stats_.sessions = hub_.users_.size();
@@ -414,6 +447,8 @@ void Session::logout() {
     hub_.forget(this);
     const std::string name = std::exchange(name_, std::string());
     const std::uint64_t login = std::exchange(login_id_, 0);
+    user_bucket_ = nullptr;
+    hub_.release_bucket(name, TokenBucket::Clock::now());
     const std::uint64_t id = hub_.state_->release(name, hub_.slot_, login);
     if (id == 0) return;  // evicted meanwhile (the master announced it)
     encode(hub_.scratch_, id, static_cast<std::int64_t>(login), {name});
@@ -421,9 +456,28 @@ void Session::logout() {
     hub_.deliver_offline(name, id, login, this);
 }
 
+Error Session::admit() {
+    const RateLimit& r = hub_.rate_;
+    if (r.unlimited()) return Error::none;
+    const auto now = TokenBucket::Clock::now();
+    if (!bucket_.ready(r, now) || (user_bucket_ && !user_bucket_->ready(r, now))) {
+        ++hub_.stats_.rate_limited;
+        if (++strikes_ == hub_.limits_.close_after) ++hub_.stats_.rate_closes;
+        return Error::rate_limited;
+    }
+    strikes_ = 0;
+    bucket_.take(r, now);
+    if (user_bucket_) user_bucket_->take(r, now);
+    return Error::none;
+}
+
 Error Session::join(std::string_view room, Joined* out) {
     if (!logged_in()) return Error::not_logged_in;
     if (!valid_room(room)) return Error::bad_room;
+    if (hub_.limits_.max_rooms != 0 && rooms_.size() >= hub_.limits_.max_rooms && !in_room(room)) {
+        ++hub_.stats_.room_limited;
+        return Error::too_many_rooms;
+    }
     std::uint64_t mark = 0;
     switch (hub_.state_->join(room, name_, &mark, out ? &out->members : nullptr,
                               out ? &out->history : nullptr)) {

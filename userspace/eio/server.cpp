@@ -96,14 +96,18 @@ class WsTransport final : public ws::Handler {
     void on_open(ws::Connection& conn) override {
         if (socket_) {  // upgrade probe
             // The session may have ended (and been freed) while the 101 was being written.
-            if (!*session_alive_ || !socket_->is_open() || socket_->ws_) {
+            if (!*session_alive_ || !socket_->is_open() || socket_->ws_ ||
+                socket_->transport_ != Transport::polling) {
+                // Ended meanwhile, or another WebSocket got there first: as Node's engine.io,
+                // close it at once without a status code.
                 socket_ = nullptr;
-                conn.close(ws::close_code::policy_violation, "session gone");
+                ++server_.stats_.websockets_refused;
+                conn.close(ws::close_code::no_status, {});
                 return;
             }
             socket_->ws_ = conn.shared_from_this();
-            socket_->upgrade_timer_.expires_after(server_.options_.upgrade_timeout);
-            socket_->upgrade_timer_.async_wait([s = socket_](const boost::system::error_code& ec) {
+            socket_->deadline_.expires_after(server_.options_.upgrade_timeout);
+            socket_->deadline_.async_wait([s = socket_](const boost::system::error_code& ec) {
                 if (ec || !s->is_open() || s->transport_ != Transport::polling || !s->ws_) return;
                 // No probe or no upgrade packet in time: drop the probe, keep polling.
                 auto probe = std::move(s->ws_);
@@ -143,7 +147,7 @@ class WsTransport final : public ws::Handler {
         } else {  // the probe went away before the upgrade
             s->ws_.reset();
             s->upgrading_ = false;
-            s->upgrade_timer_.cancel();
+            s->deadline_.cancel();
         }
     }
 
@@ -151,7 +155,7 @@ class WsTransport final : public ws::Handler {
         Socket* s = std::exchange(socket_, nullptr);
         s->ws_.reset();
         s->upgrading_ = false;
-        s->upgrade_timer_.cancel();
+        s->deadline_.cancel();
         conn.close(ws::close_code::normal, "upgrade failed");
     }
 
@@ -167,6 +171,15 @@ class WsTransport final : public ws::Handler {
     std::shared_ptr<bool> session_alive_;  // a probe's session (upgrade)
 };
 
+// A WebSocket for a session that is already on WebSocket (or moving to it): accepted, then
+// closed at once without a status code, as Node's engine.io does ("transport had already been
+// upgraded" / "has already been trying to upgrade": websocket.close()).
+class RefusedTransport final : public ws::Handler {
+  public:
+    void on_open(ws::Connection& conn) override { conn.close(ws::close_code::no_status, {}); }
+    void on_message(ws::Connection&, ws::Opcode, std::string_view) override {}
+};
+
 // ---------------------------------------------------------------------------------------------
 // Socket
 
@@ -178,7 +191,7 @@ Socket::Socket(Server& server, std::string id, int protocol, Transport transport
       transport_(transport),
       remote_(remote),
       heartbeat_(server.worker().io()),
-      upgrade_timer_(server.worker().io()) {}
+      deadline_(server.worker().io()) {}
 
 void Socket::start(std::unique_ptr<SocketHandler> handler) {
     handler_ = std::move(handler);
@@ -226,13 +239,36 @@ void Socket::queue(char type, std::string_view data, bool binary) {
         return;
     }
     out_.push_back(Out{type, binary, std::string(data)});
-    out_bytes_ += data.size() + 8;
+    const std::size_t cost = data.size() + kQueuedOverhead;
+    if (out_bytes_ == 0) server_.link_queued(*this);
+    out_bytes_ += cost;
+    server_.queued_total_ += cost;
     if (out_bytes_ > server_.options_.max_buffered_bytes) {
-        log::line("engine.io session {}: {} bytes queued and no poll; closing it", id_, out_bytes_);
+        ++server_.stats_.queue_overflows;
+        if (server_.may_log())
+            log::line(
+                "engine.io session {}: {} bytes queued and no poll (over --eio-max-queued); "
+                "closing it (such notes at most every 5 s; all are counted in /metrics)",
+                id_, out_bytes_);
         end("buffer overflow", PollEnd::close_packet);
         return;
     }
+    if (server_.queued_total_ > server_.options_.max_buffered_total && !server_.trim_posted_) {
+        server_.trim_posted_ = true;
+        boost::asio::post(server_.worker().io(), [&server = server_] {
+            server.trim_posted_ = false;
+            server.trim_queues();
+        });
+    }
     if (poll_ && !upgrading_) schedule_flush();
+}
+
+void Socket::clear_out() {
+    out_.clear();
+    if (out_bytes_ == 0) return;
+    server_.queued_total_ -= out_bytes_;
+    out_bytes_ = 0;
+    server_.unlink_queued(*this);
 }
 
 void Socket::schedule_flush() {
@@ -264,8 +300,7 @@ void Socket::answer_poll(std::string_view single_packet) {
             else
                 append_payload_v3_string(body, p);
         }
-        out_.clear();
-        out_bytes_ = 0;
+        clear_out();
     }
     ++server_.stats_.polls;
     ex->respond(server_.response(ex->request(), http::status::ok, std::move(body),
@@ -273,6 +308,10 @@ void Socket::answer_poll(std::string_view single_packet) {
 }
 
 void Socket::on_poll(const std::shared_ptr<net::Exchange>& ex) {
+    if (!polled_) {
+        polled_ = true;
+        deadline_.cancel();
+    }
     if (poll_) {
         // A second concurrent poll: the protocol says the session is over.
         server_.error(ex, 3);
@@ -347,7 +386,7 @@ bool Socket::on_packet(Transport via, const Packet& p) {
             return true;
         }
         if (p.type == PacketType::upgrade && upgrading_) {
-            upgrade_timer_.cancel();
+            deadline_.cancel();
             transport_ = Transport::websocket;
             upgrading_ = false;
             ++server_.stats_.upgrades;
@@ -355,8 +394,7 @@ bool Socket::on_packet(Transport via, const Packet& p) {
             if (!noop_sent_) send_ws('6', {}, false);
             for (const auto& o : out_)
                 send_ws(o.type, o.data, o.binary);
-            out_.clear();
-            out_bytes_ = 0;
+            clear_out();
             if (poll_) answer_poll("6");
             return true;
         }
@@ -430,7 +468,7 @@ void Socket::end(std::string_view reason, PollEnd poll_end) {
     if (state_ != State::open) return;
     state_ = State::closed;
     heartbeat_.cancel();
-    upgrade_timer_.cancel();
+    deadline_.cancel();
     if (poll_) {
         if (poll_end == PollEnd::close_packet)
             answer_poll("1");
@@ -449,8 +487,7 @@ void Socket::end(std::string_view reason, PollEnd poll_end) {
         }
         conn->close(ws::close_code::normal, {});
     }
-    out_.clear();
-    out_bytes_ = 0;
+    clear_out();
     if (handler_) handler_->on_close(*this, reason);
     server_.erase(*this);
 }
@@ -495,6 +532,8 @@ void Server::close_all() {
 void Server::erase(Socket& s) {
     auto it = sessions_.find(s.id_);
     if (it == sessions_.end()) return;
+    if (const auto ip = per_ip_.find(addr_key(s.remote_)); ip != per_ip_.end() && --ip->second == 0)
+        per_ip_.erase(ip);
     *it->second->alive_ = false;
     graveyard_.push_back(std::move(it->second));
     sessions_.erase(it);
@@ -505,6 +544,96 @@ void Server::erase(Socket& s) {
         reap_posted_ = false;
         graveyard_.clear();
     });
+}
+
+Server::AddrKey Server::addr_key(const boost::asio::ip::tcp::endpoint& remote) {
+    AddrKey k;
+    const auto a = remote.address();
+    if (a.is_v4() || (a.is_v6() && a.to_v6().is_v4_mapped())) {
+        const auto v4 =
+            a.is_v4() ? a.to_v4()
+                      : boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, a.to_v6());
+        const auto b = v4.to_bytes();
+        std::copy(b.begin(), b.end(), k.bytes.begin());
+        k.bytes[16] = 4;
+    } else {
+        const auto b = a.to_v6().to_bytes();
+        std::copy(b.begin(), b.begin() + 8, k.bytes.begin());  // the /64
+        k.bytes[16] = 6;
+    }
+    return k;
+}
+
+std::size_t Server::AddrHash::operator()(const AddrKey& k) const noexcept {
+    return std::hash<std::string_view>{}(
+        std::string_view(reinterpret_cast<const char*>(k.bytes.data()), k.bytes.size()));
+}
+
+bool Server::over_session_limit(const std::shared_ptr<net::Exchange>& ex) {
+    if (options_.max_sessions_per_ip == 0) return false;
+    const auto it = per_ip_.find(addr_key(ex->remote()));
+    if (it == per_ip_.end() || it->second < options_.max_sessions_per_ip) return false;
+    ++stats_.refused_sessions;
+    // Engine.IO's error body and code 4 (what Node's allowRequest answers), status 429.
+    const auto body = fmt::format(
+        R"({{"code":4,"message":"Too many sessions from this address (at most {} per worker): )"
+        R"(close some, or retry later"}})",
+        options_.max_sessions_per_ip);
+    ex->respond(response(ex->request(), http::status::too_many_requests, body, "application/json"));
+    return true;
+}
+
+void Server::link_queued(Socket& s) noexcept {
+    s.queued_prev_ = queued_tail_;
+    s.queued_next_ = nullptr;
+    if (queued_tail_)
+        queued_tail_->queued_next_ = &s;
+    else
+        queued_head_ = &s;
+    queued_tail_ = &s;
+}
+
+void Server::unlink_queued(Socket& s) noexcept {
+    if (s.queued_prev_)
+        s.queued_prev_->queued_next_ = s.queued_next_;
+    else
+        queued_head_ = s.queued_next_;
+    if (s.queued_next_)
+        s.queued_next_->queued_prev_ = s.queued_prev_;
+    else
+        queued_tail_ = s.queued_prev_;
+    s.queued_prev_ = s.queued_next_ = nullptr;
+}
+
+void Server::trim_queues() {
+    if (queued_total_ <= options_.max_buffered_total) return;
+    const std::size_t before = queued_total_;
+    std::size_t closed = 0;
+    // Closing a session may queue packets to others (a chat user's offline): the loop goes on
+    // until the total is under the limit.
+    while (queued_total_ > options_.max_buffered_total && queued_head_) {
+        Socket& s = *queued_head_;
+        if (!s.is_open()) {
+            s.clear_out();
+            continue;
+        }
+        ++stats_.queue_evictions;
+        ++closed;
+        s.end("queue limit", Socket::PollEnd::close_packet);
+    }
+    if (may_log())
+        log::line(
+            "engine.io: {} bytes queued for polling clients (over --eio-max-queued-total {}); "
+            "closed the {} sessions that had waited longest for a poll, {} bytes remain (such "
+            "notes at most every 5 s; all are counted in /metrics)",
+            before, options_.max_buffered_total, closed, queued_total_);
+}
+
+bool Server::may_log() {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_log_ < std::chrono::seconds(5)) return false;
+    last_log_ = now;
+    return true;
 }
 
 std::string random_id() {
@@ -613,8 +742,13 @@ void Server::handle(const std::shared_ptr<net::Exchange>& ex) {
         return error(ex, 1);
     }
     if (transport == Transport::websocket) {
-        if (s.transport_ != Transport::polling || s.ws_ || !options_.allow_upgrades)
-            return error(ex, 3);
+        if (!options_.allow_upgrades) return error(ex, 3);
+        if (s.transport_ != Transport::polling || s.ws_) {
+            // Already on WebSocket, or an upgrade under way: accept, then close at once.
+            ++stats_.websockets_refused;
+            return ex->upgrade(std::make_unique<RefusedTransport>(), &ws_options_,
+                               ws_origins_.empty() ? nullptr : &ws_origins_);
+        }
         return upgrade(ex, s);
     }
     if (s.transport_ != Transport::polling) return error(ex, 3);
@@ -632,6 +766,7 @@ Socket* Server::open_session(int protocol, Transport transport,
     s.origin_ = std::move(origin);
     s.ws_ = std::move(conn);
     sessions_.emplace(s.id_, std::move(owned));
+    ++per_ip_[addr_key(remote)];
     ++stats_.opened;
     stats_.sessions = sessions_.size();
     boost::json::object open;
@@ -644,12 +779,21 @@ Socket* Server::open_session(int protocol, Transport transport,
     open["pingTimeout"] = options_.ping_timeout.count();
     open["maxPayload"] = options_.max_payload;
     s.queue('0', boost::json::serialize(open), false);
+    if (transport == Transport::polling && options_.first_poll_timeout.count() > 0) {
+        s.deadline_.expires_after(options_.first_poll_timeout);
+        s.deadline_.async_wait([&s, alive = s.alive_](const boost::system::error_code& ec) {
+            if (ec || !*alive || s.polled_ || !s.is_open()) return;
+            ++s.server_.stats_.first_poll_timeouts;
+            s.end("first poll timeout", Socket::PollEnd::close_packet);
+        });
+    }
     s.start(factory_ ? factory_(s) : nullptr);
     return s.is_open() ? &s : nullptr;
 }
 
 void Server::handshake(const std::shared_ptr<net::Exchange>& ex, int protocol,
                        Transport transport) {
+    if (over_session_limit(ex)) return;
     const auto& req = ex->request();
     const std::string_view target = req.target();
     const auto qpos = target.find('?');
@@ -672,6 +816,10 @@ void Server::handshake(const std::shared_ptr<net::Exchange>& ex, int protocol,
 }
 
 void Server::upgrade(const std::shared_ptr<net::Exchange>& ex, Socket& s) {
+    if (!s.polled_) {  // an upgrade request counts as the first poll
+        s.polled_ = true;
+        s.deadline_.cancel();
+    }
     ex->upgrade(std::make_unique<WsTransport>(*this, s), &ws_options_,
                 ws_origins_.empty() ? nullptr : &ws_origins_);
 }
@@ -698,6 +846,28 @@ void Server::append_metrics(std::string& out) const {
            stats_.messages_in);
     metric("steerchat_eio_messages_out_total", "counter", "Engine.IO messages sent.",
            stats_.messages_out);
+    metric("steerchat_eio_queued_bytes", "gauge",
+           "Bytes queued for polling clients between their polls (with bookkeeping).",
+           queued_total_);
+    metric(
+        "steerchat_eio_refused_sessions_total", "counter",
+        "Handshakes refused (429): too many sessions from the address (--eio-max-sessions-per-ip).",
+        stats_.refused_sessions);
+    metric("steerchat_eio_first_poll_timeouts_total", "counter",
+           "Polling sessions closed for no poll or upgrade after the handshake "
+           "(--eio-first-poll-timeout-ms).",
+           stats_.first_poll_timeouts);
+    metric("steerchat_eio_queue_overflows_total", "counter",
+           "Polling sessions closed for too many bytes queued (--eio-max-queued).",
+           stats_.queue_overflows);
+    metric("steerchat_eio_queue_evictions_total", "counter",
+           "Polling sessions closed because the worker held too many bytes queued for polling "
+           "clients (--eio-max-queued-total): the longest waiting first.",
+           stats_.queue_evictions);
+    metric(
+        "steerchat_eio_websockets_refused_total", "counter",
+        "WebSockets for a session already on (or moving to) WebSocket: accepted, closed at once.",
+        stats_.websockets_refused);
 }
 
 }  // namespace steerchat::eio

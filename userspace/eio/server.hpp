@@ -14,9 +14,25 @@
 // Errors are 400 (403 for code 4) with {"code":N,"message":M}: 0 Transport unknown, 1 Session ID
 // unknown, 2 Bad handshake method, 3 Bad request, 4 Forbidden, 5 Unsupported protocol version.
 //
+// Limits (Options; docs/reliability.md):
+// * Sessions per client address (IPv4, or the /64 of IPv6) on this worker: a handshake over
+//   max_sessions_per_ip is answered 429 with {"code":4,"message":...}. Node's engine.io has no
+//   such limit; its hook for one (allowRequest) can refuse a handshake only as error 4
+//   "Forbidden" (403): we keep that body and code and say 429 so that operators and proxies see a
+//   quota, not a permission. The official clients treat any failed handshake alike (connect_error,
+//   then reconnection with backoff).
+// * Handshake -> the first long poll or WebSocket upgrade request of a polling session
+//   (first_poll_timeout; the official clients poll at once): the session is closed.
+// * Bytes queued for a polling client between its polls: over max_buffered_bytes the session
+//   is closed (as a WebSocket over --ws-max-queued); over max_buffered_total for the whole
+//   worker, the sessions whose queues have waited longest for a poll are closed.
+// A WebSocket request for a session that is already on WebSocket or moving to it is accepted
+// and closed at once (no status code), as Node's engine.io does, not answered 400.
+//
 // Threading: the worker's event loop thread.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -53,9 +69,21 @@ struct Options {
     // another Origin (and not a CORS origin) gets 403 code 4. Empty: any.
     std::vector<std::string> allowed_origins;
     std::chrono::milliseconds upgrade_timeout{10'000};  // probe -> upgrade packet
-    // Packets queued for a polling client that does not poll: over this, the session closes.
+    // Packets queued for a polling client that does not poll (bytes, counting kQueuedOverhead
+    // per packet): over this, the session closes.
     std::size_t max_buffered_bytes = std::size_t{4} << 20;
+    // The same summed over the worker's polling sessions: over it, the sessions that have waited
+    // longest for a poll with packets queued are closed until the sum is under it again.
+    std::size_t max_buffered_total = std::size_t{64} << 20;
+    // Sessions from one client address (IPv4, or the /64 of IPv6); over: 429. 0: no limit.
+    std::size_t max_sessions_per_ip = 1000;
+    // Handshake -> first long poll or upgrade request of a polling session. 0: no deadline.
+    std::chrono::milliseconds first_poll_timeout{5'000};
 };
+
+// Bookkeeping bytes counted per queued packet besides its data (the queue entry, the string's
+// heap block): what a packet costs the worker, not what it costs the client.
+inline constexpr std::size_t kQueuedOverhead = 64;
 
 enum class Transport : std::uint8_t { polling, websocket };
 
@@ -70,6 +98,12 @@ struct Stats {
     std::uint64_t invalid_packets = 0;  // sessions closed for a malformed packet
     std::uint64_t messages_in = 0;
     std::uint64_t messages_out = 0;
+    std::uint64_t queued_bytes = 0;         // gauge: bytes queued for polling clients
+    std::uint64_t refused_sessions = 0;     // handshakes over max_sessions_per_ip
+    std::uint64_t first_poll_timeouts = 0;  // sessions closed: no poll or upgrade in time
+    std::uint64_t queue_overflows = 0;      // sessions closed: over max_buffered_bytes
+    std::uint64_t queue_evictions = 0;      // sessions closed: worker over max_buffered_total
+    std::uint64_t websockets_refused = 0;   // WebSockets for an upgraded session: closed at once
 };
 
 class Server;
@@ -142,6 +176,8 @@ class Socket {
     enum class PollEnd : std::uint8_t { close_packet, noop, none };
     void end(std::string_view reason, PollEnd poll_end);
     void send_ws(char type, std::string_view data, bool binary);
+    // Empties out_ and its accounting (and leaves the server's list of queued sessions).
+    void clear_out();
 
     Server& server_;
     std::string id_;
@@ -152,16 +188,21 @@ class Socket {
     std::string query_;
     std::string origin_;
     std::unique_ptr<SocketHandler> handler_;
-    std::vector<Out> out_;  // packets not yet handed to a transport
-    std::size_t out_bytes_ = 0;
+    std::vector<Out> out_;       // packets not yet handed to a transport
+    std::size_t out_bytes_ = 0;  // their data + kQueuedOverhead each
+    // In the server's list of polling sessions with packets queued, oldest queue first.
+    Socket* queued_prev_ = nullptr;
+    Socket* queued_next_ = nullptr;
     std::shared_ptr<net::Exchange> poll_;  // the pending long poll
     std::shared_ptr<ws::Connection> ws_;   // the WebSocket transport (or the upgrade probe)
     bool upgrading_ = false;               // probe answered; waiting for the upgrade packet
     bool noop_sent_ = false;               // the pending poll was ended with a noop
     bool flush_posted_ = false;
     bool awaiting_pong_ = false;  // v4: ping sent
+    bool polled_ = false;         // a long poll or an upgrade request came after the handshake
     boost::asio::steady_timer heartbeat_;
-    boost::asio::steady_timer upgrade_timer_;
+    // The first-poll deadline, then (once polled_) the deadline of an upgrade probe.
+    boost::asio::steady_timer deadline_;
     // false once the session has ended: posted handlers and callbacks check it.
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
@@ -187,6 +228,17 @@ class Server {
     // Appends the Prometheus metrics of this server (prefix e.g. "steerchat_eio").
     void append_metrics(std::string& out) const;
 
+    // A client address as counted by max_sessions_per_ip: IPv4 (also when v4-mapped), or the
+    // /64 prefix of an IPv6 address.
+    struct AddrKey {
+        std::array<std::uint8_t, 17> bytes{};
+        bool operator==(const AddrKey&) const = default;
+    };
+    struct AddrHash {
+        std::size_t operator()(const AddrKey& k) const noexcept;
+    };
+    static AddrKey addr_key(const boost::asio::ip::tcp::endpoint& remote);
+
   private:
     friend class Socket;
     friend class WsTransport;
@@ -204,6 +256,14 @@ class Server {
                            std::string body, std::string_view content_type) const;
     std::string new_id();
     void erase(Socket& s);
+    bool over_session_limit(const std::shared_ptr<net::Exchange>& ex);
+    // The polling sessions with packets queued, oldest first (intrusive list in Socket).
+    void link_queued(Socket& s) noexcept;
+    void unlink_queued(Socket& s) noexcept;
+    // Closes the sessions that waited longest until the total is under max_buffered_total.
+    void trim_queues();
+    // Notes about limits reach the log at most every 5 s (a flood must not flood the log).
+    bool may_log();
 
     net::Worker& worker_;
     Options options_;
@@ -213,6 +273,12 @@ class Server {
     std::vector<std::string> ws_origins_;  // --allow-origin and the CORS origins
     std::unordered_map<std::string, std::unique_ptr<Socket>> sessions_;
     std::vector<std::unique_ptr<Socket>> graveyard_;  // ended sessions, freed next loop turn
+    std::unordered_map<AddrKey, std::size_t, AddrHash> per_ip_;  // open sessions per address
+    Socket* queued_head_ = nullptr;
+    Socket* queued_tail_ = nullptr;
+    std::size_t queued_total_ = 0;  // out_bytes_ of every session
+    bool trim_posted_ = false;
+    std::chrono::steady_clock::time_point last_log_{};
     bool reap_posted_ = false;
     bool stopping_ = false;
 };

@@ -198,7 +198,34 @@ ParseResult parse_options(int argc, const char* const argv[]) {
          "group the workers run as (default: the user's group, with its supplementary groups)")
         ("seccomp", po::bool_switch(&o.seccomp),
          "confine workers to the system calls serving needs (a seccomp allowlist); any other "
-         "call kills the worker (logged as signal 31, Bad system call), which is respawned");
+         "call kills the worker (logged as signal 31, Bad system call), which is respawned")
+        // Limits on Engine.IO sessions and chat requests (docs/reliability.md).
+        ("eio-max-sessions-per-ip",
+         po::value(&o.eio_max_sessions_per_ip)->default_value(o.eio_max_sessions_per_ip),
+         "Engine.IO sessions from one client address (IPv4, or an IPv6 /64) per worker; more "
+         "handshakes are answered 429 (0: no limit)")
+        ("eio-first-poll-timeout-ms",
+         po::value(&o.eio_first_poll_timeout_ms)->default_value(o.eio_first_poll_timeout_ms),
+         "time from an Engine.IO polling handshake to the client's first poll or upgrade "
+         "request; then the session is closed (0: only the heartbeat ends it)")
+        ("eio-max-queued", po::value(&o.eio_max_queued)->default_value(o.eio_max_queued),
+         "bytes queued to one Engine.IO polling client between its polls before the session is "
+         "closed (as --ws-max-queued for a WebSocket)")
+        ("eio-max-queued-total",
+         po::value(&o.eio_max_queued_total)->default_value(o.eio_max_queued_total),
+         "bytes queued to all Engine.IO polling clients of a worker; over it, the sessions that "
+         "have waited longest for a poll are closed")
+        ("chat-rate", po::value(&o.chat_rate)->default_value(o.chat_rate),
+         "chat requests per second per connection and per user (token bucket; 0: no limit); "
+         "more are answered rate_limited")
+        ("chat-burst", po::value(&o.chat_burst)->default_value(o.chat_burst),
+         "chat requests a connection or user may send at once (the bucket's size)")
+        ("chat-rate-close-after",
+         po::value(&o.chat_rate_close_after)->default_value(o.chat_rate_close_after),
+         "rate_limited answers in a row before the connection is closed (native: 1008; "
+         "Socket.IO: server disconnect; 0: never)")
+        ("chat-max-rooms-per-user", po::value(&o.chat_max_rooms)->default_value(o.chat_max_rooms),
+         "rooms one user may be in; more joins are answered too_many_rooms (0: no limit)");
     // clang-format on
 
     po::variables_map vm;
@@ -298,6 +325,20 @@ ParseResult parse_options(int argc, const char* const argv[]) {
         o.socketio_path.find_first_of("?# ") != std::string::npos)
         return bad(fmt::format("--socketio-path '{}' must be a path such as /socket.io/",
                                o.socketio_path));
+    if (o.eio_max_queued < 1024 || o.eio_max_queued > (std::size_t{1} << 30))
+        return bad(fmt::format("--eio-max-queued {} is out of range (1024 to 1073741824)",
+                               o.eio_max_queued));
+    if (o.eio_max_queued_total < o.eio_max_queued)
+        return bad(fmt::format("--eio-max-queued-total {} must be at least --eio-max-queued ({})",
+                               o.eio_max_queued_total, o.eio_max_queued));
+    if (!(o.chat_rate == 0 || (o.chat_rate >= 0.001 && o.chat_rate <= 1e6)))  // also NaN
+        return bad(fmt::format(
+            "--chat-rate {} is out of range (0 for no limit, or 0.001 to 1000000 per second)",
+            o.chat_rate));
+    if (o.chat_rate > 0 && (o.chat_burst == 0 || o.chat_burst > 1000000))
+        return bad(fmt::format(
+            "--chat-burst {} is out of range (1 to 1000000; --chat-rate 0 for no limit)",
+            o.chat_burst));
     for (const auto& ns : o.sio_namespaces)
         if (ns.size() < 2 || ns[0] != '/' || ns.find_first_of(",?# ") != std::string::npos)
             return bad(fmt::format(

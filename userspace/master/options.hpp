@@ -57,6 +57,15 @@ struct Options {
     std::string user;
     std::string group;
     bool seccomp = false;  // workers: a syscall allowlist (anything else kills the worker)
+    // Limits on Engine.IO sessions and chat requests (docs/reliability.md)
+    std::size_t eio_max_sessions_per_ip = 1000;                // 0: no limit
+    unsigned eio_first_poll_timeout_ms = 5000;                 // 0: no deadline
+    std::size_t eio_max_queued = std::size_t{4} << 20;         // per polling session
+    std::size_t eio_max_queued_total = std::size_t{64} << 20;  // per worker
+    double chat_rate = 50;                                     // requests/s; 0: no limit
+    unsigned chat_burst = 100;
+    unsigned chat_rate_close_after = 50;  // refused in a row before the close; 0: never
+    unsigned chat_max_rooms = 100;        // per user; 0: no limit
 
     std::filesystem::path pin_dir() const { return bpffs_dir / std::to_string(port); }
 };

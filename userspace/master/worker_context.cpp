@@ -29,6 +29,8 @@ app::WorkerContext worker_context(const Options& opts) {
     // The application: chat adapters, Engine.IO / Socket.IO.
     app::AppOptions& app = ctx.app;
     app.encode_once = opts.encode_once;
+    app.chat_limits = {opts.chat_rate, opts.chat_burst, opts.chat_rate_close_after,
+                       opts.chat_max_rooms};
     eio::Options& engine = app.engine;
     engine.path = opts.socketio_path;
     engine.ping_interval = std::chrono::milliseconds(opts.eio_ping_interval_ms);
@@ -37,6 +39,10 @@ app::WorkerContext worker_context(const Options& opts) {
     engine.allow_eio3 = opts.eio3;
     engine.cors_origins = opts.cors_origins;
     engine.allowed_origins = opts.allowed_origins;
+    engine.max_sessions_per_ip = opts.eio_max_sessions_per_ip;
+    engine.first_poll_timeout = std::chrono::milliseconds(opts.eio_first_poll_timeout_ms);
+    engine.max_buffered_bytes = opts.eio_max_queued;
+    engine.max_buffered_total = opts.eio_max_queued_total;
     app.socketio.connect_timeout = std::chrono::milliseconds(opts.sio_connect_timeout_ms);
     app.sio_namespaces = opts.sio_namespaces;
     app.protocol_test = opts.protocol_test;

@@ -137,13 +137,26 @@ void Session::error(std::string_view code, std::string_view message, const std::
     reply(json::serialize(o));
 }
 
+bool Session::admit() {
+    const chat::Error e = chat_.admit();
+    if (e == chat::Error::none) return true;
+    if (chat_.abusive()) {
+        sink_.close(ws::close_code::policy_violation, "rate limit exceeded");
+        return false;
+    }
+    error(chat::code_of(e), chat::message_of(e));
+    return false;
+}
+
 void Session::on_binary() {
     ++service_.stats().requests;
+    if (!admit()) return;
     error("bad_request", "send JSON in text frames");
 }
 
 void Session::on_text(std::string_view payload) {
     ++service_.stats().requests;
+    if (!admit()) return;
     json::error_code ec;
     json::value v = json::parse(jsv(payload), ec);
     if (ec) return error("bad_request", concat({"malformed JSON: ", ec.message()}));

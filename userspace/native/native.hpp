@@ -15,7 +15,9 @@
 //   errors: {"type":"error","code":C,"message":M} (+"cid" when the request had one); codes
 //   bad_request (malformed JSON, not an object, unknown type, missing or mistyped field, binary
 //   frame), not_logged_in, already_logged_in, bad_name, name_taken, bad_room, not_in_room,
-//   no_such_user, too_long, server_full. The connection stays usable after an error.
+//   no_such_user, too_long, server_full, rate_limited (more requests than --chat-rate /
+//   --chat-burst allow; --chat-rate-close-after of them in a row close the connection with 1008),
+//   too_many_rooms (--chat-max-rooms-per-user). The connection stays usable after an error.
 //
 // Wiring in a worker (after the chat::Hub):
 //   native::Service native(hub);
@@ -94,6 +96,9 @@ class Session final : public chat::Client {
     chat::Session& chat() noexcept { return chat_; }
 
   private:
+    // The request rate check (chat::Session::admit): false when refused (answered rate_limited,
+    // or the connection closed 1008 when abusive).
+    bool admit();
     void reply(const std::string& json);
     void error(std::string_view code, std::string_view message, const std::string* cid = nullptr);
 

@@ -1,5 +1,8 @@
 #include "socketio_chat/socketio_chat.hpp"
 
+#include "net/worker.hpp"
+
+#include <boost/asio/post.hpp>
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 
@@ -49,12 +52,26 @@ class Session final : public sio::Handler, public chat::Client {
   public:
     Session(Service& service, sio::Socket& socket)
         : service_(service), socket_(socket), chat_(service.hub(), *this) {}
+    ~Session() override { *alive_ = false; }
 
     void on_event(sio::Socket&, const json::array& args, std::span<const std::string>,
                   std::optional<std::uint64_t> ack) override {
         ++service_.stats().events;
+        if (closing_) return;
+        const std::string_view name = args[0].is_string() ? sv(args[0].as_string()) : "?";
+        if (const auto e = chat_.admit(); e != chat::Error::none) {
+            if (!chat_.abusive()) return fail(ack, name, e);
+            // Like the native protocol's close 1008: the server ends this namespace connection
+            // (the client does not reconnect on its own after a server disconnect). Posted: it
+            // destroys this handler.
+            closing_ = true;
+            boost::asio::post(socket_.engine().server().worker().io(),
+                              [&socket = socket_, alive = alive_] {
+                                  if (*alive) socket.disconnect();
+                              });
+            return;
+        }
         if (!args[0].is_string()) return fail(ack, "?", chat::Error::none, "event name");
-        const std::string_view name = sv(args[0].as_string());
         ack_ = ack;
         if (name == "createsession") return createsession(args);
         if (name == "newMessage") return new_message(args);
@@ -174,6 +191,8 @@ class Session final : public sio::Handler, public chat::Client {
     Service& service_;
     sio::Socket& socket_;
     std::optional<std::uint64_t> ack_;
+    bool closing_ = false;  // rate limit abuse: the disconnect is posted
+    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
     chat::Session chat_;  // last: logs out while the members above are valid
 };
 

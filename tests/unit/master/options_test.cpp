@@ -174,3 +174,33 @@ TEST(Options, HttpEdgeLimits) {
                           "--http-keepalive-timeout-ms", "--http-body-timeout-ms"})
         EXPECT_NE(help.message.find(o), std::string::npos) << o;
 }
+
+TEST(Options, EngineIoAndChatLimits) {
+    auto d = parse({});
+    ASSERT_TRUE(d.options);
+    EXPECT_EQ(d.options->eio_max_sessions_per_ip, 1000u);
+    EXPECT_EQ(d.options->eio_first_poll_timeout_ms, 5000u);
+    EXPECT_EQ(d.options->eio_max_queued, std::size_t{4} << 20);
+    EXPECT_EQ(d.options->eio_max_queued_total, std::size_t{64} << 20);
+    EXPECT_EQ(d.options->chat_rate, 50);
+    EXPECT_EQ(d.options->chat_burst, 100u);
+    EXPECT_EQ(d.options->chat_rate_close_after, 50u);
+    EXPECT_EQ(d.options->chat_max_rooms, 100u);
+    auto r = parse({"--eio-max-sessions-per-ip", "0", "--eio-first-poll-timeout-ms", "0",
+                    "--eio-max-queued", "65536", "--eio-max-queued-total", "1048576", "--chat-rate",
+                    "0.5", "--chat-burst", "3", "--chat-rate-close-after", "0",
+                    "--chat-max-rooms-per-user", "7"});
+    ASSERT_TRUE(r.options) << r.message;
+    EXPECT_EQ(r.options->eio_max_sessions_per_ip, 0u);
+    EXPECT_EQ(r.options->eio_max_queued_total, 1048576u);
+    EXPECT_EQ(r.options->chat_rate, 0.5);
+    EXPECT_EQ(r.options->chat_max_rooms, 7u);
+    expect_error({"--eio-max-queued", "100"}, "--eio-max-queued 100 is out of range");
+    expect_error({"--eio-max-queued", "65536", "--eio-max-queued-total", "1024"},
+                 "must be at least --eio-max-queued");
+    expect_error({"--chat-rate", "-1"}, "--chat-rate -1 is out of range");
+    expect_error({"--chat-rate", "nan"}, "--chat-rate");
+    expect_error({"--chat-burst", "0"}, "--chat-burst 0 is out of range");
+    expect_error({"--chat-rate", "0.0000001"}, "--chat-rate 1e-07 is out of range");
+    expect_error({"--eio-max-sessions-per-ip", "many"}, "eio-max-sessions-per-ip");
+}

@@ -297,4 +297,26 @@ TEST_F(Native, DirectMessagesAndPresence) {
     EXPECT_EQ(a->sink.last(), (json::object{{"type", "online"}, {"name", "b"}}));
 }
 
+TEST_F(Native, RateLimitedThenClosed1008) {
+    hub0->set_limits({.rate = 0.01, .burst = 3, .close_after = 2, .max_rooms = 100});
+    auto a = login(svc0, "a");                  // 1 token
+    a->send(R"({"type":"join","room":"r"})");   // 2
+    a->send(R"({"type":"leave","room":"r"})");  // 3
+    // Refused before it is even parsed: malformed JSON is counted too.
+    expect_error(a->send("not json"), "rate_limited");
+    EXPECT_EQ(a->sink.closed, 0);
+    a->send_quiet(R"({"type":"join","room":"r"})");  // the second refusal in a row: closed
+    EXPECT_EQ(a->sink.closed, 1);
+    EXPECT_EQ(a->sink.close_code, 1008);
+    EXPECT_EQ(hub0->stats().rate_closes, 1u);
+}
+
+TEST_F(Native, TooManyRooms) {
+    hub0->set_limits({.rate = 0, .burst = 1, .close_after = 0, .max_rooms = 2});
+    auto a = login(svc0, "a");
+    a->send(R"({"type":"join","room":"r1"})");
+    a->send(R"({"type":"join","room":"r2"})");
+    expect_error(a->send(R"({"type":"join","room":"r3"})"), "too_many_rooms");
+}
+
 }  // namespace
