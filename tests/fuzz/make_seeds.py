@@ -22,7 +22,8 @@ def write(target, name, data):
 
 
 # --- native_protocol: lines "<command><payload>", command '0'-'3' text to session 0-3,
-# '4'-'7' binary, '8'-';' disconnect, '<' pump only. Sessions 0, 2 on worker 0; 1, 3 on 1.
+# '4'-'7' binary, '8'-';' disconnect, '<' pump only. Sessions 0, 2 on worker 0; 1, 3 on 1
+# (tight chat limits on worker 1).
 
 def native(name, lines):
     out = []
@@ -65,7 +66,7 @@ def seeds_native():
         ("2", '{"type":"login","name":"\\ud800"}'), ("3", '{"type":"login","name":"\x7f"}'),
     ])
     native("cids", [
-        login(0, "a"), join(0, "r"),
+        say(0, "r", "before login", cid="k"), login(0, "a"), join(0, "r"),
         ("0", '{"type":"say","room":"nosuchroom","text":"x","cid":1e400}'),
         ("0", '{"type":"say","room":"r","text":"x","cid":-1e400}'),
         ("0", '{"type":"say","room":"r","text":"x","cid":[1e400]}'),
@@ -101,8 +102,15 @@ def seeds_native():
     native("history_and_too_long", [
         login(0, "w"), join(0, "h"),
     ] + [say(0, "h", "m%d" % i) for i in range(6)] + [
-        login(1, "late"), join(1, "h"), say(1, "h", "x" * 4097),
-        ("1", {"type": "dm", "to": "w", "text": "y" * 4097}), say(1, "h", "x" * 4096),
+        login(1, "late"), join(1, "h"), say(1, "h", "x" * 257),
+        ("1", {"type": "dm", "to": "w", "text": "y" * 257}), say(1, "h", "x" * 256),
+        say(0, "h", "z" * 250), say(0, "h", "z" * 250), say(0, "h", "z" * 250),
+        ("2", {"type": "login", "name": "later"}), ("2", {"type": "join", "room": "h"}),
+    ])
+    native("rate_and_room_limits", [  # worker 1: burst 6, 2 rooms, closed after 3 refusals
+        login(1, "busy"), join(1, "a"), join(1, "b"), join(1, "c"), say(1, "a", "1"),
+        say(1, "b", "2"), say(1, "a", "3", cid=3), say(1, "a", "4"), say(1, "a", "5"),
+        ("5", ""), login(1, "busy"), login(3, "other"), join(3, "a"),
     ])
     native("rooms_unicode", [
         login(0, "r"), join(0, "\u00fcber"), join(0, "\U0001F3E0" * 64), join(0, "a" * 65),
@@ -120,6 +128,7 @@ KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 
 def cmd(conn, action=0):
+    """action 0-3 as in the layout; 4 (command bit 4): write, then let 10 ms of timers run."""
     return bytes([conn | (action << 2)])
 
 
@@ -269,6 +278,15 @@ def seeds_http():
         (3, 0, req("PUT", "/socket.io/?EIO=4&transport=polling")),
         (3, 0, sio_poll("&sid=$SID", "POST", b"x" * 5000)),
         (0, 0, sio_poll("&sid=$SID", "POST", b"4\x1e" + b"\xff")),
+    ])
+    http("short_timers", 16, [
+        (0, 0, sio_poll()),
+        (1, 0, sio_poll("&sid=$SID")),
+        (2, 0, upgrade("/socket.io/?EIO=4&transport=websocket")),
+        (2, 4, frame("40")),
+        (3, 4, upgrade("/ws")),
+        (3, 4, upgrade("/socket.io/?EIO=4&transport=websocket&sid=$SID") + frame("2probe")),
+        (0, 4, sio_poll("&sid=$SID")),
     ])
     http("protocol_test_mode", 1, [
         (0, 0, req("GET", "/engine.io/?EIO=4&transport=polling")),

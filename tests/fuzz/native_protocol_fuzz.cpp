@@ -1,7 +1,9 @@
 // libFuzzer target for the native JSON chat protocol (userspace/native) over a real chat core:
-// a ring Region and a SharedState (small tables, so "server_full" is reachable) shared by two
+// a ring Region and a SharedState (small tables and texts, so "server_full" and "too_long" are
+// reachable with short inputs) shared by two
 // worker Hubs on one io_context, as in tests/unit/native/native_test.cpp. Four client sessions,
-// 0 and 2 on worker 0, 1 and 3 on worker 1, each with a recording Sink in place of its
+// 0 and 2 on worker 0, 1 and 3 on worker 1 (whose chat limits are tight: a burst of 6 requests,
+// 2 rooms, closed after 3 refusals in a row), each with a recording Sink in place of its
 // WebSocket connection.
 //
 // Input layout: lines separated by '\n'. The first byte of a line is a command:
@@ -20,8 +22,10 @@
 //   - one reply per request where the protocol says so: login, join, leave, say, a binary
 //     frame and any malformed or unknown request get exactly one frame (say: the sender's own
 //     copy of its message, or an error); dm gets at most one (an error, or the dm itself when
-//     sent to oneself); logout closes with 1000 and sends nothing, or gets one error;
+//     sent to oneself); logout closes with 1000 and sends nothing, or gets one error; a request
+//     over the rate limit gets one rate_limited error, or its connection is closed with 1008;
 //   - a reply to a request of type T is T's answer or an error;
+//   - a say's "cid" comes back on its answer (unchanged, floating-point aside);
 //   - nothing is sent to a session after it was closed.
 #include <boost/asio/io_context.hpp>
 #include <boost/json.hpp>
@@ -77,9 +81,10 @@ json::object check_frame(const ws::SharedFrame& f) {
     if (t == "error") {
         const json::value* code = o.if_contains("code");
         FUZZ_CHECK(code && code->is_string());
-        FUZZ_CHECK(one_of(code->get_string(), {"bad_request", "not_logged_in", "already_logged_in",
-                                               "bad_name", "name_taken", "bad_room", "not_in_room",
-                                               "no_such_user", "too_long", "server_full"}));
+        FUZZ_CHECK(one_of(code->get_string(),
+                          {"bad_request", "not_logged_in", "already_logged_in", "bad_name",
+                           "name_taken", "bad_room", "not_in_room", "no_such_user", "too_long",
+                           "server_full", "rate_limited", "too_many_rooms"}));
         const json::value* message = o.if_contains("message");
         FUZZ_CHECK(message && message->is_string() && !message->get_string().empty());
     }
@@ -101,9 +106,12 @@ struct RecordingSink final : native::Sink {
     }
     void close(std::uint16_t code, std::string_view) override {
         FUZZ_CHECK(!closed);
-        FUZZ_CHECK(code == ws::close_code::normal);
+        // logout, or a client that kept sending over its rate limit
+        FUZZ_CHECK(code == ws::close_code::normal || code == ws::close_code::policy_violation);
         closed = true;
+        close_code = code;
     }
+    std::uint16_t close_code = 0;
 };
 
 struct Client {
@@ -153,7 +161,9 @@ class Cluster {
         const std::size_t replies = c.sink.frames.size() - before;
         const auto type = request_type(payload);
         const bool known = type && one_of(*type, {"login", "join", "leave", "say", "dm", "logout"});
-        if (!known) {
+        if (refused(c, replies)) {
+            // Over the rate limit: one rate_limited error, or the connection closes (1008).
+        } else if (!known) {
             FUZZ_CHECK(replies == 1);
             expect_error(c.sink.frames.back(), "bad_request");
         } else if (*type == "logout") {
@@ -166,8 +176,10 @@ class Cluster {
         } else {
             FUZZ_CHECK(replies == 1);
             expect_reply(c.sink.frames.back(), *type);
+            if (*type == "say") check_cid(payload, c.sink.frames.back());
         }
-        if (!known || *type != "logout") FUZZ_CHECK(!c.sink.closed);
+        if (!known || *type != "logout")
+            FUZZ_CHECK(!c.sink.closed || c.sink.close_code == ws::close_code::policy_violation);
         after_request(i);
     }
 
@@ -175,8 +187,11 @@ class Cluster {
         Client& c = *clients_[i];
         const std::size_t before = c.sink.frames.size();
         c.session.on_binary();
-        FUZZ_CHECK(c.sink.frames.size() == before + 1);
-        expect_error(c.sink.frames.back(), "bad_request");
+        const std::size_t replies = c.sink.frames.size() - before;
+        if (!refused(c, replies)) {
+            FUZZ_CHECK(replies == 1);
+            expect_error(c.sink.frames.back(), "bad_request");
+        }
         after_request(i);
     }
 
@@ -204,10 +219,49 @@ class Cluster {
         if (clients_[i]->sink.closed) connect(i);
     }
 
+    // The request was refused by the rate limit: nothing else happened.
+    static bool refused(const Client& c, std::size_t replies) {
+        if (c.sink.closed && c.sink.close_code == ws::close_code::policy_violation) {
+            FUZZ_CHECK(replies == 0);
+            return true;
+        }
+        if (replies != 1) return false;
+        const json::object o = check_frame(c.sink.frames.back());
+        return o.at("type") == "error" && o.at("code") == "rate_limited";
+    }
+
     static void expect_error(const ws::SharedFrame& f, std::string_view code) {
         const json::object o = check_frame(f);
         FUZZ_CHECK(o.at("type") == "error");
         FUZZ_CHECK(o.at("code").as_string() == code);
+    }
+
+    // A say's "cid" comes back on its answer (the sender's copy, or an error other than a
+    // bad_request), equal to the request's when it holds no floating-point number (those may
+    // move by an ULP through Boost.JSON's parser).
+    static void check_cid(std::string_view request, const ws::SharedFrame& f) {
+        const json::value req = json::parse(request);
+        const json::value* cid = req.as_object().if_contains("cid");
+        const json::object o = check_frame(f);
+        const bool bad_request = o.at("type") == "error" && o.at("code") == "bad_request";
+        if (!cid) {
+            FUZZ_CHECK(!o.contains("cid"));
+            return;
+        }
+        if (bad_request) return;  // the cid itself may be what was wrong
+        FUZZ_CHECK(o.contains("cid"));
+        if (!has_double(*cid)) FUZZ_CHECK(o.at("cid") == *cid);
+    }
+
+    static bool has_double(const json::value& v) {
+        if (v.is_double()) return true;
+        if (const auto* a = v.if_array())
+            for (const auto& e : *a)
+                if (has_double(e)) return true;
+        if (const auto* obj = v.if_object())
+            for (const auto& kv : *obj)
+                if (has_double(kv.value())) return true;
+        return false;
     }
 
     static void expect_reply(const ws::SharedFrame& f, std::string_view req) {
@@ -222,12 +276,18 @@ class Cluster {
         .max_rooms = 3,
         .max_memberships = 8,
         .history_len = 4,
-        .history_bytes = 8192,
-        .max_text = 4096,
+        .history_bytes = 1024,
+        .max_text = 256,  // "too_long" with short inputs
     });
     boost::asio::io_context io_{1};
     chat::Hub hub0_{io_.get_executor(), region_, state_, 0};
     chat::Hub hub1_{io_.get_executor(), region_, state_, 1};
+    // Worker 1 has tight limits, so that rate_limited, the close of an abusive connection and
+    // too_many_rooms are reachable.
+    bool limits_set_ = [this] {
+        hub1_.set_limits(chat::Limits{.rate = 1, .burst = 6, .close_after = 3, .max_rooms = 2});
+        return true;
+    }();
     native::Service svc0_{hub0_};
     native::Service svc1_{hub1_, false};  // one worker without encode-once
     std::unique_ptr<Client> clients_[kSessions];

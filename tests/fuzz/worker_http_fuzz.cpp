@@ -6,13 +6,16 @@
 //
 // Input layout:
 //   byte 0    flags: bit 0 protocol-test mode, bit 1 CORS for any origin, bit 2 no Engine.IO
-//             v3, bit 3 an Origin allowlist (https://ok.example)
+//             v3, bit 3 an Origin allowlist (https://ok.example), bit 4 short timers (a few ms:
+//             heartbeats, upgrade and connect timeouts, WebSocket pings and close handshake)
 //   then chunks, each a command byte and its data, separated by the marker "\xfe\xfd" (so the
 //   first chunk's command is byte 1):
 //     command bits 0-1  the connection (0-3; opened on first use)
 //     command bits 2-3  0 write the data; 1 write it, then shut down the client's sending side;
 //                       2 close the connection (the data is ignored); 3 write it a byte at a
 //                       time, running the loop between bytes (at most 64 bytes that way)
+//     command bit 4     with short timers (flags bit 4): then run the loop for 4 ms of real
+//                       time, so timers fire (at most 8 times per input)
 //   "$SID" in data is replaced by the last Engine.IO session id the server handed out (read
 //   from its answers), so polls, posts and upgrades of a session can be expressed.
 // After every chunk the worker's loop runs until idle and the client reads what it was sent.
@@ -29,6 +32,7 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <cerrno>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -100,6 +104,17 @@ class Harness {
             ctx.net.allowed_origins = {"https://ok.example"};
             ctx.app.engine.allowed_origins = ctx.net.allowed_origins;
         }
+        if (flags & 16) {
+            short_timers_ = true;
+            using std::chrono::milliseconds;
+            ctx.app.engine.ping_interval = milliseconds(2);
+            ctx.app.engine.ping_timeout = milliseconds(3);
+            ctx.app.engine.upgrade_timeout = milliseconds(5);
+            ctx.app.socketio.connect_timeout = milliseconds(5);
+            ctx.net.websocket.ping_interval = milliseconds(3);
+            ctx.net.websocket.ping_timeout = milliseconds(3);
+            ctx.net.websocket.close_timeout = milliseconds(5);
+        }
         worker_ = std::make_unique<net::Worker>(app::worker_config(ctx));
         app_ = std::make_unique<app::WorkerApp>(*worker_, region_, state_, ctx.app);
     }
@@ -148,6 +163,13 @@ class Harness {
             c.write_shut = true;
         }
         pump();
+        if ((cmd & 16) && short_timers_ && waits_ < 8) {
+            ++waits_;
+            auto& io = worker_->io();
+            io.restart();
+            io.run_for(std::chrono::milliseconds(4));
+            pump();
+        }
         read(c);
     }
 
@@ -275,6 +297,8 @@ class Harness {
     std::unique_ptr<app::WorkerApp> app_;
     Client clients_[kConnections];
     std::string sid_;
+    bool short_timers_ = false;
+    int waits_ = 0;
 };
 
 }  // namespace

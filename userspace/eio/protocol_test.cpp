@@ -1,6 +1,7 @@
 #include "eio/protocol_test.hpp"
 
 #include <chrono>
+#include <memory>
 
 #include <boost/asio/steady_timer.hpp>
 
@@ -21,14 +22,17 @@ struct SuiteHandler final : sio::Handler {
     // been handled: a client that reads both from one TCP segment drops the second. So the
     // reply and "auth" go out in separate writes, a moment apart (the suites' limitation, not
     // the protocol's: a real client handles any batching).
+    // The timer's handler may already be queued (expired) when the socket goes away: it checks
+    // `alive_`, as destroying the timer only cancels a wait that has not completed yet.
     SuiteHandler(sio::Socket& socket, boost::json::object auth)
         : auth_timer_(socket.engine().server().worker().io()) {
         auth_timer_.expires_after(std::chrono::milliseconds(20));
         auth_timer_.async_wait(
-            [&socket, auth = std::move(auth)](const boost::system::error_code& ec) {
-                if (!ec) socket.emit("auth", auth);
+            [&socket, auth = std::move(auth), alive = alive_](const boost::system::error_code& ec) {
+                if (!ec && *alive) socket.emit("auth", auth);
             });
     }
+    ~SuiteHandler() override { *alive_ = false; }
 
     void on_event(sio::Socket& socket, const boost::json::array& args,
                   std::span<const std::string> attachments,
@@ -45,6 +49,7 @@ struct SuiteHandler final : sio::Handler {
         }
     }
 
+    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
     boost::asio::steady_timer auth_timer_;
 };
 

@@ -806,7 +806,6 @@ void Server::handshake(const std::shared_ptr<net::Exchange>& ex, int protocol,
             &ws_options_, ws_origins_.empty() ? nullptr : &ws_origins_);
         return;
     }
-    boost::system::error_code ec;
     Socket* s = open_session(protocol, transport, ex->remote(), std::move(query), std::move(origin),
                              nullptr);
     if (!s) return error(ex, 3);

@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -12,6 +13,7 @@
 #include <fmt/core.h>
 #include <boost/program_options.hpp>
 
+#include "net/limits.hpp"
 #include "steer.h"
 #include "steer/jhash.hpp"
 
@@ -37,6 +39,33 @@ std::string usage_text(const po::options_description& desc) {
     return os.str();
 }
 
+// The HTTP edge's limits (docs/reliability.md); fills in the per-worker default. Empty if fine.
+std::string check_http_limits(Options& o, bool per_worker_given) {
+    const std::uint64_t nofile = open_files_hard_limit();
+    if (!per_worker_given) {
+        o.max_conns_per_worker = net::default_max_conns_per_worker(nofile);
+    } else if (o.max_conns_per_worker == 0) {
+        return "--max-conns-per-worker must be at least 1";
+    } else if (o.max_conns_per_worker + net::kMinFdHeadroom > nofile) {
+        return fmt::format(
+            "--max-conns-per-worker {} needs an open-files limit of at least {} ({} kept free "
+            "for the worker itself), but the hard limit is {}: raise it (LimitNOFILE= in the "
+            "systemd unit, ulimit -Hn; see scripts/tune) or lower the option",
+            o.max_conns_per_worker, o.max_conns_per_worker + net::kMinFdHeadroom,
+            net::kMinFdHeadroom, nofile);
+    }
+    if (o.http_max_header_bytes < 1024 || o.http_max_header_bytes > (std::size_t{1} << 20))
+        return fmt::format("--http-max-header-bytes {} is out of range (1024 to 1048576)",
+                           o.http_max_header_bytes);
+    for (auto [name, v] : {std::pair{"--http-first-byte-timeout-ms", o.http_first_byte_timeout_ms},
+                           std::pair{"--http-keepalive-timeout-ms", o.http_keepalive_timeout_ms},
+                           std::pair{"--http-header-timeout-ms", o.http_header_timeout_ms},
+                           std::pair{"--http-body-timeout-ms", o.http_body_timeout_ms}})
+        if (v < 100 || v > 3'600'000)
+            return fmt::format("{} {} is out of range (100 to 3600000 ms)", name, v);
+    return {};
+}
+
 }  // namespace
 
 std::uint32_t default_seed() {
@@ -48,6 +77,13 @@ std::uint32_t default_seed() {
         words[i / 4] |= static_cast<std::uint32_t>(static_cast<unsigned char>(id[i]))
                         << (8 * (i % 4));
     return steer::jhash2(words, 0x5eedc4a7);
+}
+
+std::uint64_t open_files_hard_limit() {
+    rlimit nofile{};
+    if (::getrlimit(RLIMIT_NOFILE, &nofile) != 0) return 1024;
+    // Linux caps it at fs.nr_open; "unlimited" is not possible, but be safe.
+    return nofile.rlim_max == RLIM_INFINITY ? std::uint64_t{1} << 20 : nofile.rlim_max;
 }
 
 ParseResult parse_options(int argc, const char* const argv[]) {
@@ -130,6 +166,28 @@ ParseResult parse_options(int argc, const char* const argv[]) {
          po::value(&o.sio_connect_timeout_ms),
          "time from the Engine.IO handshake to the first Socket.IO CONNECT (default 45000; "
          "1000 with --protocol-test)")
+        ("max-conns-per-ip", po::value(&o.max_conns_per_ip)->default_value(o.max_conns_per_ip),
+         "connections one client address may hold on its worker (HTTP, WebSocket, held long "
+         "polls); more are answered 429 and closed at once (0: no limit)")
+        ("max-conns-per-worker", po::value(&o.max_conns_per_worker),
+         "connections one worker holds at most; more are answered 503 and closed at once "
+         "(default: the open-files limit minus 5 %, at least 64 kept free)")
+        ("http-max-header-bytes",
+         po::value(&o.http_max_header_bytes)->default_value(o.http_max_header_bytes),
+         "largest request line and headers of an HTTP request (larger: 431)")
+        ("http-first-byte-timeout-ms",
+         po::value(&o.http_first_byte_timeout_ms)->default_value(o.http_first_byte_timeout_ms),
+         "time from connecting to the first byte of a request; then the connection is closed")
+        ("http-keepalive-timeout-ms",
+         po::value(&o.http_keepalive_timeout_ms)->default_value(o.http_keepalive_timeout_ms),
+         "time a kept-alive HTTP connection may wait for its next request; then it is closed")
+        ("http-header-timeout-ms",
+         po::value(&o.http_header_timeout_ms)->default_value(o.http_header_timeout_ms),
+         "time from a request's first byte to the end of its header, not renewed by each byte "
+         "(slowloris); then 408 and close")
+        ("http-body-timeout-ms",
+         po::value(&o.http_body_timeout_ms)->default_value(o.http_body_timeout_ms),
+         "time from the end of a request's header to the end of its body; then 408 and close")
         ("protocol-test", "serve what the public Engine.IO / Socket.IO protocol test suites "
          "expect (echo at /engine.io/, test events at /socket.io/) instead of the chat; run "
          "them with --port 3000 --eio-ping-interval-ms 300 --eio-ping-timeout-ms 200")
@@ -323,6 +381,8 @@ ParseResult parse_options(int argc, const char* const argv[]) {
                 "an unprivileged group",
                 o.group));
     }
+    if (auto err = check_http_limits(o, vm.count("max-conns-per-worker") != 0); !err.empty())
+        return bad(err);
     return {o, 0, {}};
 }
 

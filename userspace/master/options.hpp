@@ -44,6 +44,14 @@ struct Options {
     std::vector<std::string> sio_namespaces;  // served besides "/"
     unsigned sio_connect_timeout_ms = 45000;
     bool protocol_test = false;  // the public protocol test suites' server
+    // HTTP edge limits (docs/reliability.md)
+    std::size_t max_conns_per_ip = 256;    // per client address per worker; 0: no limit
+    std::size_t max_conns_per_worker = 0;  // 0 until parsed: then from the open-files limit
+    std::size_t http_max_header_bytes = 16 * 1024;
+    unsigned http_first_byte_timeout_ms = 10000;
+    unsigned http_keepalive_timeout_ms = 60000;
+    unsigned http_header_timeout_ms = 10000;
+    unsigned http_body_timeout_ms = 30000;
     // Workers' user and group when the master runs as root (empty: steerchat if that user exists,
     // else nobody; the group: the user's). See master/privileges.hpp.
     std::string user;
@@ -73,5 +81,8 @@ ParseResult parse_options(int argc, const char* const argv[]);
 
 // The per-host default seed: jhash of /etc/machine-id, or a fixed value without one.
 std::uint32_t default_seed();
+
+// The open-files hard limit the master raises its soft limit to (workers inherit it).
+std::uint64_t open_files_hard_limit();
 
 }  // namespace steerchat::master

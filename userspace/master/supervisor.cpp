@@ -21,6 +21,7 @@
 #include "app/worker_app.hpp"
 #include "chat/chat.hpp"
 #include "master/worker_context.hpp"
+#include "net/limits.hpp"
 #include "steer/maglev.hpp"
 #include "util/log.hpp"
 #include "ws/handshake.hpp"
@@ -103,11 +104,25 @@ void Supervisor::setup() {
         nofile.rlim_cur = nofile.rlim_max;
         ::setrlimit(RLIMIT_NOFILE, &nofile);
     }
+    // The per-worker connection limit stays below what workers may open (options checked it
+    // against the hard limit; a soft limit that could not be raised is caught here).
+    if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
+        opts_.max_conns_per_worker + net::kMinFdHeadroom > nofile.rlim_cur) {
+        const std::size_t fit = nofile.rlim_cur > 2 * net::kMinFdHeadroom
+                                    ? nofile.rlim_cur - net::kMinFdHeadroom
+                                    : nofile.rlim_cur / 2;
+        log::line(
+            "--max-conns-per-worker {} does not fit the open-files limit {} ({} kept free): "
+            "using {}",
+            opts_.max_conns_per_worker, nofile.rlim_cur, net::kMinFdHeadroom, fit);
+        opts_.max_conns_per_worker = std::max<std::size_t>(fit, 1);
+    }
     if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < 65536)
         log::line(
-            "open-files limit is {}: that caps connections per worker; raise it "
+            "open-files limit is {}: each worker holds at most {} connections "
+            "(--max-conns-per-worker; the rest of the limit is kept free); raise it "
             "(LimitNOFILE= in a systemd unit, ulimit -n; see scripts/tune)",
-            nofile.rlim_cur);
+            nofile.rlim_cur, opts_.max_conns_per_worker);
 
     // Signals are taken through a signalfd; block them before any child exists.
     sigset_t sigs = handled_signals();

@@ -16,6 +16,15 @@ app::WorkerContext worker_context(const Options& opts) {
     net.websocket.ping_interval = std::chrono::milliseconds(opts.ws_ping_interval_ms);
     net.websocket.ping_timeout = std::chrono::milliseconds(opts.ws_ping_timeout_ms);
     net.websocket.cork = opts.ws_cork;
+    // HTTP edge limits (docs/reliability.md)
+    net.limits.per_address = opts.max_conns_per_ip;
+    net.limits.per_worker = opts.max_conns_per_worker;
+    net.limits.ipv6_prefix64 = opts.ipv6_prefix64;
+    net.max_header_bytes = opts.http_max_header_bytes;
+    net.first_byte_timeout = std::chrono::milliseconds(opts.http_first_byte_timeout_ms);
+    net.keepalive_timeout = std::chrono::milliseconds(opts.http_keepalive_timeout_ms);
+    net.header_timeout = std::chrono::milliseconds(opts.http_header_timeout_ms);
+    net.body_timeout = std::chrono::milliseconds(opts.http_body_timeout_ms);
 
     // The application: chat adapters, Engine.IO / Socket.IO.
     app::AppOptions& app = ctx.app;

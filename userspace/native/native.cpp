@@ -188,7 +188,16 @@ void Session::on_text(std::string_view payload) {
     const bool known =
         type == "join" || type == "leave" || type == "say" || type == "dm" || type == "logout";
     if (!known) return error("bad_request", concat({"unknown type \"", type, "\""}));
-    if (!chat_.logged_in()) return fail(chat::Error::not_logged_in);
+    // A say's cid comes back on every answer to it, errors included (not_logged_in too).
+    std::optional<std::string> cid;
+    if (type == "say") {
+        const json::value* cidv = obj->if_contains("cid");
+        if (cidv && !(cid = cid_text(*cidv)))
+            return error("bad_request",
+                         "\"cid\" must be JSON of at most 256 bytes with finite numbers");
+    }
+    const std::string* cidp = cid ? &*cid : nullptr;
+    if (!chat_.logged_in()) return fail(chat::Error::not_logged_in, cidp);
 
     if (type == "logout") {
         chat_.logout();
@@ -221,12 +230,6 @@ void Session::on_text(std::string_view payload) {
         return reply(json::serialize(o));
     }
     if (type == "say") {
-        const json::value* cidv = obj->if_contains("cid");
-        std::optional<std::string> cid;
-        if (cidv && !(cid = cid_text(*cidv)))
-            return error("bad_request",
-                         "\"cid\" must be JSON of at most 256 bytes with finite numbers");
-        const std::string* cidp = cid ? &*cid : nullptr;
         const json::string* room = str_field(*obj, "room");
         const json::string* text = str_field(*obj, "text");
         if (!room || !text)

@@ -50,8 +50,13 @@ http::message_generator upgrade_refusal(http::status status, const Request& req,
 
 }  // namespace
 
-HttpSession::HttpSession(boost::asio::ip::tcp::socket&& socket, Worker& worker)
-    : stream_(std::move(socket)), worker_(worker) {
+HttpSession::HttpSession(boost::asio::ip::tcp::socket&& socket, Worker& worker, Lease slot,
+                         const AddressKey& key)
+    : stream_(std::move(socket)),
+      timer_(stream_.get_executor()),
+      worker_(worker),
+      slot_(std::move(slot)),
+      key_(key) {
     worker_.add(this);
     ++worker_.stats().active;
 }
@@ -65,30 +70,130 @@ void HttpSession::start() {
     read();
 }
 
+namespace {
+// The first read of a request: a header usually arrives in one segment.
+constexpr std::size_t kFirstRead = 4096;
+}  // namespace
+
+void HttpSession::arm_deadline(Phase phase, std::chrono::milliseconds after) {
+    phase_ = phase;
+    const auto generation = ++timer_generation_;
+    timer_.expires_after(after);
+    timer_.async_wait([self = shared_from_this(), generation](const boost::system::error_code& ec) {
+        if (ec || generation != self->timer_generation_) return;
+        // Reading is cut short: the read completes with operation_aborted and looks here.
+        self->timed_out_ = self->phase_;
+        self->phase_ = Phase::none;
+        boost::system::error_code e;
+        self->stream_.socket().cancel(e);
+    });
+}
+
+void HttpSession::disarm_deadline() {
+    if (phase_ == Phase::none) return;
+    phase_ = Phase::none;
+    ++timer_generation_;
+    timer_.cancel();
+}
+
 void HttpSession::read() {
     if (worker_.stopping()) return close();
+    const auto& cfg = worker_.config();
     parser_.emplace();
-    parser_->header_limit(static_cast<std::uint32_t>(worker_.config().max_header_bytes));
-    parser_->body_limit(worker_.config().max_body_bytes);
-    stream_.expires_after(worker_.config().idle_timeout);
+    parser_->header_limit(static_cast<std::uint32_t>(cfg.max_header_bytes));
+    parser_->body_limit(cfg.max_body_bytes);
+    // Our own deadlines time the reading (a write's leaves no timer behind).
+    stream_.expires_never();
+    timed_out_ = Phase::none;
     reading_ = true;
-    http::async_read(stream_, buffer_, *parser_,
-                     beast::bind_front_handler(&HttpSession::on_read, shared_from_this()));
+    // Bytes of a pipelined request are here already: the request has begun.
+    if (buffer_.size() > 0) return read_header();
+    arm_deadline(first_request_ ? Phase::first_byte : Phase::keepalive,
+                 first_request_ ? cfg.first_byte_timeout : cfg.keepalive_timeout);
+    stream_.async_read_some(
+        buffer_.prepare(kFirstRead),
+        beast::bind_front_handler(&HttpSession::on_first_bytes, shared_from_this()));
+}
+
+void HttpSession::on_first_bytes(beast::error_code ec, std::size_t n) {
+    disarm_deadline();
+    if (!ec) timed_out_ = Phase::none;  // the deadline fired after the read had completed
+    if (!ec) {
+        buffer_.commit(n);
+        return read_header();
+    }
+    reading_ = false;
+    if (timed_out_ != Phase::none)
+        on_read_timeout(timed_out_);
+    else
+        close();  // EOF, reset, or a graceful stop
+}
+
+void HttpSession::read_header() {
+    first_request_ = false;
+    // From the first byte of the request, not renewed by each byte that follows.
+    arm_deadline(Phase::header, worker_.config().header_timeout);
+    http::async_read_header(stream_, buffer_, *parser_,
+                            beast::bind_front_handler(&HttpSession::on_header, shared_from_this()));
+}
+
+void HttpSession::on_header(beast::error_code ec, std::size_t n) {
+    disarm_deadline();
+    if (!ec) timed_out_ = Phase::none;
+    if (!ec && !parser_->is_done()) {
+        arm_deadline(Phase::body, worker_.config().body_timeout);
+        http::async_read(stream_, buffer_, *parser_,
+                         beast::bind_front_handler(&HttpSession::on_read, shared_from_this()));
+        return;
+    }
+    on_read(ec, n);
+}
+
+void HttpSession::on_read_timeout(Phase phase) {
+    auto& stats = worker_.stats();
+    switch (phase) {
+        case Phase::first_byte:
+            ++stats.first_byte_timeouts;
+            return close();
+        case Phase::keepalive:
+            ++stats.idle_timeouts;
+            return close();
+        case Phase::header:
+        case Phase::body:
+            break;
+        case Phase::none:
+            return close();
+    }
+    const bool header = phase == Phase::header;
+    ++(header ? stats.header_timeouts : stats.body_timeouts);
+    const auto limit = header ? worker_.config().header_timeout : worker_.config().body_timeout;
+    stream_.expires_after(std::chrono::seconds(5));
+    beast::async_write(
+        stream_,
+        error_response(http::status::request_timeout, 11, false,
+                       fmt::format("request timeout: the request {} did not arrive within {} ms",
+                                   header ? "header" : "body", limit.count())),
+        beast::bind_front_handler(&HttpSession::on_write, shared_from_this(), false));
 }
 
 void HttpSession::on_read(beast::error_code ec, std::size_t) {
+    disarm_deadline();
+    if (!ec) timed_out_ = Phase::none;
     reading_ = false;
+    if (timed_out_ != Phase::none) return on_read_timeout(timed_out_);
     if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
         ec == boost::asio::error::operation_aborted)
         return close();
     if (ec) {
         // A malformed or oversized request: answer it, then close (the stream is out of sync).
-        ++worker_.stats().bad_requests;
-        auto status = (ec == http::error::header_limit || ec == http::error::body_limit)
-                          ? http::status::payload_too_large
-                          : http::status::bad_request;
-        if (ec == http::error::header_limit) status = http::status::request_header_fields_too_large;
         if (ec == http::error::partial_message) return close();
+        ++worker_.stats().bad_requests;
+        auto status = http::status::bad_request;
+        if (ec == http::error::body_limit) status = http::status::payload_too_large;
+        if (ec == http::error::header_limit) {
+            status = http::status::request_header_fields_too_large;
+            ++worker_.stats().header_too_large;
+        }
         stream_.expires_after(std::chrono::seconds(5));
         beast::async_write(
             stream_,
@@ -96,6 +201,10 @@ void HttpSession::on_read(beast::error_code ec, std::size_t) {
             beast::bind_front_handler(&HttpSession::on_write, shared_from_this(), false));
         return;
     }
+    handle_request();
+}
+
+void HttpSession::handle_request() {
     ++worker_.stats().requests;
     auto req = parser_->release();
     {
@@ -117,7 +226,9 @@ void HttpSession::on_read(beast::error_code ec, std::size_t) {
 
 void HttpSession::on_write(bool keep_alive, beast::error_code ec, std::size_t) {
     if (ec || !keep_alive) return close();
-    read();
+    // The next request is read now, or once this client address has waited its turn
+    // (FairShare): until then its bytes wait in the socket and cost this worker nothing.
+    worker_.fair_share().run(key_, [self = shared_from_this()] { self->read(); });
 }
 
 void HttpSession::dispatch(Request&& req, const HttpHandler& handler) {
@@ -275,6 +386,8 @@ void HttpSession::on_upgraded(beast::error_code ec, std::size_t) {
     auto conn = ws::Connection::create(
         stream_.release_socket(), worker_.websocket_hub(), std::move(upgrade_handler_),
         upgrade_options_ ? *upgrade_options_ : worker_.config().websocket);
+    // The connection keeps this client's slot until it finishes.
+    conn->hold(std::move(slot_));
     conn->start(ws::ByteView(static_cast<const std::uint8_t*>(rest.data()), rest.size()));
     buffer_.consume(buffer_.size());
     // This session ends here: nothing holds it any more.
@@ -288,6 +401,7 @@ void HttpSession::stop() {
 }
 
 void HttpSession::close() {
+    disarm_deadline();
     beast::error_code ec;
     stream_.socket().shutdown(boost::asio::ip::tcp::socket::shutdown_send, ec);
     stream_.socket().close(ec);

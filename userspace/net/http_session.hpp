@@ -1,12 +1,18 @@
-// One HTTP/1.1 connection: reads requests with Beast's parser (size limits, idle timeout),
-// routes them, writes responses, keeps the connection alive while the client wants it. A valid
-// upgrade to a WebSocket route ends the session: after the 101 its socket and any bytes read past
-// the request go to a ws::Connection.
+// One HTTP/1.1 connection: reads requests with Beast's parser (size limits), routes them, writes
+// responses, keeps the connection alive while the client wants it. A valid upgrade to a WebSocket
+// route ends the session: after the 101 its socket, any bytes read past the request and the
+// connection's slot (its Lease in the worker's ConnectionTracker) go to a ws::Connection.
+//
+// Reading a request has deadlines per phase, each absolute (not renewed by every byte): connect
+// (or the previous response) to the first byte, first-byte/keep-alive timeout: close silently;
+// first byte to the end of the header: 408; end of the header to the end of the body: 408.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <optional>
 
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/empty_body.hpp>
@@ -16,6 +22,7 @@
 #include "net/exchange.hpp"
 #include "net/router.hpp"
 #include "net/worker.hpp"
+#include "util/lease.hpp"
 #include "ws/connection.hpp"
 
 namespace steerchat::net {
@@ -24,15 +31,29 @@ class Worker;
 
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
   public:
-    HttpSession(boost::asio::ip::tcp::socket&& socket, Worker& worker);
+    // `slot`: the connection's place in the worker's ConnectionTracker, held until it closes.
+    // `key`: the client address as counted (limits.hpp), for FairShare.
+    HttpSession(boost::asio::ip::tcp::socket&& socket, Worker& worker, Lease slot = {},
+                const AddressKey& key = {});
     ~HttpSession();
     void start();
     // Graceful stop: an idle connection closes now, a busy one after its current response.
     void stop();
 
   private:
+    // What the request deadline (timer_) is timing.
+    enum class Phase : std::uint8_t { none, first_byte, keepalive, header, body };
+
     void read();
+    void on_first_bytes(boost::beast::error_code ec, std::size_t n);
+    void read_header();
+    void on_header(boost::beast::error_code ec, std::size_t);
     void on_read(boost::beast::error_code ec, std::size_t);
+    void handle_request();  // a complete request, its address's turn come
+    void arm_deadline(Phase phase, std::chrono::milliseconds after);
+    void disarm_deadline();
+    // The deadline passed while reading: 408 if part of a request came, else close.
+    void on_read_timeout(Phase phase);
     void on_write(bool keep_alive, boost::beast::error_code ec, std::size_t);
     void close();
     // The request targets a WebSocket route: 101 and hand-over, or 400/403/426.
@@ -52,9 +73,16 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     void end_exchange();
 
     boost::beast::tcp_stream stream_;
+    boost::asio::steady_timer timer_;  // the phase deadline of reading a request
+    Phase phase_ = Phase::none;        // what timer_ times
+    Phase timed_out_ = Phase::none;    // the phase whose deadline cancelled the read
+    std::uint64_t timer_generation_ = 0;
+    bool first_request_ = true;
     boost::beast::flat_buffer buffer_;
     std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
     Worker& worker_;
+    Lease slot_;  // this connection's place in the worker's ConnectionTracker
+    AddressKey key_;
     bool reading_ = false;
     // Kept alive while the 101 is written.
     std::optional<boost::beast::http::response<boost::beast::http::empty_body>> upgrade_response_;

@@ -55,6 +55,44 @@ std::string metrics_body(Worker& w) {
     metric("steerchat_accept_errors_total", "counter", "Failed accept() calls.", s.accept_errors);
     metric("steerchat_http_handler_errors_total", "counter",
            "Requests answered 500 because their route failed on them.", s.handler_errors);
+    const auto& limits = w.connections().limits();
+    const auto& refused = w.connections().stats();
+    append_metric(out, "steerchat_connections_refused_total", "counter",
+                  "Connections accepted and refused at once: per_ip (429, over "
+                  "--max-conns-per-ip), per_worker (503, over --max-conns-per-worker), open_files "
+                  "(503, accept ran out of descriptors).",
+                  slot, "reason",
+                  {{"per_ip", refused.refused_per_address},
+                   {"per_worker", refused.refused_per_worker},
+                   {"open_files", refused.refused_open_files}});
+    metric("steerchat_connections_max", "gauge",
+           "Connections this worker holds at most (--max-conns-per-worker).", limits.per_worker);
+    metric("steerchat_connections_per_ip_max", "gauge",
+           "Connections one client address may hold on this worker (--max-conns-per-ip; 0: no "
+           "limit).",
+           limits.per_address);
+    metric("steerchat_client_addresses", "gauge",
+           "Client addresses with at least one open connection.", w.connections().addresses());
+    metric("steerchat_http_requests_deferred_total", "counter",
+           "Kept-alive connections that waited a turn of the event loop before reading their next "
+           "request: their client address had had its share of the turn (fairness between "
+           "addresses).",
+           w.fair_share().deferred());
+    metric("steerchat_http_header_too_large_total", "counter",
+           "Requests answered 431: header over --http-max-header-bytes.", s.header_too_large);
+    metric("steerchat_http_header_timeouts_total", "counter",
+           "Requests answered 408: header not complete within --http-header-timeout-ms of its "
+           "first byte.",
+           s.header_timeouts);
+    metric("steerchat_http_body_timeouts_total", "counter",
+           "Requests answered 408: body not complete within --http-body-timeout-ms of the header.",
+           s.body_timeouts);
+    metric("steerchat_http_first_byte_timeouts_total", "counter",
+           "Connections closed: no byte within --http-first-byte-timeout-ms of connecting.",
+           s.first_byte_timeouts);
+    metric("steerchat_http_idle_timeouts_total", "counter",
+           "Kept-alive connections closed: no next request within --http-keepalive-timeout-ms.",
+           s.idle_timeouts);
     metric("steerchat_ws_connections_open", "gauge", "Open WebSocket connections.", ws.open);
     metric("steerchat_ws_connections_total", "counter", "WebSocket upgrades accepted.", ws.opened);
     metric("steerchat_ws_messages_in_total", "counter", "WebSocket data messages received.",
@@ -90,6 +128,15 @@ void append_metric(std::string& out, std::string_view name, std::string_view typ
                    std::string_view help, unsigned slot, std::uint64_t value) {
     out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{}{{worker=\"{}\"}} {}\n", name, help, name,
                        type, name, slot, value);
+}
+
+void append_metric(std::string& out, std::string_view name, std::string_view type,
+                   std::string_view help, unsigned slot, std::string_view label,
+                   std::initializer_list<std::pair<std::string_view, std::uint64_t>> values) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+    for (const auto& [label_value, value] : values)
+        out += fmt::format("{}{{worker=\"{}\",{}=\"{}\"}} {}\n", name, slot, label, label_value,
+                           value);
 }
 
 Response make_response(http::status status, unsigned version, bool keep_alive, bool head,

@@ -1,6 +1,11 @@
 #include "worker.hpp"
 
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <csignal>
+#include <string_view>
 #include <vector>
 
 #include "net/http_session.hpp"
@@ -22,15 +27,60 @@ tcp protocol_of(int fd) {
     return ss.ss_family == AF_INET ? tcp::v4() : tcp::v6();
 }
 
+// The answers to a refused connection: written once, without reading the request (reading it
+// would hold the descriptor the limit is there to save). 429 when the client's own address has
+// too many connections (its doing, it can close some), 503 when the worker is full.
+constexpr std::string_view kRefusedPerAddress =
+    "HTTP/1.1 429 Too Many Requests\r\n"
+    "Server: steerchat\r\n"
+    "Retry-After: 1\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n"
+    "Content-Length: 39\r\n"
+    "Connection: close\r\n"
+    "\r\n"
+    "too many connections from your address\n";
+constexpr std::string_view kRefusedPerWorker =
+    "HTTP/1.1 503 Service Unavailable\r\n"
+    "Server: steerchat\r\n"
+    "Retry-After: 1\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n"
+    "Content-Length: 31\r\n"
+    "Connection: close\r\n"
+    "\r\n"
+    "server at its connection limit\n";
+
+// Answers and lets go of a connection we will not serve. The caller closes `fd`.
+void refuse_fd(int fd, bool per_address) {
+    const auto text = per_address ? kRefusedPerAddress : kRefusedPerWorker;
+    // A fresh socket's send buffer is empty: one non-blocking send takes the whole answer.
+    (void)::send(fd, text.data(), text.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    // Discard what the client sent already, so that closing sends a FIN after the answer
+    // instead of a reset that could destroy it in flight.
+    char scratch[4096];
+    for (int i = 0; i < 4 && ::recv(fd, scratch, sizeof scratch, MSG_DONTWAIT) > 0; ++i) {
+    }
+    ::shutdown(fd, SHUT_WR);
+}
+
+const char* reason_name(Refusal why) {
+    return why == Refusal::per_address ? "per_ip" : "per_worker";
+}
+
 }  // namespace
 
 Worker::Worker(WorkerConfig cfg)
     : cfg_(std::move(cfg)),
+      connections_(cfg_.limits),
       ws_hub_(cfg_.websocket),
       acceptor_(ioc_),
-      drain_timer_(ioc_) {
+      drain_timer_(ioc_),
+      fair_share_(ioc_.get_executor(), cfg_.requests_per_address_per_turn) {
     if (cfg_.listen_fd >= 0) acceptor_.assign(protocol_of(cfg_.listen_fd), cfg_.listen_fd);
     ws_hub_.set_on_empty([this] { maybe_done(); });
+    // Synchronous accept4 on the listener (shed_with_spare_fd) must never block.
+    boost::system::error_code ec;
+    acceptor_.non_blocking(true, ec);
+    spare_fd_.reset(::eventfd(0, EFD_CLOEXEC));
     add_websocket_route("/echo",
                         [](const Request&) { return std::make_unique<ws::EchoHandler>(); });
 }
@@ -77,8 +127,11 @@ void Worker::accept() {
         if (stopping_) return;
         if (ec) {
             ++stats_.accept_errors;
-            // EMFILE/ENFILE and the like: a short pause instead of a busy loop.
             if (ec != asio::error::connection_aborted) {
+                const bool out_of_files = ec == asio::error::no_descriptors ||
+                                          ec == boost::system::errc::too_many_files_open_in_system;
+                if (out_of_files && shed_with_spare_fd()) return accept();
+                // Anything else: a short pause instead of a busy loop.
                 log::line("accept failed: {}; retrying in 50 ms", ec.message());
                 drain_timer_.expires_after(std::chrono::milliseconds(50));
                 drain_timer_.async_wait([this](const boost::system::error_code& e) {
@@ -96,8 +149,62 @@ void Worker::accept() {
 void Worker::serve(tcp::socket socket) {
     ++stats_.accepted;
     boost::system::error_code ec;
+    // A peer without an IP address (a socketpair in tests and fuzzers; a client already gone)
+    // counts as the unspecified address.
+    const auto remote = socket.remote_endpoint(ec);
+    const int family = ec ? AF_UNSPEC : remote.data()->sa_family;
+    const auto from =
+        family == AF_INET || family == AF_INET6 ? remote.address() : asio::ip::address{};
+    Refusal why = Refusal::none;
+    Lease slot = connections_.acquire(from, why);
+    if (!slot) {
+        refuse_fd(socket.native_handle(), why == Refusal::per_address);
+        note_refusal(why, &from);
+        return;  // the socket closes here
+    }
     socket.set_option(tcp::no_delay(true), ec);  // fails harmlessly on a non-TCP stream
-    std::make_shared<HttpSession>(std::move(socket), *this)->start();
+    std::make_shared<HttpSession>(std::move(socket), *this, std::move(slot),
+                                  ConnectionTracker::key_of(from, cfg_.limits.ipv6_prefix64))
+        ->start();
+}
+
+bool Worker::shed_with_spare_fd() {
+    if (!spare_fd_) return false;
+    spare_fd_.reset();
+    const int fd =
+        ::accept4(acceptor_.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    const int err = errno;
+    if (fd >= 0) {
+        ++stats_.accepted;
+        ++connections_.stats().refused_open_files;
+        refuse_fd(fd, false);
+        ::close(fd);
+    }
+    spare_fd_.reset(::eventfd(0, EFD_CLOEXEC));
+    if (fd >= 0) {
+        note_refusal(Refusal::per_worker, nullptr);
+        return true;
+    }
+    // EAGAIN: the connection went away; wait for the next. EMFILE/ENFILE: the descriptor we
+    // freed was taken (ENFILE: by another process): pause.
+    return err == EAGAIN || err == EWOULDBLOCK || err == ECONNABORTED;
+}
+
+void Worker::note_refusal(Refusal why, const asio::ip::address* from) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - refusal_log_at_ < std::chrono::seconds(10)) return;
+    refusal_log_at_ = now;
+    const auto& s = connections_.stats();
+    log::line(
+        "refusing connections (latest: {} from {}); since the last report: {} over "
+        "--max-conns-per-ip {}, {} over --max-conns-per-worker {}, {} out of open files",
+        reason_name(why), from ? from->to_string() : "?",
+        s.refused_per_address - refusals_logged_.refused_per_address,
+        connections_.limits().per_address,
+        s.refused_per_worker - refusals_logged_.refused_per_worker,
+        connections_.limits().per_worker,
+        s.refused_open_files - refusals_logged_.refused_open_files);
+    refusals_logged_ = s;
 }
 
 void Worker::stop() {

@@ -19,7 +19,9 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "net/limits.hpp"
 #include "net/router.hpp"
+#include "util/unique_fd.hpp"
 #include "ws/connection.hpp"
 
 namespace steerchat::net {
@@ -31,9 +33,16 @@ struct WorkerConfig {
     // serve(), as in tests and fuzzers).
     int listen_fd = -1;
     std::vector<std::string> allowed_origins;
-    std::size_t max_header_bytes = 16 * 1024;
-    std::size_t max_body_bytes = 1024 * 1024;
-    std::chrono::seconds idle_timeout{60};
+    std::size_t max_header_bytes = 16 * 1024;       // request line and headers; larger: 431
+    std::size_t max_body_bytes = 1024 * 1024;       // larger: 413
+    ConnectionLimits limits;                        // connections per client address and in all
+    std::size_t requests_per_address_per_turn = 4;  // next-request reads (FairShare, limits.hpp)
+    // Request timers (docs/reliability.md). Each is a deadline for a whole phase, not renewed by
+    // every byte that arrives (a slowloris client trickling a byte at a time gains nothing).
+    std::chrono::milliseconds first_byte_timeout{10'000};  // connect -> first byte: close
+    std::chrono::milliseconds keepalive_timeout{60'000};   // response -> next request: close
+    std::chrono::milliseconds header_timeout{10'000};      // first byte -> header end: 408
+    std::chrono::milliseconds body_timeout{30'000};        // header end -> body end: 408
     std::chrono::milliseconds drain_timeout{2000};  // graceful stop: in-flight requests finish
     ws::ConnectionOptions websocket;                // limits and timers of WebSocket connections
 };
@@ -51,7 +60,12 @@ struct WorkerStats {
     std::uint64_t requests = 0;
     std::uint64_t bad_requests = 0;
     std::uint64_t accept_errors = 0;
-    std::uint64_t handler_errors = 0;  // requests answered 500: their route failed
+    std::uint64_t handler_errors = 0;       // requests answered 500: their route failed
+    std::uint64_t header_too_large = 0;     // answered 431
+    std::uint64_t header_timeouts = 0;      // answered 408: header not complete in time
+    std::uint64_t body_timeouts = 0;        // answered 408: body not complete in time
+    std::uint64_t first_byte_timeouts = 0;  // closed: nothing sent after connecting
+    std::uint64_t idle_timeouts = 0;        // closed: no next request on a kept-alive connection
 };
 
 class HttpSession;
@@ -65,11 +79,16 @@ class Worker {
     void stop();
     // Serves one connected stream socket as if it had just been accepted (run() does this for
     // every accepted connection). Any connected stream fd works (a socketpair in tests and
-    // fuzzers); its peer address is then unknown (remote endpoints are unspecified).
+    // fuzzers); its peer address is then unknown (remote endpoints are unspecified). It takes
+    // a connection slot for its address (limits.hpp) or is refused at once (429/503).
     void serve(boost::asio::ip::tcp::socket socket);
 
     const WorkerConfig& config() const { return cfg_; }
     WorkerStats& stats() { return stats_; }
+    // Connection slots per client address and in all (limits.hpp).
+    ConnectionTracker& connections() { return connections_; }
+    // Request handling shared fairly between client addresses (limits.hpp).
+    FairShare& fair_share() { return fair_share_; }
     bool stopping() const { return stopping_; }
     boost::asio::io_context& io() { return ioc_; }
 
@@ -101,11 +120,16 @@ class Worker {
 
   private:
     void accept();
+    // Accept hit the open-files limit: free the spare descriptor, accept and refuse one
+    // connection with it, take the spare back. False if even that failed.
+    bool shed_with_spare_fd();
+    void note_refusal(Refusal why, const boost::asio::ip::address* from);
     void maybe_done();
 
     WorkerConfig cfg_;
     // Declared before the io_context: handlers it destroys on teardown still reach these.
     WorkerStats stats_;
+    ConnectionTracker connections_;  // before anything holding its leases
     std::unordered_set<HttpSession*> sessions_;
     ws::Hub ws_hub_;
     std::map<std::string, WebSocketFactory, std::less<>> ws_routes_;
@@ -118,6 +142,13 @@ class Worker {
     boost::asio::ip::tcp::acceptor acceptor_;
     std::optional<boost::asio::signal_set> signals_;  // run() only: in-process users keep theirs
     boost::asio::steady_timer drain_timer_;
+    FairShare fair_share_;  // after the io_context, whose executor it posts to
+    // An eventfd (no file to open: workers may run under a seccomp allowlist without open()),
+    // given up for one accept when the open files run out.
+    UniqueFd spare_fd_;
+    // Refusals are logged at most every 10 s, as a summary.
+    std::chrono::steady_clock::time_point refusal_log_at_{};
+    ConnectionTracker::Stats refusals_logged_{};
 };
 
 }  // namespace steerchat::net

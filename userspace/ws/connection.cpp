@@ -357,6 +357,7 @@ void Connection::finish() {
     pending_bytes_ = 0;
     pending_.clear();  // inflight_ stays until the write's handler runs
     parser_.shrink();
+    lease_.reset();
     hub_.remove(this);
     handler_->on_close(*this, close_code_);
 }

@@ -25,6 +25,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "util/lease.hpp"
 #include "ws/frame.hpp"
 
 namespace steerchat::ws {
@@ -144,6 +145,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
     // Starts the close handshake: queues a Close frame, waits (close_timeout) for the peer's.
     void close(std::uint16_t code = close_code::normal, std::string_view reason = {});
 
+    // Holds `lease` (e.g. the HTTP edge's per-address connection slot) until the connection
+    // finishes: released when its socket is closed, not when the last reference goes.
+    void hold(Lease lease) noexcept { lease_ = std::move(lease); }
+
     State state() const noexcept { return state_; }
     bool is_open() const noexcept { return state_ == State::open; }
     Handler& handler() noexcept { return *handler_; }
@@ -214,6 +219,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     bool reading_ = false;
     bool large_message_seen_ = false;  // free the parser's buffer once the message is handled
     bool started_ = false;
+    Lease lease_;
 };
 
 }  // namespace steerchat::ws

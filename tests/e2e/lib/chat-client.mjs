@@ -5,8 +5,9 @@ import http from 'node:http';
 import WebSocket from 'ws';
 
 export class ChatClient {
-  static async connect(port, localAddress) {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, { localAddress });
+  static async connect(port, localAddress, { handshakeTimeout } = {}) {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`,
+                             { localAddress, ...(handshakeTimeout ? { handshakeTimeout } : {}) });
     const c = new ChatClient(ws, localAddress);
     await new Promise((resolve, reject) => {
       ws.once('open', resolve);
@@ -21,14 +22,21 @@ export class ChatClient {
     this.inbox = [];
     this.waiters = [];
     this.closed = false;
+    // `onMessage(m)`, when set, sees every message first; returning true consumes it (for
+    // clients that handle a stream themselves instead of queueing it).
+    this.onMessage = null;
     ws.on('message', (data) => {
-      this.inbox.push(JSON.parse(data.toString()));
+      const m = JSON.parse(data.toString());
+      if (this.onMessage && this.onMessage(m)) return;
+      this.inbox.push(m);
       this.#wake();
     });
+    this.onClose = null;  // called once with the close code
     ws.on('close', (code) => {
       this.closed = true;
       this.closeCode = code;
       this.#wake();
+      if (this.onClose) this.onClose(code);
     });
     ws.on('error', () => {});
   }

@@ -46,13 +46,14 @@ export function steeringMode() {
 }
 
 export class Server {
-  // `steering`: 'bpf' or 'kernel' (default: steeringMode()).
-  static async start({ workers = 2, args = [], steering = steeringMode() } = {}) {
+  // `steering`: 'bpf' or 'kernel' (default: steeringMode()). `wrap`: a command that runs the
+  // binary (e.g. ['prlimit', '--nofile=4096:4096']).
+  static async start({ workers = 2, args = [], steering = steeringMode(), wrap = [] } = {}) {
     const bin = binaryPath();
     let lastError;
     for (let attempt = 0; attempt < 3; attempt++) {
       const port = await freePort();
-      const s = new Server(bin, port, [
+      const s = new Server(bin, port, wrap, [
         '--port', String(port), '--workers', String(workers), '--bind', '127.0.0.1',
         '--steering', steering, ...args,
       ]);
@@ -67,10 +68,11 @@ export class Server {
     throw lastError;
   }
 
-  constructor(bin, port, args) {
+  constructor(bin, port, wrap, args) {
     this.port = port;
     this.log = '';
-    this.proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = wrap.length ? spawn(wrap[0], [...wrap.slice(1), bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+                            : spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc.stdout.on('data', (d) => (this.log += d));
     this.proc.stderr.on('data', (d) => (this.log += d));
     this.exited = new Promise((resolve) => {

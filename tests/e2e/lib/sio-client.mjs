@@ -95,7 +95,10 @@ export class SioClient {
     this.disconnectReason = null;
     this.upgraded = false;
     this.engineErrors = [];
+    // `onEvent(event, args)`, when set, sees every event first; returning true consumes it.
+    this.onEvent = null;
     const record = (event, args) => {
+      if (this.onEvent && this.onEvent(event, args)) return;
       this.inbox.push({ event, args });
       this.#wake();
     };

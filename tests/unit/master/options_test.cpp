@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "master/options.hpp"
+#include "net/limits.hpp"
 
 using namespace steerchat::master;
 
@@ -130,6 +131,48 @@ TEST(Options, HelpDocumentsUser) {
     EXPECT_NE(r.message.find("--user"), std::string::npos);
     EXPECT_NE(r.message.find("--group"), std::string::npos);
     EXPECT_NE(r.message.find("--seccomp"), std::string::npos);
+}
+
+TEST(Options, HttpEdgeLimits) {
+    auto d = parse({});
+    ASSERT_TRUE(d.options) << d.message;
+    EXPECT_EQ(d.options->max_conns_per_ip, 256u);
+    // Derived from the hard open-files limit the master raises to: 5 % (at least 64) kept free.
+    const auto nofile = open_files_hard_limit();
+    EXPECT_EQ(d.options->max_conns_per_worker,
+              steerchat::net::default_max_conns_per_worker(nofile));
+    EXPECT_LE(d.options->max_conns_per_worker + steerchat::net::kMinFdHeadroom, nofile);
+    EXPECT_EQ(d.options->http_max_header_bytes, 16384u);
+    EXPECT_EQ(d.options->http_header_timeout_ms, 10000u);
+    EXPECT_EQ(d.options->http_first_byte_timeout_ms, 10000u);
+    EXPECT_EQ(d.options->http_keepalive_timeout_ms, 60000u);
+    EXPECT_EQ(d.options->http_body_timeout_ms, 30000u);
+
+    auto r = parse({"--max-conns-per-ip", "0", "--max-conns-per-worker", "100",
+                    "--http-max-header-bytes", "4096", "--http-header-timeout-ms", "1500",
+                    "--http-first-byte-timeout-ms", "700", "--http-keepalive-timeout-ms", "900",
+                    "--http-body-timeout-ms", "2000"});
+    ASSERT_TRUE(r.options) << r.message;
+    EXPECT_EQ(r.options->max_conns_per_ip, 0u);
+    EXPECT_EQ(r.options->max_conns_per_worker, 100u);
+    EXPECT_EQ(r.options->http_max_header_bytes, 4096u);
+    EXPECT_EQ(r.options->http_header_timeout_ms, 1500u);
+    EXPECT_EQ(r.options->http_first_byte_timeout_ms, 700u);
+    EXPECT_EQ(r.options->http_keepalive_timeout_ms, 900u);
+    EXPECT_EQ(r.options->http_body_timeout_ms, 2000u);
+
+    expect_error({"--max-conns-per-worker", "0"}, "--max-conns-per-worker");
+    expect_error({"--max-conns-per-worker", std::to_string(nofile)}, "open-files limit");
+    expect_error({"--http-max-header-bytes", "100"}, "--http-max-header-bytes");
+    expect_error({"--http-header-timeout-ms", "0"}, "--http-header-timeout-ms");
+    expect_error({"--http-keepalive-timeout-ms", "99"}, "--http-keepalive-timeout-ms");
+    expect_error({"--http-first-byte-timeout-ms", "4000000"}, "--http-first-byte-timeout-ms");
+    expect_error({"--http-body-timeout-ms", "0"}, "--http-body-timeout-ms");
+    auto help = parse({"--help"});
+    for (const char* o : {"--max-conns-per-ip", "--max-conns-per-worker", "--http-max-header-bytes",
+                          "--http-header-timeout-ms", "--http-first-byte-timeout-ms",
+                          "--http-keepalive-timeout-ms", "--http-body-timeout-ms"})
+        EXPECT_NE(help.message.find(o), std::string::npos) << o;
 }
 
 TEST(Options, EngineIoAndChatLimits) {

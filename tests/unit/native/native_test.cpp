@@ -246,6 +246,24 @@ TEST_F(Native, CidsThatCannotComeBackAreRefusedNotFatal) {
     EXPECT_EQ(a->send(R"({"type":"join","room":"r"})").at("type"), "joined");
 }
 
+// Found by native_protocol_fuzz: a "say" before login was answered not_logged_in without its
+// cid, unlike every other error to a say (the protocol: "+cid when the request had one").
+TEST_F(Native, SayBeforeLoginGetsItsCidBack) {
+    Client a(svc0);
+    json::object e = a.send(R"({"type":"say","room":"r","text":"x","cid":"k"})");
+    expect_error(e, "not_logged_in");
+    EXPECT_EQ(e.at("cid"), "k");
+    e = a.send(R"({"type":"say","room":"r","text":"x","cid":[1,{"n":2}]})");
+    expect_error(e, "not_logged_in");
+    EXPECT_EQ(e.at("cid"), (json::array{1, json::object{{"n", 2}}}));
+    // No cid, none back; a cid that cannot come back is the error.
+    EXPECT_FALSE(a.send(R"({"type":"say","room":"r","text":"x"})").contains("cid"));
+    expect_error(a.send(R"({"type":"say","room":"r","text":"x","cid":1e400})"), "bad_request");
+    // Other requests before login are unchanged.
+    expect_error(a.send(R"({"type":"join","room":"r","cid":"k"})"), "not_logged_in");
+    EXPECT_FALSE(a.sink.last().contains("cid"));
+}
+
 TEST_F(Native, OneEncodingPerEventPerWorker) {
     Broadcast b = broadcast_to_four(svc1, "r");
     ASSERT_EQ(b.members.size(), 4u);
