@@ -3,6 +3,8 @@
 
 STEERCHAT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$STEERCHAT_ROOT/build}
+# The AddressSanitizer + UndefinedBehaviorSanitizer tree scripts/test builds beside it.
+ASAN_BUILD_DIR=${ASAN_BUILD_DIR:-$STEERCHAT_ROOT/build-asan}
 
 # Debian 12 packages the project needs to build, run and test.
 STEERCHAT_PACKAGES=(
@@ -44,16 +46,30 @@ install_deps() {
     install_packages "${STEERCHAT_PACKAGES[@]}"
 }
 
+# configure_and_build DIR CMAKE_ARGS...: configures DIR once (with those arguments), then builds
+# it with one job per CPU.
+configure_and_build() {
+    local dir=$1 gen=()
+    shift
+    command -v ninja >/dev/null && [ ! -f "$dir/Makefile" ] && gen=(-G Ninja)
+    if [ ! -f "$dir/CMakeCache.txt" ]; then
+        log "configuring $dir"
+        cmake -S "$STEERCHAT_ROOT" -B "$dir" "${gen[@]}" "$@" >&2
+    fi
+    log "building $dir"
+    cmake --build "$dir" -j "$(nproc)" >&2
+}
+
 # Configures (once) and builds the Release tree in $BUILD_DIR.
 build() {
-    local gen=()
-    command -v ninja >/dev/null && [ ! -f "$BUILD_DIR/Makefile" ] && gen=(-G Ninja)
-    if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
-        log "configuring $BUILD_DIR"
-        cmake -S "$STEERCHAT_ROOT" -B "$BUILD_DIR" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release >&2
-    fi
-    log "building"
-    cmake --build "$BUILD_DIR" -j "$(nproc)" >&2
+    configure_and_build "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release
+}
+
+# Configures (once) and builds the sanitizer tree in $ASAN_BUILD_DIR: everything but the benchmarks
+# with -fsanitize=address,undefined at -O1 (Debug: assertions on); its tests are named asan.*.
+build_sanitized() {
+    configure_and_build "$ASAN_BUILD_DIR" -DCMAKE_BUILD_TYPE=Debug \
+        -DSTEERCHAT_SANITIZE=address,undefined
 }
 
 # scripts/bench's peers: Debian packages, then the npm packages of scripts/bench-peers from its

@@ -19,6 +19,7 @@
 #include <sstream>
 #include <thread>
 
+#include <gtest/gtest.h>
 #include <boost/json/parse.hpp>
 
 namespace steerchat::itest {
@@ -185,8 +186,17 @@ Server::~Server() {
         std::filesystem::remove_all("/sys/fs/bpf/steerchat/" + std::to_string(port_), ec);
         std::filesystem::remove("/run/steerchat/" + std::to_string(port_) + ".lock", ec);
     }
+    if (auto text = log(); has_sanitizer_report(text))
+        ADD_FAILURE() << "steerchat (pid " << pid_ << ") wrote a sanitizer report:\n" << text;
     std::error_code ec;
     std::filesystem::remove(log_path_, ec);
+}
+
+bool has_sanitizer_report(const std::string& log) {
+    for (const char* mark : {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", ": runtime error: ",
+                             "SUMMARY: AddressSanitizer", "SUMMARY: UndefinedBehaviorSanitizer"})
+        if (log.find(mark) != std::string::npos) return true;
+    return false;
 }
 
 bool Server::wait_ready(unsigned workers, std::chrono::milliseconds timeout) {

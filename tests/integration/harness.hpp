@@ -46,12 +46,19 @@ bool enable_ipv6_test_prefix();
 // The i-th of many distinct client addresses: 127.1.0.1, 127.1.0.2, ... (never 127.0.0.1).
 std::string client_ip(unsigned i);
 
+// True if `log` holds a report of AddressSanitizer, LeakSanitizer or UndefinedBehaviorSanitizer
+// (a sanitizer build, -DSTEERCHAT_SANITIZE=address,undefined).
+bool has_sanitizer_report(const std::string& log);
+
 class Server {
   public:
     // `wrapper` runs the binary (e.g. {"setpriv", "--reuid=65534", ...}); empty: run it directly.
     Server(std::uint16_t port, std::vector<std::string> extra_args,
            std::vector<std::string> wrapper = {});
-    ~Server();  // SIGKILLs the whole process group if still running
+    // SIGKILLs the whole process group if still running. Fails the current test if the server
+    // (the master or any worker, over its whole life) wrote a sanitizer report: a worker that
+    // dies of one is respawned and the test might not notice otherwise.
+    ~Server();
     Server(const Server&) = delete;
     Server& operator=(const Server&) = delete;
 

@@ -45,6 +45,15 @@ export function steeringMode() {
   return process.getuid && process.getuid() === 0 ? 'bpf' : 'kernel';
 }
 
+// A report of AddressSanitizer, LeakSanitizer or UndefinedBehaviorSanitizer (a sanitizer build:
+// -DSTEERCHAT_SANITIZE=address,undefined). A worker that dies of one is respawned by the master and
+// the clients may never notice, so the server's own output is what tells.
+const SANITIZER_REPORT = /ERROR: (?:Address|Leak)Sanitizer|: runtime error: |SUMMARY: \w+Sanitizer/;
+
+export function sanitizerReport(log) {
+  return SANITIZER_REPORT.test(log);
+}
+
 export class Server {
   // `steering`: 'bpf' or 'kernel' (default: steeringMode()). `wrap`: a command that runs the
   // binary (e.g. ['prlimit', '--nofile=4096:4096']).
@@ -78,6 +87,8 @@ export class Server {
     this.exited = new Promise((resolve) => {
       this.proc.on('exit', (code, signal) => resolve({ code, signal }));
     });
+    // 'close': the output pipes are drained too (a report may still be in flight at 'exit').
+    this.closed = new Promise((resolve) => this.proc.on('close', resolve));
   }
 
   async #ready() {
@@ -100,9 +111,14 @@ export class Server {
     throw new Error(`steerchat did not answer /healthz within 10 s:\n${this.log}`);
   }
 
-  // SIGTERM; returns the exit status (SIGKILL after `timeoutMs`).
+  // SIGTERM; returns the exit status (SIGKILL after `timeoutMs`). Throws if the server (master or
+  // any worker, over its whole life) wrote a sanitizer report, showing its output.
   async stop(timeoutMs = 8000) {
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return this.exited;
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) {
+      const res = await this.exited;
+      await this.#checkSanitizers();
+      return res;
+    }
     this.proc.kill('SIGTERM');
     let t;
     const timeout = new Promise((r) => (t = setTimeout(() => r('timeout'), timeoutMs)));
@@ -113,6 +129,16 @@ export class Server {
       await this.exited;
       throw new Error(`steerchat did not stop within ${timeoutMs} ms of SIGTERM:\n${this.log}`);
     }
+    await this.#checkSanitizers();
     return res;
+  }
+
+  async #checkSanitizers() {
+    let t;
+    await Promise.race([this.closed, new Promise((r) => (t = setTimeout(r, 2000)))]);
+    clearTimeout(t);
+    if (sanitizerReport(this.log)) {
+      throw new Error(`steerchat (pid ${this.proc.pid}) wrote a sanitizer report:\n${this.log}`);
+    }
   }
 }
