@@ -262,18 +262,20 @@ describe('connections per worker', () => {
 describe('the open-files limit reached anyway', () => {
   let server;
   before(async () => {
-    // Under the seccomp allowlist: refusing with the spare descriptor opens no file. (Not in a
-    // sanitizer build: the sanitizers' runtime makes system calls the allowlist does not hold,
-    // and the worker is killed with SIGSYS on this path.)
-    server = await Server.start({ workers: 2,
-                                  args: sanitized(binaryPath()) ? [] : ['--seccomp'] });
+    // Under the seccomp allowlist: refusing with the spare descriptor opens no file.
+    server = await Server.start({ workers: 2, args: ['--seccomp'] });
   });
   after(async () => {
     if (server) await server.stop();
   });
 
+  // Not on a sanitized binary: with its descriptors exhausted, UBSan's vptr check cannot probe
+  // memory (the sanitizer runtime needs a pipe for that) and reports a false "invalid vptr"
+  // inside Boost.System; under --seccomp the same probe is a forbidden call (SIGSYS).
+  const skip = sanitized(binaryPath()) &&
+    'the sanitizer runtime itself needs file descriptors (and calls outside the allowlist)';
   test('accept out of descriptors refuses at once (spare descriptor), no stall, worker lives',
-       async () => {
+       { skip }, async () => {
     const ip = '127.10.1.1';
     const { pid } = await healthzFrom(server.port, ip);
     await sleep(100);
