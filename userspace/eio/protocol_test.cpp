@@ -11,9 +11,9 @@ namespace steerchat::eio {
 
 namespace {
 
-struct Echo final : SocketHandler {
-    void on_message(Socket& socket, std::string_view data, bool binary) override {
-        socket.send(data, binary);
+struct Echo final : SessionHandler {
+    void on_message(Session& session, std::string_view data, bool binary) override {
+        session.send(data, binary);
     }
 };
 
@@ -70,7 +70,7 @@ std::vector<sio::Namespace> suite_namespaces() {
 ProtocolTest::ProtocolTest(net::Worker& worker, const Options& engine_options,
                            const sio::Options& sio_options)
     : echo_(worker, with_path(engine_options, "/engine.io/"),
-            [](Socket&) { return std::make_unique<Echo>(); }),
+            [](Session&) { return std::make_unique<Echo>(); }),
       sio_(worker, with_path(engine_options, "/socket.io/"), sio_options, suite_namespaces()) {}
 
 }  // namespace steerchat::eio

@@ -28,9 +28,9 @@ Encoded encode_event(std::string_view nsp, const boost::json::array& args) {
 // One Engine.IO session seen by Socket.IO: its namespace sockets, a binary packet being
 // assembled, the connect timeout.
 
-class Connection final : public eio::SocketHandler {
+class Connection final : public eio::SessionHandler {
   public:
-    Connection(Server& server, eio::Socket& engine)
+    Connection(Server& server, eio::Session& engine)
         : server_(server), engine_(engine), connect_timer_(server.engine_.worker().io()) {
         if (protocol() == 4) {
             // socket.io 2.x: the server connects "/" unprompted.
@@ -40,19 +40,22 @@ class Connection final : public eio::SocketHandler {
             }
         }
         connect_timer_.expires_after(server_.options_.connect_timeout);
-        connect_timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
-            if (ec || !*alive || !sockets_.empty() || ever_connected_) return;
-            ++server_.stats_.connect_timeouts;
-            engine_.close("connect timeout");
-        });
+        // The session owns this object (its upper layer) while it is open: a session that is
+        // gone or closed means this object may be gone too.
+        connect_timer_.async_wait(
+            [this, session = engine_.weak_from_this()](const boost::system::error_code& ec) {
+                const auto s = session.lock();
+                if (ec || !s || !s->is_open() || !sockets_.empty() || ever_connected_) return;
+                ++server_.stats_.connect_timeouts;
+                engine_.close("connect timeout");
+            });
     }
-    ~Connection() override { *alive_ = false; }
 
     int protocol() const noexcept { return engine_.protocol() >= 4 ? 5 : 4; }
-    eio::Socket& engine() noexcept { return engine_; }
+    eio::Session& engine() noexcept { return engine_; }
     Server& server() noexcept { return server_; }
 
-    void on_message(eio::Socket&, std::string_view data, bool binary) override {
+    void on_message(eio::Session&, std::string_view data, bool binary) override {
         if (binary) {
             if (!pending_) return invalid("unexpected binary attachment");
             attachments_.emplace_back(data);
@@ -66,7 +69,7 @@ class Connection final : public eio::SocketHandler {
         handle(std::move(*p));
     }
 
-    void on_close(eio::Socket&, std::string_view reason) override {
+    void on_close(eio::Session&, std::string_view reason) override {
         connect_timer_.cancel();
         auto sockets = std::move(sockets_);
         for (auto& s : sockets)
@@ -193,13 +196,12 @@ class Connection final : public eio::SocketHandler {
     }
 
     Server& server_;
-    eio::Socket& engine_;
+    eio::Session& engine_;
     std::vector<std::unique_ptr<Socket>> sockets_;
     std::optional<Packet> pending_;  // a binary packet waiting for its attachments
     std::vector<std::string> attachments_;
     boost::asio::steady_timer connect_timer_;
     bool ever_connected_ = false;
-    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -209,7 +211,7 @@ int Socket::protocol() const noexcept {
     return conn_.protocol();
 }
 
-eio::Socket& Socket::engine() noexcept {
+eio::Session& Socket::engine() noexcept {
     return conn_.engine();
 }
 
@@ -270,7 +272,7 @@ Server::Server(net::Worker& worker, eio::Options eio_options, Options options,
     : options_(options),
       namespaces_(std::move(namespaces)),
       engine_(worker, std::move(eio_options),
-              [this](eio::Socket& s) { return std::make_unique<Connection>(*this, s); }) {}
+              [this](eio::Session& s) { return std::make_unique<Connection>(*this, s); }) {}
 
 const Namespace* Server::find(std::string_view name) const {
     for (const auto& ns : namespaces_)

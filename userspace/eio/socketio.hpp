@@ -85,7 +85,7 @@ class Socket {
     const std::string& nsp() const noexcept { return nsp_; }
     // 5 for Engine.IO 4 clients (socket.io 3/4), 4 for Engine.IO 3 (socket.io 2).
     int protocol() const noexcept;
-    eio::Socket& engine() noexcept;
+    eio::Session& engine() noexcept;
     bool connected() const noexcept { return connected_; }
 
     // EVENT (BINARY_EVENT when attachments are given: args then hold the placeholders).
