@@ -48,7 +48,7 @@ std::string_view sv(const json::string& s) {
     return {s.data(), s.size()};
 }
 
-class Session final : public sio::Handler, public chat::Client {
+class Session final : public sio::EventHandler, public chat::Client {
   public:
     Session(Service& service, sio::Socket& socket)
         : service_(service), socket_(socket), chat_(service.hub(), *this) {}

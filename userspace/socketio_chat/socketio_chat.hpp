@@ -33,7 +33,7 @@
 #include <string_view>
 
 #include "chat/chat.hpp"
-#include "eio/socketio.hpp"
+#include "sio/server.hpp"
 
 namespace steerchat::socketio_chat {
 

@@ -5,7 +5,7 @@
 // Engine.IO session on any invalid packet.
 //
 // An application registers namespaces; each connected client of a namespace is a sio::Socket
-// driven by the application's Handler.
+// driven by the application's EventHandler.
 //
 // Threading: the worker's event loop thread.
 #pragma once
@@ -26,18 +26,18 @@
 #include <boost/json/value.hpp>
 
 #include "eio/server.hpp"
-#include "eio/sio_packet.hpp"
+#include "sio/packet.hpp"
 #include "ws/frame.hpp"
 
 namespace steerchat::sio {
 
 class Socket;
 class Server;
-class Connection;
+class Client;
 
 // The application side of one client in one namespace.
-struct Handler {
-    virtual ~Handler() = default;
+struct EventHandler {
+    virtual ~EventHandler() = default;
     // An EVENT: args[0] is the event name (a string or a number), the rest its arguments.
     // Binary arguments are {"_placeholder":true,"num":N} objects standing for attachments[N].
     // `ack` is set when the client waits for an acknowledgement (answer with Socket::ack).
@@ -52,7 +52,8 @@ struct Namespace {
     std::string name;  // "/", "/admin", ...
     // A client connected; `auth` is its CONNECT payload ({} when none). The CONNECT reply is
     // already sent, so the handler may emit at once.
-    std::function<std::unique_ptr<Handler>(Socket&, const boost::json::object& auth)> on_connect;
+    std::function<std::unique_ptr<EventHandler>(Socket&, const boost::json::object& auth)>
+        on_connect;
 };
 
 struct Options {
@@ -100,15 +101,15 @@ class Socket {
     void disconnect();
 
   private:
-    friend class Connection;
-    Socket(Connection& conn, std::string nsp, std::string id)
-        : conn_(conn), nsp_(std::move(nsp)), id_(std::move(id)) {}
+    friend class Client;
+    Socket(Client& client, std::string nsp, std::string id)
+        : client_(client), nsp_(std::move(nsp)), id_(std::move(id)) {}
     void send_packet(const Packet& p, std::span<const std::string> attachments);
 
-    Connection& conn_;
+    Client& client_;
     std::string nsp_;
     std::string id_;
-    std::unique_ptr<Handler> handler_;
+    std::unique_ptr<EventHandler> handler_;
     bool connected_ = true;
 };
 
@@ -126,7 +127,7 @@ class Server {
     void append_metrics(std::string& out) const;
 
   private:
-    friend class Connection;
+    friend class Client;
     friend class Socket;
     const Namespace* find(std::string_view name) const;
 

@@ -1,4 +1,4 @@
-#include "eio/protocol_test.hpp"
+#include "sio/protocol_test.hpp"
 
 #include <chrono>
 #include <memory>
@@ -7,24 +7,24 @@
 
 #include "net/worker.hpp"
 
-namespace steerchat::eio {
+namespace steerchat::sio {
 
 namespace {
 
-struct Echo final : SessionHandler {
-    void on_message(Session& session, std::string_view data, bool binary) override {
+struct Echo final : eio::SessionHandler {
+    void on_message(eio::Session& session, std::string_view data, bool binary) override {
         session.send(data, binary);
     }
 };
 
-struct SuiteHandler final : sio::Handler {
+struct SuiteHandler final : EventHandler {
     // The suites register their listener for the "auth" event only after the CONNECT reply has
     // been handled: a client that reads both from one TCP segment drops the second. So the
     // reply and "auth" go out in separate writes, a moment apart (the suites' limitation, not
     // the protocol's: a real client handles any batching).
     // The timer's handler may already be queued (expired) when the socket goes away: it checks
     // `alive_`, as destroying the timer only cancels a wait that has not completed yet.
-    SuiteHandler(sio::Socket& socket, boost::json::object auth)
+    SuiteHandler(Socket& socket, boost::json::object auth)
         : auth_timer_(socket.engine().server().worker().io()) {
         auth_timer_.expires_after(std::chrono::milliseconds(20));
         auth_timer_.async_wait(
@@ -34,7 +34,7 @@ struct SuiteHandler final : sio::Handler {
     }
     ~SuiteHandler() override { *alive_ = false; }
 
-    void on_event(sio::Socket& socket, const boost::json::array& args,
+    void on_event(Socket& socket, const boost::json::array& args,
                   std::span<const std::string> attachments,
                   std::optional<std::uint64_t> ack) override {
         if (args.empty() || !args[0].is_string()) return;
@@ -53,13 +53,13 @@ struct SuiteHandler final : sio::Handler {
     boost::asio::steady_timer auth_timer_;
 };
 
-Options with_path(Options o, const char* path) {
+eio::Options with_path(eio::Options o, const char* path) {
     o.path = path;
     return o;
 }
 
-std::vector<sio::Namespace> suite_namespaces() {
-    auto on_connect = [](sio::Socket& s, const boost::json::object& auth) {
+std::vector<Namespace> suite_namespaces() {
+    auto on_connect = [](Socket& s, const boost::json::object& auth) {
         return std::make_unique<SuiteHandler>(s, auth);
     };
     return {{"/", on_connect}, {"/custom", on_connect}};
@@ -67,10 +67,10 @@ std::vector<sio::Namespace> suite_namespaces() {
 
 }  // namespace
 
-ProtocolTest::ProtocolTest(net::Worker& worker, const Options& engine_options,
-                           const sio::Options& sio_options)
+ProtocolTest::ProtocolTest(net::Worker& worker, const eio::Options& engine_options,
+                           const Options& sio_options)
     : echo_(worker, with_path(engine_options, "/engine.io/"),
-            [](Session&) { return std::make_unique<Echo>(); }),
+            [](eio::Session&) { return std::make_unique<Echo>(); }),
       sio_(worker, with_path(engine_options, "/socket.io/"), sio_options, suite_namespaces()) {}
 
-}  // namespace steerchat::eio
+}  // namespace steerchat::sio

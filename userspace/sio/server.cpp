@@ -1,4 +1,4 @@
-#include "eio/socketio.hpp"
+#include "sio/server.hpp"
 
 #include <cstring>
 
@@ -28,9 +28,9 @@ Encoded encode_event(std::string_view nsp, const boost::json::array& args) {
 // One Engine.IO session seen by Socket.IO: its namespace sockets, a binary packet being
 // assembled, the connect timeout.
 
-class Connection final : public eio::SessionHandler {
+class Client final : public eio::SessionHandler {
   public:
-    Connection(Server& server, eio::Session& engine)
+    Client(Server& server, eio::Session& engine)
         : server_(server), engine_(engine), connect_timer_(server.engine_.worker().io()) {
         if (protocol() == 4) {
             // socket.io 2.x: the server connects "/" unprompted.
@@ -208,18 +208,18 @@ class Connection final : public eio::SessionHandler {
 // Socket
 
 int Socket::protocol() const noexcept {
-    return conn_.protocol();
+    return client_.protocol();
 }
 
 eio::Session& Socket::engine() noexcept {
-    return conn_.engine();
+    return client_.engine();
 }
 
 void Socket::send_packet(const Packet& p, std::span<const std::string> attachments) {
     if (!connected_) return;
-    conn_.send_text(encode(p));
+    client_.send_text(encode(p));
     for (const auto& a : attachments)
-        conn_.engine().send(a, true);
+        client_.engine().send(a, true);
 }
 
 void Socket::emit(const boost::json::array& args, std::span<const std::string> attachments) {
@@ -241,7 +241,7 @@ void Socket::emit(std::string_view event, boost::json::value arg) {
 
 void Socket::send(const Encoded& e) {
     if (!connected_) return;
-    conn_.engine().send_shared(e.text, e.frame);
+    client_.engine().send_shared(e.text, e.frame);
 }
 
 void Socket::ack(std::uint64_t id, const boost::json::array& args,
@@ -260,8 +260,8 @@ void Socket::disconnect() {
     Packet p;
     p.type = Type::disconnect;
     p.nsp = nsp_;
-    conn_.send_text(encode(p));
-    conn_.remove(*this, "server namespace disconnect");
+    client_.send_text(encode(p));
+    client_.remove(*this, "server namespace disconnect");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -272,7 +272,7 @@ Server::Server(net::Worker& worker, eio::Options eio_options, Options options,
     : options_(options),
       namespaces_(std::move(namespaces)),
       engine_(worker, std::move(eio_options),
-              [this](eio::Session& s) { return std::make_unique<Connection>(*this, s); }) {}
+              [this](eio::Session& s) { return std::make_unique<Client>(*this, s); }) {}
 
 const Namespace* Server::find(std::string_view name) const {
     for (const auto& ns : namespaces_)
