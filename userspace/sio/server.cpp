@@ -25,12 +25,13 @@ Encoded encode_event(std::string_view nsp, const boost::json::array& args) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// One Engine.IO session seen by Socket.IO: its namespace sockets, a binary packet being
-// assembled, the connect timeout.
+// One Engine.IO session seen by Socket.IO (the session's upper layer; Node's socket.io calls it
+// Client): the namespace sockets multiplexed over it, a binary packet being assembled, the
+// connect timeout.
 
-class Client final : public eio::SessionHandler {
+class Multiplexer final : public eio::SessionHandler {
   public:
-    Client(Server& server, eio::Session& engine)
+    Multiplexer(Server& server, eio::Session& engine)
         : server_(server), engine_(engine), connect_timer_(server.engine_.worker().io()) {
         if (protocol() == 4) {
             // socket.io 2.x: the server connects "/" unprompted.
@@ -208,18 +209,18 @@ class Client final : public eio::SessionHandler {
 // Socket
 
 int Socket::protocol() const noexcept {
-    return client_.protocol();
+    return mux_.protocol();
 }
 
 eio::Session& Socket::engine() noexcept {
-    return client_.engine();
+    return mux_.engine();
 }
 
 void Socket::send_packet(const Packet& p, std::span<const std::string> attachments) {
     if (!connected_) return;
-    client_.send_text(encode(p));
+    mux_.send_text(encode(p));
     for (const auto& a : attachments)
-        client_.engine().send(a, true);
+        mux_.engine().send(a, true);
 }
 
 void Socket::emit(const boost::json::array& args, std::span<const std::string> attachments) {
@@ -241,7 +242,7 @@ void Socket::emit(std::string_view event, boost::json::value arg) {
 
 void Socket::send(const Encoded& e) {
     if (!connected_) return;
-    client_.engine().send_shared(e.text, e.frame);
+    mux_.engine().send_shared(e.text, e.frame);
 }
 
 void Socket::ack(std::uint64_t id, const boost::json::array& args,
@@ -260,8 +261,8 @@ void Socket::disconnect() {
     Packet p;
     p.type = Type::disconnect;
     p.nsp = nsp_;
-    client_.send_text(encode(p));
-    client_.remove(*this, "server namespace disconnect");
+    mux_.send_text(encode(p));
+    mux_.remove(*this, "server namespace disconnect");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -272,7 +273,7 @@ Server::Server(net::Worker& worker, eio::Options eio_options, Options options,
     : options_(options),
       namespaces_(std::move(namespaces)),
       engine_(worker, std::move(eio_options),
-              [this](eio::Session& s) { return std::make_unique<Client>(*this, s); }) {}
+              [this](eio::Session& s) { return std::make_unique<Multiplexer>(*this, s); }) {}
 
 const Namespace* Server::find(std::string_view name) const {
     for (const auto& ns : namespaces_)

@@ -33,7 +33,7 @@ namespace steerchat::sio {
 
 class Socket;
 class Server;
-class Client;
+class Multiplexer;
 
 // The application side of one client in one namespace.
 struct EventHandler {
@@ -101,12 +101,12 @@ class Socket {
     void disconnect();
 
   private:
-    friend class Client;
-    Socket(Client& client, std::string nsp, std::string id)
-        : client_(client), nsp_(std::move(nsp)), id_(std::move(id)) {}
+    friend class Multiplexer;
+    Socket(Multiplexer& mux, std::string nsp, std::string id)
+        : mux_(mux), nsp_(std::move(nsp)), id_(std::move(id)) {}
     void send_packet(const Packet& p, std::span<const std::string> attachments);
 
-    Client& client_;
+    Multiplexer& mux_;
     std::string nsp_;
     std::string id_;
     std::unique_ptr<EventHandler> handler_;
@@ -127,7 +127,7 @@ class Server {
     void append_metrics(std::string& out) const;
 
   private:
-    friend class Client;
+    friend class Multiplexer;
     friend class Socket;
     const Namespace* find(std::string_view name) const;
 
