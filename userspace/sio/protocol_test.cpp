@@ -22,17 +22,17 @@ struct SuiteHandler final : EventHandler {
     // been handled: a client that reads both from one TCP segment drops the second. So the
     // reply and "auth" go out in separate writes, a moment apart (the suites' limitation, not
     // the protocol's: a real client handles any batching).
-    // The timer's handler may already be queued (expired) when the socket goes away: it checks
-    // `alive_`, as destroying the timer only cancels a wait that has not completed yet.
+    // The timer's handler holds the socket by weak_ptr: it may run after the socket has gone
+    // (already queued when the socket was destroyed) or left its namespace.
     SuiteHandler(Socket& socket, boost::json::object auth)
         : auth_timer_(socket.engine().server().worker().io()) {
         auth_timer_.expires_after(std::chrono::milliseconds(20));
-        auth_timer_.async_wait(
-            [&socket, auth = std::move(auth), alive = alive_](const boost::system::error_code& ec) {
-                if (!ec && *alive) socket.emit("auth", auth);
-            });
+        auth_timer_.async_wait([weak = socket.weak_from_this(),
+                                auth = std::move(auth)](const boost::system::error_code& ec) {
+            const auto s = weak.lock();
+            if (!ec && s && s->connected()) s->emit("auth", auth);
+        });
     }
-    ~SuiteHandler() override { *alive_ = false; }
 
     void on_event(Socket& socket, const boost::json::array& args,
                   std::span<const std::string> attachments,
@@ -49,7 +49,6 @@ struct SuiteHandler final : EventHandler {
         }
     }
 
-    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
     boost::asio::steady_timer auth_timer_;
 };
 

@@ -113,7 +113,7 @@ class Multiplexer final : public eio::SessionHandler {
     void connect(const Namespace& ns, std::string_view nsp, const boost::json::object& auth) {
         ever_connected_ = true;
         connect_timer_.cancel();
-        auto owned = std::unique_ptr<Socket>(new Socket(*this, std::string(nsp), eio::random_id()));
+        auto owned = std::shared_ptr<Socket>(new Socket(*this, std::string(nsp), eio::random_id()));
         Socket& s = *owned;
         sockets_.push_back(std::move(owned));
         ++server_.stats_.sockets;
@@ -198,7 +198,7 @@ class Multiplexer final : public eio::SessionHandler {
 
     Server& server_;
     eio::Session& engine_;
-    std::vector<std::unique_ptr<Socket>> sockets_;
+    std::vector<std::shared_ptr<Socket>> sockets_;
     std::optional<Packet> pending_;  // a binary packet waiting for its attachments
     std::vector<std::string> attachments_;
     boost::asio::steady_timer connect_timer_;

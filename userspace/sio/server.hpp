@@ -79,8 +79,10 @@ struct Stats {
     std::uint64_t connect_timeouts = 0;
 };
 
-// One client in one namespace.
-class Socket {
+// One client in one namespace. Owned by shared_ptr (docs/architecture.md, "Lifetimes"): its
+// Multiplexer holds it while it is connected; work that outlives a callback (a handler's timer)
+// holds it by weak_ptr and checks connected().
+class Socket : public std::enable_shared_from_this<Socket> {
   public:
     const std::string& id() const noexcept { return id_; }
     const std::string& nsp() const noexcept { return nsp_; }
