@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include <boost/asio/post.hpp>
 #include <boost/json/serialize.hpp>
 
 #include "net/router.hpp"
@@ -70,11 +71,14 @@ class Multiplexer final : public eio::SessionHandler {
         handle(std::move(*p));
     }
 
+    // The sockets that leave are freed on the next loop turn, not here: a socket's handler may be
+    // on the stack (it disconnected its socket, or closed the session).
     void on_close(eio::Session&, std::string_view reason) override {
         connect_timer_.cancel();
         auto sockets = std::move(sockets_);
         for (auto& s : sockets)
             end(*s, reason);
+        boost::asio::post(connect_timer_.get_executor(), [sockets = std::move(sockets)] {});
     }
 
     void remove(Socket& s, std::string_view reason) {
@@ -83,6 +87,7 @@ class Multiplexer final : public eio::SessionHandler {
             auto owned = std::move(*it);
             sockets_.erase(it);
             end(*owned, reason);
+            boost::asio::post(connect_timer_.get_executor(), [owned = std::move(owned)] {});
             return;
         }
     }
