@@ -290,4 +290,56 @@ TEST_F(EioHeartbeat, APongKeepsTheSession) {
     EXPECT_EQ(server.size(), 1u);
 }
 
+eio::Options short_limits() {
+    eio::Options o = default_options();
+    o.first_poll_timeout = 30ms;
+    o.upgrade_timeout = 30ms;
+    o.max_buffered_bytes = 256;
+    return o;
+}
+
+class EioLimits : public EioSession {
+  protected:
+    EioLimits() : EioSession(short_limits()) {}
+};
+
+TEST_F(EioLimits, NoPollAfterTheHandshakeClosesTheSession) {
+    test::Client c(worker);
+    ASSERT_FALSE(handshake(c).empty());
+    EXPECT_TRUE(test::pump_until(worker.io(), [&] { return server.size() == 0; }));
+    EXPECT_EQ(rec.closes, (std::vector<std::string>{"first poll timeout"}));
+    EXPECT_EQ(server.stats().first_poll_timeouts, 1u);
+}
+
+TEST_F(EioLimits, TooMuchQueuedForAPollingClientClosesTheSession) {
+    test::Client c(worker);
+    const std::string sid = handshake(c);
+    const std::string q = "/engine.io/?EIO=4&transport=polling&sid=" + sid;
+    ASSERT_TRUE(c.request("POST", q, "4" + std::string(100, 'a')));
+    EXPECT_TRUE(rec.closes.empty()) << "100 bytes (+64 bookkeeping) fit in 256";
+    ASSERT_TRUE(c.request("POST", q, "4" + std::string(100, 'b')));
+    EXPECT_EQ(rec.closes, (std::vector<std::string>{"buffer overflow"}));
+    EXPECT_EQ(server.stats().queue_overflows, 1u);
+    EXPECT_EQ(server.size(), 0u);
+}
+
+TEST_F(EioLimits, AProbeWithoutUpgradeInTimeIsDroppedAndPollingGoesOn) {
+    test::Client poller(worker);
+    const std::string sid = handshake(poller);
+    const std::string q = "/engine.io/?EIO=4&transport=polling&sid=" + sid;
+    test::Client ws(worker);
+    ASSERT_TRUE(ws.upgrade("/engine.io/?EIO=4&transport=websocket&sid=" + sid));
+    ws.send_text("2probe");
+    ASSERT_EQ(ws.read_frame()->payload, "3probe");
+    // No "5": the probe is closed when the upgrade deadline passes.
+    const auto closed = ws.read_frame();
+    ASSERT_TRUE(closed);
+    EXPECT_EQ(closed->opcode, 8);
+    EXPECT_EQ(server.stats().upgrades, 0u);
+    ASSERT_TRUE(poller.request("POST", q, "4after"));
+    const auto poll = poller.request("GET", q);
+    ASSERT_TRUE(poll);
+    EXPECT_EQ(poll->body, "4after");
+}
+
 }  // namespace
