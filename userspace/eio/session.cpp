@@ -443,10 +443,10 @@ void Session::on_deadline() {
 // Transitions
 
 void Session::enter(State next) {
-    if (!allowed(state_, next)) {
-        log::line("engine.io session {}: no transition from state {} to {}; closing it", id_,
+    if (!allowed(state_, next)) {  // a bug: the state machine stays where it is
+        log::line("engine.io session {}: no transition from state {} to state {} (a bug)", id_,
                   static_cast<int>(state_), static_cast<int>(next));
-        next = State::closed;
+        return;
     }
     state_ = next;
 }
