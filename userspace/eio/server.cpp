@@ -12,8 +12,8 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
-#include "eio/base64.hpp"
 #include "net/worker.hpp"
+#include "text/base64.hpp"
 #include "util/log.hpp"
 #include "ws/handshake.hpp"
 
@@ -644,7 +644,7 @@ std::string random_id() {
         if (n > 0) got += static_cast<std::size_t>(n);
     }
     std::string id =
-        base64_encode(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
+        text::base64_encode(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
     for (auto& c : id) {  // URL-safe: ids travel in query strings
         if (c == '+') c = '-';
         if (c == '/') c = '_';
