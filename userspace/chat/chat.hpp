@@ -32,12 +32,12 @@
 //   logged-in sessions). So a new kind of event is added in event.hpp, record.hpp, Hub::deliver
 //   (and Hub::stale / travels) and each adapter: the compiler lists every switch to extend (the
 //   recipe: docs/architecture.md, "Adding a chat event").
+//   Per-sender order holds because each log is ordered and a worker is single-threaded.
 // * Typing (Session::typing): a hint, not a message. It takes no id and no lock on the shared
 //   state, is not stored in history and is not echoed to its sender; only a member of the room
 //   may send it. Each session has its own token bucket for it (Limits::typing_rate /
 //   typing_burst; a name has one session): typing over it is dropped silently and counted
 //   (HubStats::typing_drops), since a lost hint costs nothing.
-//   Per-sender order holds because each log is ordered and a worker is single-threaded.
 // * Presence across logs is not ordered (N logs out on worker A, logs in again on B: a third
 //   worker may read B's `online` before A's `offline`). A reader therefore drops a presence
 //   record that a newer login has overtaken: `online(N, id)` unless N is still registered with
