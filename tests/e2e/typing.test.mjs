@@ -206,6 +206,8 @@ describe('typing across workers', { skip: !bpf && 'needs --steering bpf (root)' 
     const fromSio = reader.take(isTyping);
     assert.ok(fromSio.length >= TYPING_BURST && fromSio.length <= TYPING_BURST + 2,
               `${fromSio.length} of 6 delivered`);
-    for (const m of fromSio) assert.deepEqual(m, { type: 'typing', room: 'room3', from: 'sio-fast' });
+    for (const m of fromSio) {
+      assert.deepEqual(m, { type: 'typing', room: 'room3', from: 'sio-fast' });
+    }
   });
 });
