@@ -79,7 +79,7 @@ json::value cid_value(std::string_view text) {
 
 // ---------------------------------------------------------------------------------------------
 
-std::unique_ptr<ws::Handler> Service::make_handler() {
+std::unique_ptr<ws::MessageHandler> Service::make_handler() {
     return std::make_unique<Handler>(*this);
 }
 
@@ -261,7 +261,8 @@ void Session::on_text(std::string_view payload) {
 
 // ---------------------------------------------------------------------------------------------
 
-void Handler::on_message(ws::Connection& conn, ws::Opcode opcode, std::string_view payload) {
+void Handler::on_message(ws::WebSocketConnection& conn, ws::Opcode opcode,
+                         std::string_view payload) {
     conn_ = &conn;
     if (opcode == ws::Opcode::text)
         session_.on_text(payload);
@@ -269,7 +270,7 @@ void Handler::on_message(ws::Connection& conn, ws::Opcode opcode, std::string_vi
         session_.on_binary();
 }
 
-void Handler::on_close(ws::Connection&, std::uint16_t) {
+void Handler::on_close(ws::WebSocketConnection&, std::uint16_t) {
     session_.on_closed();
     conn_ = nullptr;
 }
