@@ -6,6 +6,7 @@
 
 #include "chat/chat.hpp"
 #include "chat/record.hpp"
+#include "text/utf8.hpp"
 #include "util/log.hpp"
 
 namespace steerchat::chat {
@@ -20,42 +21,14 @@ std::int64_t now_ms() {
 
 // Code points of valid UTF-8 without control characters (C0, DEL, C1); -1 if invalid.
 long count_text(std::string_view s) noexcept {
-    long n = 0;
-    const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-    const auto* end = p + s.size();
-    while (p < end) {
-        const unsigned c = *p;
-        std::uint32_t cp;
-        int len;
-        if (c < 0x80) {
-            cp = c;
-            len = 1;
-        } else if ((c & 0xE0) == 0xC0) {
-            cp = c & 0x1F;
-            len = 2;
-        } else if ((c & 0xF0) == 0xE0) {
-            cp = c & 0x0F;
-            len = 3;
-        } else if ((c & 0xF8) == 0xF0) {
-            cp = c & 0x07;
-            len = 4;
-        } else {
-            return -1;
-        }
-        if (end - p < len) return -1;
-        for (int i = 1; i < len; ++i) {
-            if ((p[i] & 0xC0) != 0x80) return -1;
-            cp = (cp << 6) | (p[i] & 0x3F);
-        }
-        // Overlong, surrogate, out of range.
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-            (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
-            return -1;
-        if (cp < 0x20 || cp == 0x7F || (cp >= 0x80 && cp <= 0x9F)) return -1;
-        p += len;
-        ++n;
+    if (!text::is_valid_utf8(s)) return -1;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c < 0x20 || c == 0x7F) return -1;
+        // C1 (U+0080..U+009F) is C2 80..C2 9F.
+        if (c == 0xC2 && static_cast<unsigned char>(s[i + 1]) <= 0x9F) return -1;
     }
-    return n;
+    return static_cast<long>(text::code_points(s));
 }
 
 }  // namespace
@@ -147,6 +120,7 @@ Hub::Hub(boost::asio::any_io_executor ex, ring::Region& region, SharedState& sta
     : slot_(slot),
       state_(&state),
       rate_(RateLimit::per_second(limits_.rate, limits_.burst)),
+      typing_rate_(RateLimit::per_second(limits_.typing_rate, limits_.typing_burst)),
       writer_(region, slot, writer_options) {
     const std::size_t need =
         record::kOverhead + kMaxRoomBytes + kMaxNameBytes + state.options().max_text;
@@ -171,6 +145,7 @@ void Hub::stop() {
 void Hub::set_limits(const Limits& limits) {
     limits_ = limits;
     rate_ = RateLimit::per_second(limits.rate, limits.burst);
+    typing_rate_ = RateLimit::per_second(limits.typing_rate, limits.typing_burst);
 }
 
 // ---- The operations Sessions use
@@ -222,6 +197,12 @@ bool Hub::may_join(const Session& s, std::string_view room) {
     return false;
 }
 
+bool Hub::may_type(TokenBucket& bucket) {
+    if (bucket.try_take(typing_rate_, TokenBucket::Clock::now())) return true;
+    ++stats_.typing_drops;
+    return false;
+}
+
 void Hub::add_member(Session& s, std::string_view room) {
     auto it = rooms_.find(room);
     if (it == rooms_.end()) it = rooms_.emplace(std::string(room), std::vector<Session*>{}).first;
@@ -251,6 +232,7 @@ bool Hub::travels(const Event& ev) const {
         case EventType::message:
         case EventType::online:
         case EventType::offline:
+        case EventType::typing:
             return true;
         case EventType::dm:
             return !users_.contains(ev.to);
@@ -282,6 +264,7 @@ bool Hub::stale(const Event& ev) const {
     switch (ev.type) {
         case EventType::message:
         case EventType::dm:
+        case EventType::typing:
             return false;
         case EventType::online: {
             const std::uint64_t current = state_->lookup(ev.from);
@@ -338,6 +321,11 @@ void Hub::deliver(Event& ev, Session* origin) {
             });
             return;
         }
+        case EventType::typing:
+            // Every member but the typist (a hint: no id, no history to order it against).
+            if (const auto it = rooms_.find(ev.room); it != rooms_.end())
+                fan_out(it->second, ev, [&](const Session& s) { return &s != origin; });
+            return;
     }
 }
 
@@ -524,6 +512,18 @@ Error Session::dm(std::string_view to, std::string_view text, Said* out) {
     ev.from = name_;
     ev.to = to;
     ev.text = text;
+    hub_.publish(ev, this);
+    return Error::none;
+}
+
+Error Session::typing(std::string_view room) {
+    if (!logged_in()) return Error::not_logged_in;
+    if (!in_room(room)) return Error::not_in_room;
+    if (!hub_.may_type(typing_bucket_)) return Error::none;  // a hint: dropped silently
+    Event ev;
+    ev.type = EventType::typing;
+    ev.room = room;
+    ev.from = name_;
     hub_.publish(ev, this);
     return Error::none;
 }

@@ -7,10 +7,10 @@
 #include <fmt/core.h>
 #include <boost/beast/http/field.hpp>
 
-#include "eio/base64.hpp"
 #include "eio/http.hpp"
 #include "eio/ws_transport.hpp"
 #include "net/worker.hpp"
+#include "text/base64.hpp"
 #include "util/log.hpp"
 #include "ws/handshake.hpp"
 
@@ -110,7 +110,7 @@ std::string random_id() {
         if (n > 0) got += static_cast<std::size_t>(n);
     }
     std::string id =
-        base64_encode(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
+        text::base64_encode(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
     for (auto& c : id) {  // URL-safe: ids travel in query strings
         if (c == '+') c = '-';
         if (c == '/') c = '_';
@@ -199,7 +199,7 @@ void Server::handle(const std::shared_ptr<net::Exchange>& ex) {
 std::shared_ptr<Session> Server::open_session(Session::State initial, int protocol,
                                               const boost::asio::ip::tcp::endpoint& remote,
                                               std::string query, std::string origin,
-                                              std::shared_ptr<ws::Connection> link) {
+                                              std::shared_ptr<ws::WebSocketConnection> link) {
     auto s = Session::create(*ctx_, new_id(), protocol, initial, remote, std::move(query),
                              std::move(origin), std::move(link));
     sessions_.emplace(s->id(), s);
@@ -221,7 +221,7 @@ void Server::handshake(const std::shared_ptr<net::Exchange>& ex, int protocol,
     std::string origin(req[http::field::origin]);
     if (transport == Transport::websocket) {
         auto open = [this, protocol, query = std::move(query),
-                     origin = std::move(origin)](ws::Connection& conn) mutable {
+                     origin = std::move(origin)](ws::WebSocketConnection& conn) mutable {
             return std::shared_ptr<TransportEvents>(
                 open_session(Session::State::websocket, protocol, conn.remote_endpoint(),
                              std::move(query), std::move(origin), conn.shared_from_this()));

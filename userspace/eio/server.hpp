@@ -96,7 +96,7 @@ class Server {
     std::shared_ptr<Session> open_session(Session::State initial, int protocol,
                                           const boost::asio::ip::tcp::endpoint& remote,
                                           std::string query, std::string origin,
-                                          std::shared_ptr<ws::Connection> link);
+                                          std::shared_ptr<ws::WebSocketConnection> link);
     void error(const std::shared_ptr<net::Exchange>& ex, int code);
     std::string new_id();
     // An ended session leaves the map (SessionContext::on_end).

@@ -86,7 +86,7 @@ bool SessionContext::may_log() {
 
 Session::Session(Private, SessionContext& ctx, std::string id, int protocol, State initial,
                  boost::asio::ip::tcp::endpoint remote, std::string query, std::string origin,
-                 std::shared_ptr<ws::Connection> link)
+                 std::shared_ptr<ws::WebSocketConnection> link)
     : ctx_(ctx),
       id_(std::move(id)),
       protocol_(protocol),
@@ -105,7 +105,7 @@ Session::~Session() = default;
 std::shared_ptr<Session> Session::create(SessionContext& ctx, std::string id, int protocol,
                                          State initial, boost::asio::ip::tcp::endpoint remote,
                                          std::string query, std::string origin,
-                                         std::shared_ptr<ws::Connection> link) {
+                                         std::shared_ptr<ws::WebSocketConnection> link) {
     auto s = std::make_shared<Session>(Private{}, ctx, std::move(id), protocol, initial, remote,
                                        std::move(query), std::move(origin), std::move(link));
     const auto& o = ctx.options;
@@ -254,7 +254,7 @@ void Session::on_upgrade_request(const std::shared_ptr<net::Exchange>& ex) {
 // ---------------------------------------------------------------------------------------------
 // Events from the WebSocket transport
 
-void Session::on_ws_open(ws::Connection& link) {
+void Session::on_ws_open(ws::WebSocketConnection& link) {
     switch (state_) {
         case State::polling:
             break;
@@ -273,7 +273,7 @@ void Session::on_ws_open(ws::Connection& link) {
     arm_deadline(ctx_.options.upgrade_timeout);
 }
 
-void Session::on_ws_packet(ws::Connection& link, const Packet& p) {
+void Session::on_ws_packet(ws::WebSocketConnection& link, const Packet& p) {
     if (ws_.get() != &link) return;  // a connection this session no longer uses
     switch (state_) {
         case State::probing:
@@ -288,7 +288,7 @@ void Session::on_ws_packet(ws::Connection& link, const Packet& p) {
     }
 }
 
-void Session::on_ws_invalid(ws::Connection& link) {
+void Session::on_ws_invalid(ws::WebSocketConnection& link) {
     if (ws_.get() != &link) return;
     ++ctx_.stats.invalid_packets;
     switch (state_) {
@@ -302,7 +302,7 @@ void Session::on_ws_invalid(ws::Connection& link) {
     }
 }
 
-void Session::on_ws_close(ws::Connection& link) {
+void Session::on_ws_close(ws::WebSocketConnection& link) {
     if (ws_.get() != &link) return;
     switch (state_) {
         case State::probing:  // the probe went away before the upgrade

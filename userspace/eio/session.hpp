@@ -76,11 +76,11 @@ class TransportEvents {
     // GET transport=websocket with this session's sid: the upgrade's probe connection.
     virtual void on_upgrade_request(const std::shared_ptr<net::Exchange>& ex) = 0;
     // A WebSocket asking to be this session's probe has finished its handshake.
-    virtual void on_ws_open(ws::Connection& link) = 0;
-    virtual void on_ws_packet(ws::Connection& link, const Packet& p) = 0;
+    virtual void on_ws_open(ws::WebSocketConnection& link) = 0;
+    virtual void on_ws_packet(ws::WebSocketConnection& link, const Packet& p) = 0;
     // A WebSocket message that is not an Engine.IO packet.
-    virtual void on_ws_invalid(ws::Connection& link) = 0;
-    virtual void on_ws_close(ws::Connection& link) = 0;
+    virtual void on_ws_invalid(ws::WebSocketConnection& link) = 0;
+    virtual void on_ws_close(ws::WebSocketConnection& link) = 0;
 
   protected:
     ~TransportEvents() = default;
@@ -121,7 +121,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Trans
     struct Private {};
     Session(Private, SessionContext& ctx, std::string id, int protocol, State initial,
             boost::asio::ip::tcp::endpoint remote, std::string query, std::string origin,
-            std::shared_ptr<ws::Connection> link);
+            std::shared_ptr<ws::WebSocketConnection> link);
     ~Session();
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;
@@ -131,7 +131,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Trans
     static std::shared_ptr<Session> create(SessionContext& ctx, std::string id, int protocol,
                                            State initial, boost::asio::ip::tcp::endpoint remote,
                                            std::string query, std::string origin,
-                                           std::shared_ptr<ws::Connection> link);
+                                           std::shared_ptr<ws::WebSocketConnection> link);
     // Makes the upper layer with `factory` (which may close the session at once) and starts the
     // heartbeat.
     void start(const std::function<std::unique_ptr<SessionHandler>(Session&)>& factory);
@@ -182,10 +182,10 @@ class Session final : public std::enable_shared_from_this<Session>, public Trans
     void on_poll(const std::shared_ptr<net::Exchange>& ex) override;
     void on_post(const std::shared_ptr<net::Exchange>& ex) override;
     void on_upgrade_request(const std::shared_ptr<net::Exchange>& ex) override;
-    void on_ws_open(ws::Connection& link) override;
-    void on_ws_packet(ws::Connection& link, const Packet& p) override;
-    void on_ws_invalid(ws::Connection& link) override;
-    void on_ws_close(ws::Connection& link) override;
+    void on_ws_open(ws::WebSocketConnection& link) override;
+    void on_ws_packet(ws::WebSocketConnection& link, const Packet& p) override;
+    void on_ws_invalid(ws::WebSocketConnection& link) override;
+    void on_ws_close(ws::WebSocketConnection& link) override;
 
     // The session's own events.
     void on_poll_aborted();
@@ -231,7 +231,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Trans
     std::shared_ptr<net::Exchange> poll_;  // the pending long poll
     // The WebSocket: the transport (websocket), the probe (probing), else none. Dropped when the
     // connection reports its close, or when the session drops it.
-    std::shared_ptr<ws::Connection> ws_;
+    std::shared_ptr<ws::WebSocketConnection> ws_;
     bool probe_answered_ = false;  // probing: "3probe" sent, waiting for the upgrade packet
     bool noop_sent_ = false;       // the pending poll was ended with a noop
     bool flush_posted_ = false;

@@ -4,7 +4,7 @@
 
 namespace steerchat::eio {
 
-void WsTransport::on_open(ws::Connection& conn) {
+void WsTransport::on_open(ws::WebSocketConnection& conn) {
     if (open_) {
         session_ = std::exchange(open_, nullptr)(conn);
         return;
@@ -19,7 +19,8 @@ void WsTransport::on_open(ws::Connection& conn) {
     conn.close(ws::close_code::no_status, {});
 }
 
-void WsTransport::on_message(ws::Connection& conn, ws::Opcode opcode, std::string_view payload) {
+void WsTransport::on_message(ws::WebSocketConnection& conn, ws::Opcode opcode,
+                             std::string_view payload) {
     const auto s = session_.lock();
     if (!s) return;
     if (auto p = decode_ws_frame(payload, opcode == ws::Opcode::binary, protocol_))
@@ -28,11 +29,11 @@ void WsTransport::on_message(ws::Connection& conn, ws::Opcode opcode, std::strin
         s->on_ws_invalid(conn);
 }
 
-void WsTransport::on_close(ws::Connection& conn, std::uint16_t) {
+void WsTransport::on_close(ws::WebSocketConnection& conn, std::uint16_t) {
     if (const auto s = session_.lock()) s->on_ws_close(conn);
 }
 
-void RefusedTransport::on_open(ws::Connection& conn) {
+void RefusedTransport::on_open(ws::WebSocketConnection& conn) {
     conn.close(ws::close_code::no_status, {});
 }
 

@@ -79,7 +79,7 @@ json::value cid_value(std::string_view text) {
 
 // ---------------------------------------------------------------------------------------------
 
-std::unique_ptr<ws::Handler> Service::make_handler() {
+std::unique_ptr<ws::MessageHandler> Service::make_handler() {
     return std::make_unique<Handler>(*this);
 }
 
@@ -109,6 +109,11 @@ const ws::SharedFrame& Service::frame(const chat::Event& ev) {
         case chat::EventType::offline:
             o["type"] = ev.type == chat::EventType::online ? "online" : "offline";
             o["name"] = jsv(ev.from);
+            break;
+        case chat::EventType::typing:
+            o["type"] = "typing";
+            o["room"] = jsv(ev.room);
+            o["from"] = jsv(ev.from);
             break;
     }
     cached_ = ws::SharedFrame::text(json::serialize(o));
@@ -185,8 +190,8 @@ void Session::on_text(std::string_view payload) {
         o["users"] = names(w.users);
         return reply(json::serialize(o));
     }
-    const bool known =
-        type == "join" || type == "leave" || type == "say" || type == "dm" || type == "logout";
+    const bool known = type == "join" || type == "leave" || type == "say" || type == "dm" ||
+                       type == "typing" || type == "logout";
     if (!known) return error("bad_request", concat({"unknown type \"", type, "\""}));
     // A say's cid comes back on every answer to it, errors included (not_logged_in too).
     std::optional<std::string> cid;
@@ -241,6 +246,12 @@ void Session::on_text(std::string_view payload) {
             return fail(e, cidp);
         return;
     }
+    if (type == "typing") {  // no answer unless an error (over its rate: dropped silently)
+        const json::string* room = str_field(*obj, "room");
+        if (!room) return missing("room");
+        if (const chat::Error e = chat_.typing(sv(*room)); e != chat::Error::none) return fail(e);
+        return;
+    }
     // dm
     const json::string* to = str_field(*obj, "to");
     const json::string* text = str_field(*obj, "text");
@@ -250,7 +261,8 @@ void Session::on_text(std::string_view payload) {
 
 // ---------------------------------------------------------------------------------------------
 
-void Handler::on_message(ws::Connection& conn, ws::Opcode opcode, std::string_view payload) {
+void Handler::on_message(ws::WebSocketConnection& conn, ws::Opcode opcode,
+                         std::string_view payload) {
     conn_ = &conn;
     if (opcode == ws::Opcode::text)
         session_.on_text(payload);
@@ -258,7 +270,7 @@ void Handler::on_message(ws::Connection& conn, ws::Opcode opcode, std::string_vi
         session_.on_binary();
 }
 
-void Handler::on_close(ws::Connection&, std::uint16_t) {
+void Handler::on_close(ws::WebSocketConnection&, std::uint16_t) {
     session_.on_closed();
     conn_ = nullptr;
 }

@@ -10,14 +10,20 @@
 //                                               "id":ID,"ts":MS} (+"cid":C on the sender's copy)
 //   {"type":"dm","to":M,"text":T}             M gets {"type":"dm","from":N,"to":M,"text":T,
 //                                               "id":ID,"ts":MS}
+//   {"type":"typing","room":R}                every other member of R, on any worker, gets
+//                                             {"type":"typing","room":R,"from":N}; no answer
+//                                             (not stored, not echoed; more than
+//                                             --chat-typing-rate / --chat-typing-burst allow
+//                                             are dropped silently)
 //   {"type":"logout"}                         the name is freed; the server closes with 1000
 //                                             {"type":"online"|"offline","name":N}
 //   errors: {"type":"error","code":C,"message":M} (+"cid" when the request had one); codes
 //   bad_request (malformed JSON, not an object, unknown type, missing or mistyped field, binary
-//   frame), not_logged_in, already_logged_in, bad_name, name_taken, bad_room, not_in_room,
-//   no_such_user, too_long, server_full, rate_limited (more requests than --chat-rate /
-//   --chat-burst allow; --chat-rate-close-after of them in a row close the connection with 1008),
-//   too_many_rooms (--chat-max-rooms-per-user). The connection stays usable after an error.
+//   frame), not_logged_in, already_logged_in, bad_name, name_taken, bad_room, not_in_room (say,
+//   leave or typing in a room not joined), no_such_user, too_long, server_full, rate_limited
+//   (more requests than --chat-rate / --chat-burst allow; --chat-rate-close-after of them in a
+//   row close the connection with 1008), too_many_rooms (--chat-max-rooms-per-user). The
+//   connection stays usable after an error.
 //
 // Wiring in a worker (after the chat::Hub):
 //   native::Service native(hub);
@@ -55,7 +61,7 @@ class Service {
     Service& operator=(const Service&) = delete;
 
     // A handler for one accepted GET /ws connection.
-    std::unique_ptr<ws::Handler> make_handler();
+    std::unique_ptr<ws::MessageHandler> make_handler();
 
     chat::Hub& hub() noexcept { return hub_; }
     const Stats& stats() const noexcept { return stats_; }
@@ -72,7 +78,7 @@ class Service {
     ws::SharedFrame cached_;
 };
 
-// Where a session's frames go: the ws::Connection in the server, a recorder in tests.
+// Where a session's frames go: the ws::WebSocketConnection in the server, a recorder in tests.
 struct Sink {
     virtual ~Sink() = default;
     virtual void send(ws::SharedFrame frame) = 0;
@@ -107,20 +113,21 @@ class Session final : public chat::Client {
     chat::Session chat_;  // last: destroyed (logout) while sink_ and service_ are still valid
 };
 
-// The ws::Handler registered for GET /ws.
-class Handler final : public ws::Handler, private Sink {
+// The ws::MessageHandler registered for GET /ws.
+class Handler final : public ws::MessageHandler, private Sink {
   public:
     explicit Handler(Service& service) : session_(service, *this) {}
 
-    void on_open(ws::Connection& conn) override { conn_ = &conn; }
-    void on_message(ws::Connection& conn, ws::Opcode opcode, std::string_view payload) override;
-    void on_close(ws::Connection& conn, std::uint16_t code) override;
+    void on_open(ws::WebSocketConnection& conn) override { conn_ = &conn; }
+    void on_message(ws::WebSocketConnection& conn, ws::Opcode opcode,
+                    std::string_view payload) override;
+    void on_close(ws::WebSocketConnection& conn, std::uint16_t code) override;
 
   private:
     void send(ws::SharedFrame frame) override;
     void close(std::uint16_t code, std::string_view reason) override;
 
-    ws::Connection* conn_ = nullptr;
+    ws::WebSocketConnection* conn_ = nullptr;
     Session session_;
 };
 

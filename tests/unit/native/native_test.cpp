@@ -1,5 +1,6 @@
-// The native protocol adapter: JSON in, JSON out, through a recording Sink (the ws::Connection
-// side), over a real chat core (ring + shared state, two worker Hubs on one io_context).
+// The native protocol adapter: JSON in, JSON out, through a recording Sink (the
+// ws::WebSocketConnection side), over a real chat core (ring + shared state, two worker Hubs on one
+// io_context).
 #include <gtest/gtest.h>
 
 #include <boost/asio/io_context.hpp>
@@ -313,6 +314,45 @@ TEST_F(Native, DirectMessagesAndPresence) {
     // The name is free again.
     auto b2 = login(svc0, "b");
     EXPECT_EQ(a->sink.last(), (json::object{{"type", "online"}, {"name", "b"}}));
+}
+
+// {"type":"typing","room":R}: no answer; every other member of R on either worker gets
+// {"type":"typing","room":R,"from":N}, nothing else; errors as for a say.
+TEST_F(Native, TypingWireShape) {
+    auto a = login(svc0, "a");
+    auto b = login(svc1, "b");
+    auto c = login(svc0, "c");
+    auto d = login(svc1, "d");  // not in the room
+    for (Client* u : {a.get(), b.get(), c.get()})
+        EXPECT_EQ(u->send(R"({"type":"join","room":"lobby"})").at("type"), "joined");
+    pump();
+    for (Client* u : {a.get(), b.get(), c.get(), d.get()})
+        u->sink.frames.clear();
+
+    a->send_quiet(R"({"type":"typing","room":"lobby"})");
+    EXPECT_TRUE(a->sink.frames.empty()) << "no answer, no echo";
+    ASSERT_TRUE(pump_until([&] { return !b->sink.frames.empty(); }));
+    pump();
+    const json::object want{{"type", "typing"}, {"room", "lobby"}, {"from", "a"}};
+    for (Client* r : {b.get(), c.get()}) {
+        ASSERT_EQ(r->sink.frames.size(), 1u);
+        EXPECT_EQ(r->sink.last(), want);
+        EXPECT_EQ(ws::as_string(r->sink.frames[0].payload()),
+                  R"({"type":"typing","room":"lobby","from":"a"})");
+    }
+    EXPECT_TRUE(a->sink.frames.empty());
+    EXPECT_TRUE(d->sink.frames.empty());
+
+    expect_error(d->send(R"({"type":"typing","room":"lobby"})"), "not_in_room");
+    expect_error(d->send(R"({"type":"typing"})"), "bad_request");
+    expect_error(d->send(R"({"type":"typing","room":7})"), "bad_request");
+    Client anon(svc1);
+    expect_error(anon.send(R"({"type":"typing","room":"lobby"})"), "not_logged_in");
+    // Not in history.
+    {
+        const json::object j = d->send(R"({"type":"join","room":"lobby"})");
+        EXPECT_EQ(j.at("history"), json::array{});
+    }
 }
 
 TEST_F(Native, RateLimitedThenClosed1008) {
