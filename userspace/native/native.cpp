@@ -75,19 +75,8 @@ json::value cid_value(std::string_view text) {
     return ec ? json::value(jsv(text)) : v;
 }
 
-}  // namespace
-
-// ---------------------------------------------------------------------------------------------
-
-std::unique_ptr<ws::Handler> Service::make_handler() {
-    return std::make_unique<Handler>(*this);
-}
-
-const ws::SharedFrame& Service::frame(const chat::Event& ev) {
-    if (encode_once_ && ev.serial != 0 && ev.serial == cached_serial_ && cached_) {
-        ++stats_.shared_sends;
-        return cached_;
-    }
+// The JSON object of a chat event as every recipient gets it.
+json::object event_object(const chat::Event& ev) {
     json::object o;
     switch (ev.type) {
         case chat::EventType::message:
@@ -111,10 +100,20 @@ const ws::SharedFrame& Service::frame(const chat::Event& ev) {
             o["name"] = jsv(ev.from);
             break;
     }
-    cached_ = ws::SharedFrame::text(json::serialize(o));
-    cached_serial_ = ev.serial;
-    ++stats_.encoded;
-    return cached_;
+    return o;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+std::unique_ptr<ws::Handler> Service::make_handler() {
+    return std::make_unique<Handler>(*this);
+}
+
+const ws::SharedFrame& Service::frame(const chat::Event& ev) {
+    return frames_.get(ev,
+                       [&ev] { return ws::SharedFrame::text(json::serialize(event_object(ev))); });
 }
 
 // ---------------------------------------------------------------------------------------------

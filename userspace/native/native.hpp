@@ -32,17 +32,15 @@
 #include <string_view>
 
 #include "chat/chat.hpp"
+#include "chat/encode_once.hpp"
 #include "ws/connection.hpp"
 #include "ws/frame.hpp"
 
 namespace steerchat::native {
 
-struct Stats {
-    std::uint64_t requests = 0;      // text frames handled
-    std::uint64_t errors = 0;        // error replies
-    std::uint64_t encoded = 0;       // event frames encoded
-    std::uint64_t shared_sends = 0;  // event frames sent reusing an encoding
-};
+// requests: text and binary frames handled; errors: error replies; encoded / shared_sends: event
+// frames encoded / sent reusing an encoding (chat/encode_once.hpp).
+using Stats = chat::AdapterStats;
 
 // Per worker: the adapter's shared state (encode-once cache, counters). Outlives its handlers.
 class Service {
@@ -50,7 +48,7 @@ class Service {
     // encode_once = false encodes every delivery separately: the baseline that encode-once is
     // measured against in BENCHMARKS.md.
     explicit Service(chat::Hub& hub, bool encode_once = true)
-        : hub_(hub), encode_once_(encode_once) {}
+        : hub_(hub), frames_(stats_, encode_once) {}
     Service(const Service&) = delete;
     Service& operator=(const Service&) = delete;
 
@@ -67,9 +65,7 @@ class Service {
   private:
     chat::Hub& hub_;
     Stats stats_;
-    bool encode_once_;
-    std::uint64_t cached_serial_ = 0;
-    ws::SharedFrame cached_;
+    chat::EncodeOnce<ws::SharedFrame> frames_;  // counts into stats_
 };
 
 // Where a session's frames go: the ws::Connection in the server, a recorder in tests.
