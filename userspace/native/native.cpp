@@ -108,7 +108,7 @@ json::object event_object(const chat::Event& ev) {
 // ---------------------------------------------------------------------------------------------
 
 std::unique_ptr<ws::Handler> Service::make_handler() {
-    return std::make_unique<Handler>(*this);
+    return std::make_unique<WsEndpoint>(*this);
 }
 
 const ws::SharedFrame& Service::frame(const chat::Event& ev) {
@@ -118,15 +118,15 @@ const ws::SharedFrame& Service::frame(const chat::Event& ev) {
 
 // ---------------------------------------------------------------------------------------------
 
-void Session::deliver(const chat::Event& ev) {
+void Protocol::deliver(const chat::Event& ev) {
     sink_.send(service_.frame(ev));
 }
 
-void Session::reply(const std::string& text) {
+void Protocol::reply(const std::string& text) {
     sink_.send(ws::SharedFrame::text(text));
 }
 
-void Session::error(std::string_view code, std::string_view message, const std::string* cid) {
+void Protocol::error(std::string_view code, std::string_view message, const std::string* cid) {
     ++service_.stats().errors;
     json::object o;
     o["type"] = "error";
@@ -136,7 +136,7 @@ void Session::error(std::string_view code, std::string_view message, const std::
     reply(json::serialize(o));
 }
 
-bool Session::admit() {
+bool Protocol::admit() {
     const chat::Error e = chat_.admit();
     if (e == chat::Error::none) return true;
     if (chat_.abusive()) {
@@ -147,13 +147,13 @@ bool Session::admit() {
     return false;
 }
 
-void Session::on_binary() {
+void Protocol::on_binary() {
     ++service_.stats().requests;
     if (!admit()) return;
     error("bad_request", "send JSON in text frames");
 }
 
-void Session::on_text(std::string_view payload) {
+void Protocol::on_text(std::string_view payload) {
     ++service_.stats().requests;
     if (!admit()) return;
     json::error_code ec;
@@ -249,24 +249,24 @@ void Session::on_text(std::string_view payload) {
 
 // ---------------------------------------------------------------------------------------------
 
-void Handler::on_message(ws::Connection& conn, ws::Opcode opcode, std::string_view payload) {
+void WsEndpoint::on_message(ws::Connection& conn, ws::Opcode opcode, std::string_view payload) {
     conn_ = &conn;
     if (opcode == ws::Opcode::text)
-        session_.on_text(payload);
+        protocol_.on_text(payload);
     else
-        session_.on_binary();
+        protocol_.on_binary();
 }
 
-void Handler::on_close(ws::Connection&, std::uint16_t) {
-    session_.on_closed();
+void WsEndpoint::on_close(ws::Connection&, std::uint16_t) {
+    protocol_.on_closed();
     conn_ = nullptr;
 }
 
-void Handler::send(ws::SharedFrame frame) {
+void WsEndpoint::send(ws::SharedFrame frame) {
     if (conn_) conn_->send(std::move(frame));
 }
 
-void Handler::close(std::uint16_t code, std::string_view reason) {
+void WsEndpoint::close(std::uint16_t code, std::string_view reason) {
     if (conn_) conn_->close(code, reason);
 }
 

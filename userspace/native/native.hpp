@@ -1,5 +1,5 @@
 // The native JSON chat protocol on GET /ws: one JSON object per text frame, translated into
-// chat::Session calls; chat::Events encoded as JSON text frames, once per event per worker.
+// chat::Participant calls; chat::Events encoded as JSON text frames, once per event per worker.
 //
 //   client -> server                          server -> client
 //   {"type":"login","name":N}                 {"type":"welcome","name":N,"users":[...]}
@@ -68,17 +68,18 @@ class Service {
     chat::EncodeOnce<ws::SharedFrame> frames_;  // counts into stats_
 };
 
-// Where a session's frames go: the ws::Connection in the server, a recorder in tests.
+// Where a Protocol's frames go: the ws::Connection in the server, a recorder in tests.
 struct Sink {
     virtual ~Sink() = default;
     virtual void send(ws::SharedFrame frame) = 0;
     virtual void close(std::uint16_t code, std::string_view reason) = 0;
 };
 
-// The protocol logic of one connection.
-class Session final : public chat::Client {
+// The native protocol spoken with one client: its JSON requests in, replies and chat events out
+// through its Sink.
+class Protocol final : public chat::Client {
   public:
-    Session(Service& service, Sink& sink)
+    Protocol(Service& service, Sink& sink)
         : service_(service), sink_(sink), chat_(service.hub(), *this) {}
 
     // One complete client message.
@@ -89,10 +90,10 @@ class Session final : public chat::Client {
 
     void deliver(const chat::Event& ev) override;
 
-    chat::Session& chat() noexcept { return chat_; }
+    chat::Participant& chat() noexcept { return chat_; }
 
   private:
-    // The request rate check (chat::Session::admit): false when refused (answered rate_limited,
+    // The request rate check (chat::Participant::admit): false when refused (answered rate_limited,
     // or the connection closed 1008 when abusive).
     bool admit();
     void reply(const std::string& json);
@@ -100,13 +101,14 @@ class Session final : public chat::Client {
 
     Service& service_;
     Sink& sink_;
-    chat::Session chat_;  // last: destroyed (logout) while sink_ and service_ are still valid
+    chat::Participant chat_;  // last: destroyed (logout) while sink_ and service_ are still valid
 };
 
-// The ws::Handler registered for GET /ws.
-class Handler final : public ws::Handler, private Sink {
+// The /ws WebSocket endpoint of one connection: the ws::Handler that feeds its Protocol and is
+// its Sink over the ws::Connection.
+class WsEndpoint final : public ws::Handler, private Sink {
   public:
-    explicit Handler(Service& service) : session_(service, *this) {}
+    explicit WsEndpoint(Service& service) : protocol_(service, *this) {}
 
     void on_open(ws::Connection& conn) override { conn_ = &conn; }
     void on_message(ws::Connection& conn, ws::Opcode opcode, std::string_view payload) override;
@@ -117,7 +119,7 @@ class Handler final : public ws::Handler, private Sink {
     void close(std::uint16_t code, std::string_view reason) override;
 
     ws::Connection* conn_ = nullptr;
-    Session session_;
+    Protocol protocol_;
 };
 
 }  // namespace steerchat::native

@@ -1,5 +1,5 @@
 // The chat over Socket.IO: the seed application's events and rooms with acknowledgements,
-// translated into chat::Session calls on the same chat core as the native /ws protocol (a
+// translated into chat::Participant calls on the same chat core as the native /ws protocol (a
 // Socket.IO user and a native user see each other and exchange direct messages).
 //
 //   client emits                              server emits
@@ -104,7 +104,7 @@ class Protocol final : public chat::Client {
 
     void deliver(const chat::Event& ev) override;
 
-    chat::Session& chat() noexcept { return chat_; }
+    chat::Participant& chat() noexcept { return chat_; }
 
   private:
     void emit(std::string_view event, boost::json::value arg);
@@ -121,8 +121,8 @@ class Protocol final : public chat::Client {
     Service& service_;
     Sink& sink_;
     std::optional<std::uint64_t> ack_;
-    bool closing_ = false;  // rate limit abuse: the disconnect is requested
-    chat::Session chat_;    // last: logs out while the members above are valid
+    bool closing_ = false;    // rate limit abuse: the disconnect is requested
+    chat::Participant chat_;  // last: logs out while the members above are valid
 };
 
 }  // namespace steerchat::socketio_chat

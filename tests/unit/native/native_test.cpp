@@ -40,15 +40,15 @@ struct RecordingSink : native::Sink {
 
 struct Client {
     RecordingSink sink;
-    native::Session session;
-    explicit Client(native::Service& s) : session(s, sink) {}
+    native::Protocol protocol;
+    explicit Client(native::Service& s) : protocol(s, sink) {}
     json::object send(const std::string& text) {
         const std::size_t before = sink.frames.size();
-        session.on_text(text);
+        protocol.on_text(text);
         EXPECT_EQ(sink.frames.size(), before + 1) << "one reply to " << text;
         return sink.last();
     }
-    void send_quiet(const std::string& text) { session.on_text(text); }
+    void send_quiet(const std::string& text) { protocol.on_text(text); }
 };
 
 class Native : public ::testing::Test {
@@ -141,7 +141,7 @@ TEST_F(Native, BadRequestsKeepTheConnectionUsable) {
     expect_error(a.send(R"({"type":"dance"})"), "bad_request");
     expect_error(a.send(R"({"type":"login"})"), "bad_request");
     expect_error(a.send(R"({"type":"login","name":5})"), "bad_request");
-    a.session.on_binary();
+    a.protocol.on_binary();
     expect_error(a.sink.last(), "bad_request");
     // Before login only login is accepted.
     expect_error(a.send(R"({"type":"join","room":"r"})"), "not_logged_in");
