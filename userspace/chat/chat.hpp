@@ -47,8 +47,9 @@
 //   the dead slot's log (a new ring::Writer continues after its last committed record).
 // * Encode once: the Hub hands every local recipient of one event the same `const Event&` with
 //   a worker-unique `serial`; an adapter caches its encoding keyed by serial (one entry is
-//   enough: one event is delivered to all its recipients before the next). The sender's copy of
-//   a room message carries `cid` and has its own serial.
+//   enough: one event is delivered to all its recipients before the next; chat::EncodeOnce in
+//   encode_once.hpp, shared by the adapters). The sender's copy of a room message carries `cid`
+//   and has its own serial.
 // * Limits: names 1-32 code points, rooms 1-64 code points, no control characters (C0, DEL, C1)
 //   and valid UTF-8; text at most SharedOptions::max_text bytes (4 KiB) -> `too_long`.
 //   Requests (every client message an adapter hands over, see Participant::admit) through two token

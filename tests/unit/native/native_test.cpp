@@ -271,6 +271,7 @@ TEST_F(Native, OneEncodingPerEventPerWorker) {
     const ws::SharedFrame& f = b.members[0]->sink.frames.back();
     for (auto& c : b.members)
         EXPECT_EQ(c->sink.frames.back().data(), f.data()) << "same bytes";
+    EXPECT_EQ(f.use_count(), 5u) << "four recipients' references and the cache's";
 }
 
 TEST_F(Native, BaselineWithoutEncodeOnceEncodesPerRecipient) {
