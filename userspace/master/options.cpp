@@ -225,7 +225,12 @@ ParseResult parse_options(int argc, const char* const argv[]) {
          "rate_limited answers in a row before the connection is closed (native: 1008; "
          "Socket.IO: server disconnect; 0: never)")
         ("chat-max-rooms-per-user", po::value(&o.chat_max_rooms)->default_value(o.chat_max_rooms),
-         "rooms one user may be in; more joins are answered too_many_rooms (0: no limit)");
+         "rooms one user may be in; more joins are answered too_many_rooms (0: no limit)")
+        ("chat-typing-rate", po::value(&o.chat_typing_rate)->default_value(o.chat_typing_rate),
+         "typing events per second per user (token bucket; 0: no limit); more are dropped "
+         "silently (typing is a hint)")
+        ("chat-typing-burst", po::value(&o.chat_typing_burst)->default_value(o.chat_typing_burst),
+         "typing events a user may send at once (the bucket's size)");
     // clang-format on
 
     po::variables_map vm;
@@ -339,6 +344,17 @@ ParseResult parse_options(int argc, const char* const argv[]) {
         return bad(fmt::format(
             "--chat-burst {} is out of range (1 to 1000000; --chat-rate 0 for no limit)",
             o.chat_burst));
+    if (!(o.chat_typing_rate == 0 ||
+          (o.chat_typing_rate >= 0.001 && o.chat_typing_rate <= 1e6)))  // also NaN
+        return bad(
+            fmt::format("--chat-typing-rate {} is out of range (0 for no limit, or 0.001 "
+                        "to 1000000 per second)",
+                        o.chat_typing_rate));
+    if (o.chat_typing_rate > 0 && (o.chat_typing_burst == 0 || o.chat_typing_burst > 1000000))
+        return bad(
+            fmt::format("--chat-typing-burst {} is out of range (1 to 1000000; "
+                        "--chat-typing-rate 0 for no limit)",
+                        o.chat_typing_burst));
     for (const auto& ns : o.sio_namespaces)
         if (ns.size() < 2 || ns[0] != '/' || ns.find_first_of(",?# ") != std::string::npos)
             return bad(fmt::format(

@@ -66,6 +66,8 @@ struct Options {
     unsigned chat_burst = 100;
     unsigned chat_rate_close_after = 50;  // refused in a row before the close; 0: never
     unsigned chat_max_rooms = 100;        // per user; 0: no limit
+    double chat_typing_rate = 2;          // typing events/s per user; 0: no limit
+    unsigned chat_typing_burst = 5;
 
     std::filesystem::path pin_dir() const { return bpffs_dir / std::to_string(port); }
 };

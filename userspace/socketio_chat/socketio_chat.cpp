@@ -71,6 +71,9 @@ json::array event_args(const chat::Event& ev) {
         case chat::EventType::offline:
             args = {"clientOffline", ev.from};
             break;
+        case chat::EventType::typing:
+            args = {"typing", json::object{{"room", ev.room}, {"from", ev.from}}};
+            break;
     }
     return args;
 }
@@ -141,6 +144,7 @@ void Protocol::on_event(const json::array& args, std::optional<std::uint64_t> ac
     if (name == "join") return join(args);
     if (name == "leave") return leave(args);
     if (name == "say") return say(args);
+    if (name == "typing") return typing(args);
     fail(ack, name, chat::Error::none, "unknown event");
 }
 
@@ -248,6 +252,15 @@ void Protocol::say(const json::array& args) {
         chat_.say(sv(*room), sv(*text), cid ? sv(*cid) : std::string_view{}, cid != nullptr, &said);
     if (e != chat::Error::none) return fail(ack_, "say", e);
     ok({{"id", said.id}, {"ts", said.ts}});
+}
+
+// No answer but the ack, if asked for (over its rate it is dropped silently, still ok).
+void Protocol::typing(const json::array& args) {
+    const auto* room = string_arg(args, "room");
+    if (!room) return fail(ack_, "typing", chat::Error::none, "room name expected");
+    const auto e = chat_.typing(sv(*room));
+    if (e != chat::Error::none) return fail(ack_, "typing", e);
+    ok({{"room", *room}});
 }
 
 }  // namespace steerchat::socketio_chat

@@ -288,6 +288,33 @@ TEST_F(SocketIoChat, DisconnectAndLogoutAnnounceOffline) {
     expect_error(c->request({"logout"}), "not_logged_in");
 }
 
+// typing room | {room}: the ack {ok, room} only; every other member of the room on either worker
+// gets typing {room, from}; the typist gets nothing, a non-member not_in_room.
+TEST_F(SocketIoChat, TypingReachesTheOtherMembersOnly) {
+    auto a = login(svc0, "a");
+    auto b = login(svc1, "b");
+    auto c = login(svc0, "c");
+    auto outsider = login(svc0, "o");
+    for (Client* x : {a.get(), b.get(), c.get()})
+        x->request({"join", "lobby"});
+    ASSERT_TRUE(pump_until([&] { return a->sink.sent.size() == 3; }));  // online b, c, o
+    pump();
+    const std::size_t a_sent = a->sink.sent.size();
+    const std::size_t o_sent = outsider->sink.sent.size();
+
+    EXPECT_EQ(a->request({"typing", "lobby"}), (json::object{{"ok", true}, {"room", "lobby"}}));
+    const json::array want{"typing", {{"room", "lobby"}, {"from", "a"}}};
+    EXPECT_EQ(c->sink.last_event(), want) << "a member on the same worker";
+    ASSERT_TRUE(pump_until([&] { return got(*b, "typing"); }));
+    EXPECT_EQ(b->sink.last_event(), want) << "a member on the other worker";
+    pump();
+    EXPECT_EQ(a->sink.sent.size(), a_sent) << "not echoed to the typist";
+    EXPECT_EQ(outsider->sink.sent.size(), o_sent) << "not to a non-member";
+
+    expect_error(outsider->request({"typing", {{"room", "lobby"}}}), "not_in_room");
+    expect_error(outsider->request({"typing", 7}), "bad_request");
+}
+
 TEST_F(SocketIoChat, BadInputIsAnsweredWithTheErrorEvent) {
     Client a(svc0);
     // Without an ack callback: chaterror {event, error, message}.
