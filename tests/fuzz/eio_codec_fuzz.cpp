@@ -1,5 +1,6 @@
-// libFuzzer target for the Engine.IO / Socket.IO codecs (userspace/eio: packet, base64,
-// sio_packet). They are pure functions, so every mode checks properties, not only "no crash":
+// libFuzzer target for the Engine.IO / Socket.IO codecs (userspace/eio: packet, sio_packet) and
+// the text encodings they use (userspace/text: base64, utf8). They are pure functions, so every
+// mode checks properties, not only "no crash":
 //
 // Input layout: byte 0 picks the mode (low 3 bits) and a few flags (high bits); the rest is the
 // data for that mode.
@@ -15,7 +16,7 @@
 //                              packet in a text frame, to a binary frame that decodes the same).
 //   4  base64                  encode -> decode is the identity on arbitrary bytes; a successful
 //                              decode re-encodes to exactly the input (decoding is canonical).
-//   5  UTF-8 / UTF-16 length   valid_utf8 agrees with the reference validator; utf16_length is
+//   5  UTF-8 / UTF-16 length   is_valid_utf8 agrees with the reference validator; utf16_length is
 //                              additive, exact on valid UTF-8 (checked against an independent
 //                              count) and never above the byte length there.
 //   6  Socket.IO decode        success: the packet satisfies the documented shape rules,
@@ -42,16 +43,18 @@
 
 #include <boost/json.hpp>
 
-#include "eio/base64.hpp"
 #include "eio/packet.hpp"
 #include "eio/sio_packet.hpp"
 #include "support/fuzz_check.hpp"
 #include "support/utf8_reference.hpp"
+#include "text/base64.hpp"
+#include "text/utf8.hpp"
 
 namespace {
 
 namespace eio = steerchat::eio;
 namespace sio = steerchat::sio;
+namespace text = steerchat::text;
 namespace json = boost::json;
 
 using Packets = std::vector<eio::Packet>;
@@ -118,7 +121,7 @@ bool v4_representable(const Packets& ps) {
 
 bool v3_string_representable(const Packets& ps) {
     for (const auto& p : ps)
-        if (!p.binary && !eio::valid_utf8(p.data)) return false;
+        if (!p.binary && !text::is_valid_utf8(p.data)) return false;
     return true;
 }
 
@@ -178,7 +181,7 @@ void fuzz_payload_v3_string(std::string_view body) {
     if (!ps) return;
     FUZZ_CHECK(reference_utf8(body));
     for (const auto& p : *ps)
-        if (!p.binary) FUZZ_CHECK(eio::valid_utf8(p.data));
+        if (!p.binary) FUZZ_CHECK(text::is_valid_utf8(p.data));
     check_packets(*ps);
 }
 
@@ -222,32 +225,33 @@ void fuzz_one_packet(std::string_view s) {
 
 void fuzz_base64(std::string_view s) {
     // encode -> decode is the identity on arbitrary bytes.
-    const std::string enc = eio::base64_encode(s);
+    const std::string enc = text::base64_encode(s);
     FUZZ_CHECK(enc.size() == (s.size() + 2) / 3 * 4);
-    const auto dec = eio::base64_decode(enc);
+    const auto dec = text::base64_decode(enc);
     FUZZ_CHECK(dec && *dec == s);
     std::string appended = "prefix";
-    eio::base64_append(appended, s);
+    text::base64_append(appended, s);
     FUZZ_CHECK(appended == "prefix" + enc);
 
     // Decoding is canonical: whatever decodes re-encodes to exactly the input.
-    const auto d = eio::base64_decode(s);
+    const auto d = text::base64_decode(s);
     if (!d) return;
     FUZZ_CHECK(s.size() % 4 == 0);
     FUZZ_CHECK(d->size() <= s.size() / 4 * 3 && d->size() + 2 >= s.size() / 4 * 3);
-    FUZZ_CHECK(eio::base64_encode(*d) == s);
-    const auto again = eio::base64_decode(eio::base64_encode(*d));
+    FUZZ_CHECK(text::base64_encode(*d) == s);
+    const auto again = text::base64_decode(text::base64_encode(*d));
     FUZZ_CHECK(again && *again == *d);
 }
 
 void fuzz_utf8(std::string_view s, std::size_t split_seed) {
-    const bool valid = eio::valid_utf8(s);
+    const bool valid = text::is_valid_utf8(s);
     FUZZ_CHECK(valid == reference_utf8(s));
-    const std::size_t units = eio::utf16_length(s);
+    const std::size_t units = text::utf16_length(s);
     FUZZ_CHECK(units <= 2 * s.size());
     // Counted per byte, so additive over any split (even one inside a sequence).
     const std::size_t split = s.empty() ? 0 : split_seed % (s.size() + 1);
-    FUZZ_CHECK(eio::utf16_length(s.substr(0, split)) + eio::utf16_length(s.substr(split)) == units);
+    FUZZ_CHECK(text::utf16_length(s.substr(0, split)) + text::utf16_length(s.substr(split)) ==
+               units);
     if (valid) {
         FUZZ_CHECK(units == reference_utf16_length(s));
         FUZZ_CHECK(units <= s.size());

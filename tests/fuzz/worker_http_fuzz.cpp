@@ -131,10 +131,10 @@ class Harness {
         if (connections() != 0)
             std::fprintf(stderr, "%llu HTTP and %zu WebSocket connection(s) left open\n",
                          static_cast<unsigned long long>(worker_->stats().active),
-                         worker_->websocket_hub().size());
+                         worker_->websocket_registry().size());
         FUZZ_CHECK(connections() == 0);
         FUZZ_CHECK(worker_->stats().handler_errors == 0);
-        FUZZ_CHECK(worker_->websocket_hub().stats().handler_errors == 0);
+        FUZZ_CHECK(worker_->websocket_registry().stats().handler_errors == 0);
         app_.reset();
         worker_.reset();
     }
@@ -266,7 +266,9 @@ class Harness {
         return out;
     }
 
-    std::size_t connections() { return worker_->stats().active + worker_->websocket_hub().size(); }
+    std::size_t connections() {
+        return worker_->stats().active + worker_->websocket_registry().size();
+    }
 
     // Runs the loop until nothing is ready.
     void pump() {

@@ -14,12 +14,13 @@
 #include "support/fuzz_check.hpp"
 #include "support/utf8_reference.hpp"
 #include "support/ws_event.hpp"
+#include "text/utf8.hpp"
 #include "ws/frame.hpp"
-#include "ws/utf8.hpp"
 
 namespace {
 
 using namespace steerchat::ws;
+namespace text = steerchat::text;
 
 using Ev = steerchat::test_support::WsEvent;
 using steerchat::test_support::reference_utf8;
@@ -139,9 +140,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // The incremental validator agrees with the reference on the raw bytes, for a split point
     // derived from the input.
     const std::size_t split = n ? data[1] % (n + 1) : 0;
-    Utf8Validator v;
+    text::Utf8Validator v;
     const bool ok = v.feed(stream, split) && v.feed(stream + split, n - split) && v.complete();
     FUZZ_CHECK(ok == reference_utf8(stream, n));
-    FUZZ_CHECK(ok == is_valid_utf8(stream, n));
+    FUZZ_CHECK(ok == text::is_valid_utf8(stream, n));
     return 0;
 }

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <regex>
 #include <set>
@@ -13,6 +14,7 @@
 #include "pinned.hpp"
 #include "steer/jhash.hpp"
 #include "steer/maglev.hpp"
+#include "steer/steering.hpp"
 
 using namespace steerchat;
 using namespace steerchat::itest;
@@ -38,6 +40,13 @@ TEST(Steering, EveryClientIpSticksToThePredictedWorker) {
     EXPECT_EQ(*table, steer::maglev_table(all)) << "pinned buckets are the Maglev table";
     auto live = pinned_live_slots(srv.port(), kWorkers);
     ASSERT_EQ(std::count(live.begin(), live.end(), true), 4);
+    // The pin directory holds every map and the program of the object, nothing else.
+    std::set<std::string> pinned, expected;
+    for (const auto& e : std::filesystem::directory_iterator(pin_path(srv.port(), "")))
+        pinned.insert(e.path().filename().string());
+    for (const auto& name : steer::pinned_names())
+        expected.insert(name);
+    EXPECT_EQ(pinned, expected);
 
     const auto selected_before = pinned_percpu_sum(srv.port(), "stats", STEER_STAT_SELECTED);
     std::map<int, std::set<pid_t>> pids_of_slot;

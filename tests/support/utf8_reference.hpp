@@ -1,4 +1,4 @@
-// A straightforward UTF-8 check, independent of the validator under test (userspace/ws/utf8):
+// A straightforward UTF-8 check, independent of the validator under test (userspace/text/utf8):
 // decodes each code point and applies the RFC 3629 rules explicitly (no overlongs, no
 // surrogates, nothing above U+10FFFF). Used by the unit tests and the fuzzer as the oracle.
 #pragma once

@@ -7,9 +7,9 @@
 //       --protocol-test, the public protocol suites' Engine.IO echo and Socket.IO servers
 //     + /metrics sources of each part
 //
-// The master forks, pins, closes fds and calls run_worker(); it fills a WorkerContext and knows
-// nothing else of the parts. Tests and fuzzers build the same composition in process (no fork,
-// no listener): a net::Worker, then a WorkerApp on it, and drive the worker's io_context.
+// The master forks, pins, closes fds and calls run_worker(const WorkerLaunch&) of launch.hpp;
+// it knows nothing else of the parts. Tests and fuzzers build the same composition in process (no
+// fork, no listener): a net::Worker, then a WorkerApp on it, and drive the worker's io_context.
 //
 // Threading: the worker's event loop thread.
 #pragma once
@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "app/launch.hpp"
 #include "chat/chat.hpp"
 #include "chat/shared_state.hpp"
 #include "eio/server.hpp"
@@ -37,7 +38,8 @@ struct AppOptions {
     bool protocol_test = false;               // the public protocol test suites' server
 };
 
-// Everything one worker needs, filled by the master before it calls run_worker.
+// Everything one worker needs: what run_worker(const WorkerLaunch&) builds from the master's
+// hand-over (launch.hpp), or a test fills itself.
 struct WorkerContext {
     unsigned slot = 0;
     unsigned nslots = 1;
@@ -47,6 +49,10 @@ struct WorkerContext {
     net::WorkerConfig net;              // HTTP edge options (slot, nslots, listen_fd: above)
     AppOptions app;
 };
+
+// The options part of a worker's context: the one place where command-line options become the
+// parts' configurations (slot, listener, ring and chat state are the caller's to fill).
+WorkerContext worker_context(const WorkerOptions& options, unsigned nslots);
 
 // The HTTP edge's configuration for `ctx`: ctx.net with the slot and listener, and room for
 // Engine.IO's bodies (it enforces its own payload limit, with its own error).

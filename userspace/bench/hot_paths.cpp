@@ -4,7 +4,7 @@
 //             what a broadcast pays once per event per worker)
 //   parse     ws::FrameParser over masked client text frames (unmask + UTF-8 validation +
 //             reassembly buffer), the whole buffer at once and in 1500-byte pieces
-//   utf8      ws::is_valid_utf8 against the reference decoder of tests/support, ASCII and mixed
+//   utf8      text::is_valid_utf8 against the reference decoder of tests/support, ASCII and mixed
 //             text (1-4 byte sequences), 1 KiB and 64 KiB
 //   ring      ring::Writer::publish + ring::Reader::poll within one process (one record at a
 //             time and in batches of 64), 64-byte payloads
@@ -29,12 +29,13 @@
 #include "steer/jhash.hpp"
 #include "steer/maglev.hpp"
 #include "support/utf8_reference.hpp"
+#include "text/utf8.hpp"
 #include "ws/frame.hpp"
-#include "ws/utf8.hpp"
 
 namespace {
 
 namespace ws = steerchat::ws;
+namespace text = steerchat::text;
 namespace ring = steerchat::ring;
 namespace steer = steerchat::steer;
 
@@ -137,7 +138,7 @@ void BM_Utf8Validator(benchmark::State& state) {
     const std::string s = utf8_input(state);
     state.SetLabel(state.range(0) == 0 ? "ascii" : "mixed");
     for (auto _ : state) {
-        bool ok = ws::is_valid_utf8(s);
+        bool ok = text::is_valid_utf8(s);
         benchmark::DoNotOptimize(ok);
         if (!ok) state.SkipWithError("not valid");
     }

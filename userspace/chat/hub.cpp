@@ -6,6 +6,7 @@
 
 #include "chat/chat.hpp"
 #include "chat/record.hpp"
+#include "text/utf8.hpp"
 #include "util/log.hpp"
 
 namespace steerchat::chat {
@@ -20,42 +21,14 @@ std::int64_t now_ms() {
 
 // Code points of valid UTF-8 without control characters (C0, DEL, C1); -1 if invalid.
 long count_text(std::string_view s) noexcept {
-    long n = 0;
-    const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-    const auto* end = p + s.size();
-    while (p < end) {
-        const unsigned c = *p;
-        std::uint32_t cp;
-        int len;
-        if (c < 0x80) {
-            cp = c;
-            len = 1;
-        } else if ((c & 0xE0) == 0xC0) {
-            cp = c & 0x1F;
-            len = 2;
-        } else if ((c & 0xF0) == 0xE0) {
-            cp = c & 0x0F;
-            len = 3;
-        } else if ((c & 0xF8) == 0xF0) {
-            cp = c & 0x07;
-            len = 4;
-        } else {
-            return -1;
-        }
-        if (end - p < len) return -1;
-        for (int i = 1; i < len; ++i) {
-            if ((p[i] & 0xC0) != 0x80) return -1;
-            cp = (cp << 6) | (p[i] & 0x3F);
-        }
-        // Overlong, surrogate, out of range.
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-            (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
-            return -1;
-        if (cp < 0x20 || cp == 0x7F || (cp >= 0x80 && cp <= 0x9F)) return -1;
-        p += len;
-        ++n;
+    if (!text::is_valid_utf8(s)) return -1;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c < 0x20 || c == 0x7F) return -1;
+        // C1 (U+0080..U+009F) is C2 80..C2 9F.
+        if (c == 0xC2 && static_cast<unsigned char>(s[i + 1]) <= 0x9F) return -1;
     }
-    return n;
+    return static_cast<long>(text::code_points(s));
 }
 
 }  // namespace

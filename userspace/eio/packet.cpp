@@ -2,7 +2,8 @@
 
 #include <charconv>
 
-#include "eio/base64.hpp"
+#include "text/base64.hpp"
+#include "text/utf8.hpp"
 
 namespace steerchat::eio {
 
@@ -14,37 +15,6 @@ constexpr std::size_t kMaxLengthDigits = 10;
 
 unsigned char byte_at(std::string_view s, std::size_t i) {
     return static_cast<unsigned char>(s[i]);
-}
-
-bool is_continuation(unsigned char c) {
-    return (c & 0xc0) == 0x80;
-}
-
-// Length of the well-formed UTF-8 sequence starting at s[i], or 0 if it is not one.
-std::size_t utf8_sequence_length(std::string_view s, std::size_t i) {
-    const unsigned char c = byte_at(s, i);
-    const std::size_t left = s.size() - i;
-    if (c < 0x80) return 1;
-    if (c >= 0xc2 && c <= 0xdf) return left >= 2 && is_continuation(byte_at(s, i + 1)) ? 2 : 0;
-    if (c >= 0xe0 && c <= 0xef) {
-        if (left < 3) return 0;
-        const unsigned char c1 = byte_at(s, i + 1);
-        if (!is_continuation(c1) || !is_continuation(byte_at(s, i + 2))) return 0;
-        if (c == 0xe0 && c1 < 0xa0) return 0;   // overlong
-        if (c == 0xed && c1 >= 0xa0) return 0;  // UTF-16 surrogate
-        return 3;
-    }
-    if (c >= 0xf0 && c <= 0xf4) {
-        if (left < 4) return 0;
-        const unsigned char c1 = byte_at(s, i + 1);
-        if (!is_continuation(c1) || !is_continuation(byte_at(s, i + 2)) ||
-            !is_continuation(byte_at(s, i + 3)))
-            return 0;
-        if (c == 0xf0 && c1 < 0x90) return 0;   // overlong
-        if (c == 0xf4 && c1 >= 0x90) return 0;  // above U+10FFFF
-        return 4;
-    }
-    return 0;
 }
 
 bool is_protocol3(int protocol) {
@@ -70,7 +40,7 @@ void append_text_form(std::string& out, const Packet& p, int protocol) {
     if (p.binary) {
         out += 'b';
         if (is_protocol3(protocol)) out += static_cast<char>(p.type);
-        base64_append(out, p.data);
+        text::base64_append(out, p.data);
     } else {
         out += static_cast<char>(p.type);
         out += p.data;
@@ -101,25 +71,6 @@ std::optional<PacketType> packet_type_from_char(char c) {
     return static_cast<PacketType>(c);
 }
 
-bool valid_utf8(std::string_view s) {
-    for (std::size_t i = 0; i < s.size();) {
-        const std::size_t n = utf8_sequence_length(s, i);
-        if (n == 0) return false;
-        i += n;
-    }
-    return true;
-}
-
-std::size_t utf16_length(std::string_view utf8) {
-    std::size_t units = 0;
-    for (const char ch : utf8) {
-        const auto c = static_cast<unsigned char>(ch);
-        if (is_continuation(c)) continue;
-        units += c >= 0xf0 ? 2 : 1;
-    }
-    return units;
-}
-
 std::optional<Packet> decode_text_packet(std::string_view s, int protocol) {
     if (s.empty()) return std::nullopt;
     if (s[0] == 'b') {
@@ -132,7 +83,7 @@ std::optional<Packet> decode_text_packet(std::string_view s, int protocol) {
             p.type = *t;
             b64.remove_prefix(1);
         }
-        auto bytes = base64_decode(b64);
+        auto bytes = text::base64_decode(b64);
         if (!bytes) return std::nullopt;
         p.data = std::move(*bytes);
         return p;
@@ -189,7 +140,7 @@ void append_payload_v4(std::string& out, const Packet& p) {
 }
 
 bool decode_payload_v3_string(std::string_view body, std::vector<Packet>& out) {
-    if (body.empty() || !valid_utf8(body)) return false;
+    if (body.empty() || !text::is_valid_utf8(body)) return false;
     return all_or_nothing(out, [&] {
         std::size_t i = 0;
         while (i < body.size()) {
@@ -205,7 +156,7 @@ bool decode_payload_v3_string(std::string_view body, std::vector<Packet>& out) {
             std::size_t j = start;
             while (units > 0) {
                 if (j >= body.size()) return false;
-                const std::size_t n = utf8_sequence_length(body, j);
+                const std::size_t n = text::sequence_length(byte_at(body, j));
                 const std::size_t u = n == 4 ? 2 : 1;
                 if (u > units) return false;  // the length ends inside a surrogate pair
                 units -= u;
@@ -223,10 +174,10 @@ bool decode_payload_v3_string(std::string_view body, std::vector<Packet>& out) {
 }
 
 void append_payload_v3_string(std::string& out, const Packet& p) {
-    const std::string text = encode_text_packet(p, 3);
-    append_decimal(out, utf16_length(text));
+    const std::string encoded = encode_text_packet(p, 3);
+    append_decimal(out, text::utf16_length(encoded));
     out += ':';
-    out += text;
+    out += encoded;
 }
 
 bool decode_payload_v3_binary(std::string_view body, std::vector<Packet>& out) {

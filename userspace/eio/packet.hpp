@@ -21,7 +21,8 @@
 //       packet's type byte + bytes.
 //
 // Decoding never trusts lengths: truncated input, unknown types, bad base64, bad UTF-8 (v3 string
-// payloads only) are rejected.
+// payloads only) are rejected. UTF-8 checks and UTF-16 lengths: text/utf8.hpp; base64:
+// text/base64.hpp.
 #pragma once
 
 #include <cstddef>
@@ -57,14 +58,6 @@ Packet binary_message(std::string_view bytes);
 
 // The type for a type digit '0'..'6', else nullopt.
 std::optional<PacketType> packet_type_from_char(char c);
-
-// True if `s` is well-formed UTF-8 (no overlongs, surrogates or code points above U+10FFFF).
-bool valid_utf8(std::string_view s);
-
-// The length JavaScript's String.length would report for the UTF-8 text `utf8`: one unit per
-// code point below U+10000, two above. Exact for valid UTF-8; for invalid input every byte that
-// is not a continuation byte counts as one unit (4-byte lead bytes as two).
-std::size_t utf16_length(std::string_view utf8);
 
 // Decodes one packet in text form: "<type digit><data>", or a base64 binary packet ("b<base64>"
 // = binary message for protocol 4, "b<type digit><base64>" for protocol 3). Empty input, an

@@ -12,8 +12,8 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
-#include "eio/base64.hpp"
 #include "net/worker.hpp"
+#include "text/base64.hpp"
 #include "util/log.hpp"
 #include "ws/handshake.hpp"
 
@@ -78,7 +78,7 @@ ws::SharedFrame text_frame(char type, std::string_view data) {
 // The WebSocket transport of a session (or the probe of an upgrade, or a session being opened
 // over WebSocket directly).
 
-class WsTransport final : public ws::Handler {
+class WsTransport final : public ws::MessageHandler {
   public:
     // A new session over WebSocket: opened in on_open.
     WsTransport(Server& server, int protocol, std::string query, std::string origin)
@@ -93,7 +93,7 @@ class WsTransport final : public ws::Handler {
           protocol_(socket.protocol()),
           session_alive_(socket.alive_) {}
 
-    void on_open(ws::Connection& conn) override {
+    void on_open(ws::WebSocketConnection& conn) override {
         if (socket_) {  // upgrade probe
             // The session may have ended (and been freed) while the 101 was being written.
             if (!*session_alive_ || !socket_->is_open() || socket_->ws_ ||
@@ -121,7 +121,8 @@ class WsTransport final : public ws::Handler {
                                        query_, origin_, conn.shared_from_this());
     }
 
-    void on_message(ws::Connection& conn, ws::Opcode opcode, std::string_view payload) override {
+    void on_message(ws::WebSocketConnection& conn, ws::Opcode opcode,
+                    std::string_view payload) override {
         if (!socket_) return;
         auto p = decode_ws_frame(payload, opcode == ws::Opcode::binary, protocol_);
         if (!p) {
@@ -137,7 +138,7 @@ class WsTransport final : public ws::Handler {
         socket_->on_packet(Transport::websocket, *p);
     }
 
-    void on_close(ws::Connection& conn, std::uint16_t) override {
+    void on_close(ws::WebSocketConnection& conn, std::uint16_t) override {
         if (!socket_) return;
         Socket* s = std::exchange(socket_, nullptr);
         if (s->ws_.get() != &conn) return;
@@ -151,7 +152,7 @@ class WsTransport final : public ws::Handler {
         }
     }
 
-    void drop_probe(ws::Connection& conn) {
+    void drop_probe(ws::WebSocketConnection& conn) {
         Socket* s = std::exchange(socket_, nullptr);
         s->ws_.reset();
         s->upgrading_ = false;
@@ -174,10 +175,12 @@ class WsTransport final : public ws::Handler {
 // A WebSocket for a session that is already on WebSocket (or moving to it): accepted, then
 // closed at once without a status code, as Node's engine.io does ("transport had already been
 // upgraded" / "has already been trying to upgrade": websocket.close()).
-class RefusedTransport final : public ws::Handler {
+class RefusedTransport final : public ws::MessageHandler {
   public:
-    void on_open(ws::Connection& conn) override { conn.close(ws::close_code::no_status, {}); }
-    void on_message(ws::Connection&, ws::Opcode, std::string_view) override {}
+    void on_open(ws::WebSocketConnection& conn) override {
+        conn.close(ws::close_code::no_status, {});
+    }
+    void on_message(ws::WebSocketConnection&, ws::Opcode, std::string_view) override {}
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -644,7 +647,7 @@ std::string random_id() {
         if (n > 0) got += static_cast<std::size_t>(n);
     }
     std::string id =
-        base64_encode(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
+        text::base64_encode(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
     for (auto& c : id) {  // URL-safe: ids travel in query strings
         if (c == '+') c = '-';
         if (c == '/') c = '_';
@@ -759,7 +762,7 @@ void Server::handle(const std::shared_ptr<net::Exchange>& ex) {
 
 Socket* Server::open_session(int protocol, Transport transport,
                              const boost::asio::ip::tcp::endpoint& remote, std::string query,
-                             std::string origin, std::shared_ptr<ws::Connection> conn) {
+                             std::string origin, std::shared_ptr<ws::WebSocketConnection> conn) {
     auto owned = std::unique_ptr<Socket>(new Socket(*this, new_id(), protocol, transport, remote));
     Socket& s = *owned;
     s.query_ = std::move(query);

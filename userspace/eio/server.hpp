@@ -193,10 +193,10 @@ class Socket {
     // In the server's list of polling sessions with packets queued, oldest queue first.
     Socket* queued_prev_ = nullptr;
     Socket* queued_next_ = nullptr;
-    std::shared_ptr<net::Exchange> poll_;  // the pending long poll
-    std::shared_ptr<ws::Connection> ws_;   // the WebSocket transport (or the upgrade probe)
-    bool upgrading_ = false;               // probe answered; waiting for the upgrade packet
-    bool noop_sent_ = false;               // the pending poll was ended with a noop
+    std::shared_ptr<net::Exchange> poll_;          // the pending long poll
+    std::shared_ptr<ws::WebSocketConnection> ws_;  // the WebSocket transport (or the upgrade probe)
+    bool upgrading_ = false;                       // probe answered; waiting for the upgrade packet
+    bool noop_sent_ = false;                       // the pending poll was ended with a noop
     bool flush_posted_ = false;
     bool awaiting_pong_ = false;  // v4: ping sent
     bool polled_ = false;         // a long poll or an upgrade request came after the handshake
@@ -249,7 +249,7 @@ class Server {
     // closed it at once.
     Socket* open_session(int protocol, Transport transport,
                          const boost::asio::ip::tcp::endpoint& remote, std::string query,
-                         std::string origin, std::shared_ptr<ws::Connection> conn);
+                         std::string origin, std::shared_ptr<ws::WebSocketConnection> conn);
     void upgrade(const std::shared_ptr<net::Exchange>& ex, Socket& s);
     void error(const std::shared_ptr<net::Exchange>& ex, int code);
     net::Response response(const net::Request& req, boost::beast::http::status status,

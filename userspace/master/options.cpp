@@ -13,7 +13,6 @@
 #include <fmt/core.h>
 #include <boost/program_options.hpp>
 
-#include "net/limits.hpp"
 #include "steer.h"
 #include "steer/jhash.hpp"
 
@@ -37,33 +36,6 @@ std::string usage_text(const po::options_description& desc) {
           "program keeps every client IP on the same worker.\n\n"
        << desc;
     return os.str();
-}
-
-// The HTTP edge's limits (docs/reliability.md); fills in the per-worker default. Empty if fine.
-std::string check_http_limits(Options& o, bool per_worker_given) {
-    const std::uint64_t nofile = open_files_hard_limit();
-    if (!per_worker_given) {
-        o.max_conns_per_worker = net::default_max_conns_per_worker(nofile);
-    } else if (o.max_conns_per_worker == 0) {
-        return "--max-conns-per-worker must be at least 1";
-    } else if (o.max_conns_per_worker + net::kMinFdHeadroom > nofile) {
-        return fmt::format(
-            "--max-conns-per-worker {} needs an open-files limit of at least {} ({} kept free "
-            "for the worker itself), but the hard limit is {}: raise it (LimitNOFILE= in the "
-            "systemd unit, ulimit -Hn; see scripts/tune) or lower the option",
-            o.max_conns_per_worker, o.max_conns_per_worker + net::kMinFdHeadroom,
-            net::kMinFdHeadroom, nofile);
-    }
-    if (o.http_max_header_bytes < 1024 || o.http_max_header_bytes > (std::size_t{1} << 20))
-        return fmt::format("--http-max-header-bytes {} is out of range (1024 to 1048576)",
-                           o.http_max_header_bytes);
-    for (auto [name, v] : {std::pair{"--http-first-byte-timeout-ms", o.http_first_byte_timeout_ms},
-                           std::pair{"--http-keepalive-timeout-ms", o.http_keepalive_timeout_ms},
-                           std::pair{"--http-header-timeout-ms", o.http_header_timeout_ms},
-                           std::pair{"--http-body-timeout-ms", o.http_body_timeout_ms}})
-        if (v < 100 || v > 3'600'000)
-            return fmt::format("{} {} is out of range (100 to 3600000 ms)", name, v);
-    return {};
 }
 
 }  // namespace
@@ -397,7 +369,10 @@ ParseResult parse_options(int argc, const char* const argv[]) {
                 "an unprivileged group",
                 o.group));
     }
-    if (auto err = check_http_limits(o, vm.count("max-conns-per-worker") != 0); !err.empty())
+    // The HTTP edge's limits (docs/reliability.md): fills in the per-worker default.
+    if (auto err = app::check_edge_limits(o, vm.count("max-conns-per-worker") != 0,
+                                          open_files_hard_limit());
+        !err.empty())
         return bad(err);
     return {o, 0, {}};
 }

@@ -18,13 +18,9 @@
 
 #include <fmt/core.h>
 
-#include "app/worker_app.hpp"
-#include "chat/chat.hpp"
-#include "master/worker_context.hpp"
-#include "net/limits.hpp"
+#include "app/launch.hpp"
 #include "steer/maglev.hpp"
 #include "util/log.hpp"
-#include "ws/handshake.hpp"
 
 namespace steerchat::master {
 
@@ -94,10 +90,6 @@ void Supervisor::setup() {
     drop_.seccomp = opts_.seccomp;
     log::line("{}{}", drop_.description,
               opts_.seccomp ? "; a seccomp allowlist confines their system calls" : "");
-    // libcrypto reads its configuration file on first use (the WebSocket handshake's SHA-1):
-    // do it here, so no worker opens a file after its drop (--seccomp allows no open at all).
-    ws::compute_accept_key("dGhlIHNhbXBsZSBub25jZQ==");
-
     // Every connection is a file: take the whole hard limit (workers inherit it).
     rlimit nofile{};
     if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
@@ -107,14 +99,14 @@ void Supervisor::setup() {
     // The per-worker connection limit stays below what workers may open (options checked it
     // against the hard limit; a soft limit that could not be raised is caught here).
     if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
-        opts_.max_conns_per_worker + net::kMinFdHeadroom > nofile.rlim_cur) {
-        const std::size_t fit = nofile.rlim_cur > 2 * net::kMinFdHeadroom
-                                    ? nofile.rlim_cur - net::kMinFdHeadroom
+        opts_.max_conns_per_worker + app::fd_headroom() > nofile.rlim_cur) {
+        const std::size_t fit = nofile.rlim_cur > 2 * app::fd_headroom()
+                                    ? nofile.rlim_cur - app::fd_headroom()
                                     : nofile.rlim_cur / 2;
         log::line(
             "--max-conns-per-worker {} does not fit the open-files limit {} ({} kept free): "
             "using {}",
-            opts_.max_conns_per_worker, nofile.rlim_cur, net::kMinFdHeadroom, fit);
+            opts_.max_conns_per_worker, nofile.rlim_cur, app::fd_headroom(), fit);
         opts_.max_conns_per_worker = std::max<std::size_t>(fit, 1);
     }
     if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < 65536)
@@ -154,7 +146,9 @@ void Supervisor::setup() {
     cpus_ = usable_cpus();
 
     ring_.emplace(ring::Region::create(opts_.workers, opts_.ring_bytes));
-    chat_.emplace(chat::SharedState::create({}));
+    // The application's host-wide state (the chat directory); also readies libcrypto before
+    // any worker drops its privileges (app/launch.hpp).
+    host_.emplace(app::HostState::create());
 }
 
 void Supervisor::remap_buckets() {
@@ -205,12 +199,7 @@ void Supervisor::become_worker(unsigned slot) {
         log::line("fatal: {}; the worker exits rather than serve with privileges", e.what());
         ::_exit(1);
     }
-    app::WorkerContext ctx = worker_context(opts_);
-    ctx.slot = slot;
-    ctx.listen_fd = fd;
-    ctx.ring = &*ring_;
-    ctx.chat = &*chat_;
-    app::run_worker(ctx);
+    app::run_worker(app::WorkerLaunch{slot, opts_.workers, fd, &*ring_, &*host_, &opts_});
 }
 
 void Supervisor::reap() {
@@ -252,15 +241,8 @@ void Supervisor::release_slot_users(unsigned slot) {
     // Producers stop waiting for the dead reader; its users go offline for everyone and their
     // names become free. The master writes into the dead worker's log (its only writer is gone).
     ring_->set_alive(slot, false);
-    auto gone = chat_->evict_slot(slot);
-    if (gone.empty()) return;
-    try {
-        chat::announce_offline(*ring_, slot, gone);
-    } catch (const std::exception& e) {
-        log::line("announcing the {} user(s) of worker {} offline failed: {}", gone.size(), slot,
-                  e.what());
-    }
-    log::line("{} user(s) of worker {} are offline", gone.size(), slot);
+    if (const std::size_t gone = host_->release_slot(*ring_, slot); gone != 0)
+        log::line("{} user(s) of worker {} are offline", gone, slot);
 }
 
 void Supervisor::drain(unsigned slot, const std::string& why) {

@@ -11,7 +11,7 @@
 #include <optional>
 #include <vector>
 
-#include "chat/shared_state.hpp"
+#include "app/launch.hpp"
 #include "master/instance_lock.hpp"
 #include "master/listener.hpp"
 #include "master/options.hpp"
@@ -57,7 +57,7 @@ class Supervisor {
     std::unique_ptr<steer::Steering> steering_;
     // Cross-worker state, created before the first fork and inherited by every worker.
     std::optional<ring::Region> ring_;
-    std::optional<chat::SharedState> chat_;
+    std::optional<app::HostState> host_;
     std::vector<Slot> slots_;
     std::vector<int> cpus_;
     DropSpec drop_;  // who the workers become (planned once, applied by each worker)

@@ -112,7 +112,7 @@ json::object event_object(const chat::Event& ev) {
 
 // ---------------------------------------------------------------------------------------------
 
-std::unique_ptr<ws::Handler> Service::make_handler() {
+std::unique_ptr<ws::MessageHandler> Service::make_handler() {
     return std::make_unique<WsEndpoint>(*this);
 }
 
@@ -260,7 +260,8 @@ void Protocol::on_text(std::string_view payload) {
 
 // ---------------------------------------------------------------------------------------------
 
-void WsEndpoint::on_message(ws::Connection& conn, ws::Opcode opcode, std::string_view payload) {
+void WsEndpoint::on_message(ws::WebSocketConnection& conn, ws::Opcode opcode,
+                            std::string_view payload) {
     conn_ = &conn;
     if (opcode == ws::Opcode::text)
         protocol_.on_text(payload);
@@ -268,7 +269,7 @@ void WsEndpoint::on_message(ws::Connection& conn, ws::Opcode opcode, std::string
         protocol_.on_binary();
 }
 
-void WsEndpoint::on_close(ws::Connection&, std::uint16_t) {
+void WsEndpoint::on_close(ws::WebSocketConnection&, std::uint16_t) {
     protocol_.on_closed();
     conn_ = nullptr;
 }

@@ -59,7 +59,7 @@ class Service {
     Service& operator=(const Service&) = delete;
 
     // A handler for one accepted GET /ws connection.
-    std::unique_ptr<ws::Handler> make_handler();
+    std::unique_ptr<ws::MessageHandler> make_handler();
 
     chat::Hub& hub() noexcept { return hub_; }
     const Stats& stats() const noexcept { return stats_; }
@@ -74,7 +74,7 @@ class Service {
     chat::EncodeOnce<ws::SharedFrame> frames_;  // counts into stats_
 };
 
-// Where a Protocol's frames go: the ws::Connection in the server, a recorder in tests.
+// Where a Protocol's frames go: the ws::WebSocketConnection in the server, a recorder in tests.
 struct Sink {
     virtual ~Sink() = default;
     virtual void send(ws::SharedFrame frame) = 0;
@@ -110,21 +110,22 @@ class Protocol final : public chat::Client {
     chat::Participant chat_;  // last: destroyed (logout) while sink_ and service_ are still valid
 };
 
-// The /ws WebSocket endpoint of one connection: the ws::Handler that feeds its Protocol and is
-// its Sink over the ws::Connection.
-class WsEndpoint final : public ws::Handler, private Sink {
+// The /ws WebSocket endpoint of one connection: the ws::MessageHandler that feeds its Protocol and
+// is its Sink over the ws::WebSocketConnection.
+class WsEndpoint final : public ws::MessageHandler, private Sink {
   public:
     explicit WsEndpoint(Service& service) : protocol_(service, *this) {}
 
-    void on_open(ws::Connection& conn) override { conn_ = &conn; }
-    void on_message(ws::Connection& conn, ws::Opcode opcode, std::string_view payload) override;
-    void on_close(ws::Connection& conn, std::uint16_t code) override;
+    void on_open(ws::WebSocketConnection& conn) override { conn_ = &conn; }
+    void on_message(ws::WebSocketConnection& conn, ws::Opcode opcode,
+                    std::string_view payload) override;
+    void on_close(ws::WebSocketConnection& conn, std::uint16_t code) override;
 
   private:
     void send(ws::SharedFrame frame) override;
     void close(std::uint16_t code, std::string_view reason) override;
 
-    ws::Connection* conn_ = nullptr;
+    ws::WebSocketConnection* conn_ = nullptr;
     Protocol protocol_;
 };
 

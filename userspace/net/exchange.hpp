@@ -36,10 +36,10 @@ class Exchange {
     // alive.
     void respond(Response res);
     // Validates the WebSocket handshake of the request and answers 101, after which the
-    // connection is a ws::Connection driven by `handler` (with `options`, else the worker's).
-    // A bad handshake gets its 400/403/426 answer and `handler` is destroyed unopened.
+    // connection is a ws::WebSocketConnection driven by `handler` (with `options`, else the
+    // worker's). A bad handshake gets its 400/403/426 answer and `handler` is destroyed unopened.
     // `origins`, if given, replaces the worker's Origin allowlist for this upgrade.
-    void upgrade(std::unique_ptr<ws::Handler> handler,
+    void upgrade(std::unique_ptr<ws::MessageHandler> handler,
                  const ws::ConnectionOptions* options = nullptr,
                  const std::vector<std::string>* origins = nullptr);
     // Runs once if the client closes the connection while the answer is pending.

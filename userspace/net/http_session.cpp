@@ -307,12 +307,12 @@ void HttpSession::answer(Response&& res) {
         beast::bind_front_handler(&HttpSession::on_write, shared_from_this(), keep_alive));
 }
 
-void HttpSession::answer_upgrade(std::unique_ptr<ws::Handler> handler,
+void HttpSession::answer_upgrade(std::unique_ptr<ws::MessageHandler> handler,
                                  const ws::ConnectionOptions* options,
                                  const std::vector<std::string>* origins) {
     auto ex = exchange_;
     end_exchange();
-    auto holder = std::make_shared<std::unique_ptr<ws::Handler>>(std::move(handler));
+    auto holder = std::make_shared<std::unique_ptr<ws::MessageHandler>>(std::move(handler));
     upgrade(
         std::move(ex->req_), [holder](const Request&) { return std::move(*holder); }, options,
         origins);
@@ -325,7 +325,8 @@ void Exchange::respond(Response res) {
     if (auto s = session_.lock(); s && s->exchange_.get() == this) s->answer(std::move(res));
 }
 
-void Exchange::upgrade(std::unique_ptr<ws::Handler> handler, const ws::ConnectionOptions* options,
+void Exchange::upgrade(std::unique_ptr<ws::MessageHandler> handler,
+                       const ws::ConnectionOptions* options,
                        const std::vector<std::string>* origins) {
     if (finished_) return;
     finished_ = true;
@@ -383,8 +384,8 @@ void HttpSession::on_upgraded(beast::error_code ec, std::size_t) {
     // Bytes the client sent right after its request (frames it did not wait to send) are
     // already in our buffer: the connection parses them first.
     const auto rest = buffer_.data();
-    auto conn = ws::Connection::create(
-        stream_.release_socket(), worker_.websocket_hub(), std::move(upgrade_handler_),
+    auto conn = ws::WebSocketConnection::create(
+        stream_.release_socket(), worker_.websocket_registry(), std::move(upgrade_handler_),
         upgrade_options_ ? *upgrade_options_ : worker_.config().websocket);
     // The connection keeps this client's slot until it finishes.
     conn->hold(std::move(slot_));

@@ -1,7 +1,7 @@
 // One HTTP/1.1 connection: reads requests with Beast's parser (size limits), routes them, writes
 // responses, keeps the connection alive while the client wants it. A valid upgrade to a WebSocket
 // route ends the session: after the 101 its socket, any bytes read past the request and the
-// connection's slot (its Lease in the worker's ConnectionTracker) go to a ws::Connection.
+// connection's slot (its Lease in the worker's ConnectionTracker) go to a ws::WebSocketConnection.
 //
 // Reading a request has deadlines per phase, each absolute (not renewed by every byte): connect
 // (or the previous response) to the first byte, first-byte/keep-alive timeout: close silently;
@@ -66,7 +66,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     friend class Exchange;
     void dispatch(Request&& req, const HttpHandler& handler);
     void answer(Response&& res);
-    void answer_upgrade(std::unique_ptr<ws::Handler> handler, const ws::ConnectionOptions* options,
+    void answer_upgrade(std::unique_ptr<ws::MessageHandler> handler,
+                        const ws::ConnectionOptions* options,
                         const std::vector<std::string>* origins);
     // While an answer is pending: wait for readability; EOF or an error means the client left.
     void watch_abort();
@@ -86,7 +87,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     bool reading_ = false;
     // Kept alive while the 101 is written.
     std::optional<boost::beast::http::response<boost::beast::http::empty_body>> upgrade_response_;
-    std::unique_ptr<ws::Handler> upgrade_handler_;
+    std::unique_ptr<ws::MessageHandler> upgrade_handler_;
     std::optional<ws::ConnectionOptions> upgrade_options_;
     std::shared_ptr<Exchange> exchange_;  // the pending asynchronous answer
     std::shared_ptr<HttpSession> hold_;   // keeps a pending exchange's session alive

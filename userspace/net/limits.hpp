@@ -1,8 +1,8 @@
 // Connection limits of one worker: how many connections it holds in all, and how many from one
 // client address. Every accepted connection takes a slot (a Lease) before it is served and keeps
 // it for its whole life: as an HTTP session, an Engine.IO long poll held by its route, and as the
-// ws::Connection it may become after an upgrade (the lease moves into the connection and is
-// released when the connection finishes). A connection that would go over a limit is refused at
+// ws::WebSocketConnection it may become after an upgrade (the lease moves into the connection and
+// is released when the connection finishes). A connection that would go over a limit is refused at
 // once (Worker::refuse: a fixed 429/503 answer and close), so one address cannot take the
 // worker's open files and the worker keeps files for its own use and for everyone else.
 //

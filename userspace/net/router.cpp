@@ -30,8 +30,8 @@ std::string healthz_body(Worker& w) {
     o["worker"] = w.config().slot;
     o["workers"] = w.config().nslots;
     o["pid"] = ::getpid();
-    o["connections"] = s.active + w.websocket_hub().size();
-    o["websockets"] = w.websocket_hub().size();
+    o["connections"] = s.active + w.websocket_registry().size();
+    o["websockets"] = w.websocket_registry().size();
     o["accepted"] = s.accepted;
     o["requests"] = s.requests;
     return boost::json::serialize(o) + "\n";
@@ -46,7 +46,7 @@ std::string metrics_body(Worker& w) {
     };
     metric("steerchat_connections_accepted_total", "counter", "TCP connections accepted.",
            s.accepted);
-    const auto& ws = w.websocket_hub().stats();
+    const auto& ws = w.websocket_registry().stats();
     metric("steerchat_connections_active", "gauge", "Open client connections (HTTP and WebSocket).",
            s.active + ws.open);
     metric("steerchat_http_requests_total", "counter", "HTTP requests served.", s.requests);

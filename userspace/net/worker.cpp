@@ -71,12 +71,12 @@ const char* reason_name(Refusal why) {
 Worker::Worker(WorkerConfig cfg)
     : cfg_(std::move(cfg)),
       connections_(cfg_.limits),
-      ws_hub_(cfg_.websocket),
+      ws_registry_(cfg_.websocket),
       acceptor_(ioc_),
       drain_timer_(ioc_),
       fair_share_(ioc_.get_executor(), cfg_.requests_per_address_per_turn) {
     if (cfg_.listen_fd >= 0) acceptor_.assign(protocol_of(cfg_.listen_fd), cfg_.listen_fd);
-    ws_hub_.set_on_empty([this] { maybe_done(); });
+    ws_registry_.set_on_empty([this] { maybe_done(); });
     // Synchronous accept4 on the listener (shed_with_spare_fd) must never block.
     boost::system::error_code ec;
     acceptor_.non_blocking(true, ec);
@@ -220,16 +220,16 @@ void Worker::stop() {
     for (auto* s : sessions)
         s->stop();
     // WebSocket clients get a Close 1001; each connection waits (bounded) for the reply.
-    if (ws_hub_.size() > 0)
-        log::line("closing {} WebSocket connection(s) (1001 going away)", ws_hub_.size());
-    ws_hub_.close_all(ws::close_code::going_away, "server shutting down");
+    if (ws_registry_.size() > 0)
+        log::line("closing {} WebSocket connection(s) (1001 going away)", ws_registry_.size());
+    ws_registry_.close_all(ws::close_code::going_away, "server shutting down");
     drain_timer_.cancel();
     drain_timer_.expires_after(cfg_.drain_timeout);
     drain_timer_.async_wait([this](const boost::system::error_code& e) {
         if (e) return;
-        if (!sessions_.empty() || ws_hub_.size() > 0)
+        if (!sessions_.empty() || ws_registry_.size() > 0)
             log::line("{} connection(s) still busy after the drain timeout; closing them",
-                      sessions_.size() + ws_hub_.size());
+                      sessions_.size() + ws_registry_.size());
         ioc_.stop();
     });
     maybe_done();
@@ -242,7 +242,7 @@ void Worker::remove(HttpSession* s) {
 
 void Worker::maybe_done() {
     // Drained before the timeout. (After the loop returned, teardown is under way: no stop.)
-    if (stopping_ && !done_ && sessions_.empty() && ws_hub_.size() == 0) ioc_.stop();
+    if (stopping_ && !done_ && sessions_.empty() && ws_registry_.size() == 0) ioc_.stop();
 }
 
 }  // namespace steerchat::net

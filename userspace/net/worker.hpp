@@ -48,7 +48,7 @@ struct WorkerConfig {
 };
 
 // Makes the handler of an accepted WebSocket upgrade; nullptr refuses it (403).
-using WebSocketFactory = std::function<std::unique_ptr<ws::Handler>(const Request&)>;
+using WebSocketFactory = std::function<std::unique_ptr<ws::MessageHandler>(const Request&)>;
 
 class Exchange;
 // An asynchronous route: answers its Exchange now or later (see exchange.hpp).
@@ -96,11 +96,11 @@ class Worker {
     void remove(HttpSession* s);
 
     // WebSocket routes: a GET of `path` (exact, query ignored) with a valid upgrade becomes a
-    // ws::Connection whose handler `factory` makes; without upgrade headers it gets 426.
+    // ws::WebSocketConnection whose handler `factory` makes; without upgrade headers it gets 426.
     void add_websocket_route(std::string path, WebSocketFactory factory);
     // nullptr if `path` is not a WebSocket route.
     const WebSocketFactory* websocket_route(std::string_view path) const;
-    ws::Hub& websocket_hub() { return ws_hub_; }
+    ws::ConnectionRegistry& websocket_registry() { return ws_registry_; }
 
     // Asynchronous routes: every request whose path is `path` (query ignored; a trailing '/'
     // optional) goes to `handler`, whatever its method, upgrades included. Checked before the
@@ -131,7 +131,7 @@ class Worker {
     WorkerStats stats_;
     ConnectionTracker connections_;  // before anything holding its leases
     std::unordered_set<HttpSession*> sessions_;
-    ws::Hub ws_hub_;
+    ws::ConnectionRegistry ws_registry_;
     std::map<std::string, WebSocketFactory, std::less<>> ws_routes_;
     std::map<std::string, HttpHandler, std::less<>> http_routes_;
     std::vector<std::function<void()>> stop_hooks_;

@@ -42,6 +42,24 @@ int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
 
 }  // namespace
 
+std::vector<std::string> pinned_names() {
+    libbpf_set_print(libbpf_print);
+    steer_bpf* skel = steer_bpf::open();
+    if (!skel)
+        throw SteerError(fmt::format("opening the BPF object failed: {}", errno_text(errno)));
+    std::vector<std::string> names;
+    bpf_map* map = nullptr;
+    bpf_object__for_each_map(map, skel->obj) {
+        if (!bpf_map__is_internal(map)) names.emplace_back(bpf_map__name(map));
+    }
+    bpf_program* prog = nullptr;
+    bpf_object__for_each_program(prog, skel->obj) {
+        names.emplace_back(bpf_program__name(prog));
+    }
+    steer_bpf::destroy(skel);
+    return names;
+}
+
 Steering::Steering(const SteerConfig& cfg) : cfg_(cfg) {
     if (cfg.nslots == 0 || cfg.nslots > STEER_MAX_SLOTS)
         throw SteerError(
@@ -177,12 +195,16 @@ void Steering::pin(const std::filesystem::path& dir) {
                                          errno_text(err_or_zero)));
         pinned_.push_back(dir / name);
     };
-    pin_one(kPinSockets, bpf_map__pin(skel_->maps.sockets, (dir / kPinSockets).c_str()));
-    pin_one(kPinBuckets, bpf_map__pin(skel_->maps.buckets, (dir / kPinBuckets).c_str()));
-    pin_one(kPinConfig, bpf_map__pin(skel_->maps.config, (dir / kPinConfig).c_str()));
-    pin_one(kPinStats, bpf_map__pin(skel_->maps.stats, (dir / kPinStats).c_str()));
-    pin_one(kPinSlotStats, bpf_map__pin(skel_->maps.slot_stats, (dir / kPinSlotStats).c_str()));
-    pin_one(kPinProg, bpf_program__pin(skel_->progs.steer, (dir / kPinProg).c_str()));
+    bpf_map* map = nullptr;
+    bpf_object__for_each_map(map, skel_->obj) {
+        if (bpf_map__is_internal(map)) continue;
+        pin_one(bpf_map__name(map), bpf_map__pin(map, (dir / bpf_map__name(map)).c_str()));
+    }
+    bpf_program* prog = nullptr;
+    bpf_object__for_each_program(prog, skel_->obj) {
+        pin_one(bpf_program__name(prog),
+                bpf_program__pin(prog, (dir / bpf_program__name(prog)).c_str()));
+    }
 }
 
 void Steering::unpin() noexcept {

@@ -34,13 +34,11 @@ struct SteerStats {
     std::vector<std::uint64_t> per_slot;                  // selections per slot
 };
 
-// Names of the pinned objects under the pin directory.
-inline constexpr const char* kPinSockets = "sockets";
-inline constexpr const char* kPinBuckets = "buckets";
-inline constexpr const char* kPinConfig = "config";
-inline constexpr const char* kPinStats = "stats";
-inline constexpr const char* kPinSlotStats = "slot_stats";
-inline constexpr const char* kPinProg = "steer";
+// The names pinned under a pin directory, from the BPF object itself (bpf/steer.bpf.c): every map
+// it declares (libbpf's own internal maps such as .rodata excepted) and every program, each at
+// <dir>/<name>. This is the one list: nothing else spells it out. Opens the embedded object
+// without loading it (no privileges needed).
+std::vector<std::string> pinned_names();
 
 class Steering {
   public:
@@ -62,8 +60,8 @@ class Steering {
     SteerStats stats() const;
     const SteerConfig& config() const { return cfg_; }
 
-    // Pins program and maps under `dir` (mounting bpffs at its root if needed, mode 0700).
-    // The pins are removed by unpin() or the destructor.
+    // Pins every map and program of the object under `dir` (see pinned_names; mounting bpffs at
+    // its root if needed, mode 0700). The pins are removed by unpin() or the destructor.
     void pin(const std::filesystem::path& dir);
     void unpin() noexcept;
     const std::filesystem::path& pin_dir() const { return pin_dir_; }

@@ -1,7 +1,7 @@
 // A move-only claim on a counted resource: its release action runs exactly once, when the lease
 // is reset or destroyed (RAII). Type-erased (a function pointer and two pointers, no allocation),
-// so one part can hold another part's lease without depending on it: a ws::Connection holds the
-// HTTP edge's per-address connection slot (net::ConnectionTracker) until it finishes.
+// so one part can hold another part's lease without depending on it: a ws::WebSocketConnection
+// holds the HTTP edge's per-address connection slot (net::ConnectionTracker) until it finishes.
 #pragma once
 
 #include <utility>

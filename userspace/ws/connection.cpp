@@ -38,67 +38,69 @@ bool is_data_frame(const SharedFrame& f) noexcept {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// Hub
+// ConnectionRegistry
 
-Hub::Hub(ConnectionOptions options) : options_(options), read_buffer_(kReadBufferSize) {}
+ConnectionRegistry::ConnectionRegistry(ConnectionOptions options)
+    : options_(options), read_buffer_(kReadBufferSize) {}
 
-void Hub::add(Connection* c) {
+void ConnectionRegistry::add(WebSocketConnection* c) {
     live_.insert(c);
     ++stats_.open;
     ++stats_.opened;
 }
 
-void Hub::remove(Connection* c) {
+void ConnectionRegistry::remove(WebSocketConnection* c) {
     if (live_.erase(c) == 0) return;
     --stats_.open;
     if (live_.empty() && on_empty_) on_empty_();
 }
 
-void Hub::close_all(std::uint16_t code, std::string_view reason) {
+void ConnectionRegistry::close_all(std::uint16_t code, std::string_view reason) {
     closing_all_ = true;
     close_all_code_ = code;
     close_all_reason_ = std::string(reason);
     // Copy: closing may finish a connection, which edits the set.
-    std::vector<Connection*> all(live_.begin(), live_.end());
+    std::vector<WebSocketConnection*> all(live_.begin(), live_.end());
     for (auto* c : all)
         if (live_.contains(c)) c->close(code, reason);
 }
 
 // ---------------------------------------------------------------------------------------------
-// Connection
+// WebSocketConnection
 
-std::shared_ptr<Connection> Connection::create(tcp::socket socket, Hub& hub,
-                                               std::unique_ptr<Handler> handler) {
-    return create(std::move(socket), hub, std::move(handler), hub.options());
+std::shared_ptr<WebSocketConnection> WebSocketConnection::create(
+    tcp::socket socket, ConnectionRegistry& registry, std::unique_ptr<MessageHandler> handler) {
+    return create(std::move(socket), registry, std::move(handler), registry.options());
 }
 
-std::shared_ptr<Connection> Connection::create(tcp::socket socket, Hub& hub,
-                                               std::unique_ptr<Handler> handler,
-                                               const ConnectionOptions& options) {
-    return std::make_shared<Connection>(Private{}, std::move(socket), hub, std::move(handler),
-                                        options);
+std::shared_ptr<WebSocketConnection> WebSocketConnection::create(
+    tcp::socket socket, ConnectionRegistry& registry, std::unique_ptr<MessageHandler> handler,
+    const ConnectionOptions& options) {
+    return std::make_shared<WebSocketConnection>(Private{}, std::move(socket), registry,
+                                                 std::move(handler), options);
 }
 
-Connection::Connection(Private, tcp::socket socket, Hub& hub, std::unique_ptr<Handler> handler,
-                       const ConnectionOptions& options)
+WebSocketConnection::WebSocketConnection(Private, tcp::socket socket, ConnectionRegistry& registry,
+                                         std::unique_ptr<MessageHandler> handler,
+                                         const ConnectionOptions& options)
     : socket_(std::move(socket)),
       timer_(socket_.get_executor()),
-      hub_(hub),
+      registry_(registry),
       handler_(std::move(handler)),
       options_(options),
       parser_(ParserOptions{options.max_message_size}) {
     boost::system::error_code ec;
     remote_ = socket_.remote_endpoint(ec);
-    hub_.add(this);
+    registry_.add(this);
 }
 
-Connection::~Connection() {
-    // Normally finished already; if the event loop is torn down first, leave the hub quietly
+WebSocketConnection::~WebSocketConnection() {
+    // Normally finished already; if the event loop is torn down first, leave the registry quietly
     // (no on_close, no on_empty: the application may be gone).
-    if (state_ != State::finished && hub_.live_.erase(this) != 0) --hub_.stats_.open;
+    if (state_ != State::finished && registry_.live_.erase(this) != 0) --registry_.stats_.open;
 }
 
-void Connection::start(ByteView initial) {
+void WebSocketConnection::start(ByteView initial) {
     if (started_) return;
     started_ = true;
     last_rx_ = Clock::now();
@@ -109,9 +111,9 @@ void Connection::start(ByteView initial) {
         return;
     }
     handler_->on_open(*this);
-    if (hub_.closing_all()) close(hub_.close_all_code_, hub_.close_all_reason_);
+    if (registry_.closing_all()) close(registry_.close_all_code_, registry_.close_all_reason_);
     if (!initial.empty() && state_ != State::finished) {
-        hub_.stats_.bytes_in += initial.size();
+        registry_.stats_.bytes_in += initial.size();
         process(initial);
     }
     if (state_ == State::finished) return;
@@ -122,7 +124,7 @@ void Connection::start(ByteView initial) {
 // ---------------------------------------------------------------------------------------------
 // Reading
 
-void Connection::wait_readable() {
+void WebSocketConnection::wait_readable() {
     if (reading_ || state_ == State::finished) return;
     reading_ = true;
     socket_.async_wait(tcp::socket::wait_read,
@@ -131,17 +133,17 @@ void Connection::wait_readable() {
                        });
 }
 
-void Connection::on_readable(const boost::system::error_code& ec) {
+void WebSocketConnection::on_readable(const boost::system::error_code& ec) {
     reading_ = false;
     if (state_ == State::finished) return;
     if (ec) return finish();
-    auto& buf = hub_.read_buffer_;
+    auto& buf = registry_.read_buffer_;
     for (int i = 0; i < kReadsPerWakeup; ++i) {
         boost::system::error_code rec;
         const std::size_t n = socket_.read_some(asio::buffer(buf), rec);
         if (rec == asio::error::would_block || rec == asio::error::try_again) break;
         if (rec) return finish();  // EOF or reset: on_close gets close_code_ (1006 if open)
-        hub_.stats_.bytes_in += n;
+        registry_.stats_.bytes_in += n;
         last_rx_ = Clock::now();
         ping_outstanding_ = false;
         if (state_ != State::draining) process(ByteView(buf.data(), n));
@@ -151,7 +153,7 @@ void Connection::on_readable(const boost::system::error_code& ec) {
     wait_readable();
 }
 
-void Connection::process(ByteView data) {
+void WebSocketConnection::process(ByteView data) {
     while (!data.empty()) {
         if (state_ != State::open && state_ != State::closing) return;
         if (parser_.closed() || parser_.failed()) return;  // nothing after a Close or an error
@@ -167,21 +169,21 @@ void Connection::process(ByteView data) {
     }
 }
 
-void Connection::handle_event(const Event& ev) {
+void WebSocketConnection::handle_event(const Event& ev) {
     switch (ev.kind) {
         case EventKind::none:
         case EventKind::pong:  // any input already counts as a sign of life
             return;
         case EventKind::message:
             if (state_ != State::open) return;  // we are closing: data is discarded
-            ++hub_.stats_.messages_in;
+            ++registry_.stats_.messages_in;
             large_message_seen_ |= ev.payload.size() > kKeepMessageBuffer;
             try {
                 handler_->on_message(*this, ev.opcode, ev.text());
             } catch (const std::exception& e) {
                 // A bug the message found: this connection ends, the worker and everyone else
                 // go on.
-                ++hub_.stats_.handler_errors;
+                ++registry_.stats_.handler_errors;
                 log::line("closing a WebSocket (1011): its message failed: {}", e.what());
                 if (state_ == State::open) close(close_code::internal_error, "internal error");
             }
@@ -200,7 +202,7 @@ void Connection::handle_event(const Event& ev) {
             }
             return;
         case EventKind::error:
-            ++hub_.stats_.protocol_errors;
+            ++registry_.stats_.protocol_errors;
             if (state_ == State::open) {
                 start_closing(ev.code, ev.what, false);
             } else {
@@ -214,11 +216,12 @@ void Connection::handle_event(const Event& ev) {
 // ---------------------------------------------------------------------------------------------
 // Closing
 
-void Connection::close(std::uint16_t code, std::string_view reason) {
+void WebSocketConnection::close(std::uint16_t code, std::string_view reason) {
     start_closing(code, reason, true);
 }
 
-void Connection::start_closing(std::uint16_t code, std::string_view reason, bool wait_for_peer) {
+void WebSocketConnection::start_closing(std::uint16_t code, std::string_view reason,
+                                        bool wait_for_peer) {
     if (state_ != State::open) return;
     state_ = State::closing;
     close_code_ = code;
@@ -229,7 +232,7 @@ void Connection::start_closing(std::uint16_t code, std::string_view reason, bool
     arm_timer(Clock::now() + options_.close_timeout);
 }
 
-void Connection::maybe_shutdown() {
+void WebSocketConnection::maybe_shutdown() {
     if (state_ != State::closing || !close_written_ || !peer_closed_) return;
     // Lingering close: send our FIN, then read (and discard) until the peer's FIN or the close
     // deadline, so unread client bytes do not turn our close into a reset.
@@ -242,11 +245,11 @@ void Connection::maybe_shutdown() {
 // ---------------------------------------------------------------------------------------------
 // Writing
 
-bool Connection::send(SharedFrame frame) {
+bool WebSocketConnection::send(SharedFrame frame) {
     if (state_ != State::open || !frame) return false;
     if (queued_bytes_ + frame.size() > options_.max_queued_bytes ||
         queued_frames() + 1 > options_.max_queued_frames) {
-        ++hub_.stats_.queue_overflows;
+        ++registry_.stats_.queue_overflows;
         // Drop what the kernel has not been given yet; the Close goes right after the write in
         // flight (if any). A client that reads nothing is cut by the close timeout.
         queued_bytes_ -= pending_bytes_;
@@ -255,11 +258,11 @@ bool Connection::send(SharedFrame frame) {
         start_closing(close_code::policy_violation, "send queue overflow", false);
         return false;
     }
-    if (is_data_frame(frame)) ++hub_.stats_.messages_out;
+    if (is_data_frame(frame)) ++registry_.stats_.messages_out;
     return enqueue(std::move(frame));
 }
 
-bool Connection::enqueue(SharedFrame&& frame) {
+bool WebSocketConnection::enqueue(SharedFrame&& frame) {
     pending_bytes_ += frame.size();
     queued_bytes_ += frame.size();
     pending_.push_back(std::move(frame));
@@ -267,7 +270,7 @@ bool Connection::enqueue(SharedFrame&& frame) {
     return true;
 }
 
-void Connection::schedule_flush() {
+void WebSocketConnection::schedule_flush() {
     if (flush_posted_ || writing_) return;  // a write in flight flushes again when it completes
     flush_posted_ = true;
     asio::post(socket_.get_executor(), [self = shared_from_this()] {
@@ -276,7 +279,7 @@ void Connection::schedule_flush() {
     });
 }
 
-void Connection::flush() {
+void WebSocketConnection::flush() {
     if (writing_ || pending_.empty()) return;
     if (state_ == State::finished || state_ == State::draining) return;
     if (options_.cork) {
@@ -292,13 +295,13 @@ void Connection::flush() {
         iov_.emplace_back(f.data(), f.size());
     writing_ = true;
     ++writes_;
-    ++hub_.stats_.writes;
+    ++registry_.stats_.writes;
     asio::async_write(socket_, BufferSpan{iov_.data(), iov_.data() + iov_.size()},
                       [self = shared_from_this()](const boost::system::error_code& ec,
                                                   std::size_t n) { self->on_written(ec, n); });
 }
 
-void Connection::on_written(const boost::system::error_code& ec, std::size_t n) {
+void WebSocketConnection::on_written(const boost::system::error_code& ec, std::size_t n) {
     writing_ = false;
     std::size_t bytes = 0;
     for (const auto& f : inflight_)
@@ -307,7 +310,7 @@ void Connection::on_written(const boost::system::error_code& ec, std::size_t n) 
     queued_bytes_ -= bytes;
     if (state_ == State::finished) return;
     if (ec) return finish();
-    hub_.stats_.bytes_out += n;
+    registry_.stats_.bytes_out += n;
     if (close_queued_ && pending_.empty()) {
         // The Close frame is always the last frame queued, so it was in this write.
         close_written_ = true;
@@ -320,20 +323,20 @@ void Connection::on_written(const boost::system::error_code& ec, std::size_t n) 
 // ---------------------------------------------------------------------------------------------
 // Timer: idle ping while open, close deadline while closing/draining.
 
-void Connection::arm_timer(Clock::time_point deadline) {
+void WebSocketConnection::arm_timer(Clock::time_point deadline) {
     timer_.expires_at(deadline);
     timer_.async_wait(
         [self = shared_from_this()](const boost::system::error_code& ec) { self->on_timer(ec); });
 }
 
-void Connection::on_timer(const boost::system::error_code& ec) {
+void WebSocketConnection::on_timer(const boost::system::error_code& ec) {
     if (ec || state_ == State::finished) return;
     const auto now = Clock::now();
     // A handler that completed just before the timer was re-armed: the new wait is pending.
     if (now < timer_.expiry()) return;
     if (state_ != State::open) return finish();  // close deadline
     if (ping_outstanding_) {
-        ++hub_.stats_.ping_timeouts;
+        ++registry_.stats_.ping_timeouts;
         close_code_ = close_code::abnormal;
         return finish();
     }
@@ -347,7 +350,7 @@ void Connection::on_timer(const boost::system::error_code& ec) {
     arm_timer(last_rx_ + options_.ping_interval);
 }
 
-void Connection::finish() {
+void WebSocketConnection::finish() {
     if (state_ == State::finished) return;
     state_ = State::finished;
     boost::system::error_code ec;
@@ -358,7 +361,7 @@ void Connection::finish() {
     pending_.clear();  // inflight_ stays until the write's handler runs
     parser_.shrink();
     lease_.reset();
-    hub_.remove(this);
+    registry_.remove(this);
     handler_->on_close(*this, close_code_);
 }
 

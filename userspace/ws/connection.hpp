@@ -2,11 +2,11 @@
 // (FrameParser), answers pings, runs the close handshake and the idle ping, and writes a bounded
 // queue of encode-once SharedFrames with one gather write per loop turn ("corking").
 //
-// Every connection of a worker belongs to that worker's Hub: the options, the counters shown on
-// /metrics, the set of live connections (closed with 1001 on graceful stop) and the read buffer,
-// which is shared: a connection waits for readability and then reads into the hub's buffer, whose
-// bytes the parser consumes (copying message payloads into its own buffer) before the handler
-// returns, so an idle connection holds no read buffer at all.
+// Every connection of a worker belongs to that worker's ConnectionRegistry: the options, the
+// counters shown on /metrics, the set of live connections (closed with 1001 on graceful stop) and
+// the read buffer, which is shared: a connection waits for readability and then reads into the
+// registry's buffer, whose bytes the parser consumes (copying message payloads into its own buffer)
+// before the handler returns, so an idle connection holds no read buffer at all.
 //
 // Threading: one event loop thread, like the rest of a worker.
 #pragma once
@@ -30,20 +30,20 @@
 
 namespace steerchat::ws {
 
-class Connection;
+class WebSocketConnection;
 
 // The application side of a connection. Its lifetime is the connection's. Callbacks run on the
 // event loop; they may call send()/close() on the connection.
-struct Handler {
-    virtual ~Handler() = default;
+struct MessageHandler {
+    virtual ~MessageHandler() = default;
     // After the upgrade, before any message.
-    virtual void on_open(Connection&) {}
+    virtual void on_open(WebSocketConnection&) {}
     // A complete data message (text is valid UTF-8). `payload` is valid during the call only.
-    virtual void on_message(Connection& conn, Opcode opcode, std::string_view payload) = 0;
+    virtual void on_message(WebSocketConnection& conn, Opcode opcode, std::string_view payload) = 0;
     // Exactly once, when the connection is gone: the peer's close code (1005: its Close frame
     // had no code), else the code we sent (protocol error, overflow, server close), else 1006
     // (dropped: EOF, I/O error, ping timeout). No send() after this.
-    virtual void on_close(Connection&, std::uint16_t /*code*/) {}
+    virtual void on_close(WebSocketConnection&, std::uint16_t /*code*/) {}
 };
 
 struct ConnectionOptions {
@@ -75,11 +75,11 @@ struct Stats {
 
 // A worker's WebSocket state. Must outlive its connections' handlers (the worker declares it
 // before its io_context).
-class Hub {
+class ConnectionRegistry {
   public:
-    explicit Hub(ConnectionOptions options = {});
-    Hub(const Hub&) = delete;
-    Hub& operator=(const Hub&) = delete;
+    explicit ConnectionRegistry(ConnectionOptions options = {});
+    ConnectionRegistry(const ConnectionRegistry&) = delete;
+    ConnectionRegistry& operator=(const ConnectionRegistry&) = delete;
 
     const ConnectionOptions& options() const noexcept { return options_; }
     ConnectionOptions& options() noexcept { return options_; }
@@ -96,13 +96,13 @@ class Hub {
     void set_on_empty(std::function<void()> f) { on_empty_ = std::move(f); }
 
   private:
-    friend class Connection;
-    void add(Connection* c);
-    void remove(Connection* c);
+    friend class WebSocketConnection;
+    void add(WebSocketConnection* c);
+    void remove(WebSocketConnection* c);
 
     ConnectionOptions options_;
     Stats stats_;
-    std::unordered_set<Connection*> live_;
+    std::unordered_set<WebSocketConnection*> live_;
     std::vector<std::uint8_t> read_buffer_;
     std::function<void()> on_empty_;
     bool closing_all_ = false;
@@ -110,7 +110,7 @@ class Hub {
     std::string close_all_reason_;
 };
 
-class Connection : public std::enable_shared_from_this<Connection> {
+class WebSocketConnection : public std::enable_shared_from_this<WebSocketConnection> {
   public:
     enum class State : std::uint8_t {
         open,      // messages flow
@@ -120,15 +120,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
     };
 
     // The socket must be connected (TCP_NODELAY is the caller's business). Options default to
-    // the hub's.
-    static std::shared_ptr<Connection> create(boost::asio::ip::tcp::socket socket, Hub& hub,
-                                              std::unique_ptr<Handler> handler);
-    static std::shared_ptr<Connection> create(boost::asio::ip::tcp::socket socket, Hub& hub,
-                                              std::unique_ptr<Handler> handler,
-                                              const ConnectionOptions& options);
-    ~Connection();
-    Connection(const Connection&) = delete;
-    Connection& operator=(const Connection&) = delete;
+    // the registry's.
+    static std::shared_ptr<WebSocketConnection> create(boost::asio::ip::tcp::socket socket,
+                                                       ConnectionRegistry& registry,
+                                                       std::unique_ptr<MessageHandler> handler);
+    static std::shared_ptr<WebSocketConnection> create(boost::asio::ip::tcp::socket socket,
+                                                       ConnectionRegistry& registry,
+                                                       std::unique_ptr<MessageHandler> handler,
+                                                       const ConnectionOptions& options);
+    ~WebSocketConnection();
+    WebSocketConnection(const WebSocketConnection&) = delete;
+    WebSocketConnection& operator=(const WebSocketConnection&) = delete;
 
     // Calls on_open, parses `initial` (bytes the HTTP layer read past the upgrade request) and
     // starts reading.
@@ -151,7 +153,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
     State state() const noexcept { return state_; }
     bool is_open() const noexcept { return state_ == State::open; }
-    Handler& handler() noexcept { return *handler_; }
+    MessageHandler& handler() noexcept { return *handler_; }
     const boost::asio::ip::tcp::endpoint& remote_endpoint() const noexcept { return remote_; }
     // Bytes and frames queued or being written.
     std::size_t queued_bytes() const noexcept { return queued_bytes_; }
@@ -167,8 +169,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   public:
     // Use create().
-    Connection(Private, boost::asio::ip::tcp::socket socket, Hub& hub,
-               std::unique_ptr<Handler> handler, const ConnectionOptions& options);
+    WebSocketConnection(Private, boost::asio::ip::tcp::socket socket, ConnectionRegistry& registry,
+                        std::unique_ptr<MessageHandler> handler, const ConnectionOptions& options);
 
   private:
     using Clock = std::chrono::steady_clock;
@@ -190,8 +192,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     boost::asio::ip::tcp::socket socket_;
     boost::asio::steady_timer timer_;
     boost::asio::ip::tcp::endpoint remote_;
-    Hub& hub_;
-    std::unique_ptr<Handler> handler_;
+    ConnectionRegistry& registry_;
+    std::unique_ptr<MessageHandler> handler_;
     ConnectionOptions options_;
     FrameParser parser_;
     State state_ = State::open;

@@ -8,9 +8,9 @@
 
 namespace steerchat::ws {
 
-class EchoHandler final : public Handler {
+class EchoHandler final : public MessageHandler {
   public:
-    void on_message(Connection& conn, Opcode opcode, std::string_view payload) override {
+    void on_message(WebSocketConnection& conn, Opcode opcode, std::string_view payload) override {
         conn.send(SharedFrame::make(opcode, as_bytes(payload)));
     }
 };

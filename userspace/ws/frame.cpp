@@ -298,7 +298,7 @@ bool FrameParser::finish_frame(Event& ev) noexcept {
                 if (!is_valid_close_code(code))
                     return fail(ev, close_code::protocol_error, "invalid close code");
                 reason = ByteView(ctrl_.data() + 2, len - 2);
-                if (!is_valid_utf8(reason))
+                if (!text::is_valid_utf8(reason))
                     return fail(ev, close_code::invalid_payload, "close reason not UTF-8");
             }
             state_ = State::closed;

@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "ws/utf8.hpp"
+#include "text/utf8.hpp"
 
 namespace steerchat::ws {
 
@@ -281,7 +281,7 @@ class FrameParser {
     std::unique_ptr<std::uint8_t[]> msg_;
     std::size_t msg_cap_ = 0;
     std::size_t msg_size_ = 0;
-    Utf8Validator utf8_;
+    text::Utf8Validator utf8_;
 
     // Control frame payload (may arrive in the middle of a fragmented message).
     std::array<std::uint8_t, kMaxControlPayload> ctrl_{};

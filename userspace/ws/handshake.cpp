@@ -3,9 +3,9 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
-#include <array>
-#include <cstdint>
 #include <stdexcept>
+
+#include "text/base64.hpp"
 
 namespace steerchat::ws {
 
@@ -28,11 +28,6 @@ char lower(char c) noexcept {
 bool iequals(std::string_view a, std::string_view b) noexcept {
     return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(),
                                               [](char x, char y) { return lower(x) == lower(y); });
-}
-
-bool is_base64_char(char c) noexcept {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
-           c == '/';
 }
 
 // Splits "scheme://authority[/...]" into scheme and authority; nullopt if not of that form.
@@ -98,15 +93,10 @@ bool header_has_token(std::string_view value, std::string_view token) noexcept {
 
 bool valid_client_key(std::string_view key) noexcept {
     key = trim(key);
-    // 16 bytes encode to 22 characters plus "==".
-    if (key.size() != 24 || key[22] != '=' || key[23] != '=') return false;
-    if (!std::all_of(key.begin(), key.begin() + 22, is_base64_char)) return false;
-    std::array<unsigned char, 18> out{};
-    const int n = EVP_DecodeBlock(out.data(), reinterpret_cast<const unsigned char*>(key.data()),
-                                  static_cast<int>(key.size()));
-    // EVP_DecodeBlock ignores padding: 24 characters always decode to 18 bytes, the last two
-    // being the padding's zeros.
-    return n == 18;
+    // 16 bytes encode to 22 characters plus "==" (any 22 characters of the alphabet decode to 16
+    // bytes; the last one's 4 unused bits are not checked, as RFC 6455 only asks for 16 bytes).
+    return key.size() == 24 && key[22] == '=' && key[23] == '=' &&
+           std::all_of(key.begin(), key.begin() + 22, text::is_base64_char);
 }
 
 std::string compute_accept_key(std::string_view key) {
@@ -120,10 +110,9 @@ std::string compute_accept_key(std::string_view key) {
         digest_len != 20) {
         throw std::runtime_error("SHA-1 failed");
     }
-    // 20 bytes -> 28 base64 characters (+ NUL written by EVP_EncodeBlock).
-    unsigned char b64[29];
-    const int n = EVP_EncodeBlock(b64, digest, static_cast<int>(digest_len));
-    return std::string(reinterpret_cast<const char*>(b64), static_cast<std::size_t>(n));
+    // 20 bytes -> 28 base64 characters.
+    return text::base64_encode(std::string_view(reinterpret_cast<const char*>(digest),
+                                                static_cast<std::size_t>(digest_len)));
 }
 
 HandshakeResult validate_handshake(const HandshakeRequest& req,

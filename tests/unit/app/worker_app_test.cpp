@@ -132,7 +132,7 @@ TEST_F(InProcessWorker, NativeChatLogsInOverWebSocket) {
     ::close(fd);
     pump();
     EXPECT_EQ(application.hub().local_sessions(), 0u) << "the name is freed with the connection";
-    EXPECT_EQ(worker.websocket_hub().size(), 0u);
+    EXPECT_EQ(worker.websocket_registry().size(), 0u);
 }
 
 class ProtocolTestWorker : public InProcessWorker {
@@ -153,7 +153,7 @@ TEST_F(ProtocolTestWorker, AuthTimerAfterTheSocketIsGoneDoesNothing) {
     std::this_thread::sleep_for(std::chrono::milliseconds(40));
     ::close(fd);
     pump();
-    EXPECT_EQ(worker.websocket_hub().size(), 0u);
+    EXPECT_EQ(worker.websocket_registry().size(), 0u);
     // The worker still serves.
     const int again = websocket("/socket.io/?EIO=4&transport=websocket");
     EXPECT_NE(exchange(again, text_frame("40")).find("40{\"sid\":\""), std::string::npos);

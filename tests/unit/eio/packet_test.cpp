@@ -94,32 +94,6 @@ TEST(EioTextPacket, TypeFromChar) {
     EXPECT_FALSE(packet_type_from_char('b'));
 }
 
-// --- UTF-8 / UTF-16 ------------------------------------------------------------------------
-
-TEST(EioUtf, Utf16LengthCountsCodeUnits) {
-    EXPECT_EQ(utf16_length(""), 0u);
-    EXPECT_EQ(utf16_length("4hello"), 6u);
-    EXPECT_EQ(utf16_length(kEAcute), 1u);
-    EXPECT_EQ(utf16_length(kEuro), 1u);
-    EXPECT_EQ(utf16_length(kEmoji), 2u);
-    EXPECT_EQ(utf16_length("4" + kEuro + kEmoji + "a" + kEAcute), 6u);
-}
-
-TEST(EioUtf, ValidUtf8) {
-    EXPECT_TRUE(valid_utf8(""));
-    EXPECT_TRUE(valid_utf8("plain" + kEuro + kEmoji + kEAcute));
-    EXPECT_TRUE(valid_utf8("\xef\xbf\xbf"));       // U+FFFF
-    EXPECT_TRUE(valid_utf8("\xf4\x8f\xbf\xbf"));   // U+10FFFF
-    EXPECT_FALSE(valid_utf8("\x80"));              // lone continuation byte
-    EXPECT_FALSE(valid_utf8("\xc0\xaf"));          // overlong '/'
-    EXPECT_FALSE(valid_utf8("\xe0\x80\xaf"));      // overlong, 3 bytes
-    EXPECT_FALSE(valid_utf8("\xf0\x80\x80\xaf"));  // overlong, 4 bytes
-    EXPECT_FALSE(valid_utf8("\xed\xa0\x80"));      // UTF-16 surrogate D800
-    EXPECT_FALSE(valid_utf8("\xf4\x90\x80\x80"));  // above U+10FFFF
-    EXPECT_FALSE(valid_utf8("\xe2\x82"));          // truncated
-    EXPECT_FALSE(valid_utf8("\xff"));
-}
-
 // --- WebSocket frames ----------------------------------------------------------------------
 
 TEST(EioWsFrame, TextFramesAreTextPackets) {

@@ -1,4 +1,4 @@
-// The options -> worker context mapping (master/worker_context.hpp): every worker-facing option
+// The options -> worker context mapping (app::worker_context): every worker-facing option
 // reaches the part that enforces it.
 #include <gtest/gtest.h>
 
@@ -7,7 +7,6 @@
 
 #include "app/worker_app.hpp"
 #include "master/options.hpp"
-#include "master/worker_context.hpp"
 
 using namespace steerchat;
 using namespace std::chrono_literals;
@@ -22,6 +21,10 @@ master::Options parse(std::vector<std::string> args) {
     auto r = master::parse_options(static_cast<int>(argv.size()), argv.data());
     EXPECT_TRUE(r.options) << r.message;
     return r.options.value_or(master::Options{});
+}
+
+app::WorkerContext worker_context(const master::Options& o) {
+    return app::worker_context(o, o.workers);
 }
 
 }  // namespace
@@ -60,7 +63,7 @@ TEST(WorkerContext, CarriesEveryWorkerOption) {
                           "3",
                           "--chat-typing-burst",
                           "7"});
-    const app::WorkerContext ctx = master::worker_context(o);
+    const app::WorkerContext ctx = app::worker_context(o, o.workers);
     EXPECT_EQ(ctx.nslots, 3u);
     EXPECT_EQ(ctx.net.allowed_origins, std::vector<std::string>{"https://a.example"});
     EXPECT_EQ(ctx.net.websocket.max_message_size, 4096u);
@@ -81,11 +84,11 @@ TEST(WorkerContext, CarriesEveryWorkerOption) {
     EXPECT_FALSE(ctx.app.protocol_test);
     EXPECT_EQ(ctx.app.chat_limits.typing_rate, 3);
     EXPECT_EQ(ctx.app.chat_limits.typing_burst, 7u);
-    EXPECT_TRUE(master::worker_context(parse({"--protocol-test"})).app.protocol_test);
+    EXPECT_TRUE(worker_context(parse({"--protocol-test"})).app.protocol_test);
 }
 
 TEST(WorkerContext, HttpBodiesMakeRoomForEngineIoPayloads) {
-    app::WorkerContext ctx = master::worker_context(parse({"--eio-max-payload", "5000000"}));
+    app::WorkerContext ctx = worker_context(parse({"--eio-max-payload", "5000000"}));
     ctx.slot = 2;
     ctx.listen_fd = 7;
     const net::WorkerConfig cfg = app::worker_config(ctx);
@@ -93,6 +96,6 @@ TEST(WorkerContext, HttpBodiesMakeRoomForEngineIoPayloads) {
     EXPECT_EQ(cfg.listen_fd, 7);
     EXPECT_GT(cfg.max_body_bytes, 5000000u);
     // A small payload limit leaves the HTTP edge's own body limit alone.
-    ctx = master::worker_context(parse({"--eio-max-payload", "100"}));
+    ctx = worker_context(parse({"--eio-max-payload", "100"}));
     EXPECT_EQ(app::worker_config(ctx).max_body_bytes, net::WorkerConfig{}.max_body_bytes);
 }

@@ -1,5 +1,6 @@
-// The native protocol adapter: JSON in, JSON out, through a recording Sink (the ws::Connection
-// side), over a real chat core (ring + shared state, two worker Hubs on one io_context).
+// The native protocol adapter: JSON in, JSON out, through a recording Sink (the
+// ws::WebSocketConnection side), over a real chat core (ring + shared state, two worker Hubs on one
+// io_context).
 #include <gtest/gtest.h>
 
 #include <boost/asio/io_context.hpp>

@@ -1,5 +1,5 @@
 // net::ConnectionTracker: connection slots per client address and per worker, and the Lease that
-// carries a slot through an HTTP session into the ws::Connection it becomes.
+// carries a slot through an HTTP session into the ws::WebSocketConnection it becomes.
 #include "net/limits.hpp"
 
 #include <gtest/gtest.h>
@@ -165,9 +165,10 @@ TEST(ConnectionTracker, WebSocketConnectionHoldsItsSlotUntilItFinishes) {
     auto server = acceptor.accept();
 
     ConnectionTracker t({.per_address = 1, .per_worker = 10});
-    ws::Hub hub;
+    ws::ConnectionRegistry hub;
     Lease slot = take(t, "127.0.0.1");
-    auto conn = ws::Connection::create(std::move(server), hub, std::make_unique<ws::EchoHandler>());
+    auto conn = ws::WebSocketConnection::create(std::move(server), hub,
+                                                std::make_unique<ws::EchoHandler>());
     conn->hold(std::move(slot));
     conn->start();
     ioc.run_for(20ms);

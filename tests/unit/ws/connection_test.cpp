@@ -1,5 +1,6 @@
-// ws::Connection over real loopback sockets: the server side runs on an io_context driven by the
-// test, the client is a plain socket that writes masked frames and parses the server's frames.
+// ws::WebSocketConnection over real loopback sockets: the server side runs on an io_context driven
+// by the test, the client is a plain socket that writes masked frames and parses the server's
+// frames.
 #include "ws/connection.hpp"
 
 #include <gtest/gtest.h>
@@ -40,15 +41,15 @@ struct Record {
 };
 
 // Records everything; echoes messages when asked to.
-class RecordingHandler final : public Handler {
+class RecordingHandler final : public MessageHandler {
   public:
     RecordingHandler(Record& r, bool echo) : r_(r), echo_(echo) {}
-    void on_open(Connection&) override { ++r_.opened; }
-    void on_message(Connection& c, Opcode op, std::string_view payload) override {
+    void on_open(WebSocketConnection&) override { ++r_.opened; }
+    void on_message(WebSocketConnection& c, Opcode op, std::string_view payload) override {
         r_.messages.emplace_back(op, std::string(payload));
         if (echo_) c.send(SharedFrame::make(op, as_bytes(payload)));
     }
-    void on_close(Connection& c, std::uint16_t code) override {
+    void on_close(WebSocketConnection& c, std::uint16_t code) override {
         r_.closes.push_back(code);
         EXPECT_FALSE(c.send_text("too late"));
     }
@@ -80,11 +81,11 @@ class ConnectionTest : public ::testing::Test {
         client_.set_option(tcp::no_delay(true));
     }
 
-    std::shared_ptr<Connection> open(ConnectionOptions opts = {}, bool echo = true,
-                                     ByteView initial = {}) {
-        hub_.options() = opts;
-        conn_ = Connection::create(std::move(*server_socket_), hub_,
-                                   std::make_unique<RecordingHandler>(rec_, echo));
+    std::shared_ptr<WebSocketConnection> open(ConnectionOptions opts = {}, bool echo = true,
+                                              ByteView initial = {}) {
+        registry_.options() = opts;
+        conn_ = WebSocketConnection::create(std::move(*server_socket_), registry_,
+                                            std::make_unique<RecordingHandler>(rec_, echo));
         conn_->start(initial);
         return conn_;
     }
@@ -167,10 +168,10 @@ class ConnectionTest : public ::testing::Test {
 
     bool wait_finished(std::chrono::milliseconds deadline = 3000ms) {
         const auto end = std::chrono::steady_clock::now() + deadline;
-        while (conn_->state() != Connection::State::finished &&
+        while (conn_->state() != WebSocketConnection::State::finished &&
                std::chrono::steady_clock::now() < end)
             pump();
-        return conn_->state() == Connection::State::finished;
+        return conn_->state() == WebSocketConnection::State::finished;
     }
 
     void send_raw(const std::vector<std::uint8_t>& bytes) {
@@ -188,13 +189,13 @@ class ConnectionTest : public ::testing::Test {
         send_raw(encode_client_frame(Opcode::close, ByteView(buf, n), kKey));
     }
 
-    // The hub and the record outlive the io_context (whose teardown may destroy connections).
+    // The registry and the record outlive the io_context (whose teardown may destroy connections).
     Record rec_;
-    Hub hub_;
+    ConnectionRegistry registry_;
     asio::io_context ioc_{1};
     tcp::socket client_{ioc_};
     std::optional<tcp::socket> server_socket_;
-    std::shared_ptr<Connection> conn_;
+    std::shared_ptr<WebSocketConnection> conn_;
     std::string in_;
     bool eof_ = false;
 };
@@ -202,8 +203,8 @@ class ConnectionTest : public ::testing::Test {
 TEST_F(ConnectionTest, EchoesMessagesAndCountsThem) {
     open();
     EXPECT_EQ(rec_.opened, 1);
-    EXPECT_EQ(hub_.size(), 1u);
-    EXPECT_EQ(hub_.stats().open, 1u);
+    EXPECT_EQ(registry_.size(), 1u);
+    EXPECT_EQ(registry_.stats().open, 1u);
     send_frame(Opcode::text, "hello");
     send_frame(Opcode::binary, std::string(70000, 'x'));
     auto f = frames(2);
@@ -212,8 +213,8 @@ TEST_F(ConnectionTest, EchoesMessagesAndCountsThem) {
     EXPECT_EQ(f[0].payload, "hello");
     EXPECT_EQ(f[1].op, Opcode::binary);
     EXPECT_EQ(f[1].payload, std::string(70000, 'x'));
-    EXPECT_EQ(hub_.stats().messages_in, 2u);
-    EXPECT_EQ(hub_.stats().messages_out, 2u);
+    EXPECT_EQ(registry_.stats().messages_in, 2u);
+    EXPECT_EQ(registry_.stats().messages_out, 2u);
 }
 
 TEST_F(ConnectionTest, SmallMessagesKeepTheBufferALargeOneGivesItBack) {
@@ -245,7 +246,7 @@ TEST_F(ConnectionTest, SendsOfOneLoopTurnGoOutInOneWrite) {
     EXPECT_EQ(f[1].payload, "broadcast");
     EXPECT_EQ(f[48].payload, "m48");
     EXPECT_EQ(conn_->writes(), 1u);
-    EXPECT_EQ(hub_.stats().writes, 1u);
+    EXPECT_EQ(registry_.stats().writes, 1u);
     EXPECT_EQ(conn_->queued_bytes(), 0u);
     EXPECT_EQ(shared.use_count(), 1u) << "written frames are released";
 }
@@ -295,8 +296,8 @@ TEST_F(ConnectionTest, QueueOverflowClosesWith1008AndCounts) {
     for (int i = 0; i < 20; ++i)
         accepted += conn_->send_text(kb) ? 1 : 0;
     EXPECT_EQ(accepted, 8);
-    EXPECT_EQ(hub_.stats().queue_overflows, 1u);
-    EXPECT_EQ(conn_->state(), Connection::State::closing);
+    EXPECT_EQ(registry_.stats().queue_overflows, 1u);
+    EXPECT_EQ(conn_->state(), WebSocketConnection::State::closing);
     // The unwritten frames were dropped: the client gets the Close only.
     auto f = frame();
     EXPECT_EQ(f.op, Opcode::close);
@@ -307,8 +308,8 @@ TEST_F(ConnectionTest, QueueOverflowClosesWith1008AndCounts) {
     ASSERT_TRUE(wait_finished());
     ASSERT_EQ(rec_.closes.size(), 1u);
     EXPECT_EQ(rec_.closes[0], close_code::policy_violation);
-    EXPECT_EQ(hub_.size(), 0u);
-    EXPECT_EQ(hub_.stats().open, 0u);
+    EXPECT_EQ(registry_.size(), 0u);
+    EXPECT_EQ(registry_.stats().open, 0u);
 }
 
 TEST_F(ConnectionTest, ClientCloseIsEchoedThenTheServerClosesTcp) {
@@ -357,7 +358,8 @@ TEST_F(ConnectionTest, ServerCloseWaitsForThePeersClose) {
     EXPECT_EQ(f.close_code(), 4000);
     EXPECT_EQ(f.payload.substr(2), "done");
     pump(20ms);
-    EXPECT_EQ(conn_->state(), Connection::State::closing) << "waiting for the peer's Close";
+    EXPECT_EQ(conn_->state(), WebSocketConnection::State::closing)
+        << "waiting for the peer's Close";
     send_close(4000);
     EXPECT_TRUE(wait_eof());
     client_.close();
@@ -414,7 +416,7 @@ TEST_F(ConnectionTest, IdleConnectionIsPingedThenDropped) {
     EXPECT_GE(std::chrono::steady_clock::now() - t0, 90ms);
     EXPECT_TRUE(wait_eof()) << "no pong: the connection is dropped";
     ASSERT_TRUE(wait_finished());
-    EXPECT_EQ(hub_.stats().ping_timeouts, 1u);
+    EXPECT_EQ(registry_.stats().ping_timeouts, 1u);
     EXPECT_EQ(rec_.closes, std::vector<std::uint16_t>{close_code::abnormal});
 }
 
@@ -429,7 +431,7 @@ TEST_F(ConnectionTest, AnsweredPingKeepsTheConnection) {
         send_frame(Opcode::pong, f.payload);
     }
     EXPECT_TRUE(conn_->is_open());
-    EXPECT_EQ(hub_.stats().ping_timeouts, 0u);
+    EXPECT_EQ(registry_.stats().ping_timeouts, 0u);
 }
 
 TEST_F(ConnectionTest, ProtocolErrorClosesWith1002WithoutWaiting) {
@@ -442,7 +444,7 @@ TEST_F(ConnectionTest, ProtocolErrorClosesWith1002WithoutWaiting) {
     EXPECT_EQ(f.close_code(), close_code::protocol_error);
     EXPECT_TRUE(wait_eof());
     ASSERT_TRUE(wait_finished());  // the client never closes: the close timeout ends it
-    EXPECT_EQ(hub_.stats().protocol_errors, 1u);
+    EXPECT_EQ(registry_.stats().protocol_errors, 1u);
     EXPECT_EQ(rec_.closes, std::vector<std::uint16_t>{close_code::protocol_error});
 }
 
@@ -478,15 +480,15 @@ TEST_F(ConnectionTest, PeerDropIsReportedAs1006) {
     client_.close();
     ASSERT_TRUE(wait_finished());
     EXPECT_EQ(rec_.closes, std::vector<std::uint16_t>{close_code::abnormal});
-    EXPECT_EQ(hub_.size(), 0u);
+    EXPECT_EQ(registry_.size(), 0u);
 }
 
 TEST_F(ConnectionTest, HubCloseAllSends1001AndReportsEmpty) {
     int empties = 0;
-    hub_.set_on_empty([&] { ++empties; });
+    registry_.set_on_empty([&] { ++empties; });
     open();
-    hub_.close_all(close_code::going_away, "server shutting down");
-    EXPECT_TRUE(hub_.closing_all());
+    registry_.close_all(close_code::going_away, "server shutting down");
+    EXPECT_TRUE(registry_.closing_all());
     auto f = frame();
     EXPECT_EQ(f.close_code(), close_code::going_away);
     EXPECT_EQ(f.payload.substr(2), "server shutting down");
@@ -498,12 +500,13 @@ TEST_F(ConnectionTest, HubCloseAllSends1001AndReportsEmpty) {
 }
 
 TEST(EchoHandler, EchoesOpcodeAndPayload) {
-    Hub hub;
+    ConnectionRegistry registry;
     asio::io_context ioc;
     tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
     tcp::socket client(ioc);
     client.connect(acceptor.local_endpoint());
-    auto conn = Connection::create(acceptor.accept(), hub, std::make_unique<EchoHandler>());
+    auto conn =
+        WebSocketConnection::create(acceptor.accept(), registry, std::make_unique<EchoHandler>());
     conn->start();
     asio::write(client,
                 asio::buffer(encode_client_frame(Opcode::binary, as_bytes("\x01\x02"), kKey)));

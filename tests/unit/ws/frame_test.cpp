@@ -196,13 +196,13 @@ TEST(Encode, ClosePayload) {
     const ByteView p = sf.payload();
     ASSERT_LE(p.size(), kMaxControlPayload);
     EXPECT_EQ(p.size(), 2u + 123u);  // "a" + 61 * "é" = 123 bytes
-    EXPECT_TRUE(is_valid_utf8(p.subspan(2)));
+    EXPECT_TRUE(text::is_valid_utf8(p.subspan(2)));
     std::string odd = "ab";
     for (int i = 0; i < 100; ++i)
         odd += "\xC3\xA9";
     const SharedFrame sf2 = SharedFrame::close(close_code::normal, odd);
     EXPECT_EQ(sf2.payload().size(), 2u + 122u);  // "ab" + 60 * "é"; the 61st would be cut
-    EXPECT_TRUE(is_valid_utf8(sf2.payload().subspan(2)));
+    EXPECT_TRUE(text::is_valid_utf8(sf2.payload().subspan(2)));
 }
 
 TEST(SharedFrame, RefcountAndSingleAllocation) {

@@ -1,6 +1,8 @@
-// Incremental UTF-8 validation for WebSocket text messages and close reasons (RFC 6455 8.1,
-// RFC 3629). A small DFA over byte classes: no allocation, one table lookup per non-ASCII byte
-// and an 8-bytes-at-a-time path for ASCII runs.
+// UTF-8 (RFC 3629): the one validator of the project, and what its users count in valid text.
+// WebSocket text messages and close reasons (RFC 6455 8.1, incrementally, per fragment), Engine.IO
+// v3 string payloads (lengths in UTF-16 code units) and chat names (code points) all go through
+// here. A small DFA over byte classes: no allocation, one table lookup per non-ASCII byte and an
+// 8-bytes-at-a-time path for ASCII runs.
 //
 // The DFA rejects at the first byte that makes the input impossible to complete as UTF-8
 // (overlong forms, UTF-16 surrogates U+D800..U+DFFF, code points above U+10FFFF, stray
@@ -13,7 +15,7 @@
 #include <span>
 #include <string_view>
 
-namespace steerchat::ws {
+namespace steerchat::text {
 
 class Utf8Validator {
   public:
@@ -50,4 +52,19 @@ inline bool is_valid_utf8(std::string_view s) noexcept {
     return is_valid_utf8(reinterpret_cast<const std::uint8_t*>(s.data()), s.size());
 }
 
-}  // namespace steerchat::ws
+// Counting in text that is_valid_utf8 accepted (on other input the counts are of lead bytes).
+
+// The length of the sequence that the lead byte `lead` of valid UTF-8 starts: 1 to 4.
+constexpr std::size_t sequence_length(std::uint8_t lead) noexcept {
+    return lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4;
+}
+
+// The number of code points (bytes that are not continuation bytes 80..BF).
+std::size_t code_points(std::string_view utf8) noexcept;
+
+// The length JavaScript's String.length reports for `utf8`: one UTF-16 code unit per code point
+// below U+10000, two above (lead bytes F0..FF count two). Additive: the length of a
+// concatenation is the sum of the lengths.
+std::size_t utf16_length(std::string_view utf8) noexcept;
+
+}  // namespace steerchat::text

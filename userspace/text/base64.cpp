@@ -1,9 +1,9 @@
-#include "eio/base64.hpp"
+#include "text/base64.hpp"
 
 #include <array>
 #include <cstdint>
 
-namespace steerchat::eio {
+namespace steerchat::text {
 
 namespace {
 
@@ -21,6 +21,10 @@ constexpr std::array<std::int8_t, 256> make_reverse() {
 constexpr std::array<std::int8_t, 256> kReverse = make_reverse();
 
 }  // namespace
+
+bool is_base64_char(char c) noexcept {
+    return kReverse[static_cast<unsigned char>(c)] >= 0;
+}
 
 void base64_append(std::string& out, std::string_view bytes) {
     out.reserve(out.size() + (bytes.size() + 2) / 3 * 4);
@@ -92,4 +96,4 @@ std::optional<std::string> base64_decode(std::string_view text) {
     return out;
 }
 
-}  // namespace steerchat::eio
+}  // namespace steerchat::text

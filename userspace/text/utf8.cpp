@@ -1,9 +1,9 @@
-#include "ws/utf8.hpp"
+#include "text/utf8.hpp"
 
 #include <array>
 #include <cstring>
 
-namespace steerchat::ws {
+namespace steerchat::text {
 
 namespace {
 
@@ -162,4 +162,21 @@ bool is_valid_utf8(const std::uint8_t* data, std::size_t size) noexcept {
     return v.feed(data, size) && v.complete();
 }
 
-}  // namespace steerchat::ws
+std::size_t code_points(std::string_view utf8) noexcept {
+    std::size_t n = 0;
+    for (const char ch : utf8)
+        n += (static_cast<std::uint8_t>(ch) & 0xC0) != 0x80;
+    return n;
+}
+
+std::size_t utf16_length(std::string_view utf8) noexcept {
+    std::size_t units = 0;
+    for (const char ch : utf8) {
+        const auto c = static_cast<std::uint8_t>(ch);
+        if ((c & 0xC0) == 0x80) continue;
+        units += c >= 0xF0 ? 2 : 1;
+    }
+    return units;
+}
+
+}  // namespace steerchat::text

@@ -1,10 +1,10 @@
-#include "eio/base64.hpp"
+#include "text/base64.hpp"
 
 #include <gtest/gtest.h>
 
 #include <string>
 
-namespace steerchat::eio {
+namespace steerchat::text {
 namespace {
 
 TEST(Base64, Rfc4648Vectors) {
@@ -54,5 +54,23 @@ TEST(Base64, RejectsMalformed) {
     EXPECT_FALSE(base64_decode("Zm9v\n"));    // whitespace
 }
 
+TEST(Base64, Alphabet) {
+    int n = 0;
+    for (int c = 0; c < 256; ++c)
+        n += is_base64_char(static_cast<char>(c));
+    EXPECT_EQ(n, 64);
+    EXPECT_TRUE(is_base64_char('A') && is_base64_char('z') && is_base64_char('0') &&
+                is_base64_char('+') && is_base64_char('/'));
+    EXPECT_FALSE(is_base64_char('=') || is_base64_char('-') || is_base64_char('_') ||
+                 is_base64_char(' '));
+}
+
+// The WebSocket handshake's accept key (RFC 6455 section 1.3): SHA-1's 20 bytes, encoded here.
+TEST(Base64, WebSocketAcceptKeyExample) {
+    const std::string digest =
+        "\xb3\x7a\x4f\x2c\xc0\x62\x4f\x16\x90\xf6\x46\x06\xcf\x38\x59\x45\xb2\xbe\xc4\xea";
+    EXPECT_EQ(base64_encode(digest), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+}
+
 }  // namespace
-}  // namespace steerchat::eio
+}  // namespace steerchat::text

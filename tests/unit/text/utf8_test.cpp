@@ -1,4 +1,4 @@
-#include "ws/utf8.hpp"
+#include "text/utf8.hpp"
 
 #include "support/utf8_reference.hpp"
 
@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-namespace steerchat::ws {
+namespace steerchat::text {
 namespace {
 
 using Bytes = std::vector<std::uint8_t>;
@@ -219,5 +219,68 @@ TEST(Utf8, AgreesWithReferenceOnRandomInput) {
     EXPECT_GT(valid, 1000);  // the generator does produce valid strings too
 }
 
+// --- Counting in valid text (Engine.IO v3 lengths, chat names) ------------------------------
+
+const std::string kEuro = "\xe2\x82\xac";       // U+20AC, 3 bytes, 1 UTF-16 unit
+const std::string kEAcute = "\xc3\xa9";         // U+00E9, 2 bytes, 1 unit
+const std::string kEmoji = "\xf0\x9f\x98\x80";  // U+1F600, 4 bytes, 2 units (a surrogate pair)
+
+TEST(Utf8, WholeStrings) {
+    EXPECT_TRUE(is_valid_utf8(std::string_view("")));
+    EXPECT_TRUE(is_valid_utf8("plain" + kEuro + kEmoji + kEAcute));
+    EXPECT_TRUE(is_valid_utf8(std::string_view("\xef\xbf\xbf")));       // U+FFFF
+    EXPECT_TRUE(is_valid_utf8(std::string_view("\xf4\x8f\xbf\xbf")));   // U+10FFFF
+    EXPECT_FALSE(is_valid_utf8(std::string_view("\x80")));              // lone continuation
+    EXPECT_FALSE(is_valid_utf8(std::string_view("\xc0\xaf")));          // overlong '/'
+    EXPECT_FALSE(is_valid_utf8(std::string_view("\xe0\x80\xaf")));      // overlong, 3 bytes
+    EXPECT_FALSE(is_valid_utf8(std::string_view("\xf0\x80\x80\xaf")));  // overlong, 4 bytes
+    EXPECT_FALSE(is_valid_utf8(std::string_view("\xed\xa0\x80")));      // surrogate D800
+    EXPECT_FALSE(is_valid_utf8(std::string_view("\xf4\x90\x80\x80")));  // above U+10FFFF
+    EXPECT_FALSE(is_valid_utf8(std::string_view("\xe2\x82")));          // truncated
+    EXPECT_FALSE(is_valid_utf8(std::string_view("\xff")));
+}
+
+TEST(Utf8, Utf16LengthCountsCodeUnits) {
+    EXPECT_EQ(utf16_length(""), 0u);
+    EXPECT_EQ(utf16_length("4hello"), 6u);
+    EXPECT_EQ(utf16_length(kEAcute), 1u);
+    EXPECT_EQ(utf16_length(kEuro), 1u);
+    EXPECT_EQ(utf16_length(kEmoji), 2u);
+    EXPECT_EQ(utf16_length("4" + kEuro + kEmoji + "a" + kEAcute), 6u);
+}
+
+TEST(Utf8, CodePointsAndSequenceLengths) {
+    EXPECT_EQ(code_points(""), 0u);
+    EXPECT_EQ(code_points("abc"), 3u);
+    EXPECT_EQ(code_points("a" + kEAcute + kEuro + kEmoji), 4u);
+    for (const std::string& s : {std::string("a"), kEAcute, kEuro, kEmoji})
+        EXPECT_EQ(sequence_length(static_cast<std::uint8_t>(s[0])), s.size()) << s;
+    // Every code point: its encoding's lead byte gives its length, and it counts once (twice in
+    // UTF-16 above the BMP).
+    for (std::uint32_t cp = 0; cp <= 0x10FFFF; cp += (cp < 0x800 ? 1 : 61)) {
+        if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+        std::string s;
+        if (cp < 0x80) {
+            s += static_cast<char>(cp);
+        } else if (cp < 0x800) {
+            s += static_cast<char>(0xC0 | cp >> 6);
+            s += static_cast<char>(0x80 | (cp & 0x3F));
+        } else if (cp < 0x10000) {
+            s += static_cast<char>(0xE0 | cp >> 12);
+            s += static_cast<char>(0x80 | (cp >> 6 & 0x3F));
+            s += static_cast<char>(0x80 | (cp & 0x3F));
+        } else {
+            s += static_cast<char>(0xF0 | cp >> 18);
+            s += static_cast<char>(0x80 | (cp >> 12 & 0x3F));
+            s += static_cast<char>(0x80 | (cp >> 6 & 0x3F));
+            s += static_cast<char>(0x80 | (cp & 0x3F));
+        }
+        ASSERT_TRUE(is_valid_utf8(s)) << cp;
+        ASSERT_EQ(sequence_length(static_cast<std::uint8_t>(s[0])), s.size()) << cp;
+        ASSERT_EQ(code_points(s + "x" + s), 3u) << cp;
+        ASSERT_EQ(utf16_length(s), cp < 0x10000 ? 1u : 2u) << cp;
+    }
+}
+
 }  // namespace
-}  // namespace steerchat::ws
+}  // namespace steerchat::text

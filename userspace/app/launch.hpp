@@ -1,0 +1,109 @@
+// What the master knows of the worker application, and all it knows: the worker-side options
+// (plain values), their check against the open-files limit, the host-wide state it creates
+// before the first fork, and the call that turns a forked child into a worker. This header
+// depends on ring and util only, so the master links no chat, ws, eio, Socket.IO or net part
+// (docs/architecture.md, "Parts and their dependencies").
+//
+// Threading: the master's thread (HostState::create, release_slot); run_worker in the child.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ring/ring.hpp"
+
+namespace steerchat::app {
+
+struct WorkerLaunch;
+// Maps the options onto the parts (worker_context in worker_app.hpp) and runs the worker
+// (run_worker(const WorkerContext&)); never returns. WorkerLaunch is below.
+[[noreturn]] void run_worker(const WorkerLaunch& launch);
+
+// The command-line options a worker's parts use (master::Options extends this with its own).
+// app::worker_context (worker_app.hpp) maps them onto the parts' configurations in one place.
+struct WorkerOptions {
+    std::vector<std::string> allowed_origins;  // WebSocket Origin allowlist (empty: own host)
+    std::size_t ws_max_message = std::size_t{1} << 20;  // larger messages: close 1009
+    std::size_t ws_max_queued = std::size_t{4} << 20;   // unsent bytes per client: over, close 1008
+    unsigned ws_ping_interval_ms = 30000;               // silence before the server pings
+    unsigned ws_ping_timeout_ms = 20000;
+    bool ws_cork = true;      // false: one send() per frame (benchmark baseline)
+    bool encode_once = true;  // false: encode every delivery separately (benchmark baseline)
+    // Engine.IO / Socket.IO
+    std::string socketio_path = "/socket.io/";
+    unsigned eio_ping_interval_ms = 25000;
+    unsigned eio_ping_timeout_ms = 20000;
+    std::size_t eio_max_payload = 1000000;
+    bool eio3 = true;                         // Engine.IO v3 clients (socket.io-client 2.x)
+    std::vector<std::string> cors_origins;    // answered with CORS headers (* for any)
+    std::vector<std::string> sio_namespaces;  // served besides "/"
+    unsigned sio_connect_timeout_ms = 45000;
+    bool protocol_test = false;  // the public protocol test suites' server
+    // HTTP edge limits (docs/reliability.md)
+    bool ipv6_prefix64 = false;            // count (and steer) native IPv6 clients by their /64
+    std::size_t max_conns_per_ip = 256;    // per client address per worker; 0: no limit
+    std::size_t max_conns_per_worker = 0;  // 0 until checked: then from the open-files limit
+    std::size_t http_max_header_bytes = 16 * 1024;
+    unsigned http_first_byte_timeout_ms = 10000;
+    unsigned http_keepalive_timeout_ms = 60000;
+    unsigned http_header_timeout_ms = 10000;
+    unsigned http_body_timeout_ms = 30000;
+    // Limits on Engine.IO sessions and chat requests (docs/reliability.md)
+    std::size_t eio_max_sessions_per_ip = 1000;                // 0: no limit
+    unsigned eio_first_poll_timeout_ms = 5000;                 // 0: no deadline
+    std::size_t eio_max_queued = std::size_t{4} << 20;         // per polling session
+    std::size_t eio_max_queued_total = std::size_t{64} << 20;  // per worker
+    double chat_rate = 50;                                     // requests/s; 0: no limit
+    unsigned chat_burst = 100;
+    unsigned chat_rate_close_after = 50;  // refused in a row before the close; 0: never
+    unsigned chat_max_rooms = 100;        // per user; 0: no limit
+    double chat_typing_rate = 2;          // typing events/s per user; 0: no limit
+    unsigned chat_typing_burst = 5;
+};
+
+// The descriptors a worker keeps free beside its connections (listener, ring, eventfds, ...).
+std::size_t fd_headroom() noexcept;
+
+// Checks the HTTP edge's limits against the open-files hard limit `nofile` and fills in
+// max_conns_per_worker when it was not given. Empty if fine, else what is wrong and how to fix it.
+std::string check_edge_limits(WorkerOptions& o, bool max_conns_per_worker_given,
+                              std::uint64_t nofile);
+
+// The host-wide state of the worker application, created by the master before the first fork
+// and inherited by every worker: the chat's cluster directory (a memfd mapping: names, rooms,
+// history). Creating it also makes libcrypto read its configuration file (it does so on first
+// use, for the WebSocket handshake's SHA-1), so no worker opens a file after its privilege drop.
+class HostState {
+  public:
+    // std::system_error when the mapping cannot be created.
+    static HostState create();
+    HostState(HostState&&) noexcept;
+    HostState& operator=(HostState&&) noexcept;
+    ~HostState();
+
+    // The worker of `slot` is gone (its log in `ring` has no writer now): its users go offline for
+    // everyone, their names become free. Returns how many; a failure to publish their offline
+    // records is logged (the names are free anyway).
+    std::size_t release_slot(ring::Region& ring, unsigned slot);
+
+  private:
+    struct Parts;
+    explicit HostState(std::unique_ptr<Parts> parts);
+    friend void run_worker(const WorkerLaunch& launch);
+    std::unique_ptr<Parts> parts_;
+};
+
+// What the master hands a forked child for one slot.
+struct WorkerLaunch {
+    unsigned slot = 0;
+    unsigned nslots = 1;
+    int listen_fd = -1;            // this slot's listener, owned by the worker
+    ring::Region* ring = nullptr;  // the shared-memory logs (inherited mapping)
+    HostState* host = nullptr;     // the host-wide state (inherited mapping)
+    const WorkerOptions* options = nullptr;
+};
+
+}  // namespace steerchat::app
