@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "util/log.hpp"
+
 namespace steerchat::master {
 
 enum class SteeringMode { bpf, kernel };
@@ -66,6 +68,8 @@ struct Options {
     unsigned chat_burst = 100;
     unsigned chat_rate_close_after = 50;  // refused in a row before the close; 0: never
     unsigned chat_max_rooms = 100;        // per user; 0: no limit
+    log::Level log_level = log::Level::info;
+    log::Format log_format = log::Format::text;
 
     std::filesystem::path pin_dir() const { return bpffs_dir / std::to_string(port); }
 };
@@ -77,7 +81,12 @@ struct ParseResult {
     std::string message;  // for stdout on exit 0, stderr otherwise
 };
 
+// Command line (and the --config file it names, which the command line overrides).
 ParseResult parse_options(int argc, const char* const argv[]);
+
+// The example config file (packaging/steerchat.conf): every setting commented out with its
+// description and default.
+std::string example_config();
 
 // The per-host default seed: jhash of /etc/machine-id, or a fixed value without one.
 std::uint32_t default_seed();
