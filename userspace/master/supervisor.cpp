@@ -257,7 +257,7 @@ void Supervisor::on_worker_exit(unsigned slot, int status) {
     delay = std::min(delay, kMaxBackoffMs);
     log::warn("worker {} {}; respawning it in {} ms (its listener keeps queueing connections)",
               slot, describe_status(status), delay);
-    notify_status(fmt::format("; worker {} {}, respawning", slot, describe_status(status)));
+    notify_readiness(fmt::format("; worker {} {}, respawning", slot, describe_status(status)));
     s.respawn_at = now + std::chrono::milliseconds(delay);
 }
 
@@ -290,7 +290,7 @@ void Supervisor::drain(unsigned slot, const std::string& why) {
     // ... then its queue migrates to live listeners (select-or-migrate program), and it closes.
     ::shutdown(s.listener.get(), SHUT_RDWR);
     s.listener.reset();
-    notify_status(fmt::format("; slot {} drained", slot));
+    notify_readiness(fmt::format("; slot {} drained", slot));
 }
 
 void Supervisor::read_ready_messages() {
@@ -299,6 +299,10 @@ void Supervisor::read_ready_messages() {
         const auto slot = static_cast<unsigned>(msg[0]);
         if (slot < slots_.size() && slots_[slot].pid == msg[1]) slots_[slot].ready = true;
     }
+    notify_readiness();
+}
+
+void Supervisor::notify_readiness(const std::string& extra) {
     const auto live = live_slots();
     const bool all = !live.empty() && std::all_of(live.begin(), live.end(),
                                                   [&](std::uint32_t i) { return slots_[i].ready; });
@@ -307,12 +311,7 @@ void Supervisor::read_ready_messages() {
         log::info("every worker accepts ({} slot(s)); ready", live.size());
         ::sd_notify(0, "READY=1");
     }
-    notify_status();
-}
-
-void Supervisor::notify_status(const std::string& extra) {
     if (!::getenv("NOTIFY_SOCKET")) return;
-    const auto live = live_slots();
     const auto ready =
         std::count_if(live.begin(), live.end(), [&](std::uint32_t i) { return slots_[i].ready; });
     ::sd_notifyf(0, "STATUS=%s port %u: %zd of %zu worker(s) accept, %zu slot(s) drained%s",
@@ -324,7 +323,11 @@ void Supervisor::notify_status(const std::string& extra) {
 int Supervisor::shutdown() {
     stopping_ = true;
     for (auto& s : slots_)
-        if (s.pid > 0) ::kill(s.pid, SIGTERM);
+        if (s.pid > 0 && ::kill(s.pid, SIGTERM) != 0 && errno == EPERM)
+            log::error(
+                "cannot signal worker {} (pid {}, another user): the master needs CAP_KILL "
+                "(add it to CapabilityBoundingSet= of the systemd unit)",
+                &s - slots_.data(), s.pid);
     auto deadline = Clock::now() + std::chrono::milliseconds(opts_.shutdown_timeout_ms);
     auto any_alive = [&] {
         return std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.pid > 0; });

@@ -51,10 +51,10 @@ class Supervisor {
     void release_slot_users(unsigned slot);
     void remap_buckets();
     int shutdown();
-    // systemd notification (sd_notify; nothing without NOTIFY_SOCKET): the readiness messages
-    // of workers, READY=1 once every live slot accepts, STATUS= lines.
+    // systemd notification (sd_notify; nothing without NOTIFY_SOCKET): the workers' readiness
+    // messages; READY=1 once every live slot accepts; a STATUS= line (with `extra` appended).
     void read_ready_messages();
-    void notify_status(const std::string& extra = {});
+    void notify_readiness(const std::string& extra = {});
     std::vector<std::uint32_t> live_slots() const;
 
     Options opts_;
