@@ -59,7 +59,7 @@ echo "sysusers: ok"
 man1=$root/share/man/man1/steerchat.1
 warn=$(groff -man -Tutf8 -ww -z "$man1" 2>&1) || fail "groff failed on steerchat.1: $warn"
 [ -z "$warn" ] || fail "groff warns on steerchat.1: $warn"
-text=$(MANWIDTH=100 man -l "$man1" 2>/dev/null | col -b)
+text=$(MANWIDTH=100 man -l "$man1" 2>/dev/null)
 for want in "--config" "--version" "--log-format" "--port" "SIGNALS" "CONFIGURATION FILE"; do
     grep -q -- "$want" <<<"$text" || fail "the man page does not show '$want'"
 done
