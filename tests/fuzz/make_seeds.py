@@ -112,6 +112,14 @@ def seeds_native():
         say(1, "b", "2"), say(1, "a", "3", cid=3), say(1, "a", "4"), say(1, "a", "5"),
         ("5", ""), login(1, "busy"), login(3, "other"), join(3, "a"),
     ])
+    native("typing", [  # worker 1: typing over its rate (burst 2) is dropped silently
+        login(0, "t0"), login(1, "t1"), login(2, "t2"), join(0, "r"), join(1, "r"),
+        ("0", {"type": "typing", "room": "r"}), ("1", {"type": "typing", "room": "r"}),
+        ("1", {"type": "typing", "room": "r"}), ("1", {"type": "typing", "room": "r"}),
+        ("2", {"type": "typing", "room": "r"}), ("2", {"type": "typing"}),
+        ("3", {"type": "typing", "room": "r"}), ("0", {"type": "typing", "room": 5}),
+        join(2, "r"), say(0, "r", "done"),
+    ])
     native("rooms_unicode", [
         login(0, "r"), join(0, "\u00fcber"), join(0, "\U0001F3E0" * 64), join(0, "a" * 65),
         join(0, "tab\there"), join(0, "del\u007f"), join(0, "c1\u0085"),
@@ -256,6 +264,16 @@ def seeds_http():
         (0, 0, frame("40/nope,") + frame('451-["x",{"_placeholder":true,"num":0}]') +
          frame(b"\x01\x02", opcode=2)),
         (0, 0, frame("41") + frame("1")),
+    ])
+    http("typing_both_protocols", 0, [
+        (0, 0, upgrade("/ws") + frame(j({"type": "login", "name": "ty"}))),
+        (1, 0, upgrade("/socket.io/?EIO=4&transport=websocket")),
+        (1, 0, frame("40") + frame('42["createsession",{"email":"sy"}]')),
+        (0, 0, frame(j({"type": "join", "room": "r"}))),
+        (1, 0, frame('420["join","r"]') + frame('42["typing","r"]')),
+        (0, 0, frame(j({"type": "typing", "room": "r"})) + frame(j({"type": "typing"}))),
+        (1, 0, frame('421["typing",{"room":"r"}]') + frame('42["typing","elsewhere"]') +
+         frame('422["typing",7]')),
     ])
     http("eio_upgrade", 0, [
         (0, 0, sio_poll()),

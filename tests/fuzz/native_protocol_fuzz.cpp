@@ -3,8 +3,8 @@
 // reachable with short inputs) shared by two
 // worker Hubs on one io_context, as in tests/unit/native/native_test.cpp. Four client sessions,
 // 0 and 2 on worker 0, 1 and 3 on worker 1 (whose chat limits are tight: a burst of 6 requests,
-// 2 rooms, closed after 3 refusals in a row), each with a recording Sink in place of its
-// WebSocket connection.
+// 2 rooms, closed after 3 refusals in a row, typing events in bursts of 2), each with a
+// recording Sink in place of its WebSocket connection.
 //
 // Input layout: lines separated by '\n'. The first byte of a line is a command:
 //   bits 0-1  the session (0-3)
@@ -22,7 +22,8 @@
 //   - one reply per request where the protocol says so: login, join, leave, say, a binary
 //     frame and any malformed or unknown request get exactly one frame (say: the sender's own
 //     copy of its message, or an error); dm gets at most one (an error, or the dm itself when
-//     sent to oneself); logout closes with 1000 and sends nothing, or gets one error; a request
+//     sent to oneself); typing gets nothing, or one error (never its own typing event back);
+//     logout closes with 1000 and sends nothing, or gets one error; a request
 //     over the rate limit gets one rate_limited error, or its connection is closed with 1008;
 //   - a reply to a request of type T is T's answer or an error;
 //   - a say's "cid" comes back on its answer (unchanged, floating-point aside);
@@ -76,8 +77,8 @@ json::object check_frame(const ws::SharedFrame& f) {
     const json::value* type = o.if_contains("type");
     FUZZ_CHECK(type && type->is_string());
     const std::string_view t = type->get_string();
-    FUZZ_CHECK(
-        one_of(t, {"welcome", "joined", "left", "message", "dm", "online", "offline", "error"}));
+    FUZZ_CHECK(one_of(
+        t, {"welcome", "joined", "left", "message", "dm", "online", "offline", "typing", "error"}));
     if (t == "error") {
         const json::value* code = o.if_contains("code");
         FUZZ_CHECK(code && code->is_string());
@@ -92,6 +93,11 @@ json::object check_frame(const ws::SharedFrame& f) {
         FUZZ_CHECK(o.contains("from") && o.at("from").is_string());
         FUZZ_CHECK(o.contains("text") && o.at("text").is_string());
         FUZZ_CHECK(o.contains("id") && o.at("id").is_number());
+    }
+    if (t == "typing") {
+        FUZZ_CHECK(o.size() == 3);
+        FUZZ_CHECK(o.contains("room") && o.at("room").is_string());
+        FUZZ_CHECK(o.contains("from") && o.at("from").is_string());
     }
     return std::move(o);
 }
@@ -160,7 +166,8 @@ class Cluster {
         c.session.on_text(payload);
         const std::size_t replies = c.sink.frames.size() - before;
         const auto type = request_type(payload);
-        const bool known = type && one_of(*type, {"login", "join", "leave", "say", "dm", "logout"});
+        const bool known =
+            type && one_of(*type, {"login", "join", "leave", "say", "dm", "typing", "logout"});
         if (refused(c, replies)) {
             // Over the rate limit: one rate_limited error, or the connection closes (1008).
         } else if (!known) {
@@ -172,6 +179,9 @@ class Cluster {
             if (replies) expect_error(c.sink.frames.back(), "not_logged_in");
         } else if (*type == "dm") {
             FUZZ_CHECK(replies <= 1);
+            if (replies) expect_reply(c.sink.frames.back(), *type);
+        } else if (*type == "typing") {
+            FUZZ_CHECK(replies <= 1);  // not echoed: an error or nothing
             if (replies) expect_reply(c.sink.frames.back(), *type);
         } else {
             FUZZ_CHECK(replies == 1);
@@ -282,10 +292,15 @@ class Cluster {
     boost::asio::io_context io_{1};
     chat::Hub hub0_{io_.get_executor(), region_, state_, 0};
     chat::Hub hub1_{io_.get_executor(), region_, state_, 1};
-    // Worker 1 has tight limits, so that rate_limited, the close of an abusive connection and
-    // too_many_rooms are reachable.
+    // Worker 1 has tight limits, so that rate_limited, the close of an abusive connection,
+    // too_many_rooms and dropped typing are reachable.
     bool limits_set_ = [this] {
-        hub1_.set_limits(chat::Limits{.rate = 1, .burst = 6, .close_after = 3, .max_rooms = 2});
+        hub1_.set_limits(chat::Limits{.rate = 1,
+                                      .burst = 6,
+                                      .close_after = 3,
+                                      .max_rooms = 2,
+                                      .typing_rate = 1,
+                                      .typing_burst = 2});
         return true;
     }();
     native::Service svc0_{hub0_};

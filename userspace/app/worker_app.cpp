@@ -47,6 +47,9 @@ void append_chat_metrics(std::string& out, const chat::Hub& hub) {
     net::append_metric(out, "steerchat_chat_room_limit_total", "counter",
                        "Joins refused too_many_rooms (--chat-max-rooms-per-user).", slot,
                        c.room_limited);
+    net::append_metric(out, "steerchat_chat_typing_dropped_total", "counter",
+                       "Typing events dropped over --chat-typing-rate, --chat-typing-burst.", slot,
+                       c.typing_drops);
 }
 
 }  // namespace

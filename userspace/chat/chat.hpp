@@ -23,15 +23,21 @@
 //       already holds the older ones). A message's id and its history entry are made in one
 //       critical section, so join gets every message exactly once: from history or live.
 // * One event model, one path (event.hpp, Hub::publish / Hub::deliver): a Session builds a
-//   chat::Event (message, dm, online, offline: a closed enum, one struct of string views, no
-//   allocation) and hands it to Hub::publish, which writes its ring record into this worker's
+//   chat::Event (message, dm, online, offline, typing: a closed enum, one struct of string views,
+//   no allocation) and hands it to Hub::publish, which writes its ring record into this worker's
 //   log (record.hpp: a small bounds-checked binary record; a DM only if its recipient is on
 //   another worker) and then calls Hub::deliver. Every other worker's Hub reads the record
 //   (ring::AsioReader), decodes it into the same Event and calls the same Hub::deliver, which
 //   finds the LOCAL recipients through the local indices (room -> sessions, name -> session,
-//   logged-in sessions). So a new kind of event is added in event.hpp, record.cpp, Hub::deliver
-//   (and Hub::stale / travels) and each adapter: the compiler lists every switch to extend.
+//   logged-in sessions). So a new kind of event is added in event.hpp, record.hpp, Hub::deliver
+//   (and Hub::stale / travels) and each adapter: the compiler lists every switch to extend (the
+//   recipe: docs/architecture.md, "Adding a chat event").
 //   Per-sender order holds because each log is ordered and a worker is single-threaded.
+// * Typing (Session::typing): a hint, not a message. It takes no id and no lock on the shared
+//   state, is not stored in history and is not echoed to its sender; only a member of the room
+//   may send it. Each session has its own token bucket for it (Limits::typing_rate /
+//   typing_burst; a name has one session): typing over it is dropped silently and counted
+//   (HubStats::typing_drops), since a lost hint costs nothing.
 // * Presence across logs is not ordered (N logs out on worker A, logs in again on B: a third
 //   worker may read B's `online` before A's `offline`). A reader therefore drops a presence
 //   record that a newer login has overtaken: `online(N, id)` unless N is still registered with
@@ -141,6 +147,8 @@ struct Limits {
     std::uint32_t burst = 100;       // requests at once (bucket size)
     std::uint32_t close_after = 50;  // refused requests in a row before a close; 0: never
     std::uint32_t max_rooms = 100;   // rooms one session may be in; 0: no limit
+    double typing_rate = 2;          // typing events per second per session; 0: no limit
+    std::uint32_t typing_burst = 5;  // typing events at once; more are dropped silently
 };
 
 struct HubStats {
@@ -156,6 +164,7 @@ struct HubStats {
     std::uint64_t rate_limited = 0;  // requests refused by a token bucket
     std::uint64_t rate_closes = 0;   // connections found abusive (Limits::close_after)
     std::uint64_t room_limited = 0;  // joins refused: too_many_rooms
+    std::uint64_t typing_drops = 0;  // typing events over Limits::typing_rate (not delivered)
 };
 
 class Hub;
@@ -218,6 +227,9 @@ class Hub {
     void detach(Session& s);
     // Whether `s` may join `room` (Limits::max_rooms); a refusal is counted.
     bool may_join(const Session& s, std::string_view room);
+    // Takes a token from a session's typing bucket (Limits::typing_rate); false (counted as
+    // dropped) when it is empty.
+    bool may_type(TokenBucket& bucket);
     // The local index of room members.
     void add_member(Session& s, std::string_view room);
     void remove_member(Session& s, std::string_view room);
@@ -251,6 +263,7 @@ class Hub {
     SharedState* state_;
     Limits limits_;
     RateLimit rate_;
+    RateLimit typing_rate_;
     ring::Writer writer_;
     std::unique_ptr<ring::Reader> reader_;
     std::unique_ptr<ring::AsioReader<detail::RecordSink, detail::LossSink>> feed_;
@@ -290,6 +303,9 @@ class Session {
     Error say(std::string_view room, std::string_view text, std::string_view cid = {},
               bool has_cid = false, Said* out = nullptr);
     Error dm(std::string_view to, std::string_view text, Said* out = nullptr);
+    // "I am typing in `room`": to every other member of the room on every worker, not stored.
+    // not_in_room unless a member; over Limits::typing_rate it is dropped silently (none).
+    Error typing(std::string_view room);
     // Frees the name, leaves every room, announces offline. No-op when not logged in.
     void logout();
     // One client request (call before decoding it): takes a token from this connection's bucket
@@ -317,6 +333,7 @@ class Session {
     std::uint64_t login_id_ = 0;
     TokenBucket bucket_;                  // this connection's requests
     TokenBucket* user_bucket_ = nullptr;  // the name's (kept by the Hub) while logged in
+    TokenBucket typing_bucket_;           // this session's typing events
     std::uint32_t strikes_ = 0;           // requests refused in a row
     // room -> the id at which it was joined
     std::unordered_map<std::string, std::uint64_t, detail::StrHash, std::equal_to<>> rooms_;

@@ -3,10 +3,11 @@
 // of views (no allocation per event: the strings point into the request being handled or into
 // the ring record being read, and live for the duration of the delivery).
 //
-// Adding a kind: add it to EventType, then fix every switch the compiler reports (-Wswitch, part
-// of -Wall, makes a switch over EventType without a case for it an error; no switch over
-// EventType has a `default:`): the record layout (record.cpp), the Hub's routing (hub.cpp:
-// Hub::deliver and Hub::on_record) and each adapter's encoding (native, socketio_chat).
+// Adding a kind: the recipe "Adding a chat event" in docs/architecture.md. Add it to EventType,
+// then fix every switch the compiler reports (-Wswitch, part of -Wall, makes a switch over
+// EventType without a case for it an error; no switch over EventType has a `default:`): the
+// record layout (record.hpp), the Hub's routing (hub.cpp: Hub::travels, Hub::stale,
+// Hub::deliver) and each adapter's encoding (native, socketio_chat).
 #pragma once
 
 #include <cstdint>
@@ -19,6 +20,7 @@ enum class EventType : std::uint8_t {
     dm,       // to the user `to`
     online,   // presence of `from`: to every logged-in session
     offline,  // ditto; ends the login `login`
+    typing,   // `from` is typing in `room`: to every other member (a hint: no id, no history)
 };
 
 struct Event {
@@ -26,11 +28,11 @@ struct Event {
     // Set by the Hub at delivery, worker-unique: every recipient of the same encoding sees the
     // same serial (adapters cache their encoding keyed by it).
     std::uint64_t serial = 0;
-    std::uint64_t id = 0;     // host-wide, increasing
+    std::uint64_t id = 0;     // host-wide, increasing (0 for typing)
     std::int64_t ts = 0;      // ms since the epoch (message, dm)
     std::uint64_t login = 0;  // offline: the id of the online event it ends
-    std::string_view room;    // message
-    std::string_view from;    // message, dm; the user for online/offline
+    std::string_view room;    // message, typing
+    std::string_view from;    // message, dm, typing; the user for online/offline
     std::string_view to;      // dm
     std::string_view text;    // message, dm
     std::string_view cid;     // message: only the sender's copy, and only if the sender gave one

@@ -147,6 +147,7 @@ Hub::Hub(boost::asio::any_io_executor ex, ring::Region& region, SharedState& sta
     : slot_(slot),
       state_(&state),
       rate_(RateLimit::per_second(limits_.rate, limits_.burst)),
+      typing_rate_(RateLimit::per_second(limits_.typing_rate, limits_.typing_burst)),
       writer_(region, slot, writer_options) {
     const std::size_t need =
         record::kOverhead + kMaxRoomBytes + kMaxNameBytes + state.options().max_text;
@@ -171,6 +172,7 @@ void Hub::stop() {
 void Hub::set_limits(const Limits& limits) {
     limits_ = limits;
     rate_ = RateLimit::per_second(limits.rate, limits.burst);
+    typing_rate_ = RateLimit::per_second(limits.typing_rate, limits.typing_burst);
 }
 
 // ---- The operations Sessions use
@@ -222,6 +224,12 @@ bool Hub::may_join(const Session& s, std::string_view room) {
     return false;
 }
 
+bool Hub::may_type(TokenBucket& bucket) {
+    if (bucket.try_take(typing_rate_, TokenBucket::Clock::now())) return true;
+    ++stats_.typing_drops;
+    return false;
+}
+
 void Hub::add_member(Session& s, std::string_view room) {
     auto it = rooms_.find(room);
     if (it == rooms_.end()) it = rooms_.emplace(std::string(room), std::vector<Session*>{}).first;
@@ -251,6 +259,7 @@ bool Hub::travels(const Event& ev) const {
         case EventType::message:
         case EventType::online:
         case EventType::offline:
+        case EventType::typing:
             return true;
         case EventType::dm:
             return !users_.contains(ev.to);
@@ -282,6 +291,7 @@ bool Hub::stale(const Event& ev) const {
     switch (ev.type) {
         case EventType::message:
         case EventType::dm:
+        case EventType::typing:
             return false;
         case EventType::online: {
             const std::uint64_t current = state_->lookup(ev.from);
@@ -338,6 +348,11 @@ void Hub::deliver(Event& ev, Session* origin) {
             });
             return;
         }
+        case EventType::typing:
+            // Every member but the typist (a hint: no id, no history to order it against).
+            if (const auto it = rooms_.find(ev.room); it != rooms_.end())
+                fan_out(it->second, ev, [&](const Session& s) { return &s != origin; });
+            return;
     }
 }
 
@@ -524,6 +539,18 @@ Error Session::dm(std::string_view to, std::string_view text, Said* out) {
     ev.from = name_;
     ev.to = to;
     ev.text = text;
+    hub_.publish(ev, this);
+    return Error::none;
+}
+
+Error Session::typing(std::string_view room) {
+    if (!logged_in()) return Error::not_logged_in;
+    if (!in_room(room)) return Error::not_in_room;
+    if (!hub_.may_type(typing_bucket_)) return Error::none;  // a hint: dropped silently
+    Event ev;
+    ev.type = EventType::typing;
+    ev.room = room;
+    ev.from = name_;
     hub_.publish(ev, this);
     return Error::none;
 }

@@ -105,6 +105,11 @@ std::uint32_t encode(const Event& ev, std::vector<std::byte>& out) {
             put_u64(out, ev.login);
             put_str(out, ev.from);
             break;
+        case EventType::typing:
+            put_u64(out, 0);
+            put_str(out, ev.room);
+            put_str(out, ev.from);
+            break;
     }
     return wire_type(ev.type);
 }
@@ -135,6 +140,10 @@ std::optional<Event> decode(std::uint32_t wire, std::span<const std::byte> paylo
             break;
         case EventType::offline:
             ev.login = ts;
+            ev.from = in.str();
+            break;
+        case EventType::typing:
+            ev.room = in.str();
             ev.from = in.str();
             break;
     }

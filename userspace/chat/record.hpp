@@ -1,10 +1,12 @@
 // The ring record of a chat event: how a worker tells the others about a room message, a DM to a
-// user on another worker, an online or an offline (see chat.hpp, "Delivery across workers").
+// user on another worker, an online, an offline or a typing hint (see chat.hpp, "One event
+// model, one path").
 //
 // Layout (host byte order: every worker is the same binary on the same host), after the ring's
 // own header (which carries the record type, wire_type() below):
 //   u64 id, u64 ts, then each string as u32 length + bytes:
 //     message: room, from, text      dm: to, from, text      online, offline: name
+//     typing: room, from (id and ts 0)
 //   An offline carries the login id it ends in the ts field. The cid of a message is not sent
 //   (only the sender's own copy, on the sender's worker, has it).
 //
@@ -39,6 +41,8 @@ constexpr std::uint32_t wire_type(EventType type) noexcept {
             return 3;
         case EventType::offline:
             return 4;
+        case EventType::typing:
+            return 5;
     }
     return 0;
 }

@@ -272,6 +272,11 @@ po::options_description setting_options(Options& o, Raw& r) {
          "Socket.IO: server disconnect; 0: never)")
         ("chat-max-rooms-per-user", po::value(&o.chat_max_rooms)->default_value(o.chat_max_rooms),
          "rooms one user may be in; more joins are answered too_many_rooms (0: no limit)")
+        ("chat-typing-rate", po::value(&o.chat_typing_rate)->default_value(o.chat_typing_rate),
+         "typing events per second per user (token bucket; 0: no limit); more are dropped "
+         "silently (typing is a hint)")
+        ("chat-typing-burst", po::value(&o.chat_typing_burst)->default_value(o.chat_typing_burst),
+         "typing events a user may send at once (the bucket's size)")
         ("log-level", po::value(&r.log_level)->default_value(r.log_level),
          "error, warn, info or debug: the most detailed messages logged (debug adds "
          "per-connection errors)")
@@ -308,13 +313,12 @@ std::string example_config() {
     auto desc = setting_options(o, r);
     std::string out =
         "# steerchat settings: the same keys as the command line's long options (without the\n"
-        "# leading --), one \"key = value\" per line; a setting given on the command line "
-        "overrides\n"
-        "# the one here. Every setting is shown commented out with its default; switches take "
-        "true\n"
-        "# or false; a repeatable setting takes one line per value. An unknown key or a bad value\n"
-        "# stops steerchat with exit status 2, naming this file and the line.\n"
-        "# (Generated from steerchat's options; tests/unit/master checks that it is current.)\n";
+        "# leading --), one \"key = value\" per line; a setting given on the command line\n"
+        "# overrides the one here. Every setting is shown commented out with its default;\n"
+        "# switches take true or false; a repeatable setting takes one line per value. An\n"
+        "# unknown key or a bad value stops steerchat with exit status 2, naming this file and\n"
+        "# the line. (Generated from steerchat's options; tests/unit/master checks that it is\n"
+        "# current.)\n";
     for (const auto& opt : desc.options()) {
         out += "\n";
         // The description, wrapped at 98 columns.
@@ -521,6 +525,17 @@ ParseResult parse_options(int argc, const char* const argv[]) {
         return bad(fmt::format(
             "--chat-burst {} is out of range (1 to 1000000; --chat-rate 0 for no limit)",
             o.chat_burst));
+    if (!(o.chat_typing_rate == 0 ||
+          (o.chat_typing_rate >= 0.001 && o.chat_typing_rate <= 1e6)))  // also NaN
+        return bad(
+            fmt::format("--chat-typing-rate {} is out of range (0 for no limit, or 0.001 "
+                        "to 1000000 per second)",
+                        o.chat_typing_rate));
+    if (o.chat_typing_rate > 0 && (o.chat_typing_burst == 0 || o.chat_typing_burst > 1000000))
+        return bad(
+            fmt::format("--chat-typing-burst {} is out of range (1 to 1000000; "
+                        "--chat-typing-rate 0 for no limit)",
+                        o.chat_typing_burst));
     for (const auto& ns : o.sio_namespaces)
         if (ns.size() < 2 || ns[0] != '/' || ns.find_first_of(",?# ") != std::string::npos)
             return bad(fmt::format(

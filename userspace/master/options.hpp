@@ -68,6 +68,8 @@ struct Options {
     unsigned chat_burst = 100;
     unsigned chat_rate_close_after = 50;  // refused in a row before the close; 0: never
     unsigned chat_max_rooms = 100;        // per user; 0: no limit
+    double chat_typing_rate = 2;          // typing events/s per user; 0: no limit
+    unsigned chat_typing_burst = 5;
     log::Level log_level = log::Level::info;
     log::Format log_format = log::Format::text;
 

@@ -29,8 +29,12 @@ app::WorkerContext worker_context(const Options& opts) {
     // The application: chat adapters, Engine.IO / Socket.IO.
     app::AppOptions& app = ctx.app;
     app.encode_once = opts.encode_once;
-    app.chat_limits = {opts.chat_rate, opts.chat_burst, opts.chat_rate_close_after,
-                       opts.chat_max_rooms};
+    app.chat_limits = {.rate = opts.chat_rate,
+                       .burst = opts.chat_burst,
+                       .close_after = opts.chat_rate_close_after,
+                       .max_rooms = opts.chat_max_rooms,
+                       .typing_rate = opts.chat_typing_rate,
+                       .typing_burst = opts.chat_typing_burst};
     eio::Options& engine = app.engine;
     engine.path = opts.socketio_path;
     engine.ping_interval = std::chrono::milliseconds(opts.eio_ping_interval_ms);

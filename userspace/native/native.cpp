@@ -110,6 +110,11 @@ const ws::SharedFrame& Service::frame(const chat::Event& ev) {
             o["type"] = ev.type == chat::EventType::online ? "online" : "offline";
             o["name"] = jsv(ev.from);
             break;
+        case chat::EventType::typing:
+            o["type"] = "typing";
+            o["room"] = jsv(ev.room);
+            o["from"] = jsv(ev.from);
+            break;
     }
     cached_ = ws::SharedFrame::text(json::serialize(o));
     cached_serial_ = ev.serial;
@@ -185,8 +190,8 @@ void Session::on_text(std::string_view payload) {
         o["users"] = names(w.users);
         return reply(json::serialize(o));
     }
-    const bool known =
-        type == "join" || type == "leave" || type == "say" || type == "dm" || type == "logout";
+    const bool known = type == "join" || type == "leave" || type == "say" || type == "dm" ||
+                       type == "typing" || type == "logout";
     if (!known) return error("bad_request", concat({"unknown type \"", type, "\""}));
     // A say's cid comes back on every answer to it, errors included (not_logged_in too).
     std::optional<std::string> cid;
@@ -239,6 +244,12 @@ void Session::on_text(std::string_view payload) {
                 chat_.say(sv(*room), sv(*text), cid ? *cid : std::string_view{}, cid.has_value());
             e != chat::Error::none)
             return fail(e, cidp);
+        return;
+    }
+    if (type == "typing") {  // no answer unless an error (over its rate: dropped silently)
+        const json::string* room = str_field(*obj, "room");
+        if (!room) return missing("room");
+        if (const chat::Error e = chat_.typing(sv(*room)); e != chat::Error::none) return fail(e);
         return;
     }
     // dm

@@ -10,14 +10,20 @@
 //                                               "id":ID,"ts":MS} (+"cid":C on the sender's copy)
 //   {"type":"dm","to":M,"text":T}             M gets {"type":"dm","from":N,"to":M,"text":T,
 //                                               "id":ID,"ts":MS}
+//   {"type":"typing","room":R}                every other member of R, on any worker, gets
+//                                             {"type":"typing","room":R,"from":N}; no answer
+//                                             (not stored, not echoed; more than
+//                                             --chat-typing-rate / --chat-typing-burst allow
+//                                             are dropped silently)
 //   {"type":"logout"}                         the name is freed; the server closes with 1000
 //                                             {"type":"online"|"offline","name":N}
 //   errors: {"type":"error","code":C,"message":M} (+"cid" when the request had one); codes
 //   bad_request (malformed JSON, not an object, unknown type, missing or mistyped field, binary
-//   frame), not_logged_in, already_logged_in, bad_name, name_taken, bad_room, not_in_room,
-//   no_such_user, too_long, server_full, rate_limited (more requests than --chat-rate /
-//   --chat-burst allow; --chat-rate-close-after of them in a row close the connection with 1008),
-//   too_many_rooms (--chat-max-rooms-per-user). The connection stays usable after an error.
+//   frame), not_logged_in, already_logged_in, bad_name, name_taken, bad_room, not_in_room (say,
+//   leave or typing in a room not joined), no_such_user, too_long, server_full, rate_limited
+//   (more requests than --chat-rate / --chat-burst allow; --chat-rate-close-after of them in a
+//   row close the connection with 1008), too_many_rooms (--chat-max-rooms-per-user). The
+//   connection stays usable after an error.
 //
 // Wiring in a worker (after the chat::Hub):
 //   native::Service native(hub);

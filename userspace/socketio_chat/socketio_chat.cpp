@@ -79,6 +79,7 @@ class Session final : public sio::Handler, public chat::Client {
         if (name == "join") return join(args);
         if (name == "leave") return leave(args);
         if (name == "say") return say(args);
+        if (name == "typing") return typing(args);
         fail(ack, name, chat::Error::none, "unknown event");
     }
 
@@ -188,6 +189,15 @@ class Session final : public sio::Handler, public chat::Client {
         ok({{"id", said.id}, {"ts", said.ts}});
     }
 
+    // No answer but the ack, if asked for (over its rate it is dropped silently, still ok).
+    void typing(const json::array& args) {
+        const auto* room = string_arg(args, "room");
+        if (!room) return fail(ack_, "typing", chat::Error::none, "room name expected");
+        const auto e = chat_.typing(sv(*room));
+        if (e != chat::Error::none) return fail(ack_, "typing", e);
+        ok({{"room", *room}});
+    }
+
     Service& service_;
     sio::Socket& socket_;
     std::optional<std::uint64_t> ack_;
@@ -230,6 +240,9 @@ const sio::Encoded& Service::encoded(const chat::Event& ev, std::string_view nsp
             break;
         case chat::EventType::offline:
             args = {"clientOffline", ev.from};
+            break;
+        case chat::EventType::typing:
+            args = {"typing", json::object{{"room", ev.room}, {"from", ev.from}}};
             break;
     }
     cached_ = sio::encode_event(nsp, args);

@@ -15,6 +15,10 @@
 //   say {room, text[, cid]}       (ack)       ack {ok:true, id, ts}; every member of the room,
 //                                             the sender included: message {room, from, text,
 //                                             id, ts} (+cid on the sender's copy)
+//   typing room | {room}          (ack)       ack {ok:true, room}; every other member of the
+//                                             room, on any worker: typing {room, from} (not
+//                                             stored, not echoed; more than --chat-typing-rate
+//                                             / --chat-typing-burst allow are dropped silently)
 //
 // Errors: with an ack callback the ack is {ok:false, error:<code>, message}; without one the
 // sender gets the event chaterror {event, error, message}. Codes as in the native protocol

@@ -230,6 +230,62 @@ TEST_F(ChatHub, SayReachesEveryMemberOnEveryWorkerOnceWithCidOnlyForTheSender) {
     EXPECT_EQ(x.serial, y.serial);
 }
 
+// Typing: to every other member on every worker, once, not to the typist or outsiders; not in
+// history; only from a member.
+TEST_F(ChatHub, TypingReachesTheOtherMembersOnEveryWorkerAndIsNotStored) {
+    std::vector<std::unique_ptr<User>> members;
+    for (unsigned i = 0; i < 6; ++i) {
+        members.push_back(user(i % 3, "t" + std::to_string(i)));
+        ASSERT_EQ(members.back()->session.join("r"), Error::none);
+    }
+    auto outsider = user(0, "out");  // logged in, on the typist's worker, not in the room
+    ASSERT_EQ(outsider->session.join("other"), Error::none);
+    const auto records_out = hub(0).stats().records_out;
+    ASSERT_EQ(members[0]->session.typing("r"), Error::none);
+    EXPECT_EQ(hub(0).stats().records_out, records_out + 1);  // for the other workers
+    ASSERT_TRUE(pump_until(io, [&] {
+        return std::all_of(members.begin() + 1, members.end(),
+                           [](auto& u) { return u->client.count(EventType::typing) == 1; });
+    }));
+    pump_for(io, 30ms);
+    for (unsigned i = 1; i < 6; ++i) {
+        const auto got = members[i]->client.of(EventType::typing);
+        ASSERT_EQ(got.size(), 1u) << i;
+        EXPECT_EQ(got[0].room, "r");
+        EXPECT_EQ(got[0].from, "t0");
+        EXPECT_EQ(got[0].id, 0u);
+        EXPECT_TRUE(got[0].text.empty());
+    }
+    EXPECT_EQ(members[0]->client.count(EventType::typing), 0u) << "not echoed to the typist";
+    EXPECT_EQ(outsider->client.count(EventType::typing), 0u);
+    // Encode once: the recipients on one worker share the serial.
+    EXPECT_EQ(members[1]->client.of(EventType::typing)[0].serial,
+              members[4]->client.of(EventType::typing)[0].serial);
+
+    // Only members may type, as only members may say.
+    EXPECT_EQ(outsider->session.typing("r"), Error::not_in_room);
+    EXPECT_EQ(outsider->session.say("r", "x"), Error::not_in_room);
+    User anon(hub(1));
+    EXPECT_EQ(anon.session.typing("r"), Error::not_logged_in);
+    pump_for(io, 30ms);
+    for (unsigned i = 0; i < 6; ++i)
+        EXPECT_EQ(members[i]->client.count(EventType::typing), i == 0 ? 0u : 1u) << i;
+
+    // Not stored: a later joiner's history is empty and nothing is replayed to it.
+    auto late = user(2, "late");
+    chat::Joined j;
+    ASSERT_EQ(late->session.join("r", &j), Error::none);
+    EXPECT_TRUE(j.history.empty());
+    EXPECT_TRUE(state.history("r").empty());
+    pump_for(io, 30ms);
+    EXPECT_EQ(late->client.count(EventType::typing), 0u);
+    // It takes no host-wide id (no lock on the shared state).
+    const std::uint64_t before = state.next_id();
+    ASSERT_EQ(late->session.typing("r"), Error::none);
+    EXPECT_EQ(state.next_id(), before + 1);
+    EXPECT_EQ(hub(0).stats().typing_drops, 0u);
+}
+
 TEST_F(ChatHub, PerSenderOrderAcrossWorkers) {
     auto a = user(0, "a");
     auto b = user(1, "b");

@@ -128,6 +128,39 @@ TEST_F(ChatLimits, UnlimitedWithRateZero) {
         ASSERT_EQ(a.session.admit(), Error::none);
 }
 
+// Typing over its own bucket is dropped silently (none), counted, and not delivered; messages
+// and the request rate are not affected.
+TEST_F(ChatLimits, TypingOverItsRateIsDroppedSilently) {
+    hub.set_limits({.rate = 0,
+                    .burst = 1,
+                    .close_after = 0,
+                    .max_rooms = 100,
+                    .typing_rate = 0.01,  // nothing refills during the test
+                    .typing_burst = 3});
+    User a(hub), b(hub);
+    ASSERT_EQ(a.session.login("typist"), Error::none);
+    ASSERT_EQ(b.session.login("reader"), Error::none);
+    ASSERT_EQ(a.session.join("r"), Error::none);
+    ASSERT_EQ(b.session.join("r"), Error::none);
+    for (int i = 0; i < 10; ++i)
+        EXPECT_EQ(a.session.typing("r"), Error::none) << i;
+    EXPECT_EQ(b.client.count(chat::EventType::typing), 3u);
+    EXPECT_EQ(hub.stats().typing_drops, 7u);
+    EXPECT_EQ(hub.stats().rate_limited, 0u);
+    EXPECT_EQ(a.session.say("r", "still here"), Error::none);
+    EXPECT_EQ(b.client.count(chat::EventType::message), 1u);
+    // Per session: another typist has its own bucket.
+    EXPECT_EQ(b.session.typing("r"), Error::none);
+    EXPECT_EQ(a.client.count(chat::EventType::typing), 1u);
+    EXPECT_EQ(hub.stats().typing_drops, 7u);
+    // Rate 0: no limit.
+    hub.set_limits({.rate = 0, .burst = 1, .close_after = 0, .max_rooms = 100, .typing_rate = 0});
+    for (int i = 0; i < 100; ++i)
+        ASSERT_EQ(a.session.typing("r"), Error::none);
+    EXPECT_EQ(b.client.count(chat::EventType::typing), 103u);
+    EXPECT_EQ(hub.stats().typing_drops, 7u);
+}
+
 TEST_F(ChatLimits, RoomsPerSession) {
     hub.set_limits({.rate = 0, .burst = 1, .close_after = 0, .max_rooms = 3});
     User a(hub);

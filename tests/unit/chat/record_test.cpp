@@ -50,6 +50,11 @@ Event sample(EventType t) {
             ev.login = 77;
             ev.from = "carol";
             break;
+        case EventType::typing:
+            ev.id = 0;  // a hint: no id
+            ev.room = "lobby";
+            ev.from = "dave \xC3\xA9";
+            break;
     }
     return ev;
 }
@@ -72,7 +77,7 @@ void put_u32(std::vector<std::byte>& buf, std::size_t at, std::uint32_t v) {
 }  // namespace
 
 TEST(ChatRecord, EveryKindRoundTrips) {
-    ASSERT_GE(all_kinds().size(), 4u);  // not vacuous
+    ASSERT_GE(all_kinds().size(), 5u);  // not vacuous
     std::vector<std::byte> buf;
     for (const EventType t : all_kinds()) {
         const Event in = sample(t);
@@ -95,12 +100,13 @@ TEST(ChatRecord, WireTypesAreTheFormatsNumbersAndDistinct) {
     EXPECT_EQ(record::wire_type(EventType::dm), 2u);
     EXPECT_EQ(record::wire_type(EventType::online), 3u);
     EXPECT_EQ(record::wire_type(EventType::offline), 4u);
+    EXPECT_EQ(record::wire_type(EventType::typing), 5u);
     for (std::uint32_t w = 0; w < 64; ++w)
         if (const auto t = record::event_type(w)) {
             EXPECT_EQ(record::wire_type(*t), w);
         }
     EXPECT_FALSE(record::event_type(0).has_value());
-    EXPECT_FALSE(record::event_type(5).has_value());
+    EXPECT_FALSE(record::event_type(6).has_value());
     EXPECT_FALSE(record::event_type(0xFFFFFFFFu).has_value());
 }
 
@@ -121,6 +127,22 @@ TEST(ChatRecord, TheLayoutIsAsDocumented) {
     const Event m = sample(EventType::message);
     record::encode(m, buf);
     EXPECT_EQ(buf.size(), record::kOverhead + m.room.size() + m.from.size() + m.text.size());
+}
+
+TEST(ChatRecord, TypingIsRoomThenFrom) {
+    std::vector<std::byte> buf;
+    const Event ev = sample(EventType::typing);
+    EXPECT_EQ(record::encode(ev, buf), 5u);
+    ASSERT_EQ(buf.size(), 8u + 8u + 4u + ev.room.size() + 4u + ev.from.size());
+    std::uint32_t n = 0;
+    std::memcpy(&n, buf.data() + 16, 4);
+    EXPECT_EQ(n, ev.room.size());
+    EXPECT_EQ(std::string_view(reinterpret_cast<const char*>(buf.data() + 20), n), ev.room);
+    // A typing record lacking its "from" (an online's layout under type 5) is rejected.
+    std::vector<std::byte> online;
+    Event o = sample(EventType::online);
+    record::encode(o, online);
+    EXPECT_FALSE(record::decode(5, online).has_value());
 }
 
 TEST(ChatRecord, UnknownTypesAreRejected) {

@@ -204,3 +204,19 @@ TEST(Options, EngineIoAndChatLimits) {
     expect_error({"--chat-rate", "0.0000001"}, "--chat-rate 1e-07 is out of range");
     expect_error({"--eio-max-sessions-per-ip", "many"}, "eio-max-sessions-per-ip");
 }
+
+TEST(Options, TypingRate) {
+    auto d = parse({});
+    ASSERT_TRUE(d.options);
+    EXPECT_EQ(d.options->chat_typing_rate, 2);
+    EXPECT_EQ(d.options->chat_typing_burst, 5u);
+    auto r = parse({"--chat-typing-rate", "0.5", "--chat-typing-burst", "2"});
+    ASSERT_TRUE(r.options) << r.message;
+    EXPECT_EQ(r.options->chat_typing_rate, 0.5);
+    EXPECT_EQ(r.options->chat_typing_burst, 2u);
+    auto off = parse({"--chat-typing-rate", "0", "--chat-typing-burst", "0"});
+    ASSERT_TRUE(off.options) << off.message;  // no limit: the burst does not matter
+    expect_error({"--chat-typing-rate", "-1"}, "--chat-typing-rate -1 is out of range");
+    expect_error({"--chat-typing-rate", "nan"}, "--chat-typing-rate");
+    expect_error({"--chat-typing-burst", "0"}, "--chat-typing-burst 0 is out of range");
+}

@@ -55,7 +55,11 @@ TEST(WorkerContext, CarriesEveryWorkerOption) {
                           "--sio-namespace",
                           "/admin",
                           "--sio-connect-timeout-ms",
-                          "900"});
+                          "900",
+                          "--chat-typing-rate",
+                          "3",
+                          "--chat-typing-burst",
+                          "7"});
     const app::WorkerContext ctx = master::worker_context(o);
     EXPECT_EQ(ctx.nslots, 3u);
     EXPECT_EQ(ctx.net.allowed_origins, std::vector<std::string>{"https://a.example"});
@@ -75,6 +79,8 @@ TEST(WorkerContext, CarriesEveryWorkerOption) {
     EXPECT_EQ(ctx.app.socketio.connect_timeout, 900ms);
     EXPECT_EQ(ctx.app.sio_namespaces, std::vector<std::string>{"/admin"});
     EXPECT_FALSE(ctx.app.protocol_test);
+    EXPECT_EQ(ctx.app.chat_limits.typing_rate, 3);
+    EXPECT_EQ(ctx.app.chat_limits.typing_burst, 7u);
     EXPECT_TRUE(master::worker_context(parse({"--protocol-test"})).app.protocol_test);
 }
 

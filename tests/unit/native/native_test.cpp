@@ -315,6 +315,45 @@ TEST_F(Native, DirectMessagesAndPresence) {
     EXPECT_EQ(a->sink.last(), (json::object{{"type", "online"}, {"name", "b"}}));
 }
 
+// {"type":"typing","room":R}: no answer; every other member of R on either worker gets
+// {"type":"typing","room":R,"from":N}, nothing else; errors as for a say.
+TEST_F(Native, TypingWireShape) {
+    auto a = login(svc0, "a");
+    auto b = login(svc1, "b");
+    auto c = login(svc0, "c");
+    auto d = login(svc1, "d");  // not in the room
+    for (Client* u : {a.get(), b.get(), c.get()})
+        EXPECT_EQ(u->send(R"({"type":"join","room":"lobby"})").at("type"), "joined");
+    pump();
+    for (Client* u : {a.get(), b.get(), c.get(), d.get()})
+        u->sink.frames.clear();
+
+    a->send_quiet(R"({"type":"typing","room":"lobby"})");
+    EXPECT_TRUE(a->sink.frames.empty()) << "no answer, no echo";
+    ASSERT_TRUE(pump_until([&] { return !b->sink.frames.empty(); }));
+    pump();
+    const json::object want{{"type", "typing"}, {"room", "lobby"}, {"from", "a"}};
+    for (Client* r : {b.get(), c.get()}) {
+        ASSERT_EQ(r->sink.frames.size(), 1u);
+        EXPECT_EQ(r->sink.last(), want);
+        EXPECT_EQ(ws::as_string(r->sink.frames[0].payload()),
+                  R"({"type":"typing","room":"lobby","from":"a"})");
+    }
+    EXPECT_TRUE(a->sink.frames.empty());
+    EXPECT_TRUE(d->sink.frames.empty());
+
+    expect_error(d->send(R"({"type":"typing","room":"lobby"})"), "not_in_room");
+    expect_error(d->send(R"({"type":"typing"})"), "bad_request");
+    expect_error(d->send(R"({"type":"typing","room":7})"), "bad_request");
+    Client anon(svc1);
+    expect_error(anon.send(R"({"type":"typing","room":"lobby"})"), "not_logged_in");
+    // Not in history.
+    {
+        const json::object j = d->send(R"({"type":"join","room":"lobby"})");
+        EXPECT_EQ(j.at("history"), json::array{});
+    }
+}
+
 TEST_F(Native, RateLimitedThenClosed1008) {
     hub0->set_limits({.rate = 0.01, .burst = 3, .close_after = 2, .max_rooms = 100});
     auto a = login(svc0, "a");                  // 1 token
