@@ -115,6 +115,23 @@ std::string all_text(const std::vector<NotifySocket::Message>& seen) {
     return s;
 }
 
+// The unit's CapabilityBoundingSet= as setpriv's --bounding-set ("-all,+bpf,+setuid,...").
+std::string unit_bounding_set() {
+    std::ifstream unit(source_dir() / "packaging" / "steerchat.service.in");
+    std::string line, caps;
+    while (std::getline(unit, line))
+        if (line.rfind("CapabilityBoundingSet=", 0) == 0) caps = line.substr(22);
+    std::string bounding = "-all";
+    std::istringstream words(caps);
+    for (std::string cap; words >> cap;) {
+        std::string name = cap.rfind("CAP_", 0) == 0 ? cap.substr(4) : cap;
+        for (auto& c : name)
+            c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        bounding += ",+" + name;
+    }
+    return bounding;
+}
+
 }  // namespace
 
 // READY=1 comes from the master (NotifyAccess=main) once every worker accepts: at that moment
@@ -193,21 +210,8 @@ TEST(Systemd, StatusReportsARespawn) {
 // root, that bounding set), BPF steering loads, workers drop to another user, a killed worker is
 // respawned, and SIGTERM stops the workers (signalling another user's process: CAP_KILL).
 TEST(Systemd, UnitCapabilitiesAreEnough) {
-    std::ifstream unit(source_dir() / "packaging" / "steerchat.service.in");
-    ASSERT_TRUE(unit);
-    std::string line, caps;
-    while (std::getline(unit, line))
-        if (line.rfind("CapabilityBoundingSet=", 0) == 0) caps = line.substr(22);
-    ASSERT_FALSE(caps.empty());
-    std::string bounding = "-all";
-    std::istringstream words(caps);
-    for (std::string cap; words >> cap;) {
-        ASSERT_EQ(cap.rfind("CAP_", 0), 0u) << cap;
-        std::string name = cap.substr(4);
-        for (auto& c : name)
-            c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        bounding += ",+" + name;
-    }
+    const std::string bounding = unit_bounding_set();
+    ASSERT_NE(bounding, "-all");
     Server srv(18312, {"--workers", "2"},
                {"setpriv", "--bounding-set", bounding, "--inh-caps", "-all", "--"});
     ASSERT_TRUE(srv.wait_ready(2, 20s)) << "with bounding set " << bounding << "\n" << srv.log();
@@ -228,4 +232,37 @@ TEST(Systemd, UnitCapabilitiesAreEnough) {
     ASSERT_TRUE(st) << "did not stop with bounding set " << bounding << "\n" << srv.log();
     EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << srv.log();
     EXPECT_EQ(srv.log().find("did not stop in time"), std::string::npos) << srv.log();
+}
+
+// With the unit's capabilities a worker still dies with its master: the parent-death signal is
+// sent with the dying master's credentials, and signalling a worker of another user takes
+// CAP_KILL (without it the workers of a SIGKILLed master serve on, orphaned).
+TEST(Systemd, UnitCapabilitiesLetWorkersDieWithTheirMaster) {
+    const std::string bounding = unit_bounding_set();
+    Server srv(18313, {"--workers", "2", "--shutdown-timeout-ms", "1000"},
+               {"setpriv", "--bounding-set", bounding, "--inh-caps", "-all", "--"});
+    ASSERT_TRUE(srv.wait_ready(2, 20s)) << srv.log();
+    std::vector<pid_t> workers;
+    for (unsigned i = 0; i < 200 && workers.size() < 2; ++i)
+        if (auto h = healthz(client_ip(i), 18313))
+            if (std::find(workers.begin(), workers.end(), h->pid) == workers.end())
+                workers.push_back(h->pid);
+    ASSERT_EQ(workers.size(), 2u) << srv.log();
+    srv.signal(SIGKILL);
+    ASSERT_TRUE(srv.wait_exit(5s));
+    const auto deadline = std::chrono::steady_clock::now() + 15s;
+    auto alive = [&] {
+        return std::any_of(workers.begin(), workers.end(),
+                           [](pid_t p) { return process_alive(p); });
+    };
+    while (alive() && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(50ms);
+    EXPECT_FALSE(alive()) << "workers outlived their master with bounding set " << bounding << "\n"
+                          << srv.log();
+    for (pid_t p : workers)
+        ::kill(p, SIGKILL);
+    // A killed master leaves its pins and lock (the next start removes them); remove them now.
+    std::error_code ec;
+    std::filesystem::remove_all("/sys/fs/bpf/steerchat/18313", ec);
+    std::filesystem::remove("/run/steerchat/18313.lock", ec);
 }
