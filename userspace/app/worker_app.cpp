@@ -3,9 +3,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <exception>
 #include <optional>
 #include <utility>
+
+#include <boost/asio/post.hpp>
 
 #include "chat/chat.hpp"
 #include "eio/protocol_test.hpp"
@@ -134,11 +137,18 @@ void run_worker(const WorkerContext& ctx) {
     try {
         net::Worker worker(worker_config(ctx));
         WorkerApp app(worker, *ctx.ring, *ctx.chat, ctx.app);
+        if (ctx.ready_fd >= 0)
+            boost::asio::post(worker.io(), [fd = ctx.ready_fd, slot = ctx.slot] {
+                const std::int32_t msg[2] = {static_cast<std::int32_t>(slot),
+                                             static_cast<std::int32_t>(::getpid())};
+                [[maybe_unused]] auto n = ::write(fd, msg, sizeof msg);
+                ::close(fd);
+            });
         rc = worker.run();
         // The process ends here, without unwinding (see worker_app.hpp).
         ::_exit(rc);
     } catch (const std::exception& e) {
-        log::line("fatal: {}", e.what());
+        log::error("fatal: {}", e.what());
     }
     ::_exit(rc);
 }

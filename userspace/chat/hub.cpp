@@ -246,8 +246,8 @@ void Hub::on_record(const ring::Record& r) {
     std::optional<Event> ev = record::decode(r.type, r.payload);
     if (!ev) {
         ++stats_.bad_records;
-        log::line("chat: worker {}: undecodable ring record type {} ({} bytes) from worker {}",
-                  slot_, r.type, r.payload.size(), r.writer);
+        log::error("chat: worker {}: undecodable ring record type {} ({} bytes) from worker {}",
+                   slot_, r.type, r.payload.size(), r.writer);
         return;
     }
     if (stale(*ev)) {
@@ -374,7 +374,7 @@ void Hub::forget(Participant* s) {
 void Hub::on_loss(const ring::Loss& l) {
     ++stats_.losses;
     stats_.lost_records += l.records;
-    log::line(
+    log::warn(
         "chat: worker {} fell behind worker {}'s log and missed {} records ({} bytes): some "
         "messages, DMs or presence changes were not delivered to its clients",
         slot_, l.writer, l.records, l.bytes);

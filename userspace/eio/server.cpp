@@ -249,7 +249,7 @@ void Socket::queue(char type, std::string_view data, bool binary) {
     if (out_bytes_ > server_.options_.max_buffered_bytes) {
         ++server_.stats_.queue_overflows;
         if (server_.may_log())
-            log::line(
+            log::debug(
                 "engine.io session {}: {} bytes queued and no poll (over --eio-max-queued); "
                 "closing it (such notes at most every 5 s; all are counted in /metrics)",
                 id_, out_bytes_);
@@ -625,7 +625,7 @@ void Server::trim_queues() {
         s.end("queue limit", Socket::PollEnd::close_packet);
     }
     if (may_log())
-        log::line(
+        log::warn(
             "engine.io: {} bytes queued for polling clients (over --eio-max-queued-total {}); "
             "closed the {} sessions that had waited longest for a poll, {} bytes remain (such "
             "notes at most every 5 s; all are counted in /metrics)",
