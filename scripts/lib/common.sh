@@ -12,7 +12,8 @@ STEERCHAT_PACKAGES=(
     clang clang-14 libclang-rt-14-dev      # BPF target; libFuzzer and sanitizers
     libbpf-dev libelf-dev zlib1g-dev bpftool
     libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev
-    libfmt-dev libssl-dev libseccomp-dev
+    libfmt-dev libssl-dev libseccomp-dev libsystemd-dev
+    help2man man-db groff-base systemd   # man page at build time; tests/install checks the unit
     libgtest-dev libbenchmark-dev
     iproute2 util-linux jq curl procps
 )

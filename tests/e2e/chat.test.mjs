@@ -165,6 +165,16 @@ describe('native chat across workers', () => {
     assert.ok(value('steerchat_chat_events_total') > 0, body);
     assert.ok(value('steerchat_ring_records_in_total') > 0, body);
     assert.equal(value('steerchat_ring_lost_records_total'), 0, body);
+    // The protocol adapters' counters, one metric each, labelled by protocol.
+    const adapter = (name, protocol) =>
+      Number((body.match(new RegExp(`^${name}\\{[^}]*protocol="${protocol}"\\} (\\d+)$`, 'm')) ?? [])[1]);
+    assert.ok(adapter('steerchat_chat_requests_total', 'native') > 0, body);
+    assert.equal(adapter('steerchat_chat_requests_total', 'socketio'), 0, body);
+    const encodings = adapter('steerchat_chat_encodings_total', 'native');
+    assert.ok(encodings > 0, body);
+    assert.ok(encodings <= value('steerchat_chat_deliveries_total'), 'at most one encoding per delivery');
+    assert.ok(adapter('steerchat_chat_shared_sends_total', 'native') >= 0, body);
+    assert.equal(adapter('steerchat_chat_errors_total', 'socketio'), 0, body);
   });
 
   test('direct messages reach users on other workers; unknown users are reported', async () => {

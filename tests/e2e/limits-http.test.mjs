@@ -279,9 +279,13 @@ describe('the open-files limit reached anyway', () => {
     const ip = '127.10.1.1';
     const { pid } = await healthzFrom(server.port, ip);
     await sleep(100);
-    // An operator lowers a running worker's limit below its connection limit (prlimit).
-    const open = fs.readdirSync(`/proc/${pid}/fd`).length;
-    const limit = open + 4;
+    // An operator lowers a running worker's limit below its connection limit (prlimit): to
+    // leave exactly 4 descriptor numbers free below it (the fds the worker inherited and closed
+    // leave holes, so the limit is the 5th unused number, not the count of open fds plus 4).
+    const used = new Set(fs.readdirSync(`/proc/${pid}/fd`).map(Number));
+    let limit = 0;
+    for (let free = 0; free < 5; limit++) if (!used.has(limit)) free++;
+    limit--;
     // As the worker's own user: workers run unprivileged (--user), and changing another
     // user's limits takes CAP_SYS_RESOURCE, which even root may not have in a container.
     const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');

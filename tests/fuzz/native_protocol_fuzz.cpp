@@ -122,9 +122,9 @@ struct RecordingSink final : native::Sink {
 
 struct Client {
     RecordingSink sink;
-    native::Session session;
-    explicit Client(native::Service& s) : session(s, sink) {}
-    ~Client() { session.on_closed(); }
+    native::Protocol protocol;
+    explicit Client(native::Service& s) : protocol(s, sink) {}
+    ~Client() { protocol.on_closed(); }
 };
 
 // What the request asks for, read independently of the server: its type if it is a JSON
@@ -163,7 +163,7 @@ class Cluster {
     void text(std::size_t i, std::string_view payload) {
         Client& c = *clients_[i];
         const std::size_t before = c.sink.frames.size();
-        c.session.on_text(payload);
+        c.protocol.on_text(payload);
         const std::size_t replies = c.sink.frames.size() - before;
         const auto type = request_type(payload);
         const bool known =
@@ -196,7 +196,7 @@ class Cluster {
     void binary(std::size_t i) {
         Client& c = *clients_[i];
         const std::size_t before = c.sink.frames.size();
-        c.session.on_binary();
+        c.protocol.on_binary();
         const std::size_t replies = c.sink.frames.size() - before;
         if (!refused(c, replies)) {
             FUZZ_CHECK(replies == 1);

@@ -66,8 +66,8 @@ std::size_t HostState::release_slot(ring::Region& ring, unsigned slot) {
     try {
         chat::announce_offline(ring, slot, gone);
     } catch (const std::exception& e) {
-        log::line("announcing the {} user(s) of worker {} offline failed: {}", gone.size(), slot,
-                  e.what());
+        log::error("announcing the {} user(s) of worker {} offline failed: {}", gone.size(), slot,
+                   e.what());
     }
     return gone.size();
 }
@@ -127,6 +127,7 @@ void run_worker(const WorkerLaunch& launch) {
     ctx.listen_fd = launch.listen_fd;
     ctx.ring = launch.ring;
     ctx.chat = &launch.host->parts_->chat;
+    ctx.ready_fd = launch.ready_fd;
     run_worker(ctx);
 }
 

@@ -104,6 +104,7 @@ struct WorkerLaunch {
     ring::Region* ring = nullptr;  // the shared-memory logs (inherited mapping)
     HostState* host = nullptr;     // the host-wide state (inherited mapping)
     const WorkerOptions* options = nullptr;
+    int ready_fd = -1;  // the worker writes (slot, pid) here once it accepts (master's readiness)
 };
 
 }  // namespace steerchat::app

@@ -3,9 +3,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <exception>
 #include <optional>
 #include <utility>
+
+#include <boost/asio/post.hpp>
 
 #include "chat/chat.hpp"
 #include "sio/protocol_test.hpp"
@@ -49,6 +52,29 @@ void append_chat_metrics(std::string& out, const chat::Hub& hub) {
                        c.typing_drops);
 }
 
+// The protocol adapters' counters (one shape, chat::AdapterStats), labelled by protocol.
+void append_adapter_metrics(std::string& out, unsigned slot, const chat::AdapterStats& native,
+                            const chat::AdapterStats& socketio) {
+    const auto metric = [&](std::string_view name, std::string_view help,
+                            std::uint64_t chat::AdapterStats::*field) {
+        net::append_metric(out, name, "counter", help, slot, "protocol",
+                           {{"native", native.*field}, {"socketio", socketio.*field}});
+    };
+    metric("steerchat_chat_requests_total",
+           "Chat requests handled by a protocol adapter (native: frames on /ws; socketio: client "
+           "events).",
+           &chat::AdapterStats::requests);
+    metric("steerchat_chat_errors_total", "Error answers of a protocol adapter.",
+           &chat::AdapterStats::errors);
+    metric("steerchat_chat_encodings_total",
+           "Chat events encoded by a protocol adapter (once per event and protocol with "
+           "encode-once; once per recipient with --no-encode-once).",
+           &chat::AdapterStats::encoded);
+    metric("steerchat_chat_shared_sends_total",
+           "Chat event deliveries that reused an encoding (encode-once).",
+           &chat::AdapterStats::shared_sends);
+}
+
 }  // namespace
 
 // Declaration order is construction order: the hub first, the protocol adapters on it, then the
@@ -85,7 +111,10 @@ WorkerApp::WorkerApp(net::Worker& worker, ring::Region& ring, chat::SharedState&
         p.sio_server.emplace(worker, options.engine, options.socketio, std::move(namespaces));
         worker.add_metrics_source([&p](std::string& out) { p.sio_server->append_metrics(out); });
     }
-    worker.add_metrics_source([&hub = p.hub](std::string& out) { append_chat_metrics(out, hub); });
+    worker.add_metrics_source([&p](std::string& out) {
+        append_chat_metrics(out, p.hub);
+        append_adapter_metrics(out, p.hub.slot(), p.native_chat.stats(), p.sio_chat.stats());
+    });
 }
 
 WorkerApp::~WorkerApp() = default;
@@ -108,11 +137,18 @@ void run_worker(const WorkerContext& ctx) {
     try {
         net::Worker worker(worker_config(ctx));
         WorkerApp app(worker, *ctx.ring, *ctx.chat, ctx.app);
+        if (ctx.ready_fd >= 0)
+            boost::asio::post(worker.io(), [fd = ctx.ready_fd, slot = ctx.slot] {
+                const std::int32_t msg[2] = {static_cast<std::int32_t>(slot),
+                                             static_cast<std::int32_t>(::getpid())};
+                [[maybe_unused]] auto n = ::write(fd, msg, sizeof msg);
+                ::close(fd);
+            });
         rc = worker.run();
         // The process ends here, without unwinding (see worker_app.hpp).
         ::_exit(rc);
     } catch (const std::exception& e) {
-        log::line("fatal: {}", e.what());
+        log::error("fatal: {}", e.what());
     }
     ::_exit(rc);
 }

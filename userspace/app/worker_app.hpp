@@ -48,6 +48,10 @@ struct WorkerContext {
     chat::SharedState* chat = nullptr;  // the cluster directory (inherited mapping)
     net::WorkerConfig net;              // HTTP edge options (slot, nslots, listen_fd: above)
     AppOptions app;
+    // Written once, from inside the event loop after the accept loop started: the slot and pid
+    // (two int32) that tell the master this worker serves (its READY=1 to systemd waits for every
+    // slot); then closed. -1: none.
+    int ready_fd = -1;
 };
 
 // The options part of a worker's context: the one place where command-line options become the

@@ -1,6 +1,6 @@
 // The chat core: users, presence, rooms, direct messages, history. It knows no protocol; the
 // adapters (userspace/native: JSON over WebSocket; userspace/socketio_chat: Socket.IO) translate
-// protocol messages into Session calls and encode the Events the core hands to their Client.
+// protocol messages into Participant calls and encode the Events the core hands to their Client.
 //
 // Design (what was chosen, and why)
 // ---------------------------------
@@ -22,7 +22,7 @@
 //     - a session that joined room R at id J receives R's messages with id > J only (history
 //       already holds the older ones). A message's id and its history entry are made in one
 //       critical section, so join gets every message exactly once: from history or live.
-// * One event model, one path (event.hpp, Hub::publish / Hub::deliver): a Session builds a
+// * One event model, one path (event.hpp, Hub::publish / Hub::deliver): a Participant builds a
 //   chat::Event (message, dm, online, offline, typing: a closed enum, one struct of string views,
 //   no allocation) and hands it to Hub::publish, which writes its ring record into this worker's
 //   log (record.hpp: a small bounds-checked binary record; a DM only if its recipient is on
@@ -33,7 +33,7 @@
 //   (and Hub::stale / travels) and each adapter: the compiler lists every switch to extend (the
 //   recipe: docs/architecture.md, "Adding a chat event").
 //   Per-sender order holds because each log is ordered and a worker is single-threaded.
-// * Typing (Session::typing): a hint, not a message. It takes no id and no lock on the shared
+// * Typing (Participant::typing): a hint, not a message. It takes no id and no lock on the shared
 //   state, is not stored in history and is not echoed to its sender; only a member of the room
 //   may send it. Each session has its own token bucket for it (Limits::typing_rate /
 //   typing_burst; a name has one session): typing over it is dropped silently and counted
@@ -53,15 +53,16 @@
 //   the dead slot's log (a new ring::Writer continues after its last committed record).
 // * Encode once: the Hub hands every local recipient of one event the same `const Event&` with
 //   a worker-unique `serial`; an adapter caches its encoding keyed by serial (one entry is
-//   enough: one event is delivered to all its recipients before the next). The sender's copy of
-//   a room message carries `cid` and has its own serial.
+//   enough: one event is delivered to all its recipients before the next; chat::EncodeOnce in
+//   encode_once.hpp, shared by the adapters). The sender's copy of a room message carries `cid`
+//   and has its own serial.
 // * Limits: names 1-32 code points, rooms 1-64 code points, no control characters (C0, DEL, C1)
 //   and valid UTF-8; text at most SharedOptions::max_text bytes (4 KiB) -> `too_long`.
-//   Requests (every client message an adapter hands over, see Session::admit) through two token
-//   buckets (rate_limit.hpp, Limits::rate / burst): one per connection (Session) and one per
+//   Requests (every client message an adapter hands over, see Participant::admit) through two token
+//   buckets (rate_limit.hpp, Limits::rate / burst): one per connection (Participant) and one per
 //   logged-in name on this worker (kept by the Hub, so logging out and in again does not refill
 //   it) -> `rate_limited`; a connection refused Limits::close_after times in a row is to be closed
-//   by its adapter (Session::abusive). At most Limits::max_rooms rooms per session (a name has
+//   by its adapter (Participant::abusive). At most Limits::max_rooms rooms per session (a name has
 //   one session) -> `too_many_rooms`.
 // * One session per connection; one connection per name (names are unique host-wide).
 //
@@ -91,7 +92,7 @@ namespace steerchat::chat {
 // Events handed to adapters: chat::Event (event.hpp)
 
 // A local recipient (one per connection). deliver() must not call back into the Hub
-// synchronously except through Session methods (which are reentrancy-safe).
+// synchronously except through Participant methods (which are reentrancy-safe).
 struct Client {
     virtual ~Client() = default;
     virtual void deliver(const Event& ev) = 0;
@@ -168,7 +169,7 @@ struct HubStats {
 };
 
 class Hub;
-class Session;
+class Participant;
 
 namespace detail {
 struct RecordSink {
@@ -221,21 +222,21 @@ class Hub {
     Error admit(TokenBucket& conn, TokenBucket* user, std::uint32_t& strikes);
     // `s` just logged in (name and login id set): index it by name and for presence. Returns
     // the name's token bucket (a quick logout and login does not refill it).
-    TokenBucket* attach(Session& s);
+    TokenBucket* attach(Participant& s);
     // `s` is logging out (name still set, rooms already left): unindex it and drop it from the
     // deliveries in flight.
-    void detach(Session& s);
+    void detach(Participant& s);
     // Whether `s` may join `room` (Limits::max_rooms); a refusal is counted.
-    bool may_join(const Session& s, std::string_view room);
+    bool may_join(const Participant& s, std::string_view room);
     // Takes a token from a session's typing bucket (Limits::typing_rate); false (counted as
     // dropped) when it is empty.
     bool may_type(TokenBucket& bucket);
     // The local index of room members.
-    void add_member(Session& s, std::string_view room);
-    void remove_member(Session& s, std::string_view room);
+    void add_member(Participant& s, std::string_view room);
+    void remove_member(Participant& s, std::string_view room);
     // An event made on this worker (by `origin`, if a session): into the ring unless all its
     // recipients are here (a DM to a local user), then to the local recipients, as deliver().
-    void publish(Event& ev, Session* origin);
+    void publish(Event& ev, Participant* origin);
 
   private:
     friend struct detail::RecordSink;
@@ -249,13 +250,13 @@ class Hub {
     bool stale(const Event& ev) const;
     // The one delivery: to every local recipient of `ev` except `origin`; a room message's
     // origin then gets its own copy (with the cid).
-    void deliver(Event& ev, Session* origin);
+    void deliver(Event& ev, Participant* origin);
     // Delivers `ev` (a fresh serial) to each session of `targets` for which keep(s) is true;
     // safe against sessions destroyed by a delivery.
     template <class Keep>
-    void fan_out(const std::vector<Session*>& targets, Event& ev, Keep&& keep);
-    void deliver_one(Session& s, Event& ev);  // a fresh serial
-    void forget(Session* s);  // a session is going away: drop it from in-flight deliveries
+    void fan_out(const std::vector<Participant*>& targets, Event& ev, Keep&& keep);
+    void deliver_one(Participant& s, Event& ev);  // a fresh serial
+    void forget(Participant* s);  // a session is going away: drop it from in-flight deliveries
 
     void release_bucket(const std::string& name, TokenBucket::Clock::time_point now);
 
@@ -272,14 +273,14 @@ class Hub {
     std::vector<std::byte> scratch_;  // record encoding buffer
 
     using StrHash = detail::StrHash;
-    std::unordered_map<std::string, Session*, StrHash, std::equal_to<>> users_;
-    std::unordered_map<std::string, std::vector<Session*>, StrHash, std::equal_to<>> rooms_;
-    std::vector<Session*> sessions_;  // logged-in sessions (presence fan-out)
+    std::unordered_map<std::string, Participant*, StrHash, std::equal_to<>> users_;
+    std::unordered_map<std::string, std::vector<Participant*>, StrHash, std::equal_to<>> rooms_;
+    std::vector<Participant*> sessions_;  // logged-in sessions (presence fan-out)
     // name -> login id whose `online` this worker delivered (pairs each offline with its online)
     std::unordered_map<std::string, std::uint64_t, StrHash, std::equal_to<>> announced_;
     // Recipient lists being delivered to (a stack: a delivery may end a session, whose logout
     // delivers `offline`). forget() nulls a dying session in all of them.
-    std::vector<std::vector<Session*>> in_flight_;
+    std::vector<std::vector<Participant*>> in_flight_;
     std::size_t depth_ = 0;
     // name -> its bucket: of every logged-in name, and of names that logged out before their
     // bucket refilled (dropped once full, swept at most once a second).
@@ -287,13 +288,15 @@ class Hub {
     TokenBucket::Clock::time_point last_sweep_{};
 };
 
-// One connection's chat session. Not movable (the Hub indexes it by address).
-class Session {
+// One connection's participation in the chat (its user, once logged in: name, presence, rooms,
+// request budget); an adapter owns one per client connection. Not movable (the Hub indexes it
+// by address).
+class Participant {
   public:
-    Session(Hub& hub, Client& client);
-    ~Session();  // logout()
-    Session(const Session&) = delete;
-    Session& operator=(const Session&) = delete;
+    Participant(Hub& hub, Client& client);
+    ~Participant();  // logout()
+    Participant(const Participant&) = delete;
+    Participant& operator=(const Participant&) = delete;
 
     Error login(std::string_view name, Welcome* out = nullptr);
     Error join(std::string_view room, Joined* out = nullptr);

@@ -164,14 +164,14 @@ Error Hub::admit(TokenBucket& conn, TokenBucket* user, std::uint32_t& strikes) {
     return Error::none;
 }
 
-TokenBucket* Hub::attach(Session& s) {
+TokenBucket* Hub::attach(Participant& s) {
     users_.emplace(s.name(), &s);
     sessions_.push_back(&s);
     stats_.sessions = users_.size();
     return &buckets_.try_emplace(s.name()).first->second;
 }
 
-void Hub::detach(Session& s) {
+void Hub::detach(Participant& s) {
     users_.erase(s.name());
     std::erase(sessions_, &s);
     stats_.sessions = users_.size();
@@ -191,7 +191,7 @@ void Hub::release_bucket(const std::string& name, TokenBucket::Clock::time_point
     });
 }
 
-bool Hub::may_join(const Session& s, std::string_view room) {
+bool Hub::may_join(const Participant& s, std::string_view room) {
     if (limits_.max_rooms == 0 || s.rooms() < limits_.max_rooms || s.in_room(room)) return true;
     ++stats_.room_limited;
     return false;
@@ -203,13 +203,14 @@ bool Hub::may_type(TokenBucket& bucket) {
     return false;
 }
 
-void Hub::add_member(Session& s, std::string_view room) {
+void Hub::add_member(Participant& s, std::string_view room) {
     auto it = rooms_.find(room);
-    if (it == rooms_.end()) it = rooms_.emplace(std::string(room), std::vector<Session*>{}).first;
+    if (it == rooms_.end())
+        it = rooms_.emplace(std::string(room), std::vector<Participant*>{}).first;
     it->second.push_back(&s);
 }
 
-void Hub::remove_member(Session& s, std::string_view room) {
+void Hub::remove_member(Participant& s, std::string_view room) {
     const auto it = rooms_.find(room);
     if (it == rooms_.end()) return;
     std::erase(it->second, &s);
@@ -218,7 +219,7 @@ void Hub::remove_member(Session& s, std::string_view room) {
 
 // ---- The one path
 
-void Hub::publish(Event& ev, Session* origin) {
+void Hub::publish(Event& ev, Participant* origin) {
     if (travels(ev)) {
         const std::uint32_t type = record::encode(ev, scratch_);
         writer_.publish(type, scratch_);
@@ -245,8 +246,8 @@ void Hub::on_record(const ring::Record& r) {
     std::optional<Event> ev = record::decode(r.type, r.payload);
     if (!ev) {
         ++stats_.bad_records;
-        log::line("chat: worker {}: undecodable ring record type {} ({} bytes) from worker {}",
-                  slot_, r.type, r.payload.size(), r.writer);
+        log::error("chat: worker {}: undecodable ring record type {} ({} bytes) from worker {}",
+                   slot_, r.type, r.payload.size(), r.writer);
         return;
     }
     if (stale(*ev)) {
@@ -276,14 +277,14 @@ bool Hub::stale(const Event& ev) const {
     return false;
 }
 
-void Hub::deliver(Event& ev, Session* origin) {
+void Hub::deliver(Event& ev, Participant* origin) {
     switch (ev.type) {
         case EventType::message: {
             // Members who joined before the message (older ones have it in their history).
             if (const auto it = rooms_.find(ev.room); it != rooms_.end()) {
                 const std::string_view cid = std::exchange(ev.cid, {});
                 const bool has_cid = std::exchange(ev.has_cid, false);
-                fan_out(it->second, ev, [&](const Session& s) {
+                fan_out(it->second, ev, [&](const Participant& s) {
                     if (&s == origin) return false;
                     const auto mark = s.joined_at(ev.room);
                     return mark && *mark < ev.id;
@@ -302,7 +303,7 @@ void Hub::deliver(Event& ev, Session* origin) {
             return;
         case EventType::online:
             announced_[std::string(ev.from)] = ev.id;
-            fan_out(sessions_, ev, [&](const Session& s) {
+            fan_out(sessions_, ev, [&](const Participant& s) {
                 return &s != origin && s.login_id() < ev.id && s.name() != ev.from;
             });
             return;
@@ -315,7 +316,7 @@ void Hub::deliver(Event& ev, Session* origin) {
                 announced = true;
                 announced_.erase(it);
             }
-            fan_out(sessions_, ev, [&](const Session& s) {
+            fan_out(sessions_, ev, [&](const Participant& s) {
                 return &s != origin && s.login_id() < ev.id && s.name() != ev.from &&
                        (announced || s.login_id() > ev.login);
             });
@@ -324,13 +325,13 @@ void Hub::deliver(Event& ev, Session* origin) {
         case EventType::typing:
             // Every member but the typist (a hint: no id, no history to order it against).
             if (const auto it = rooms_.find(ev.room); it != rooms_.end())
-                fan_out(it->second, ev, [&](const Session& s) { return &s != origin; });
+                fan_out(it->second, ev, [&](const Participant& s) { return &s != origin; });
             return;
     }
 }
 
 template <class Keep>
-void Hub::fan_out(const std::vector<Session*>& targets, Event& ev, Keep&& keep) {
+void Hub::fan_out(const std::vector<Participant*>& targets, Event& ev, Keep&& keep) {
     if (targets.empty()) return;
     ev.serial = ++serial_;
     const std::size_t d = depth_;
@@ -348,7 +349,7 @@ void Hub::fan_out(const std::vector<Session*>& targets, Event& ev, Keep&& keep) 
     bool any = false;
     // Index, not iterators: a nested delivery may grow in_flight_, forget() may null entries.
     for (std::size_t i = 0; i < in_flight_[d].size(); ++i) {
-        Session* s = in_flight_[d][i];
+        Participant* s = in_flight_[d][i];
         if (s == nullptr || !keep(*s)) continue;
         any = true;
         ++stats_.deliveries;
@@ -357,51 +358,52 @@ void Hub::fan_out(const std::vector<Session*>& targets, Event& ev, Keep&& keep) 
     if (any) ++stats_.events;
 }
 
-void Hub::deliver_one(Session& s, Event& ev) {
+void Hub::deliver_one(Participant& s, Event& ev) {
     ev.serial = ++serial_;
     ++stats_.deliveries;
     ++stats_.events;
     s.client().deliver(ev);
 }
 
-void Hub::forget(Session* s) {
+void Hub::forget(Participant* s) {
     for (std::size_t d = 0; d < depth_; ++d)
-        std::replace(in_flight_[d].begin(), in_flight_[d].end(), s, static_cast<Session*>(nullptr));
+        std::replace(in_flight_[d].begin(), in_flight_[d].end(), s,
+                     static_cast<Participant*>(nullptr));
 }
 
 void Hub::on_loss(const ring::Loss& l) {
     ++stats_.losses;
     stats_.lost_records += l.records;
-    log::line(
+    log::warn(
         "chat: worker {} fell behind worker {}'s log and missed {} records ({} bytes): some "
         "messages, DMs or presence changes were not delivered to its clients",
         slot_, l.writer, l.records, l.bytes);
 }
 
 // ---------------------------------------------------------------------------------------------
-// Session
+// Participant
 
-Session::Session(Hub& hub, Client& client) : hub_(hub), client_(client) {}
+Participant::Participant(Hub& hub, Client& client) : hub_(hub), client_(client) {}
 
-Session::~Session() {
+Participant::~Participant() {
     logout();
 }
 
-bool Session::in_room(std::string_view room) const {
+bool Participant::in_room(std::string_view room) const {
     return rooms_.find(room) != rooms_.end();
 }
 
-std::optional<std::uint64_t> Session::joined_at(std::string_view room) const {
+std::optional<std::uint64_t> Participant::joined_at(std::string_view room) const {
     const auto it = rooms_.find(room);
     if (it == rooms_.end()) return std::nullopt;
     return it->second;
 }
 
-Error Session::admit() {
+Error Participant::admit() {
     return hub_.admit(bucket_, user_bucket_, strikes_);
 }
 
-Error Session::login(std::string_view name, Welcome* out) {
+Error Participant::login(std::string_view name, Welcome* out) {
     if (logged_in()) return Error::already_logged_in;
     if (!valid_name(name)) return Error::bad_name;
     std::uint64_t id = 0;
@@ -424,7 +426,7 @@ Error Session::login(std::string_view name, Welcome* out) {
     return Error::none;
 }
 
-void Session::logout() {
+void Participant::logout() {
     if (!logged_in()) return;
     for (const auto& [room, mark] : rooms_)
         hub_.remove_member(*this, room);
@@ -443,7 +445,7 @@ void Session::logout() {
     hub_.publish(ev, this);
 }
 
-Error Session::join(std::string_view room, Joined* out) {
+Error Participant::join(std::string_view room, Joined* out) {
     if (!logged_in()) return Error::not_logged_in;
     if (!valid_room(room)) return Error::bad_room;
     if (!hub_.may_join(*this, room)) return Error::too_many_rooms;
@@ -461,7 +463,7 @@ Error Session::join(std::string_view room, Joined* out) {
     return Error::none;
 }
 
-Error Session::leave(std::string_view room) {
+Error Participant::leave(std::string_view room) {
     if (!logged_in()) return Error::not_logged_in;
     const auto mine = rooms_.find(room);
     if (mine == rooms_.end()) return Error::not_in_room;
@@ -471,8 +473,8 @@ Error Session::leave(std::string_view room) {
     return Error::none;
 }
 
-Error Session::say(std::string_view room, std::string_view text, std::string_view cid, bool has_cid,
-                   Said* out) {
+Error Participant::say(std::string_view room, std::string_view text, std::string_view cid,
+                       bool has_cid, Said* out) {
     if (!logged_in()) return Error::not_logged_in;
     if (text.size() > hub_.state().options().max_text) return Error::too_long;
     if (!in_room(room)) return Error::not_in_room;
@@ -497,7 +499,7 @@ Error Session::say(std::string_view room, std::string_view text, std::string_vie
     return Error::none;
 }
 
-Error Session::dm(std::string_view to, std::string_view text, Said* out) {
+Error Participant::dm(std::string_view to, std::string_view text, Said* out) {
     if (!logged_in()) return Error::not_logged_in;
     if (text.size() > hub_.state().options().max_text) return Error::too_long;
     if (!valid_name(to)) return Error::no_such_user;
@@ -516,7 +518,7 @@ Error Session::dm(std::string_view to, std::string_view text, Said* out) {
     return Error::none;
 }
 
-Error Session::typing(std::string_view room) {
+Error Participant::typing(std::string_view room) {
     if (!logged_in()) return Error::not_logged_in;
     if (!in_room(room)) return Error::not_in_room;
     if (!hub_.may_type(typing_bucket_)) return Error::none;  // a hint: dropped silently

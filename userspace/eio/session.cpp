@@ -67,7 +67,7 @@ void SessionContext::trim_queues() {
         s->close("queue limit");
     }
     if (may_log())
-        log::line(
+        log::warn(
             "engine.io: {} bytes queued for polling clients (over --eio-max-queued-total {}); "
             "closed the {} sessions that had waited longest for a poll, {} bytes remain (such "
             "notes at most every 5 s; all are counted in /metrics)",
@@ -444,7 +444,7 @@ void Session::on_deadline() {
 
 void Session::enter(State next) {
     if (!allowed(state_, next)) {  // a bug: the state machine stays where it is
-        log::line("engine.io session {}: no transition from state {} to state {} (a bug)", id_,
+        log::error("engine.io session {}: no transition from state {} to state {} (a bug)", id_,
                   static_cast<int>(state_), static_cast<int>(next));
         return;
     }
@@ -546,7 +546,7 @@ void Session::queue(char type, std::string_view data, bool binary) {
     if (out_bytes_ > ctx_.options.max_buffered_bytes) {
         ++ctx_.stats.queue_overflows;
         if (ctx_.may_log())
-            log::line(
+            log::debug(
                 "engine.io session {}: {} bytes queued and no poll (over --eio-max-queued); "
                 "closing it (such notes at most every 5 s; all are counted in /metrics)",
                 id_, out_bytes_);

@@ -6,6 +6,7 @@
 
 #include "master/options.hpp"
 #include "master/supervisor.hpp"
+#include "util/log.hpp"
 
 int main(int argc, char** argv) {
     auto parsed = steerchat::master::parse_options(argc, argv);
@@ -14,11 +15,12 @@ int main(int argc, char** argv) {
         std::fputc('\n', parsed.exit_code == 0 ? stdout : stderr);
         return parsed.exit_code;
     }
+    steerchat::log::configure(parsed.options->log_level, parsed.options->log_format);
     try {
         steerchat::master::Supervisor master(*parsed.options);
         return master.run();
     } catch (const std::exception& e) {
-        fmt::print(stderr, "steerchat: {}\n", e.what());
+        steerchat::log::error("{}", e.what());
         return 1;
     }
 }

@@ -7,12 +7,18 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include <fmt/core.h>
 #include <boost/program_options.hpp>
 
+#include "master/version.hpp"
 #include "steer.h"
 #include "steer/jhash.hpp"
 
@@ -29,14 +35,55 @@ unsigned online_cpus() {
     return n > 0 ? static_cast<unsigned>(n) : 1;
 }
 
-std::string usage_text(const po::options_description& desc) {
+std::string usage_text(const po::options_description& generic,
+                       const po::options_description& settings) {
     std::ostringstream os;
     os << "Usage: steerchat [options]\n\n"
           "A realtime chat server that runs one worker per CPU on one port; an eBPF sk_reuseport\n"
           "program keeps every client IP on the same worker.\n\n"
-       << desc;
+       << generic << "\n"
+       << settings
+       << "\nEvery setting can also be given in the file named by --config, one 'key = value' per\n"
+          "line with the long option name as key (e.g. 'port = 8080', 'seccomp = true'); a\n"
+          "setting on the command line overrides the file's. See steerchat.conf in the\n"
+          "installed configuration directory for all of them with their defaults.\n";
     return os.str();
 }
+
+std::string version_text() {
+    return fmt::format("steerchat {}\ngit revision {}", kVersion, kGitRevision);
+}
+
+// Values parsed into Options after checks.
+struct Raw {
+    std::string steering = "bpf";
+    std::string seed;
+    unsigned port = 8080;
+    unsigned workers = 0;
+    bool no_cpu_pinning = false;
+    bool ws_no_cork = false;
+    bool no_encode_once = false;
+    bool no_eio3 = false;
+    bool protocol_test = false;
+    std::string log_level = "info";
+    std::string log_format = "text";
+    std::filesystem::path config;
+};
+
+// The options only the command line takes.
+po::options_description generic_options(Raw& r) {
+    po::options_description desc("Command line only");
+    // clang-format off
+    desc.add_options()
+        ("help,h", "show this help and exit")
+        ("version,V", "show the version and the git revision it was built from, and exit")
+        ("config,c", po::value(&r.config),
+         "read settings from this file (key = value per line, as the long options below); the "
+         "command line overrides it");
+    // clang-format on
+    return desc;
+}
+
 
 }  // namespace
 
@@ -58,17 +105,17 @@ std::uint64_t open_files_hard_limit() {
     return nofile.rlim_max == RLIM_INFINITY ? std::uint64_t{1} << 20 : nofile.rlim_max;
 }
 
-ParseResult parse_options(int argc, const char* const argv[]) {
-    Options o;
-    std::string steering = "bpf";
-    std::string seed;
-    unsigned port = o.port;
-    unsigned workers = 0;
+namespace {
 
-    po::options_description desc("Options");
+// The settings: the command line's and the config file's keys.
+po::options_description setting_options(Options& o, Raw& r) {
+    std::string& steering = r.steering;
+    std::string& seed = r.seed;
+    unsigned& port = r.port;
+    unsigned& workers = r.workers;
+    po::options_description desc("Settings (command line or --config file)");
     // clang-format off
     desc.add_options()
-        ("help,h", "show this help and exit")
         ("port,p", po::value(&port)->default_value(port), "TCP port to listen on")
         ("workers,w", po::value(&workers),
          "worker processes, one per slot (default: the number of online CPUs)")
@@ -84,7 +131,7 @@ ParseResult parse_options(int argc, const char* const argv[]) {
          "steer IPv6 clients by their /64 prefix instead of the whole address")
         ("backlog", po::value(&o.backlog)->default_value(o.backlog),
          "listen() backlog per worker (capped by net.core.somaxconn; see scripts/tune)")
-        ("no-cpu-pinning", "do not pin worker i to CPU i")
+        ("no-cpu-pinning", po::bool_switch(&r.no_cpu_pinning), "do not pin worker i to CPU i")
         ("bpffs-dir", po::value(&o.bpffs_dir)->default_value(o.bpffs_dir),
          "directory on a BPF filesystem; maps are pinned under <dir>/<port>")
         ("run-dir", po::value(&o.run_dir)->default_value(o.run_dir),
@@ -111,9 +158,9 @@ ParseResult parse_options(int argc, const char* const argv[]) {
         ("ws-ping-timeout-ms",
          po::value(&o.ws_ping_timeout_ms)->default_value(o.ws_ping_timeout_ms),
          "silence after that ping before the connection is dropped")
-        ("ws-no-cork", "benchmark baseline: write every WebSocket frame with its own send() "
+        ("ws-no-cork", po::bool_switch(&r.ws_no_cork), "benchmark baseline: write every WebSocket frame with its own send() "
          "instead of one gather write per connection per loop turn")
-        ("no-encode-once", "benchmark baseline: encode a chat event separately for every "
+        ("no-encode-once", po::bool_switch(&r.no_encode_once), "benchmark baseline: encode a chat event separately for every "
          "recipient instead of once per worker")
         ("allow-origin", po::value(&o.allowed_origins)->composing(),
          "WebSocket Origin allowed to connect (repeatable; * for any; default: the server's own "
@@ -128,7 +175,7 @@ ParseResult parse_options(int argc, const char* const argv[]) {
          "Engine.IO: time for the pong before the session is closed")
         ("eio-max-payload", po::value(&o.eio_max_payload)->default_value(o.eio_max_payload),
          "largest Engine.IO POST body or WebSocket message, in bytes")
-        ("no-eio3", "refuse Engine.IO v3 clients (socket.io-client 2.x): error 5")
+        ("no-eio3", po::bool_switch(&r.no_eio3), "refuse Engine.IO v3 clients (socket.io-client 2.x): error 5")
         ("cors-origin", po::value(&o.cors_origins)->composing(),
          "origin whose pages may use Socket.IO cross-origin (repeatable; * for any): CORS "
          "headers on polling, WebSocket upgrades allowed")
@@ -160,7 +207,7 @@ ParseResult parse_options(int argc, const char* const argv[]) {
         ("http-body-timeout-ms",
          po::value(&o.http_body_timeout_ms)->default_value(o.http_body_timeout_ms),
          "time from the end of a request's header to the end of its body; then 408 and close")
-        ("protocol-test", "serve what the public Engine.IO / Socket.IO protocol test suites "
+        ("protocol-test", po::bool_switch(&r.protocol_test), "serve what the public Engine.IO / Socket.IO protocol test suites "
          "expect (echo at /engine.io/, test events at /socket.io/) instead of the chat; run "
          "them with --port 3000 --eio-ping-interval-ms 300 --eio-ping-timeout-ms 200")
         ("user", po::value(&o.user),
@@ -202,8 +249,94 @@ ParseResult parse_options(int argc, const char* const argv[]) {
          "typing events per second per user (token bucket; 0: no limit); more are dropped "
          "silently (typing is a hint)")
         ("chat-typing-burst", po::value(&o.chat_typing_burst)->default_value(o.chat_typing_burst),
-         "typing events a user may send at once (the bucket's size)");
+         "typing events a user may send at once (the bucket's size)")
+        ("log-level", po::value(&r.log_level)->default_value(r.log_level),
+         "error, warn, info or debug: the most detailed messages logged (debug adds "
+         "per-connection errors)")
+        ("log-format", po::value(&r.log_format)->default_value(r.log_format),
+         "text (time, level, slot, pid, message; no time under journald) or json (one object "
+         "per line: time, level, slot, pid, msg)");
     // clang-format on
+    return desc;
+}
+
+// The line of `file` that sets `key` (0 if none does).
+unsigned line_of(const std::filesystem::path& file, const std::string& key) {
+    std::ifstream in(file);
+    std::string text;
+    for (unsigned n = 1; std::getline(in, text); ++n) {
+        auto b = text.find_first_not_of(" \t");
+        if (b == std::string::npos || text.compare(b, key.size(), key) != 0) continue;
+        auto e = text.find_first_not_of(" \t", b + key.size());
+        if (e != std::string::npos && text[e] == '=') return n;
+    }
+    return 0;
+}
+
+std::string strip_dashes(std::string name) {
+    name.erase(0, name.find_first_not_of('-'));
+    return name;
+}
+
+}  // namespace
+
+std::string example_config() {
+    Options o;
+    Raw r;
+    auto desc = setting_options(o, r);
+    std::string out =
+        "# steerchat settings: the same keys as the command line's long options (without the\n"
+        "# leading --), one \"key = value\" per line; a setting given on the command line\n"
+        "# overrides the one here. Every setting is shown commented out with its default;\n"
+        "# switches take true or false; a repeatable setting takes one line per value. An\n"
+        "# unknown key or a bad value stops steerchat with exit status 2, naming this file and\n"
+        "# the line. (Generated from steerchat's options; tests/unit/master checks that it is\n"
+        "# current.)\n";
+    for (const auto& opt : desc.options()) {
+        out += "\n";
+        // The description, wrapped at 98 columns.
+        std::istringstream words(opt->description());
+        std::string line = "#", word;
+        while (words >> word) {
+            if (line.size() + 1 + word.size() > 98) {
+                out += line + "\n";
+                line = "#";
+            }
+            line += " " + word;
+        }
+        out += line + "\n";
+        const auto& sem = *opt->semantic();
+        std::string value;
+        if (sem.max_tokens() == 0) {
+            value = "false";
+        } else {
+            // Boost shows a default as "arg (=VALUE)"; paths come quoted.
+            std::string param = opt->format_parameter();
+            auto at = param.find("(=");
+            if (at != std::string::npos && param.back() == ')')
+                value = param.substr(at + 2, param.size() - at - 3);
+            if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
+                value = value.substr(1, value.size() - 2);
+        }
+        if (sem.is_composing()) out += "# (repeatable)\n";
+        out += "#" + opt->long_name() + " =" + (value.empty() ? "" : " " + value) + "\n";
+    }
+    return out;
+}
+
+ParseResult parse_options(int argc, const char* const argv[]) {
+    Options o;
+    Raw r;
+    std::string& steering = r.steering;
+    std::string& seed = r.seed;
+    unsigned& port = r.port;
+    unsigned& workers = r.workers;
+    po::options_description generic = generic_options(r);
+    po::options_description settings = setting_options(o, r);
+    po::options_description desc;
+    desc.add(generic).add(settings);
+    // Keys the config file set, with their lines (for errors about them).
+    std::map<std::string, unsigned> file_keys;
 
     po::variables_map vm;
     try {
@@ -220,14 +353,54 @@ ParseResult parse_options(int argc, const char* const argv[]) {
                                     word)};
             }
         po::store(parsed, vm);
+        if (vm.count("help")) return {std::nullopt, 0, usage_text(generic, settings)};
+        if (vm.count("version")) return {std::nullopt, 0, version_text()};
+        if (vm.count("config")) {
+            // Only the settings: --config, --help and --version are not keys of the file.
+            const auto file = vm["config"].as<std::filesystem::path>();
+            std::ifstream in(file);
+            if (!in)
+                return {std::nullopt, 2,
+                        fmt::format("steerchat: cannot read the config file {}: {}", file.string(),
+                                    std::strerror(errno))};
+            auto where = [&](const std::string& key) {
+                unsigned n = line_of(file, key);
+                return n ? fmt::format("{}:{}", file.string(), n) : file.string();
+            };
+            try {
+                auto from_file = po::parse_config_file(in, settings, false);
+                // The command line wins, also over a repeatable key of the file.
+                std::set<std::string> given;
+                for (const auto& opt : parsed.options)
+                    given.insert(opt.string_key);
+                std::erase_if(from_file.options,
+                              [&](const po::option& opt) { return given.count(opt.string_key); });
+                for (const auto& opt : from_file.options)
+                    file_keys.emplace(opt.string_key, line_of(file, opt.string_key));
+                po::store(from_file, vm);
+            } catch (const po::error_with_option_name& e) {
+                const std::string key = strip_dashes(e.get_option_name());
+                return {std::nullopt, 2,
+                        fmt::format("steerchat: {}: {}\nThe file's keys are the long options of "
+                                    "'steerchat --help' (key = value).",
+                                    where(key), e.what())};
+            } catch (const po::error& e) {
+                return {std::nullopt, 2, fmt::format("steerchat: {}: {}", file.string(), e.what())};
+            }
+        }
         po::notify(vm);
     } catch (const po::error& e) {
         return {std::nullopt, 2,
                 fmt::format("steerchat: {}\nTry 'steerchat --help' for the options.", e.what())};
     }
-    if (vm.count("help")) return {std::nullopt, 0, usage_text(desc)};
 
-    auto bad = [](std::string what) {
+    auto bad = [&](std::string what) {
+        // A message about "--key ..." whose value came from the config file names its line.
+        if (what.starts_with("--")) {
+            auto key = what.substr(2, what.find_first_of(" ,") - 2);
+            if (auto it = file_keys.find(key); it != file_keys.end())
+                what = fmt::format("{}:{}: {}", r.config.string(), it->second, what);
+        }
         return ParseResult{
             std::nullopt, 2,
             fmt::format("steerchat: {}\nTry 'steerchat --help' for the options.", what)};
@@ -284,11 +457,20 @@ ParseResult parse_options(int argc, const char* const argv[]) {
         return bad("--ws-max-queued must be at least a quarter of --ws-max-message");
     if (o.ws_ping_interval_ms == 0 || o.ws_ping_timeout_ms == 0)
         return bad("--ws-ping-interval-ms and --ws-ping-timeout-ms must be positive");
-    o.pin_cpus = vm.count("no-cpu-pinning") == 0;
-    o.ws_cork = vm.count("ws-no-cork") == 0;
-    o.encode_once = vm.count("no-encode-once") == 0;
-    o.eio3 = vm.count("no-eio3") == 0;
-    o.protocol_test = vm.count("protocol-test") != 0;
+    o.pin_cpus = !r.no_cpu_pinning;
+    o.ws_cork = !r.ws_no_cork;
+    o.encode_once = !r.no_encode_once;
+    o.eio3 = !r.no_eio3;
+    o.protocol_test = r.protocol_test;
+    if (auto level = log::parse_level(r.log_level))
+        o.log_level = *level;
+    else
+        return bad(
+            fmt::format("--log-level '{}' is not one of error, warn, info, debug", r.log_level));
+    if (auto format = log::parse_format(r.log_format))
+        o.log_format = *format;
+    else
+        return bad(fmt::format("--log-format '{}' is not text or json", r.log_format));
     if (!vm.count("sio-connect-timeout-ms"))
         o.sio_connect_timeout_ms = o.protocol_test ? 1000 : 45000;
     if (o.eio_ping_interval_ms == 0 || o.eio_ping_timeout_ms == 0 || o.sio_connect_timeout_ms == 0)

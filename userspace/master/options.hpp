@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "app/launch.hpp"
+#include "util/log.hpp"
 
 namespace steerchat::master {
 
@@ -35,6 +36,8 @@ struct Options : app::WorkerOptions {
     std::string user;
     std::string group;
     bool seccomp = false;  // workers: a syscall allowlist (anything else kills the worker)
+    log::Level log_level = log::Level::info;
+    log::Format log_format = log::Format::text;
 
     std::filesystem::path pin_dir() const { return bpffs_dir / std::to_string(port); }
 };
@@ -46,7 +49,12 @@ struct ParseResult {
     std::string message;  // for stdout on exit 0, stderr otherwise
 };
 
+// Command line (and the --config file it names, which the command line overrides).
 ParseResult parse_options(int argc, const char* const argv[]);
+
+// The example config file (packaging/steerchat.conf): every setting commented out with its
+// description and default.
+std::string example_config();
 
 // The per-host default seed: jhash of /etc/machine-id, or a fixed value without one.
 std::uint32_t default_seed();

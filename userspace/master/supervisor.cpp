@@ -1,6 +1,7 @@
 #include "supervisor.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -9,10 +10,12 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 
@@ -88,7 +91,7 @@ void Supervisor::setup() {
     lock_ = std::make_unique<InstanceLock>(opts_.run_dir, opts_.port);
     drop_ = plan_privilege_drop(opts_.user, opts_.group, ::getpid(), SIGTERM);
     drop_.seccomp = opts_.seccomp;
-    log::line("{}{}", drop_.description,
+    log::info("{}{}", drop_.description,
               opts_.seccomp ? "; a seccomp allowlist confines their system calls" : "");
     // Every connection is a file: take the whole hard limit (workers inherit it).
     rlimit nofile{};
@@ -103,14 +106,14 @@ void Supervisor::setup() {
         const std::size_t fit = nofile.rlim_cur > 2 * app::fd_headroom()
                                     ? nofile.rlim_cur - app::fd_headroom()
                                     : nofile.rlim_cur / 2;
-        log::line(
+        log::warn(
             "--max-conns-per-worker {} does not fit the open-files limit {} ({} kept free): "
             "using {}",
             opts_.max_conns_per_worker, nofile.rlim_cur, app::fd_headroom(), fit);
         opts_.max_conns_per_worker = std::max<std::size_t>(fit, 1);
     }
     if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < 65536)
-        log::line(
+        log::warn(
             "open-files limit is {}: each worker holds at most {} connections "
             "(--max-conns-per-worker; the rest of the limit is kept free); raise it "
             "(LimitNOFILE= in a systemd unit, ulimit -n; see scripts/tune)",
@@ -121,11 +124,17 @@ void Supervisor::setup() {
     sigprocmask(SIG_BLOCK, &sigs, nullptr);
     signal_fd_.reset(::signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!signal_fd_) throw std::runtime_error(fmt::format("signalfd: {}", std::strerror(errno)));
+    int ready[2];
+    if (::pipe2(ready, O_CLOEXEC) != 0)
+        throw std::runtime_error(fmt::format("pipe2: {}", std::strerror(errno)));
+    ready_read_.reset(ready[0]);
+    ready_write_.reset(ready[1]);
+    ::fcntl(ready[0], F_SETFL, ::fcntl(ready[0], F_GETFL) | O_NONBLOCK);
     ::signal(SIGPIPE, SIG_IGN);
 
     if (opts_.steering == SteeringMode::bpf) {
         if (steer::remove_stale_pins(opts_.pin_dir()))
-            log::line("removed stale pins at {} left by an instance that did not exit cleanly",
+            log::info("removed stale pins at {} left by an instance that did not exit cleanly",
                       opts_.pin_dir().string());
         steering_ = std::make_unique<steer::Steering>(
             steer::SteerConfig{opts_.seed, opts_.workers, opts_.ipv6_prefix64});
@@ -162,19 +171,20 @@ void Supervisor::spawn(unsigned slot) {
     Slot& s = slots_[slot];
     pid_t pid = ::fork();
     if (pid < 0) {
-        log::line("fork for worker {} failed: {}; retrying", slot, std::strerror(errno));
+        log::error("fork for worker {} failed: {}; retrying", slot, std::strerror(errno));
         s.respawn_at = Clock::now() + std::chrono::milliseconds(opts_.respawn_delay_ms);
         return;
     }
     if (pid == 0) become_worker(slot);
     s.pid = pid;
+    s.ready = false;
     s.started = Clock::now();
     s.respawn_at.reset();
 }
 
 void Supervisor::become_worker(unsigned slot) {
     int fd = slots_[slot].listener.get();
-    log::tag() = fmt::format("steerchat[worker {}]", slot);
+    log::set_slot(fmt::format("worker {}", slot));
     ::prctl(PR_SET_NAME, fmt::format("steerchat-w{}", slot).c_str());
     // Die with the master: a worker must not outlive the supervisor that owns its slot.
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -188,7 +198,7 @@ void Supervisor::become_worker(unsigned slot) {
     }
     // Keep only this slot's listener and the shared-memory logs' fds: no copy of the other
     // listeners, the BPF maps or the lock.
-    std::vector<int> keep{fd, ring_->fd()};
+    std::vector<int> keep{fd, ring_->fd(), ready_write_.get()};
     for (unsigned i = 0; i < opts_.workers; ++i)
         keep.push_back(ring_->wake_fd(i));
     close_all_but(keep);
@@ -196,10 +206,11 @@ void Supervisor::become_worker(unsigned slot) {
     try {
         drop_privileges(drop_);
     } catch (const std::exception& e) {
-        log::line("fatal: {}; the worker exits rather than serve with privileges", e.what());
+        log::error("fatal: {}; the worker exits rather than serve with privileges", e.what());
         ::_exit(1);
     }
-    app::run_worker(app::WorkerLaunch{slot, opts_.workers, fd, &*ring_, &*host_, &opts_});
+    app::run_worker(
+        app::WorkerLaunch{slot, opts_.workers, fd, &*ring_, &*host_, &opts_, ready_write_.get()});
 }
 
 void Supervisor::reap() {
@@ -215,6 +226,7 @@ void Supervisor::reap() {
 void Supervisor::on_worker_exit(unsigned slot, int status) {
     Slot& s = slots_[slot];
     s.pid = -1;
+    s.ready = false;
     if (stopping_) return;
     release_slot_users(slot);
     auto now = Clock::now();
@@ -232,8 +244,9 @@ void Supervisor::on_worker_exit(unsigned slot, int status) {
     for (unsigned i = 1; i < s.quick_failures && delay < kMaxBackoffMs; ++i)
         delay *= 2;
     delay = std::min(delay, kMaxBackoffMs);
-    log::line("worker {} {}; respawning it in {} ms (its listener keeps queueing connections)",
+    log::warn("worker {} {}; respawning it in {} ms (its listener keeps queueing connections)",
               slot, describe_status(status), delay);
+    notify_readiness(fmt::format("; worker {} {}, respawning", slot, describe_status(status)));
     s.respawn_at = now + std::chrono::milliseconds(delay);
 }
 
@@ -242,7 +255,7 @@ void Supervisor::release_slot_users(unsigned slot) {
     // names become free. The master writes into the dead worker's log (its only writer is gone).
     ring_->set_alive(slot, false);
     if (const std::size_t gone = host_->release_slot(*ring_, slot); gone != 0)
-        log::line("{} user(s) of worker {} are offline", gone, slot);
+        log::info("{} user(s) of worker {} are offline", gone, slot);
 }
 
 void Supervisor::drain(unsigned slot, const std::string& why) {
@@ -250,7 +263,7 @@ void Supervisor::drain(unsigned slot, const std::string& why) {
     s.drained = true;
     s.respawn_at.reset();
     auto live = live_slots();
-    log::line("draining slot {} because {}; {} slot(s) remain", slot, why, live.size());
+    log::error("draining slot {} because {}; {} slot(s) remain", slot, why, live.size());
     if (steering_) {
         // New connections of its clients go to the remaining slots first ...
         remap_buckets();
@@ -259,12 +272,44 @@ void Supervisor::drain(unsigned slot, const std::string& why) {
     // ... then its queue migrates to live listeners (select-or-migrate program), and it closes.
     ::shutdown(s.listener.get(), SHUT_RDWR);
     s.listener.reset();
+    notify_readiness(fmt::format("; slot {} drained", slot));
+}
+
+void Supervisor::read_ready_messages() {
+    std::int32_t msg[2];
+    while (::read(ready_read_.get(), msg, sizeof msg) == sizeof msg) {
+        const auto slot = static_cast<unsigned>(msg[0]);
+        if (slot < slots_.size() && slots_[slot].pid == msg[1]) slots_[slot].ready = true;
+    }
+    notify_readiness();
+}
+
+void Supervisor::notify_readiness(const std::string& extra) {
+    const auto live = live_slots();
+    const bool all = !live.empty() && std::all_of(live.begin(), live.end(),
+                                                  [&](std::uint32_t i) { return slots_[i].ready; });
+    if (all && !notified_ready_) {
+        notified_ready_ = true;
+        log::info("every worker accepts ({} slot(s)); ready", live.size());
+        ::sd_notify(0, "READY=1");
+    }
+    if (!::getenv("NOTIFY_SOCKET")) return;
+    const auto ready =
+        std::count_if(live.begin(), live.end(), [&](std::uint32_t i) { return slots_[i].ready; });
+    ::sd_notifyf(0, "STATUS=%s port %u: %zd of %zu worker(s) accept, %zu slot(s) drained%s",
+                 notified_ready_ ? "serving" : "starting", static_cast<unsigned>(opts_.port),
+                 static_cast<ssize_t>(ready), live.size(), slots_.size() - live.size(),
+                 extra.c_str());
 }
 
 int Supervisor::shutdown() {
     stopping_ = true;
     for (auto& s : slots_)
-        if (s.pid > 0) ::kill(s.pid, SIGTERM);
+        if (s.pid > 0 && ::kill(s.pid, SIGTERM) != 0 && errno == EPERM)
+            log::error(
+                "cannot signal worker {} (pid {}, another user): the master needs CAP_KILL "
+                "(add it to CapabilityBoundingSet= of the systemd unit)",
+                &s - slots_.data(), s.pid);
     auto deadline = Clock::now() + std::chrono::milliseconds(opts_.shutdown_timeout_ms);
     auto any_alive = [&] {
         return std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.pid > 0; });
@@ -274,7 +319,7 @@ int Supervisor::shutdown() {
         if (left.count() <= 0) {
             for (auto& s : slots_)
                 if (s.pid > 0) {
-                    log::line("worker {} (pid {}) did not stop in time; killing it",
+                    log::warn("worker {} (pid {}) did not stop in time; killing it",
                               &s - slots_.data(), s.pid);
                     ::kill(s.pid, SIGKILL);
                 }
@@ -290,14 +335,14 @@ int Supervisor::shutdown() {
     for (auto& s : slots_)
         s.listener.reset();
     steering_.reset();  // removes the pins
-    log::line("stopped");
+    log::info("stopped");
     return 0;
 }
 
 int Supervisor::run() {
-    log::tag() = "steerchat[master]";
+    log::set_slot("master");
     setup();
-    log::line(
+    log::info(
         "listening on [{}]:{} with {} worker(s), steering {} (seed {:#010x}){}", opts_.bind,
         opts_.port, opts_.workers,
         opts_.steering == SteeringMode::bpf ? "bpf" : "kernel (SO_REUSEPORT hash, not sticky)",
@@ -316,20 +361,22 @@ int Supervisor::run() {
                 timeout =
                     timeout < 0 ? static_cast<int>(ms) : std::min(timeout, static_cast<int>(ms));
             }
-        pollfd p{signal_fd_.get(), POLLIN, 0};
-        int n = ::poll(&p, 1, timeout);
+        pollfd p[2] = {{signal_fd_.get(), POLLIN, 0}, {ready_read_.get(), POLLIN, 0}};
+        int n = ::poll(p, 2, timeout);
         if (n < 0 && errno != EINTR)
             throw std::runtime_error(fmt::format("poll: {}", std::strerror(errno)));
+        if (n > 0 && (p[1].revents & POLLIN)) read_ready_messages();
         signalfd_siginfo si;
         while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
             switch (si.ssi_signo) {
                 case SIGTERM:
                 case SIGINT:
-                    log::line("received {}; stopping workers",
+                    log::info("received {}; stopping workers",
                               strsignal(static_cast<int>(si.ssi_signo)));
+                    ::sd_notify(0, "STOPPING=1\nSTATUS=stopping: draining the workers");
                     return shutdown();
                 case SIGHUP:
-                    log::line("SIGHUP: nothing to reload");
+                    log::info("SIGHUP: nothing to reload");
                     break;
                 default:
                     break;
@@ -340,8 +387,9 @@ int Supervisor::run() {
         for (unsigned i = 0; i < slots_.size(); ++i)
             if (slots_[i].respawn_at && *slots_[i].respawn_at <= now) spawn(i);
         if (live_slots().empty()) {
-            log::line("every slot has been drained; nothing is left to serve port {}; exiting",
-                      opts_.port);
+            log::error("every slot has been drained; nothing is left to serve port {}; exiting",
+                       opts_.port);
+            ::sd_notify(0, "STOPPING=1\nSTATUS=every slot has been drained; exiting");
             shutdown();
             return 1;
         }

@@ -39,6 +39,7 @@ class Supervisor {
         unsigned quick_failures = 0;
         std::optional<Clock::time_point> respawn_at;
         bool drained = false;
+        bool ready = false;  // its worker said it accepts (ready pipe)
     };
 
     void setup();
@@ -50,6 +51,10 @@ class Supervisor {
     void release_slot_users(unsigned slot);
     void remap_buckets();
     int shutdown();
+    // systemd notification (sd_notify; nothing without NOTIFY_SOCKET): the workers' readiness
+    // messages; READY=1 once every live slot accepts; a STATUS= line (with `extra` appended).
+    void read_ready_messages();
+    void notify_readiness(const std::string& extra = {});
     std::vector<std::uint32_t> live_slots() const;
 
     Options opts_;
@@ -63,6 +68,8 @@ class Supervisor {
     DropSpec drop_;  // who the workers become (planned once, applied by each worker)
     UniqueFd signal_fd_;
     bool stopping_ = false;
+    UniqueFd ready_read_, ready_write_;  // workers write (slot, pid) here once they accept
+    bool notified_ready_ = false;
 };
 
 }  // namespace steerchat::master

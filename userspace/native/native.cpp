@@ -75,19 +75,8 @@ json::value cid_value(std::string_view text) {
     return ec ? json::value(jsv(text)) : v;
 }
 
-}  // namespace
-
-// ---------------------------------------------------------------------------------------------
-
-std::unique_ptr<ws::MessageHandler> Service::make_handler() {
-    return std::make_unique<Handler>(*this);
-}
-
-const ws::SharedFrame& Service::frame(const chat::Event& ev) {
-    if (encode_once_ && ev.serial != 0 && ev.serial == cached_serial_ && cached_) {
-        ++stats_.shared_sends;
-        return cached_;
-    }
+// The JSON object of a chat event as every recipient gets it.
+json::object event_object(const chat::Event& ev) {
     json::object o;
     switch (ev.type) {
         case chat::EventType::message:
@@ -116,23 +105,33 @@ const ws::SharedFrame& Service::frame(const chat::Event& ev) {
             o["from"] = jsv(ev.from);
             break;
     }
-    cached_ = ws::SharedFrame::text(json::serialize(o));
-    cached_serial_ = ev.serial;
-    ++stats_.encoded;
-    return cached_;
+    return o;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+std::unique_ptr<ws::MessageHandler> Service::make_handler() {
+    return std::make_unique<WsEndpoint>(*this);
+}
+
+const ws::SharedFrame& Service::frame(const chat::Event& ev) {
+    return frames_.get(ev,
+                       [&ev] { return ws::SharedFrame::text(json::serialize(event_object(ev))); });
 }
 
 // ---------------------------------------------------------------------------------------------
 
-void Session::deliver(const chat::Event& ev) {
+void Protocol::deliver(const chat::Event& ev) {
     sink_.send(service_.frame(ev));
 }
 
-void Session::reply(const std::string& text) {
+void Protocol::reply(const std::string& text) {
     sink_.send(ws::SharedFrame::text(text));
 }
 
-void Session::error(std::string_view code, std::string_view message, const std::string* cid) {
+void Protocol::error(std::string_view code, std::string_view message, const std::string* cid) {
     ++service_.stats().errors;
     json::object o;
     o["type"] = "error";
@@ -142,7 +141,7 @@ void Session::error(std::string_view code, std::string_view message, const std::
     reply(json::serialize(o));
 }
 
-bool Session::admit() {
+bool Protocol::admit() {
     const chat::Error e = chat_.admit();
     if (e == chat::Error::none) return true;
     if (chat_.abusive()) {
@@ -153,13 +152,13 @@ bool Session::admit() {
     return false;
 }
 
-void Session::on_binary() {
+void Protocol::on_binary() {
     ++service_.stats().requests;
     if (!admit()) return;
     error("bad_request", "send JSON in text frames");
 }
 
-void Session::on_text(std::string_view payload) {
+void Protocol::on_text(std::string_view payload) {
     ++service_.stats().requests;
     if (!admit()) return;
     json::error_code ec;
@@ -261,25 +260,25 @@ void Session::on_text(std::string_view payload) {
 
 // ---------------------------------------------------------------------------------------------
 
-void Handler::on_message(ws::WebSocketConnection& conn, ws::Opcode opcode,
-                         std::string_view payload) {
+void WsEndpoint::on_message(ws::WebSocketConnection& conn, ws::Opcode opcode,
+                            std::string_view payload) {
     conn_ = &conn;
     if (opcode == ws::Opcode::text)
-        session_.on_text(payload);
+        protocol_.on_text(payload);
     else
-        session_.on_binary();
+        protocol_.on_binary();
 }
 
-void Handler::on_close(ws::WebSocketConnection&, std::uint16_t) {
-    session_.on_closed();
+void WsEndpoint::on_close(ws::WebSocketConnection&, std::uint16_t) {
+    protocol_.on_closed();
     conn_ = nullptr;
 }
 
-void Handler::send(ws::SharedFrame frame) {
+void WsEndpoint::send(ws::SharedFrame frame) {
     if (conn_) conn_->send(std::move(frame));
 }
 
-void Handler::close(std::uint16_t code, std::string_view reason) {
+void WsEndpoint::close(std::uint16_t code, std::string_view reason) {
     if (conn_) conn_->close(code, reason);
 }
 

@@ -1,5 +1,5 @@
 // The native JSON chat protocol on GET /ws: one JSON object per text frame, translated into
-// chat::Session calls; chat::Events encoded as JSON text frames, once per event per worker.
+// chat::Participant calls; chat::Events encoded as JSON text frames, once per event per worker.
 //
 //   client -> server                          server -> client
 //   {"type":"login","name":N}                 {"type":"welcome","name":N,"users":[...]}
@@ -38,17 +38,15 @@
 #include <string_view>
 
 #include "chat/chat.hpp"
+#include "chat/encode_once.hpp"
 #include "ws/connection.hpp"
 #include "ws/frame.hpp"
 
 namespace steerchat::native {
 
-struct Stats {
-    std::uint64_t requests = 0;      // text frames handled
-    std::uint64_t errors = 0;        // error replies
-    std::uint64_t encoded = 0;       // event frames encoded
-    std::uint64_t shared_sends = 0;  // event frames sent reusing an encoding
-};
+// requests: text and binary frames handled; errors: error replies; encoded / shared_sends: event
+// frames encoded / sent reusing an encoding (chat/encode_once.hpp).
+using Stats = chat::AdapterStats;
 
 // Per worker: the adapter's shared state (encode-once cache, counters). Outlives its handlers.
 class Service {
@@ -56,7 +54,7 @@ class Service {
     // encode_once = false encodes every delivery separately: the baseline that encode-once is
     // measured against in BENCHMARKS.md.
     explicit Service(chat::Hub& hub, bool encode_once = true)
-        : hub_(hub), encode_once_(encode_once) {}
+        : hub_(hub), frames_(stats_, encode_once) {}
     Service(const Service&) = delete;
     Service& operator=(const Service&) = delete;
 
@@ -73,22 +71,21 @@ class Service {
   private:
     chat::Hub& hub_;
     Stats stats_;
-    bool encode_once_;
-    std::uint64_t cached_serial_ = 0;
-    ws::SharedFrame cached_;
+    chat::EncodeOnce<ws::SharedFrame> frames_;  // counts into stats_
 };
 
-// Where a session's frames go: the ws::WebSocketConnection in the server, a recorder in tests.
+// Where a Protocol's frames go: the ws::WebSocketConnection in the server, a recorder in tests.
 struct Sink {
     virtual ~Sink() = default;
     virtual void send(ws::SharedFrame frame) = 0;
     virtual void close(std::uint16_t code, std::string_view reason) = 0;
 };
 
-// The protocol logic of one connection.
-class Session final : public chat::Client {
+// The native protocol spoken with one client: its JSON requests in, replies and chat events out
+// through its Sink.
+class Protocol final : public chat::Client {
   public:
-    Session(Service& service, Sink& sink)
+    Protocol(Service& service, Sink& sink)
         : service_(service), sink_(sink), chat_(service.hub(), *this) {}
 
     // One complete client message.
@@ -99,10 +96,10 @@ class Session final : public chat::Client {
 
     void deliver(const chat::Event& ev) override;
 
-    chat::Session& chat() noexcept { return chat_; }
+    chat::Participant& chat() noexcept { return chat_; }
 
   private:
-    // The request rate check (chat::Session::admit): false when refused (answered rate_limited,
+    // The request rate check (chat::Participant::admit): false when refused (answered rate_limited,
     // or the connection closed 1008 when abusive).
     bool admit();
     void reply(const std::string& json);
@@ -110,13 +107,14 @@ class Session final : public chat::Client {
 
     Service& service_;
     Sink& sink_;
-    chat::Session chat_;  // last: destroyed (logout) while sink_ and service_ are still valid
+    chat::Participant chat_;  // last: destroyed (logout) while sink_ and service_ are still valid
 };
 
-// The ws::MessageHandler registered for GET /ws.
-class Handler final : public ws::MessageHandler, private Sink {
+// The /ws WebSocket endpoint of one connection: the ws::MessageHandler that feeds its Protocol and
+// is its Sink over the ws::WebSocketConnection.
+class WsEndpoint final : public ws::MessageHandler, private Sink {
   public:
-    explicit Handler(Service& service) : session_(service, *this) {}
+    explicit WsEndpoint(Service& service) : protocol_(service, *this) {}
 
     void on_open(ws::WebSocketConnection& conn) override { conn_ = &conn; }
     void on_message(ws::WebSocketConnection& conn, ws::Opcode opcode,
@@ -128,7 +126,7 @@ class Handler final : public ws::MessageHandler, private Sink {
     void close(std::uint16_t code, std::string_view reason) override;
 
     ws::WebSocketConnection* conn_ = nullptr;
-    Session session_;
+    Protocol protocol_;
 };
 
 }  // namespace steerchat::native

@@ -241,8 +241,8 @@ void HttpSession::dispatch(Request&& req, const HttpHandler& handler) {
     } catch (const std::exception& e) {
         // A bug the request found: it gets a 500 and its connection closes; the worker goes on.
         ++worker_.stats().handler_errors;
-        log::line("answering 500: handling {} {} failed: {}", ex->req_.method_string(),
-                  ex->req_.target(), e.what());
+        log::debug("answering 500: handling {} {} failed: {}", ex->req_.method_string(),
+                   ex->req_.target(), e.what());
         if (!ex->finished_) {
             auto res = make_response(http::status::internal_server_error, ex->req_.version(), false,
                                      false, "internal server error\n", "text/plain; charset=utf-8");

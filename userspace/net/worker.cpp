@@ -112,11 +112,11 @@ int Worker::run() {
     signals_.emplace(ioc_, SIGTERM, SIGINT);
     signals_->async_wait([this](const boost::system::error_code& ec, int sig) {
         if (ec) return;
-        log::line("received signal {}; finishing in-flight requests", sig);
+        log::info("received signal {}; finishing in-flight requests", sig);
         stop();
     });
     if (acceptor_.is_open()) accept();
-    log::line("serving (pid {})", ::getpid());
+    log::info("serving (pid {})", ::getpid());
     ioc_.run();
     done_ = true;
     return 0;
@@ -132,7 +132,7 @@ void Worker::accept() {
                                           ec == boost::system::errc::too_many_files_open_in_system;
                 if (out_of_files && shed_with_spare_fd()) return accept();
                 // Anything else: a short pause instead of a busy loop.
-                log::line("accept failed: {}; retrying in 50 ms", ec.message());
+                log::warn("accept failed: {}; retrying in 50 ms", ec.message());
                 drain_timer_.expires_after(std::chrono::milliseconds(50));
                 drain_timer_.async_wait([this](const boost::system::error_code& e) {
                     if (!e) accept();
@@ -195,7 +195,7 @@ void Worker::note_refusal(Refusal why, const asio::ip::address* from) {
     if (now - refusal_log_at_ < std::chrono::seconds(10)) return;
     refusal_log_at_ = now;
     const auto& s = connections_.stats();
-    log::line(
+    log::warn(
         "refusing connections (latest: {} from {}); since the last report: {} over "
         "--max-conns-per-ip {}, {} over --max-conns-per-worker {}, {} out of open files",
         reason_name(why), from ? from->to_string() : "?",
@@ -221,14 +221,14 @@ void Worker::stop() {
         s->stop();
     // WebSocket clients get a Close 1001; each connection waits (bounded) for the reply.
     if (ws_registry_.size() > 0)
-        log::line("closing {} WebSocket connection(s) (1001 going away)", ws_registry_.size());
+        log::info("closing {} WebSocket connection(s) (1001 going away)", ws_registry_.size());
     ws_registry_.close_all(ws::close_code::going_away, "server shutting down");
     drain_timer_.cancel();
     drain_timer_.expires_after(cfg_.drain_timeout);
     drain_timer_.async_wait([this](const boost::system::error_code& e) {
         if (e) return;
         if (!sessions_.empty() || ws_registry_.size() > 0)
-            log::line("{} connection(s) still busy after the drain timeout; closing them",
+            log::warn("{} connection(s) still busy after the drain timeout; closing them",
                       sessions_.size() + ws_registry_.size());
         ioc_.stop();
     });

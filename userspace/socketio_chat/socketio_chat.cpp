@@ -48,178 +48,8 @@ std::string_view sv(const json::string& s) {
     return {s.data(), s.size()};
 }
 
-class Session final : public sio::EventHandler, public chat::Client {
-  public:
-    Session(Service& service, sio::Socket& socket)
-        : service_(service), socket_(socket), chat_(service.hub(), *this) {}
-    ~Session() override { *alive_ = false; }
-
-    void on_event(sio::Socket&, const json::array& args, std::span<const std::string>,
-                  std::optional<std::uint64_t> ack) override {
-        ++service_.stats().events;
-        if (closing_) return;
-        const std::string_view name = args[0].is_string() ? sv(args[0].as_string()) : "?";
-        if (const auto e = chat_.admit(); e != chat::Error::none) {
-            if (!chat_.abusive()) return fail(ack, name, e);
-            // Like the native protocol's close 1008: the server ends this namespace connection
-            // (the client does not reconnect on its own after a server disconnect). Posted: it
-            // destroys this handler.
-            closing_ = true;
-            boost::asio::post(socket_.engine().server().worker().io(),
-                              [&socket = socket_, alive = alive_] {
-                                  if (*alive) socket.disconnect();
-                              });
-            return;
-        }
-        if (!args[0].is_string()) return fail(ack, "?", chat::Error::none, "event name");
-        ack_ = ack;
-        if (name == "createsession") return createsession(args);
-        if (name == "newMessage") return new_message(args);
-        if (name == "logout") return logout();
-        if (name == "join") return join(args);
-        if (name == "leave") return leave(args);
-        if (name == "say") return say(args);
-        if (name == "typing") return typing(args);
-        fail(ack, name, chat::Error::none, "unknown event");
-    }
-
-    void on_disconnect(sio::Socket&, std::string_view) override { chat_.logout(); }
-
-    void deliver(const chat::Event& ev) override {
-        socket_.send(service_.encoded(ev, socket_.nsp()));
-    }
-
-  private:
-    // An error answer: through the ack if the client gave one, else a chaterror event.
-    // chat::Error::none with `what` set means a malformed request (bad_request).
-    void fail(std::optional<std::uint64_t> ack, std::string_view event, chat::Error e,
-              std::string_view what = {}) {
-        ++service_.stats().errors;
-        std::string message = e == chat::Error::none ? "malformed request: " + std::string(what)
-                                                     : std::string(chat::message_of(e));
-        const std::string_view code = e == chat::Error::none ? "bad_request" : chat::code_of(e);
-        if (ack) {
-            socket_.ack(*ack, json::array{json::object{
-                                  {"ok", false}, {"error", code}, {"message", message}}});
-            return;
-        }
-        socket_.emit("chaterror",
-                     json::object{{"event", event}, {"error", code}, {"message", message}});
-    }
-
-    void ok(json::object result) {
-        if (!ack_) return;
-        json::object out{{"ok", true}};
-        for (auto& kv : result)
-            out.insert_or_assign(kv.key(), std::move(kv.value()));
-        socket_.ack(*ack_, json::array{std::move(out)});
-    }
-
-    void createsession(const json::array& args) {
-        const auto* email = field(args, "email");
-        if (!email) return fail(ack_, "createsession", chat::Error::none, "{email} expected");
-        chat::Welcome w;
-        const auto e = chat_.login(sv(*email), &w);
-        if (e == chat::Error::name_taken) {
-            ++service_.stats().errors;
-            const auto* ip = field(args, "clientIP");
-            socket_.emit("usernametaken",
-                         json::object{{"err", "Username is taken: choose another one"},
-                                      {"address", ip ? *ip : *email}});
-            if (ack_) fail(ack_, "createsession", e);
-            return;
-        }
-        if (e != chat::Error::none) return fail(ack_, "createsession", e);
-        socket_.emit("accessgranted", names_json(w.users));
-        ok({{"name", *email}});
-    }
-
-    void new_message(const json::array& args) {
-        const auto* to = field(args, "to");
-        const auto* text = field(args, "message");
-        if (!to || !text)
-            return fail(ack_, "newMessage", chat::Error::none, "{to, message} expected");
-        chat::Said said;
-        const auto e = chat_.dm(sv(*to), sv(*text), &said);
-        if (e == chat::Error::no_such_user) {
-            ++service_.stats().errors;
-            socket_.emit("clientNotFound", *to);
-            if (ack_) fail(ack_, "newMessage", e);
-            return;
-        }
-        if (e != chat::Error::none) return fail(ack_, "newMessage", e);
-        ok({{"id", said.id}, {"ts", said.ts}});
-    }
-
-    void logout() {
-        if (!chat_.logged_in()) return fail(ack_, "logout", chat::Error::not_logged_in);
-        chat_.logout();
-        socket_.emit(json::array{"loggedOut"});  // no arguments, as the seed app sends it
-        ok({});
-    }
-
-    void join(const json::array& args) {
-        const auto* room = string_arg(args, "room");
-        if (!room) return fail(ack_, "join", chat::Error::none, "room name expected");
-        chat::Joined j;
-        const auto e = chat_.join(sv(*room), &j);
-        if (e != chat::Error::none) return fail(ack_, "join", e);
-        ok({{"room", *room},
-            {"members", names_json(j.members)},
-            {"history", history_json(j.history)}});
-    }
-
-    void leave(const json::array& args) {
-        const auto* room = string_arg(args, "room");
-        if (!room) return fail(ack_, "leave", chat::Error::none, "room name expected");
-        const auto e = chat_.leave(sv(*room));
-        if (e != chat::Error::none) return fail(ack_, "leave", e);
-        ok({{"room", *room}});
-    }
-
-    void say(const json::array& args) {
-        const auto* room = field(args, "room");
-        const auto* text = field(args, "text");
-        if (!room || !text) return fail(ack_, "say", chat::Error::none, "{room, text} expected");
-        const auto* cid = field(args, "cid");
-        chat::Said said;
-        const auto e = chat_.say(sv(*room), sv(*text), cid ? sv(*cid) : std::string_view{},
-                                 cid != nullptr, &said);
-        if (e != chat::Error::none) return fail(ack_, "say", e);
-        ok({{"id", said.id}, {"ts", said.ts}});
-    }
-
-    // No answer but the ack, if asked for (over its rate it is dropped silently, still ok).
-    void typing(const json::array& args) {
-        const auto* room = string_arg(args, "room");
-        if (!room) return fail(ack_, "typing", chat::Error::none, "room name expected");
-        const auto e = chat_.typing(sv(*room));
-        if (e != chat::Error::none) return fail(ack_, "typing", e);
-        ok({{"room", *room}});
-    }
-
-    Service& service_;
-    sio::Socket& socket_;
-    std::optional<std::uint64_t> ack_;
-    bool closing_ = false;  // rate limit abuse: the disconnect is posted
-    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
-    chat::Session chat_;  // last: logs out while the members above are valid
-};
-
-}  // namespace
-
-sio::Namespace Service::make_namespace(std::string name) {
-    return sio::Namespace{std::move(name), [this](sio::Socket& s, const json::object&) {
-                              return std::make_unique<Session>(*this, s);
-                          }};
-}
-
-const sio::Encoded& Service::encoded(const chat::Event& ev, std::string_view nsp) {
-    if (encode_once_ && ev.serial == cached_serial_ && cached_nsp_ == nsp && cached_serial_ != 0) {
-        ++stats_.shared_sends;
-        return cached_;
-    }
-    ++stats_.encoded;
+// The Socket.IO event (name and arguments) of a chat event as every recipient gets it.
+json::array event_args(const chat::Event& ev) {
     json::array args;
     switch (ev.type) {
         case chat::EventType::message: {
@@ -245,10 +75,192 @@ const sio::Encoded& Service::encoded(const chat::Event& ev, std::string_view nsp
             args = {"typing", json::object{{"room", ev.room}, {"from", ev.from}}};
             break;
     }
-    cached_ = sio::encode_event(nsp, args);
-    cached_serial_ = ev.serial;
-    cached_nsp_.assign(nsp);
-    return cached_;
+    return args;
+}
+
+// The sio::EventHandler of one client in one namespace: feeds its Protocol, and is its Sink over the
+// sio::Socket.
+class SioEndpoint final : public sio::EventHandler, private Sink {
+  public:
+    SioEndpoint(Service& service, sio::Socket& socket)
+        : socket_(socket), protocol_(service, *this) {}
+    ~SioEndpoint() override { *alive_ = false; }
+
+    void on_event(sio::Socket&, const json::array& args, std::span<const std::string>,
+                  std::optional<std::uint64_t> ack) override {
+        protocol_.on_event(args, ack);
+    }
+    void on_disconnect(sio::Socket&, std::string_view) override { protocol_.on_disconnect(); }
+
+  private:
+    const std::string& nsp() const override { return socket_.nsp(); }
+    void emit(const json::array& args) override { socket_.emit(args); }
+    void ack(std::uint64_t id, const json::array& args) override { socket_.ack(id, args); }
+    void send(const sio::Encoded& e) override { socket_.send(e); }
+    void disconnect_later() override {
+        // Posted: the disconnect destroys this handler.
+        boost::asio::post(socket_.engine().server().worker().io(),
+                          [&socket = socket_, alive = alive_] {
+                              if (*alive) socket.disconnect();
+                          });
+    }
+
+    sio::Socket& socket_;
+    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+    Protocol protocol_;  // last: logs out while the members above are valid
+};
+
+}  // namespace
+
+sio::Namespace Service::make_namespace(std::string name) {
+    return sio::Namespace{std::move(name), [this](sio::Socket& s, const json::object&) {
+                              return std::make_unique<SioEndpoint>(*this, s);
+                          }};
+}
+
+const sio::Encoded& Service::encoded(const chat::Event& ev, std::string_view nsp) {
+    return events_.get(ev, nsp, [&] { return sio::encode_event(nsp, event_args(ev)); });
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void Protocol::on_event(const json::array& args, std::optional<std::uint64_t> ack) {
+    ++service_.stats().requests;
+    if (closing_) return;
+    const std::string_view name = args[0].is_string() ? sv(args[0].as_string()) : "?";
+    if (const auto e = chat_.admit(); e != chat::Error::none) {
+        if (!chat_.abusive()) return fail(ack, name, e);
+        // Like the native protocol's close 1008: the server ends this namespace connection
+        // (the client does not reconnect on its own after a server disconnect).
+        closing_ = true;
+        sink_.disconnect_later();
+        return;
+    }
+    if (!args[0].is_string()) return fail(ack, "?", chat::Error::none, "event name");
+    ack_ = ack;
+    if (name == "createsession") return createsession(args);
+    if (name == "newMessage") return new_message(args);
+    if (name == "logout") return logout();
+    if (name == "join") return join(args);
+    if (name == "leave") return leave(args);
+    if (name == "say") return say(args);
+    if (name == "typing") return typing(args);
+    fail(ack, name, chat::Error::none, "unknown event");
+}
+
+void Protocol::deliver(const chat::Event& ev) {
+    sink_.send(service_.encoded(ev, sink_.nsp()));
+}
+
+void Protocol::emit(std::string_view event, json::value arg) {
+    json::array args;
+    args.reserve(2);
+    args.emplace_back(event);
+    args.push_back(std::move(arg));
+    sink_.emit(args);
+}
+
+// An error answer: through the ack if the client gave one, else a chaterror event.
+// chat::Error::none with `what` set means a malformed request (bad_request).
+void Protocol::fail(std::optional<std::uint64_t> ack, std::string_view event, chat::Error e,
+                    std::string_view what) {
+    ++service_.stats().errors;
+    std::string message = e == chat::Error::none ? "malformed request: " + std::string(what)
+                                                 : std::string(chat::message_of(e));
+    const std::string_view code = e == chat::Error::none ? "bad_request" : chat::code_of(e);
+    if (ack) {
+        sink_.ack(*ack,
+                  json::array{json::object{{"ok", false}, {"error", code}, {"message", message}}});
+        return;
+    }
+    emit("chaterror", json::object{{"event", event}, {"error", code}, {"message", message}});
+}
+
+void Protocol::ok(json::object result) {
+    if (!ack_) return;
+    json::object out{{"ok", true}};
+    for (auto& kv : result)
+        out.insert_or_assign(kv.key(), std::move(kv.value()));
+    sink_.ack(*ack_, json::array{std::move(out)});
+}
+
+void Protocol::createsession(const json::array& args) {
+    const auto* email = field(args, "email");
+    if (!email) return fail(ack_, "createsession", chat::Error::none, "{email} expected");
+    chat::Welcome w;
+    const auto e = chat_.login(sv(*email), &w);
+    if (e == chat::Error::name_taken) {
+        ++service_.stats().errors;
+        const auto* ip = field(args, "clientIP");
+        emit("usernametaken", json::object{{"err", "Username is taken: choose another one"},
+                                           {"address", ip ? *ip : *email}});
+        if (ack_) fail(ack_, "createsession", e);
+        return;
+    }
+    if (e != chat::Error::none) return fail(ack_, "createsession", e);
+    emit("accessgranted", names_json(w.users));
+    ok({{"name", *email}});
+}
+
+void Protocol::new_message(const json::array& args) {
+    const auto* to = field(args, "to");
+    const auto* text = field(args, "message");
+    if (!to || !text) return fail(ack_, "newMessage", chat::Error::none, "{to, message} expected");
+    chat::Said said;
+    const auto e = chat_.dm(sv(*to), sv(*text), &said);
+    if (e == chat::Error::no_such_user) {
+        ++service_.stats().errors;
+        emit("clientNotFound", *to);
+        if (ack_) fail(ack_, "newMessage", e);
+        return;
+    }
+    if (e != chat::Error::none) return fail(ack_, "newMessage", e);
+    ok({{"id", said.id}, {"ts", said.ts}});
+}
+
+void Protocol::logout() {
+    if (!chat_.logged_in()) return fail(ack_, "logout", chat::Error::not_logged_in);
+    chat_.logout();
+    sink_.emit(json::array{"loggedOut"});  // no arguments, as the seed app sends it
+    ok({});
+}
+
+void Protocol::join(const json::array& args) {
+    const auto* room = string_arg(args, "room");
+    if (!room) return fail(ack_, "join", chat::Error::none, "room name expected");
+    chat::Joined j;
+    const auto e = chat_.join(sv(*room), &j);
+    if (e != chat::Error::none) return fail(ack_, "join", e);
+    ok({{"room", *room}, {"members", names_json(j.members)}, {"history", history_json(j.history)}});
+}
+
+void Protocol::leave(const json::array& args) {
+    const auto* room = string_arg(args, "room");
+    if (!room) return fail(ack_, "leave", chat::Error::none, "room name expected");
+    const auto e = chat_.leave(sv(*room));
+    if (e != chat::Error::none) return fail(ack_, "leave", e);
+    ok({{"room", *room}});
+}
+
+void Protocol::say(const json::array& args) {
+    const auto* room = field(args, "room");
+    const auto* text = field(args, "text");
+    if (!room || !text) return fail(ack_, "say", chat::Error::none, "{room, text} expected");
+    const auto* cid = field(args, "cid");
+    chat::Said said;
+    const auto e =
+        chat_.say(sv(*room), sv(*text), cid ? sv(*cid) : std::string_view{}, cid != nullptr, &said);
+    if (e != chat::Error::none) return fail(ack_, "say", e);
+    ok({{"id", said.id}, {"ts", said.ts}});
+}
+
+// No answer but the ack, if asked for (over its rate it is dropped silently, still ok).
+void Protocol::typing(const json::array& args) {
+    const auto* room = string_arg(args, "room");
+    if (!room) return fail(ack_, "typing", chat::Error::none, "room name expected");
+    const auto e = chat_.typing(sv(*room));
+    if (e != chat::Error::none) return fail(ack_, "typing", e);
+    ok({{"room", *room}});
 }
 
 }  // namespace steerchat::socketio_chat

@@ -1,5 +1,5 @@
 // The chat over Socket.IO: the seed application's events and rooms with acknowledgements,
-// translated into chat::Session calls on the same chat core as the native /ws protocol (a
+// translated into chat::Participant calls on the same chat core as the native /ws protocol (a
 // Socket.IO user and a native user see each other and exchange direct messages).
 //
 //   client emits                              server emits
@@ -28,30 +28,37 @@
 // connection (a DISCONNECT from the server: the client does not reconnect by itself).
 //
 // Encode once: a chat event is encoded once per worker and namespace and its WebSocket frame is
-// shared by every Socket.IO recipient on WebSocket.
+// shared by every Socket.IO recipient on WebSocket (chat/encode_once.hpp).
+//
+// Structure (as userspace/native): a Protocol is the chat logic of one client in one namespace:
+// it takes the client's events and answers through a Sink. In the server the Sink is the
+// sio::Socket (a sio::EventHandler made by Service::make_namespace); in tests it is a recorder.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
+#include <boost/json/array.hpp>
+#include <boost/json/value.hpp>
+
 #include "chat/chat.hpp"
+#include "chat/encode_once.hpp"
 #include "sio/server.hpp"
 
 namespace steerchat::socketio_chat {
 
-struct Stats {
-    std::uint64_t events = 0;        // client events handled
-    std::uint64_t errors = 0;        // error answers
-    std::uint64_t encoded = 0;       // chat events encoded
-    std::uint64_t shared_sends = 0;  // deliveries reusing an encoding
-};
+// requests: client events handled; errors: error answers (acks, chaterror, usernametaken,
+// clientNotFound); encoded / shared_sends: chat events encoded / deliveries reusing an encoding.
+using Stats = chat::AdapterStats;
 
 class Service {
   public:
+    // encode_once = false encodes every delivery separately (--no-encode-once).
     explicit Service(chat::Hub& hub, bool encode_once = true)
-        : hub_(hub), encode_once_(encode_once) {}
+        : hub_(hub), events_(stats_, encode_once) {}
     Service(const Service&) = delete;
     Service& operator=(const Service&) = delete;
 
@@ -68,10 +75,59 @@ class Service {
   private:
     chat::Hub& hub_;
     Stats stats_;
-    bool encode_once_;
-    std::uint64_t cached_serial_ = 0;
-    std::string cached_nsp_;
-    sio::Encoded cached_;
+    chat::EncodeOnce<sio::Encoded> events_;  // counts into stats_
+};
+
+// Where a client's answers go: its sio::Socket in the server, a recorder in tests.
+struct Sink {
+    virtual ~Sink() = default;
+    // The client's namespace ("/", ...).
+    virtual const std::string& nsp() const = 0;
+    // An EVENT: args[0] is the event name.
+    virtual void emit(const boost::json::array& args) = 0;
+    // An ACK of the client's event `id`.
+    virtual void ack(std::uint64_t id, const boost::json::array& args) = 0;
+    // A pre-encoded EVENT of nsp() (Service::encoded), shared with other recipients.
+    virtual void send(const sio::Encoded& e) = 0;
+    // Ends this namespace connection (a DISCONNECT from the server), after the current call
+    // returns: the disconnect destroys the Protocol.
+    virtual void disconnect_later() = 0;
+};
+
+// The chat logic of one Socket.IO client in one namespace: its events in, answers and chat
+// events out through its Sink.
+class Protocol final : public chat::Client {
+  public:
+    Protocol(Service& service, Sink& sink)
+        : service_(service), sink_(sink), chat_(service.hub(), *this) {}
+
+    // One client EVENT (args[0] the event name), `ack` set when it waits for an ACK.
+    void on_event(const boost::json::array& args, std::optional<std::uint64_t> ack);
+    // The client left the namespace or the connection ended: logs out (frees the name).
+    void on_disconnect() { chat_.logout(); }
+
+    void deliver(const chat::Event& ev) override;
+
+    chat::Participant& chat() noexcept { return chat_; }
+
+  private:
+    void emit(std::string_view event, boost::json::value arg);
+    void fail(std::optional<std::uint64_t> ack, std::string_view event, chat::Error e,
+              std::string_view what = {});
+    void ok(boost::json::object result);
+    void createsession(const boost::json::array& args);
+    void new_message(const boost::json::array& args);
+    void logout();
+    void join(const boost::json::array& args);
+    void leave(const boost::json::array& args);
+    void say(const boost::json::array& args);
+    void typing(const boost::json::array& args);
+
+    Service& service_;
+    Sink& sink_;
+    std::optional<std::uint64_t> ack_;
+    bool closing_ = false;    // rate limit abuse: the disconnect is requested
+    chat::Participant chat_;  // last: logs out while the members above are valid
 };
 
 }  // namespace steerchat::socketio_chat

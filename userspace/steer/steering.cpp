@@ -1,8 +1,11 @@
 #include "steering.hpp"
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <string_view>
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -15,6 +18,7 @@
 #include <unistd.h>
 
 #include "steer.skel.h"
+#include "util/log.hpp"
 
 namespace steerchat::steer {
 
@@ -24,11 +28,20 @@ std::string errno_text(int err) {
     return std::strerror(err < 0 ? -err : err);
 }
 
-// libbpf's own chatter goes to stderr only for warnings, prefixed so operators know its source.
+// libbpf's own chatter goes to the log (its debug output at debug), prefixed with its source.
 int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
-    if (level == LIBBPF_DEBUG) return 0;
-    std::fputs("steerchat: libbpf: ", stderr);
-    return std::vfprintf(stderr, fmt, args);
+    const log::Level at = level == LIBBPF_WARN   ? log::Level::warn
+                          : level == LIBBPF_INFO ? log::Level::info
+                                                 : log::Level::debug;
+    if (!log::enabled(at)) return 0;
+    char buf[1024];
+    int n = std::vsnprintf(buf, sizeof buf, fmt, args);
+    if (n < 0) return n;
+    std::string_view text(buf, std::min<std::size_t>(static_cast<std::size_t>(n), sizeof buf - 1));
+    while (!text.empty() && text.back() == '\n')
+        text.remove_suffix(1);
+    log::write(at, fmt::format("libbpf: {}", text));
+    return n;
 }
 
 [[noreturn]] void fail_privilege(const char* what, int err) {

@@ -184,7 +184,7 @@ void WebSocketConnection::handle_event(const Event& ev) {
                 // A bug the message found: this connection ends, the worker and everyone else
                 // go on.
                 ++registry_.stats_.handler_errors;
-                log::line("closing a WebSocket (1011): its message failed: {}", e.what());
+                log::debug("closing a WebSocket (1011): its message failed: {}", e.what());
                 if (state_ == State::open) close(close_code::internal_error, "internal error");
             }
             return;

@@ -115,6 +115,20 @@ TEST_F(InProcessWorker, NativeChatLogsInOverWebSocket) {
     const std::string welcome = exchange(fd, text_frame(R"({"type":"login","name":"pat"})"));
     EXPECT_NE(welcome.find(R"("type":"welcome","name":"pat")"), std::string::npos) << welcome;
     EXPECT_EQ(application.hub().local_sessions(), 1u);
+    // The adapters' counters, one metric per counter labelled by protocol.
+    const int http = connect();
+    const std::string metrics = exchange(http, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_NE(metrics.find("steerchat_chat_requests_total{worker=\"0\",protocol=\"native\"} 1\n"),
+              std::string::npos)
+        << metrics;
+    EXPECT_NE(metrics.find("steerchat_chat_requests_total{worker=\"0\",protocol=\"socketio\"} 0\n"),
+              std::string::npos)
+        << metrics;
+    EXPECT_NE(metrics.find("# TYPE steerchat_chat_encodings_total counter\n"), std::string::npos);
+    EXPECT_NE(metrics.find("# TYPE steerchat_chat_shared_sends_total counter\n"),
+              std::string::npos);
+    EXPECT_NE(metrics.find("# TYPE steerchat_chat_errors_total counter\n"), std::string::npos);
+    ::close(http);
     ::close(fd);
     pump();
     EXPECT_EQ(application.hub().local_sessions(), 0u) << "the name is freed with the connection";

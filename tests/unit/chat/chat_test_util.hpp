@@ -44,7 +44,7 @@ struct FakeClient : chat::Client {
 // A client plus its session.
 struct User {
     FakeClient client;
-    chat::Session session;
+    chat::Participant session;
     explicit User(chat::Hub& hub) : session(hub, client) {}
 };
 

@@ -375,7 +375,7 @@ TEST_F(ChatHub, SessionDestroyedDuringDeliveryIsSkipped) {
     };
     auto a = user(0, "a");
     Killer k;
-    chat::Session ks(hub(0), k);
+    chat::Participant ks(hub(0), k);
     ASSERT_EQ(ks.login("k"), Error::none);
     std::vector<std::unique_ptr<User>> others;
     for (int i = 0; i < 4; ++i) {

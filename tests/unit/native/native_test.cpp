@@ -41,15 +41,15 @@ struct RecordingSink : native::Sink {
 
 struct Client {
     RecordingSink sink;
-    native::Session session;
-    explicit Client(native::Service& s) : session(s, sink) {}
+    native::Protocol protocol;
+    explicit Client(native::Service& s) : protocol(s, sink) {}
     json::object send(const std::string& text) {
         const std::size_t before = sink.frames.size();
-        session.on_text(text);
+        protocol.on_text(text);
         EXPECT_EQ(sink.frames.size(), before + 1) << "one reply to " << text;
         return sink.last();
     }
-    void send_quiet(const std::string& text) { session.on_text(text); }
+    void send_quiet(const std::string& text) { protocol.on_text(text); }
 };
 
 class Native : public ::testing::Test {
@@ -142,7 +142,7 @@ TEST_F(Native, BadRequestsKeepTheConnectionUsable) {
     expect_error(a.send(R"({"type":"dance"})"), "bad_request");
     expect_error(a.send(R"({"type":"login"})"), "bad_request");
     expect_error(a.send(R"({"type":"login","name":5})"), "bad_request");
-    a.session.on_binary();
+    a.protocol.on_binary();
     expect_error(a.sink.last(), "bad_request");
     // Before login only login is accepted.
     expect_error(a.send(R"({"type":"join","room":"r"})"), "not_logged_in");
@@ -272,6 +272,7 @@ TEST_F(Native, OneEncodingPerEventPerWorker) {
     const ws::SharedFrame& f = b.members[0]->sink.frames.back();
     for (auto& c : b.members)
         EXPECT_EQ(c->sink.frames.back().data(), f.data()) << "same bytes";
+    EXPECT_EQ(f.use_count(), 5u) << "four recipients' references and the cache's";
 }
 
 TEST_F(Native, BaselineWithoutEncodeOnceEncodesPerRecipient) {
