@@ -1,6 +1,6 @@
-// libFuzzer target for the Engine.IO / Socket.IO codecs (userspace/eio: packet, sio_packet) and
-// the text encodings they use (userspace/text: base64, utf8). They are pure functions, so every
-// mode checks properties, not only "no crash":
+// libFuzzer target for the Engine.IO / Socket.IO codecs (userspace/eio: packet; userspace/sio:
+// packet) and the text encodings they use (userspace/text: base64, utf8). They are pure
+// functions, so every mode checks properties, not only "no crash":
 //
 // Input layout: byte 0 picks the mode (low 3 bits) and a few flags (high bits); the rest is the
 // data for that mode.
@@ -44,7 +44,7 @@
 #include <boost/json.hpp>
 
 #include "eio/packet.hpp"
-#include "eio/sio_packet.hpp"
+#include "sio/packet.hpp"
 #include "support/fuzz_check.hpp"
 #include "support/utf8_reference.hpp"
 #include "text/base64.hpp"
@@ -275,7 +275,7 @@ bool has_non_finite(const json::value& v) {
     return false;
 }
 
-// The payload rules of sio_packet.hpp, restated.
+// The payload rules of sio/packet.hpp, restated.
 bool reference_shape_ok(sio::Type t, const std::optional<json::value>& data) {
     using T = sio::Type;
     if (t == T::connect) return !data || data->is_object();

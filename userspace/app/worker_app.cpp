@@ -11,7 +11,7 @@
 #include <boost/asio/post.hpp>
 
 #include "chat/chat.hpp"
-#include "eio/protocol_test.hpp"
+#include "sio/protocol_test.hpp"
 #include "native/native.hpp"
 #include "socketio_chat/socketio_chat.hpp"
 #include "util/log.hpp"
@@ -89,7 +89,7 @@ struct WorkerApp::Parts {
     chat::Hub hub;
     native::Service native_chat;
     socketio_chat::Service sio_chat;
-    std::optional<eio::ProtocolTest> protocol_test;
+    std::optional<sio::ProtocolTest> protocol_test;
     std::optional<sio::Server> sio_server;
 };
 

@@ -22,7 +22,7 @@
 #include "chat/chat.hpp"
 #include "chat/shared_state.hpp"
 #include "eio/server.hpp"
-#include "eio/socketio.hpp"
+#include "sio/server.hpp"
 #include "net/worker.hpp"
 #include "ring/ring.hpp"
 

@@ -78,9 +78,9 @@ json::array event_args(const chat::Event& ev) {
     return args;
 }
 
-// The sio::Handler of one client in one namespace: feeds its Protocol, and is its Sink over the
-// sio::Socket.
-class SioEndpoint final : public sio::Handler, private Sink {
+// The sio::EventHandler of one client in one namespace: feeds its Protocol, and is its Sink over
+// the sio::Socket.
+class SioEndpoint final : public sio::EventHandler, private Sink {
   public:
     SioEndpoint(Service& service, sio::Socket& socket)
         : socket_(socket), protocol_(service, *this) {}

@@ -32,7 +32,7 @@
 //
 // Structure (as userspace/native): a Protocol is the chat logic of one client in one namespace:
 // it takes the client's events and answers through a Sink. In the server the Sink is the
-// sio::Socket (a sio::Handler made by Service::make_namespace); in tests it is a recorder.
+// sio::Socket (a sio::EventHandler made by Service::make_namespace); in tests it is a recorder.
 #pragma once
 
 #include <cstdint>
@@ -46,7 +46,7 @@
 
 #include "chat/chat.hpp"
 #include "chat/encode_once.hpp"
-#include "eio/socketio.hpp"
+#include "sio/server.hpp"
 
 namespace steerchat::socketio_chat {
 

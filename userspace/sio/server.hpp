@@ -5,7 +5,7 @@
 // Engine.IO session on any invalid packet.
 //
 // An application registers namespaces; each connected client of a namespace is a sio::Socket
-// driven by the application's Handler.
+// driven by the application's EventHandler.
 //
 // Threading: the worker's event loop thread.
 #pragma once
@@ -26,18 +26,18 @@
 #include <boost/json/value.hpp>
 
 #include "eio/server.hpp"
-#include "eio/sio_packet.hpp"
+#include "sio/packet.hpp"
 #include "ws/frame.hpp"
 
 namespace steerchat::sio {
 
 class Socket;
 class Server;
-class Connection;
+class Multiplexer;
 
 // The application side of one client in one namespace.
-struct Handler {
-    virtual ~Handler() = default;
+struct EventHandler {
+    virtual ~EventHandler() = default;
     // An EVENT: args[0] is the event name (a string or a number), the rest its arguments.
     // Binary arguments are {"_placeholder":true,"num":N} objects standing for attachments[N].
     // `ack` is set when the client waits for an acknowledgement (answer with Socket::ack).
@@ -52,7 +52,8 @@ struct Namespace {
     std::string name;  // "/", "/admin", ...
     // A client connected; `auth` is its CONNECT payload ({} when none). The CONNECT reply is
     // already sent, so the handler may emit at once.
-    std::function<std::unique_ptr<Handler>(Socket&, const boost::json::object& auth)> on_connect;
+    std::function<std::unique_ptr<EventHandler>(Socket&, const boost::json::object& auth)>
+        on_connect;
 };
 
 struct Options {
@@ -78,14 +79,16 @@ struct Stats {
     std::uint64_t connect_timeouts = 0;
 };
 
-// One client in one namespace.
-class Socket {
+// One client in one namespace. Owned by shared_ptr (docs/architecture.md, "Lifetimes"): its
+// Multiplexer holds it while it is connected; work that outlives a callback (a handler's timer)
+// holds it by weak_ptr and checks connected().
+class Socket : public std::enable_shared_from_this<Socket> {
   public:
     const std::string& id() const noexcept { return id_; }
     const std::string& nsp() const noexcept { return nsp_; }
     // 5 for Engine.IO 4 clients (socket.io 3/4), 4 for Engine.IO 3 (socket.io 2).
     int protocol() const noexcept;
-    eio::Socket& engine() noexcept;
+    eio::Session& engine() noexcept;
     bool connected() const noexcept { return connected_; }
 
     // EVENT (BINARY_EVENT when attachments are given: args then hold the placeholders).
@@ -100,15 +103,15 @@ class Socket {
     void disconnect();
 
   private:
-    friend class Connection;
-    Socket(Connection& conn, std::string nsp, std::string id)
-        : conn_(conn), nsp_(std::move(nsp)), id_(std::move(id)) {}
+    friend class Multiplexer;
+    Socket(Multiplexer& mux, std::string nsp, std::string id)
+        : mux_(mux), nsp_(std::move(nsp)), id_(std::move(id)) {}
     void send_packet(const Packet& p, std::span<const std::string> attachments);
 
-    Connection& conn_;
+    Multiplexer& mux_;
     std::string nsp_;
     std::string id_;
-    std::unique_ptr<Handler> handler_;
+    std::unique_ptr<EventHandler> handler_;
     bool connected_ = true;
 };
 
@@ -126,7 +129,7 @@ class Server {
     void append_metrics(std::string& out) const;
 
   private:
-    friend class Connection;
+    friend class Multiplexer;
     friend class Socket;
     const Namespace* find(std::string_view name) const;
 

@@ -1,4 +1,4 @@
-#include "eio/sio_packet.hpp"
+#include "sio/packet.hpp"
 
 #include <algorithm>
 #include <array>

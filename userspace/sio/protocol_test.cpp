@@ -1,4 +1,4 @@
-#include "eio/protocol_test.hpp"
+#include "sio/protocol_test.hpp"
 
 #include <chrono>
 #include <memory>
@@ -7,34 +7,34 @@
 
 #include "net/worker.hpp"
 
-namespace steerchat::eio {
+namespace steerchat::sio {
 
 namespace {
 
-struct Echo final : SocketHandler {
-    void on_message(Socket& socket, std::string_view data, bool binary) override {
-        socket.send(data, binary);
+struct Echo final : eio::SessionHandler {
+    void on_message(eio::Session& session, std::string_view data, bool binary) override {
+        session.send(data, binary);
     }
 };
 
-struct SuiteHandler final : sio::Handler {
+struct SuiteHandler final : EventHandler {
     // The suites register their listener for the "auth" event only after the CONNECT reply has
     // been handled: a client that reads both from one TCP segment drops the second. So the
     // reply and "auth" go out in separate writes, a moment apart (the suites' limitation, not
     // the protocol's: a real client handles any batching).
-    // The timer's handler may already be queued (expired) when the socket goes away: it checks
-    // `alive_`, as destroying the timer only cancels a wait that has not completed yet.
-    SuiteHandler(sio::Socket& socket, boost::json::object auth)
+    // The timer's handler holds the socket by weak_ptr: it may run after the socket has gone
+    // (already queued when the socket was destroyed) or left its namespace.
+    SuiteHandler(Socket& socket, boost::json::object auth)
         : auth_timer_(socket.engine().server().worker().io()) {
         auth_timer_.expires_after(std::chrono::milliseconds(20));
-        auth_timer_.async_wait(
-            [&socket, auth = std::move(auth), alive = alive_](const boost::system::error_code& ec) {
-                if (!ec && *alive) socket.emit("auth", auth);
-            });
+        auth_timer_.async_wait([weak = socket.weak_from_this(),
+                                auth = std::move(auth)](const boost::system::error_code& ec) {
+            const auto s = weak.lock();
+            if (!ec && s && s->connected()) s->emit("auth", auth);
+        });
     }
-    ~SuiteHandler() override { *alive_ = false; }
 
-    void on_event(sio::Socket& socket, const boost::json::array& args,
+    void on_event(Socket& socket, const boost::json::array& args,
                   std::span<const std::string> attachments,
                   std::optional<std::uint64_t> ack) override {
         if (args.empty() || !args[0].is_string()) return;
@@ -49,17 +49,16 @@ struct SuiteHandler final : sio::Handler {
         }
     }
 
-    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
     boost::asio::steady_timer auth_timer_;
 };
 
-Options with_path(Options o, const char* path) {
+eio::Options with_path(eio::Options o, const char* path) {
     o.path = path;
     return o;
 }
 
-std::vector<sio::Namespace> suite_namespaces() {
-    auto on_connect = [](sio::Socket& s, const boost::json::object& auth) {
+std::vector<Namespace> suite_namespaces() {
+    auto on_connect = [](Socket& s, const boost::json::object& auth) {
         return std::make_unique<SuiteHandler>(s, auth);
     };
     return {{"/", on_connect}, {"/custom", on_connect}};
@@ -67,10 +66,10 @@ std::vector<sio::Namespace> suite_namespaces() {
 
 }  // namespace
 
-ProtocolTest::ProtocolTest(net::Worker& worker, const Options& engine_options,
-                           const sio::Options& sio_options)
+ProtocolTest::ProtocolTest(net::Worker& worker, const eio::Options& engine_options,
+                           const Options& sio_options)
     : echo_(worker, with_path(engine_options, "/engine.io/"),
-            [](Socket&) { return std::make_unique<Echo>(); }),
+            [](eio::Session&) { return std::make_unique<Echo>(); }),
       sio_(worker, with_path(engine_options, "/socket.io/"), sio_options, suite_namespaces()) {}
 
-}  // namespace steerchat::eio
+}  // namespace steerchat::sio

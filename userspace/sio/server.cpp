@@ -1,7 +1,8 @@
-#include "eio/socketio.hpp"
+#include "sio/server.hpp"
 
 #include <cstring>
 
+#include <boost/asio/post.hpp>
 #include <boost/json/serialize.hpp>
 
 #include "net/router.hpp"
@@ -25,12 +26,13 @@ Encoded encode_event(std::string_view nsp, const boost::json::array& args) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// One Engine.IO session seen by Socket.IO: its namespace sockets, a binary packet being
-// assembled, the connect timeout.
+// One Engine.IO session seen by Socket.IO (the session's upper layer; Node's socket.io calls it
+// Client): the namespace sockets multiplexed over it, a binary packet being assembled, the
+// connect timeout.
 
-class Connection final : public eio::SocketHandler {
+class Multiplexer final : public eio::SessionHandler {
   public:
-    Connection(Server& server, eio::Socket& engine)
+    Multiplexer(Server& server, eio::Session& engine)
         : server_(server), engine_(engine), connect_timer_(server.engine_.worker().io()) {
         if (protocol() == 4) {
             // socket.io 2.x: the server connects "/" unprompted.
@@ -40,19 +42,22 @@ class Connection final : public eio::SocketHandler {
             }
         }
         connect_timer_.expires_after(server_.options_.connect_timeout);
-        connect_timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
-            if (ec || !*alive || !sockets_.empty() || ever_connected_) return;
-            ++server_.stats_.connect_timeouts;
-            engine_.close("connect timeout");
-        });
+        // The session owns this object (its upper layer) while it is open: a session that is
+        // gone or closed means this object may be gone too.
+        connect_timer_.async_wait(
+            [this, session = engine_.weak_from_this()](const boost::system::error_code& ec) {
+                const auto s = session.lock();
+                if (ec || !s || !s->is_open() || !sockets_.empty() || ever_connected_) return;
+                ++server_.stats_.connect_timeouts;
+                engine_.close("connect timeout");
+            });
     }
-    ~Connection() override { *alive_ = false; }
 
     int protocol() const noexcept { return engine_.protocol() >= 4 ? 5 : 4; }
-    eio::Socket& engine() noexcept { return engine_; }
+    eio::Session& engine() noexcept { return engine_; }
     Server& server() noexcept { return server_; }
 
-    void on_message(eio::Socket&, std::string_view data, bool binary) override {
+    void on_message(eio::Session&, std::string_view data, bool binary) override {
         if (binary) {
             if (!pending_) return invalid("unexpected binary attachment");
             attachments_.emplace_back(data);
@@ -66,11 +71,14 @@ class Connection final : public eio::SocketHandler {
         handle(std::move(*p));
     }
 
-    void on_close(eio::Socket&, std::string_view reason) override {
+    // The sockets that leave are freed on the next loop turn, not here: a socket's handler may be
+    // on the stack (it disconnected its socket, or closed the session).
+    void on_close(eio::Session&, std::string_view reason) override {
         connect_timer_.cancel();
         auto sockets = std::move(sockets_);
         for (auto& s : sockets)
             end(*s, reason);
+        boost::asio::post(connect_timer_.get_executor(), [sockets = std::move(sockets)] {});
     }
 
     void remove(Socket& s, std::string_view reason) {
@@ -79,6 +87,7 @@ class Connection final : public eio::SocketHandler {
             auto owned = std::move(*it);
             sockets_.erase(it);
             end(*owned, reason);
+            boost::asio::post(connect_timer_.get_executor(), [owned = std::move(owned)] {});
             return;
         }
     }
@@ -109,7 +118,7 @@ class Connection final : public eio::SocketHandler {
     void connect(const Namespace& ns, std::string_view nsp, const boost::json::object& auth) {
         ever_connected_ = true;
         connect_timer_.cancel();
-        auto owned = std::unique_ptr<Socket>(new Socket(*this, std::string(nsp), eio::random_id()));
+        auto owned = std::shared_ptr<Socket>(new Socket(*this, std::string(nsp), eio::random_id()));
         Socket& s = *owned;
         sockets_.push_back(std::move(owned));
         ++server_.stats_.sockets;
@@ -193,31 +202,30 @@ class Connection final : public eio::SocketHandler {
     }
 
     Server& server_;
-    eio::Socket& engine_;
-    std::vector<std::unique_ptr<Socket>> sockets_;
+    eio::Session& engine_;
+    std::vector<std::shared_ptr<Socket>> sockets_;
     std::optional<Packet> pending_;  // a binary packet waiting for its attachments
     std::vector<std::string> attachments_;
     boost::asio::steady_timer connect_timer_;
     bool ever_connected_ = false;
-    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 // ---------------------------------------------------------------------------------------------
 // Socket
 
 int Socket::protocol() const noexcept {
-    return conn_.protocol();
+    return mux_.protocol();
 }
 
-eio::Socket& Socket::engine() noexcept {
-    return conn_.engine();
+eio::Session& Socket::engine() noexcept {
+    return mux_.engine();
 }
 
 void Socket::send_packet(const Packet& p, std::span<const std::string> attachments) {
     if (!connected_) return;
-    conn_.send_text(encode(p));
+    mux_.send_text(encode(p));
     for (const auto& a : attachments)
-        conn_.engine().send(a, true);
+        mux_.engine().send(a, true);
 }
 
 void Socket::emit(const boost::json::array& args, std::span<const std::string> attachments) {
@@ -239,7 +247,7 @@ void Socket::emit(std::string_view event, boost::json::value arg) {
 
 void Socket::send(const Encoded& e) {
     if (!connected_) return;
-    conn_.engine().send_shared(e.text, e.frame);
+    mux_.engine().send_shared(e.text, e.frame);
 }
 
 void Socket::ack(std::uint64_t id, const boost::json::array& args,
@@ -258,8 +266,8 @@ void Socket::disconnect() {
     Packet p;
     p.type = Type::disconnect;
     p.nsp = nsp_;
-    conn_.send_text(encode(p));
-    conn_.remove(*this, "server namespace disconnect");
+    mux_.send_text(encode(p));
+    mux_.remove(*this, "server namespace disconnect");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -270,7 +278,7 @@ Server::Server(net::Worker& worker, eio::Options eio_options, Options options,
     : options_(options),
       namespaces_(std::move(namespaces)),
       engine_(worker, std::move(eio_options),
-              [this](eio::Socket& s) { return std::make_unique<Connection>(*this, s); }) {}
+              [this](eio::Session& s) { return std::make_unique<Multiplexer>(*this, s); }) {}
 
 const Namespace* Server::find(std::string_view name) const {
     for (const auto& ns : namespaces_)

@@ -12,19 +12,19 @@
 #include <memory>
 
 #include "eio/server.hpp"
-#include "eio/socketio.hpp"
+#include "sio/server.hpp"
 
-namespace steerchat::eio {
+namespace steerchat::sio {
 
 class ProtocolTest {
   public:
-    ProtocolTest(net::Worker& worker, const Options& engine_options,
-                 const sio::Options& sio_options);
+    ProtocolTest(net::Worker& worker, const eio::Options& engine_options,
+                 const Options& sio_options);
     void append_metrics(std::string& out) const { sio_.append_metrics(out); }
 
   private:
-    Server echo_;
-    sio::Server sio_;
+    eio::Server echo_;
+    Server sio_;
 };
 
-}  // namespace steerchat::eio
+}  // namespace steerchat::sio
