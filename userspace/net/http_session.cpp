@@ -51,12 +51,13 @@ http::message_generator upgrade_refusal(http::status status, const Request& req,
 }  // namespace
 
 HttpSession::HttpSession(boost::asio::ip::tcp::socket&& socket, Worker& worker, Lease slot,
-                         const AddressKey& key)
+                         const AddressKey& key, const boost::asio::ip::tcp::endpoint& remote)
     : stream_(std::move(socket)),
       timer_(stream_.get_executor()),
       worker_(worker),
       slot_(std::move(slot)),
-      key_(key) {
+      key_(key),
+      remote_(remote) {
     worker_.add(this);
     ++worker_.stats().active;
 }
@@ -232,9 +233,7 @@ void HttpSession::on_write(bool keep_alive, beast::error_code ec, std::size_t) {
 }
 
 void HttpSession::dispatch(Request&& req, const HttpHandler& handler) {
-    boost::system::error_code ec;
-    auto remote = stream_.socket().remote_endpoint(ec);
-    auto ex = std::make_shared<Exchange>(weak_from_this(), std::move(req), remote);
+    auto ex = std::make_shared<Exchange>(weak_from_this(), std::move(req), remote_);
     exchange_ = ex;
     try {
         handler(ex);

@@ -32,9 +32,10 @@ class Worker;
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
   public:
     // `slot`: the connection's place in the worker's ConnectionTracker, held until it closes.
-    // `key`: the client address as counted (limits.hpp), for FairShare.
+    // `key`: the client address as counted (limits.hpp), for FairShare. `remote`: the peer's
+    // address as the worker read it at accept (one getpeername per connection, not per request).
     HttpSession(boost::asio::ip::tcp::socket&& socket, Worker& worker, Lease slot = {},
-                const AddressKey& key = {});
+                const AddressKey& key = {}, const boost::asio::ip::tcp::endpoint& remote = {});
     ~HttpSession();
     void start();
     // Graceful stop: an idle connection closes now, a busy one after its current response.
@@ -84,6 +85,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     Worker& worker_;
     Lease slot_;  // this connection's place in the worker's ConnectionTracker
     AddressKey key_;
+    boost::asio::ip::tcp::endpoint remote_;
     bool reading_ = false;
     // Kept alive while the 101 is written.
     std::optional<boost::beast::http::response<boost::beast::http::empty_body>> upgrade_response_;

@@ -164,7 +164,8 @@ void Worker::serve(tcp::socket socket) {
     }
     socket.set_option(tcp::no_delay(true), ec);  // fails harmlessly on a non-TCP stream
     std::make_shared<HttpSession>(std::move(socket), *this, std::move(slot),
-                                  ConnectionTracker::key_of(from, cfg_.limits.ipv6_prefix64))
+                                  ConnectionTracker::key_of(from, cfg_.limits.ipv6_prefix64),
+                                  ec ? tcp::endpoint{} : remote)
         ->start();
 }
 
