@@ -84,7 +84,6 @@ class SioEndpoint final : public sio::EventHandler, private Sink {
   public:
     SioEndpoint(Service& service, sio::Socket& socket)
         : socket_(socket), protocol_(service, *this) {}
-    ~SioEndpoint() override { *alive_ = false; }
 
     void on_event(sio::Socket&, const json::array& args, std::span<const std::string>,
                   std::optional<std::uint64_t> ack) override {
@@ -98,15 +97,15 @@ class SioEndpoint final : public sio::EventHandler, private Sink {
     void ack(std::uint64_t id, const json::array& args) override { socket_.ack(id, args); }
     void send(const sio::Encoded& e) override { socket_.send(e); }
     void disconnect_later() override {
-        // Posted: the disconnect destroys this handler.
+        // Posted: the disconnect destroys this handler. The socket may be gone by then (freed)
+        // or have left meanwhile (disconnect() then does nothing): the lifetime rule's weak_ptr.
         boost::asio::post(socket_.engine().server().worker().io(),
-                          [&socket = socket_, alive = alive_] {
-                              if (*alive) socket.disconnect();
+                          [socket = socket_.weak_from_this()] {
+                              if (auto s = socket.lock()) s->disconnect();
                           });
     }
 
     sio::Socket& socket_;
-    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
     Protocol protocol_;  // last: logs out while the members above are valid
 };
 
