@@ -11,8 +11,8 @@
 #include <boost/asio/post.hpp>
 
 #include "chat/chat.hpp"
-#include "sio/protocol_test.hpp"
 #include "native/native.hpp"
+#include "sio/protocol_test.hpp"
 #include "socketio_chat/socketio_chat.hpp"
 #include "util/log.hpp"
 

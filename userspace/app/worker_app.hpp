@@ -22,9 +22,9 @@
 #include "chat/chat.hpp"
 #include "chat/shared_state.hpp"
 #include "eio/server.hpp"
-#include "sio/server.hpp"
 #include "net/worker.hpp"
 #include "ring/ring.hpp"
+#include "sio/server.hpp"
 
 namespace steerchat::app {
 

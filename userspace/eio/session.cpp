@@ -445,7 +445,7 @@ void Session::on_deadline() {
 void Session::enter(State next) {
     if (!allowed(state_, next)) {  // a bug: the state machine stays where it is
         log::error("engine.io session {}: no transition from state {} to state {} (a bug)", id_,
-                  static_cast<int>(state_), static_cast<int>(next));
+                   static_cast<int>(state_), static_cast<int>(next));
         return;
     }
     state_ = next;

@@ -84,7 +84,6 @@ po::options_description generic_options(Raw& r) {
     return desc;
 }
 
-
 }  // namespace
 
 std::uint32_t default_seed() {
