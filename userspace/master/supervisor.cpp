@@ -105,16 +105,17 @@ void Supervisor::setup() {
         ::setrlimit(RLIMIT_NOFILE, &nofile);
     }
     // The per-worker connection limit stays below what workers may open (options checked it
-    // against the hard limit; a soft limit that could not be raised is caught here).
+    // against the hard limit; a soft limit that could not be raised is caught here). Each worker
+    // also holds one eventfd per slot of --max-workers (the shared-memory logs' wake-ups).
+    const std::size_t headroom = app::fd_headroom() + opts_.max_workers;
     if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
-        opts_.max_conns_per_worker + app::fd_headroom() > nofile.rlim_cur) {
-        const std::size_t fit = nofile.rlim_cur > 2 * app::fd_headroom()
-                                    ? nofile.rlim_cur - app::fd_headroom()
-                                    : nofile.rlim_cur / 2;
+        opts_.max_conns_per_worker + headroom > nofile.rlim_cur) {
+        const std::size_t fit =
+            nofile.rlim_cur > 2 * headroom ? nofile.rlim_cur - headroom : nofile.rlim_cur / 2;
         log::warn(
             "--max-conns-per-worker {} does not fit the open-files limit {} ({} kept free): "
             "using {}",
-            opts_.max_conns_per_worker, nofile.rlim_cur, app::fd_headroom(), fit);
+            opts_.max_conns_per_worker, nofile.rlim_cur, headroom, fit);
         opts_.max_conns_per_worker = std::max<std::size_t>(fit, 1);
     }
     if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < 65536)
