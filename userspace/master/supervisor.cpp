@@ -461,6 +461,7 @@ void Supervisor::remove_slot(unsigned slot) {
 
 int Supervisor::shutdown() {
     stopping_ = true;
+    control_.reset();  // ctl answers "nobody answers" from now on, not a timeout
     for (auto& s : slots_)
         if (s.pid > 0 && ::kill(s.pid, SIGTERM) != 0 && errno == EPERM)
             log::error(
@@ -492,7 +493,6 @@ int Supervisor::shutdown() {
     for (auto& s : slots_)
         s.listener.reset();
     steering_.reset();  // removes the pins
-    control_.reset();   // removes the control socket
     log::info("stopped");
     return 0;
 }
