@@ -117,6 +117,28 @@ std::string metrics_body(Worker& w) {
     metric("steerchat_ws_handler_errors_total", "counter",
            "WebSocket connections closed 1011 because handling one of their messages failed.",
            ws.handler_errors);
+    if (w.tls()) {
+        const auto& t = w.tls_stats();
+        metric("steerchat_tls_handshakes_total", "counter",
+               "TLS handshakes completed (resumed ones included).", t.handshakes);
+        metric("steerchat_tls_resumed_total", "counter",
+               "TLS handshakes that resumed a session (no certificate, no key exchange signature).",
+               t.resumed);
+        metric("steerchat_tls13_handshakes_total", "counter",
+               "TLS handshakes completed with TLS 1.3 (the others: TLS 1.2).", t.tls13);
+        append_metric(out, "steerchat_tls_handshake_failures_total", "counter",
+                      "TLS handshakes that did not complete: failed (bad or unsupported client "
+                      "hello, the client gave up), timeout (over --tls-handshake-timeout-ms), "
+                      "refused (over --tls-max-handshakes in progress: closed at once), plaintext "
+                      "(plain HTTP on the TLS port: answered 400 and closed).",
+                      slot, "reason",
+                      {{"failed", t.failures},
+                       {"timeout", t.timeouts},
+                       {"refused", t.refused},
+                       {"plaintext", t.plaintext}});
+        metric("steerchat_tls_handshakes_in_progress", "gauge",
+               "TLS handshakes under way (at most --tls-max-handshakes).", t.in_progress);
+    }
     for (const auto& source : w.metrics_sources())
         source(out);
     return out;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "net/http_session.hpp"
+#include "tls/stream.hpp"
 #include "util/log.hpp"
 #include "ws/echo.hpp"
 
@@ -62,11 +63,96 @@ void refuse_fd(int fd, bool per_address) {
     ::shutdown(fd, SHUT_WR);
 }
 
+// The answer to plain HTTP on the TLS port (OpenSSL recognises the request line).
+constexpr std::string_view kPlaintextOnTls =
+    "HTTP/1.1 400 Bad Request\r\n"
+    "Server: steerchat\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n"
+    "Content-Length: 45\r\n"
+    "Connection: close\r\n"
+    "\r\n"
+    "this port speaks TLS: use https:// or wss://\n";
+
 const char* reason_name(Refusal why) {
     return why == Refusal::per_address ? "per_ip" : "per_worker";
 }
 
 }  // namespace
+
+// One connection's TLS handshake, bounded by the handshake timeout; then an HttpSession.
+class TlsHandshake : public std::enable_shared_from_this<TlsHandshake> {
+  public:
+    TlsHandshake(tls::Stream&& stream, Worker& worker, Lease slot, const AddressKey& key,
+                 const tcp::endpoint& remote)
+        : stream_(std::move(stream)),
+          timer_(stream_.get_executor()),
+          worker_(worker),
+          slot_(std::move(slot)),
+          key_(key),
+          remote_(remote) {
+        worker_.add_handshake(this);
+        ++worker_.tls_stats().in_progress;
+    }
+    ~TlsHandshake() {
+        worker_.remove_handshake(this);
+        --worker_.tls_stats().in_progress;
+    }
+
+    void start() {
+        timer_.expires_after(worker_.config().tls_handshake_timeout);
+        timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+            if (ec || self->done_) return;
+            self->timed_out_ = true;
+            self->cancel();
+        });
+        stream_.async_handshake([self = shared_from_this()](const boost::system::error_code& ec,
+                                                            std::size_t) { self->on_done(ec); });
+    }
+    void cancel() {
+        boost::system::error_code e;
+        stream_.socket().cancel(e);
+    }
+
+  private:
+    void on_done(const boost::system::error_code& ec) {
+        done_ = true;
+        timer_.cancel();
+        auto& st = worker_.tls_stats();
+        if (!ec && !worker_.stopping()) {
+            ++st.handshakes;
+            if (stream_.resumed()) ++st.resumed;
+            if (std::string_view(stream_.version()) == "TLSv1.3") ++st.tls13;
+            std::make_shared<HttpSession>(std::move(stream_), worker_, std::move(slot_), key_,
+                                          remote_)
+                ->start();
+            return;
+        }
+        boost::system::error_code e;
+        if (timed_out_) {
+            ++st.timeouts;
+        } else if (tls::Stream::is_plaintext_http(ec)) {
+            ++st.plaintext;
+            const int fd = stream_.socket().native_handle();
+            (void)::send(fd, kPlaintextOnTls.data(), kPlaintextOnTls.size(),
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+            ::shutdown(fd, SHUT_WR);
+        } else if (ec) {
+            ++st.failures;
+            log::debug("TLS handshake with {} failed: {}", remote_.address().to_string(),
+                       ec.message());
+        }
+        stream_.close(e);  // the slot is released with this object
+    }
+
+    tls::Stream stream_;
+    asio::steady_timer timer_;
+    Worker& worker_;
+    Lease slot_;
+    AddressKey key_;
+    tcp::endpoint remote_;
+    bool done_ = false;
+    bool timed_out_ = false;
+};
 
 Worker::Worker(WorkerConfig cfg)
     : cfg_(std::move(cfg)),
@@ -164,15 +250,37 @@ void Worker::serve(tcp::socket socket) {
     Refusal why = Refusal::none;
     Lease slot = connections_.acquire(from, why);
     if (!slot) {
-        refuse_fd(socket.native_handle(), why == Refusal::per_address);
+        // TLS: no plaintext answer a client could read; the connection just closes.
+        if (!cfg_.tls) refuse_fd(socket.native_handle(), why == Refusal::per_address);
         note_refusal(why, &from);
         return;  // the socket closes here
     }
+    const auto endpoint = ec ? tcp::endpoint{} : remote;
     socket.set_option(tcp::no_delay(true), ec);  // fails harmlessly on a non-TCP stream
-    std::make_shared<HttpSession>(std::move(socket), *this, std::move(slot),
-                                  ConnectionTracker::key_of(from, cfg_.limits.ipv6_prefix64),
-                                  ec ? tcp::endpoint{} : remote)
+    const auto key = ConnectionTracker::key_of(from, cfg_.limits.ipv6_prefix64);
+    if (cfg_.tls) return handshake(std::move(socket), std::move(slot), key, endpoint);
+    std::make_shared<HttpSession>(tls::Stream(std::move(socket)), *this, std::move(slot), key,
+                                  endpoint)
         ->start();
+}
+
+void Worker::handshake(tcp::socket socket, Lease slot, const AddressKey& key,
+                       const tcp::endpoint& remote) {
+    // A handshake costs this worker's CPU (a signature, a key exchange): at most this many at
+    // once, so a flood of them cannot starve established connections. Over it: closed at once.
+    if (handshakes_.size() >= cfg_.tls_max_handshakes) {
+        ++tls_stats_.refused;
+        return;  // the socket closes (a reset for the client: its hello is unread), slot freed
+    }
+    std::shared_ptr<TlsHandshake> hs;
+    try {
+        hs = std::make_shared<TlsHandshake>(tls::Stream(std::move(socket), *cfg_.tls), *this,
+                                            std::move(slot), key, remote);
+    } catch (const std::bad_alloc&) {
+        ++tls_stats_.failures;
+        return;
+    }
+    hs->start();
 }
 
 bool Worker::shed_with_spare_fd() {
@@ -184,7 +292,7 @@ bool Worker::shed_with_spare_fd() {
     if (fd >= 0) {
         ++stats_.accepted;
         ++connections_.stats().refused_open_files;
-        refuse_fd(fd, false);
+        if (!cfg_.tls) refuse_fd(fd, false);
         ::close(fd);
     }
     spare_fd_.reset(::eventfd(0, EFD_CLOEXEC));
@@ -226,6 +334,10 @@ void Worker::stop() {
     std::vector<HttpSession*> sessions(sessions_.begin(), sessions_.end());
     for (auto* s : sessions)
         s->stop();
+    // Handshakes in progress end (their connections close without a session).
+    std::vector<TlsHandshake*> handshakes(handshakes_.begin(), handshakes_.end());
+    for (auto* h : handshakes)
+        h->cancel();
     // WebSocket clients get a Close 1001; each connection waits (bounded) for the reply.
     if (ws_registry_.size() > 0)
         log::info("closing {} WebSocket connection(s) (1001 going away)", ws_registry_.size());

@@ -21,6 +21,7 @@
 
 #include "net/limits.hpp"
 #include "net/router.hpp"
+#include "tls/context.hpp"
 #include "util/unique_fd.hpp"
 #include "ws/connection.hpp"
 
@@ -45,6 +46,10 @@ struct WorkerConfig {
     std::chrono::milliseconds body_timeout{30'000};        // header end -> body end: 408
     std::chrono::milliseconds drain_timeout{2000};  // graceful stop: in-flight requests finish
     ws::ConnectionOptions websocket;                // limits and timers of WebSocket connections
+    // TLS on every accepted connection (nullptr: plain). A reload swaps it (set_tls_context).
+    std::shared_ptr<const tls::ServerContext> tls;
+    std::chrono::milliseconds tls_handshake_timeout{10'000};  // accept -> handshake done: close
+    std::size_t tls_max_handshakes = 256;  // handshakes in progress at once; more: closed at once
 };
 
 // Makes the handler of an accepted WebSocket upgrade; nullptr refuses it (403).
@@ -68,7 +73,20 @@ struct WorkerStats {
     std::uint64_t idle_timeouts = 0;        // closed: no next request on a kept-alive connection
 };
 
+// TLS counters (Prometheus: steerchat_tls_*).
+struct TlsStats {
+    std::uint64_t handshakes = 0;          // completed
+    std::uint64_t resumed = 0;             // ... of which resumed a session
+    std::uint64_t tls13 = 0;               // ... of which TLS 1.3 (the rest TLS 1.2)
+    std::uint64_t failures = 0;            // failed (bad client hello, no shared cipher, EOF)
+    std::uint64_t timeouts = 0;            // not done within the handshake timeout
+    std::uint64_t refused = 0;             // closed at once: too many handshakes in progress
+    std::uint64_t plaintext = 0;           // plain HTTP on the TLS port: answered 400, closed
+    std::uint64_t in_progress = 0;         // gauge
+};
+
 class HttpSession;
+class TlsHandshake;
 
 class Worker {
   public:
@@ -85,6 +103,11 @@ class Worker {
 
     const WorkerConfig& config() const { return cfg_; }
     WorkerStats& stats() { return stats_; }
+    TlsStats& tls_stats() { return tls_stats_; }
+    // The TLS configuration for connections accepted from now on (a reload); nullptr: plain.
+    // Connections already open keep theirs.
+    void set_tls_context(std::shared_ptr<const tls::ServerContext> ctx) { cfg_.tls = std::move(ctx); }
+    bool tls() const { return cfg_.tls != nullptr; }
     // Connection slots per client address and in all (limits.hpp).
     ConnectionTracker& connections() { return connections_; }
     // Request handling shared fairly between client addresses (limits.hpp).
@@ -93,6 +116,9 @@ class Worker {
     boost::asio::io_context& io() { return ioc_; }
 
     void add(HttpSession* s) { sessions_.insert(s); }
+    // TLS handshakes in progress (cut on stop).
+    void add_handshake(TlsHandshake* h) { handshakes_.insert(h); }
+    void remove_handshake(TlsHandshake* h) { handshakes_.erase(h); }
     void remove(HttpSession* s);
 
     // WebSocket routes: a GET of `path` (exact, query ignored) with a valid upgrade becomes a
@@ -124,13 +150,18 @@ class Worker {
     // connection with it, take the spare back. False if even that failed.
     bool shed_with_spare_fd();
     void note_refusal(Refusal why, const boost::asio::ip::address* from);
+    // Starts the TLS handshake of an admitted connection; its HttpSession starts once it is done.
+    void handshake(boost::asio::ip::tcp::socket socket, Lease slot, const AddressKey& key,
+                   const boost::asio::ip::tcp::endpoint& remote);
     void maybe_done();
 
     WorkerConfig cfg_;
     // Declared before the io_context: handlers it destroys on teardown still reach these.
     WorkerStats stats_;
+    TlsStats tls_stats_;
     ConnectionTracker connections_;  // before anything holding its leases
     std::unordered_set<HttpSession*> sessions_;
+    std::unordered_set<TlsHandshake*> handshakes_;
     ws::ConnectionRegistry ws_registry_;
     std::map<std::string, WebSocketFactory, std::less<>> ws_routes_;
     std::map<std::string, HttpHandler, std::less<>> http_routes_;
