@@ -2,13 +2,18 @@
 
 #include <fmt/core.h>
 
+#include <cerrno>
+#include <cstring>
 #include <exception>
+#include <fstream>
+#include <iterator>
 #include <utility>
 
 #include "app/worker_app.hpp"
 #include "chat/chat.hpp"
 #include "chat/shared_state.hpp"
 #include "net/limits.hpp"
+#include "tls/context.hpp"
 #include "util/log.hpp"
 #include "ws/handshake.hpp"
 
@@ -41,6 +46,59 @@ std::string check_edge_limits(WorkerOptions& o, bool max_conns_per_worker_given,
                            std::pair{"--http-body-timeout-ms", o.http_body_timeout_ms}})
         if (v < 100 || v > 3'600'000)
             return fmt::format("{} {} is out of range (100 to 3600000 ms)", name, v);
+    return {};
+}
+
+namespace {
+
+// The whole file, or an error message naming the option and the file.
+bool read_file(const std::string& option, const std::string& path, std::string& out,
+               std::string& err) {
+    errno = 0;
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        err = fmt::format("{} {}: cannot open it: {}{}", option, path,
+                          std::strerror(errno ? errno : ENOENT),
+                          errno == EACCES ? " (the master reads it before dropping privileges: "
+                                            "make it readable by the user steerchat starts as)"
+                                          : "");
+        return false;
+    }
+    out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    if (in.bad()) {
+        err = fmt::format("{} {}: cannot read it: {}", option, path, std::strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+std::string load_tls(WorkerOptions& o, std::string& warning, std::string& summary) {
+    if (o.tls_cert_file.empty() && o.tls_key_file.empty()) return {};
+    if (o.tls_cert_file.empty() || o.tls_key_file.empty())
+        return "TLS needs both --tls-cert (the certificate chain, PEM) and --tls-key (its "
+               "private key, PEM)";
+    if (o.tls_handshake_timeout_ms < 100 || o.tls_handshake_timeout_ms > 600'000)
+        return fmt::format("--tls-handshake-timeout-ms {} is out of range (100 to 600000)",
+                           o.tls_handshake_timeout_ms);
+    if (o.tls_max_handshakes == 0)
+        return "--tls-max-handshakes must be at least 1";
+    std::string err;
+    if (!read_file("--tls-cert", o.tls_cert_file, o.tls_cert_pem, err) ||
+        !read_file("--tls-key", o.tls_key_file, o.tls_key_pem, err))
+        return err;
+    try {
+        tls::ServerContext ctx(tls::ServerConfig{o.tls_cert_pem, o.tls_key_pem,
+                                                 "--tls-cert " + o.tls_cert_file,
+                                                 "--tls-key " + o.tls_key_file});
+        warning = ctx.warning();
+        const auto& info = ctx.certificate();
+        summary = fmt::format("TLS certificate {} ({} chain certificate(s)), valid until {}",
+                              info.subject, info.chain_length, info.not_after);
+    } catch (const tls::TlsError& e) {
+        return e.what();
+    }
     return {};
 }
 
@@ -93,6 +151,12 @@ WorkerContext worker_context(const WorkerOptions& opts, unsigned nslots) {
     net.keepalive_timeout = std::chrono::milliseconds(opts.http_keepalive_timeout_ms);
     net.header_timeout = std::chrono::milliseconds(opts.http_header_timeout_ms);
     net.body_timeout = std::chrono::milliseconds(opts.http_body_timeout_ms);
+    if (!opts.tls_cert_pem.empty())
+        net.tls = std::make_shared<const tls::ServerContext>(
+            tls::ServerConfig{opts.tls_cert_pem, opts.tls_key_pem, "--tls-cert " + opts.tls_cert_file,
+                              "--tls-key " + opts.tls_key_file});
+    net.tls_handshake_timeout = std::chrono::milliseconds(opts.tls_handshake_timeout_ms);
+    net.tls_max_handshakes = opts.tls_max_handshakes;
 
     // The application: chat adapters, Engine.IO / Socket.IO.
     AppOptions& app = ctx.app;

@@ -125,6 +125,19 @@ po::options_description setting_options(Options& o, Raw& r) {
          "at most 128)")
         ("bind,b", po::value(&o.bind)->default_value(o.bind),
          "address to listen on; :: is dual stack (IPv6 and IPv4)")
+        ("tls-cert", po::value(&o.tls_cert_file),
+         "serve TLS on --port (https:// and wss://; the port then speaks TLS only) with this "
+         "certificate chain: a PEM file, the server's certificate first, then its "
+         "intermediates; needs --tls-key. Read at start and on SIGHUP by the master")
+        ("tls-key", po::value(&o.tls_key_file),
+         "the private key of --tls-cert (PEM, unencrypted; may be readable by root only)")
+        ("tls-handshake-timeout-ms",
+         po::value(&o.tls_handshake_timeout_ms)->default_value(o.tls_handshake_timeout_ms),
+         "time from accepting a TLS connection to the end of its handshake; then it is closed")
+        ("tls-max-handshakes",
+         po::value(&o.tls_max_handshakes)->default_value(o.tls_max_handshakes),
+         "TLS handshakes one worker runs at once; more connections are closed at once, so a "
+         "flood of handshakes cannot starve established connections")
         ("steering,s", po::value(&steering)->default_value(steering),
          "bpf: the kernel keeps each client IP on one worker (needs CAP_BPF); "
          "kernel: plain SO_REUSEPORT, balanced but not sticky")
@@ -568,6 +581,8 @@ ParseResult parse_options(int argc, const char* const argv[]) {
                                           open_files_hard_limit());
         !err.empty())
         return bad(err);
+    // TLS: the files are read and checked now (exit 2 on a bad one, not a worker crash later).
+    if (auto err = app::load_tls(o, o.tls_warning, o.tls_summary); !err.empty()) return bad(err);
     return {o, 0, {}};
 }
 

@@ -40,6 +40,9 @@ struct Options : app::WorkerOptions {
     bool seccomp = false;  // workers: a syscall allowlist (anything else kills the worker)
     log::Level log_level = log::Level::info;
     log::Format log_format = log::Format::text;
+    // TLS (app::load_tls): a warning for the log (an expired certificate), a line naming it.
+    std::string tls_warning;
+    std::string tls_summary;
 
     std::filesystem::path pin_dir() const { return bpffs_dir / std::to_string(port); }
 };
