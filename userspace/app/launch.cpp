@@ -1,12 +1,14 @@
 #include "app/launch.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <fmt/core.h>
 
 #include <cerrno>
 #include <cstring>
 #include <exception>
-#include <fstream>
-#include <iterator>
 #include <utility>
 
 #include "app/worker_app.hpp"
@@ -54,21 +56,35 @@ namespace {
 // The whole file, or an error message naming the option and the file.
 bool read_file(const std::string& option, const std::string& path, std::string& out,
                std::string& err) {
-    errno = 0;
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        err = fmt::format("{} {}: cannot open it: {}{}", option, path,
-                          std::strerror(errno ? errno : ENOENT),
-                          errno == EACCES ? " (the master reads it before dropping privileges: "
-                                            "make it readable by the user steerchat starts as)"
-                                          : "");
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        const int e = errno;
+        err = fmt::format("{} {}: cannot open it: {}{}", option, path, std::strerror(e),
+                          e == EACCES ? " (the master reads it before dropping privileges: make "
+                                        "it readable by the user steerchat starts as)"
+                                      : "");
         return false;
     }
-    out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    if (in.bad()) {
-        err = fmt::format("{} {}: cannot read it: {}", option, path, std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ::close(fd);
+        err = fmt::format("{} {}: not a regular file (name the PEM file itself)", option, path);
         return false;
     }
+    out.clear();
+    char buf[16384];
+    for (;;) {
+        const ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n == 0) break;
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            err = fmt::format("{} {}: cannot read it: {}", option, path, std::strerror(errno));
+            ::close(fd);
+            return false;
+        }
+        out.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
     return true;
 }
 

@@ -2,15 +2,18 @@
 // request, from a chosen source address), a WebSocket that queues what it receives (npm `ws`),
 // and per-worker /metrics.
 import http from 'node:http';
+import https from 'node:https';
 
 import WebSocket from 'ws';
 
 // One HTTP request on its own TCP connection. Resolves to { status, headers, body } (body: utf8).
+// `ca` (PEM): HTTPS, trusting that CA.
 export function request(port, { method = 'GET', path, headers = {}, body, localAddress,
-                                timeoutMs = 5000 } = {}) {
+                                timeoutMs = 5000, ca } = {}) {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path, headers, localAddress,
-                               agent: false }, (res) => {
+    const req = (ca ? https : http).request({ host: '127.0.0.1', port, method, path, headers,
+                                              localAddress, agent: false, ...(ca ? { ca } : {}) },
+                                            (res) => {
       const chunks = [];
       res.on('data', (d) => chunks.push(d));
       res.on('end', () => resolve({ status: res.statusCode, headers: res.headers,
@@ -52,8 +55,8 @@ export function errorBody(r) {
 }
 
 // The metrics of the worker that serves `localAddress` (steerchat_* name -> number).
-export async function metricsFrom(port, localAddress) {
-  const r = await request(port, { path: '/metrics', localAddress });
+export async function metricsFrom(port, localAddress, ca) {
+  const r = await request(port, { path: '/metrics', localAddress, ca });
   const out = {};
   for (const line of r.body.split('\n')) {
     const m = /^(\w+)(\{[^}]*\})? ([0-9.eE+-]+)$/.exec(line);
