@@ -98,8 +98,7 @@ std::string load_tls(WorkerOptions& o, std::string& warning, std::string& summar
     if (o.tls_handshake_timeout_ms < 100 || o.tls_handshake_timeout_ms > 600'000)
         return fmt::format("--tls-handshake-timeout-ms {} is out of range (100 to 600000)",
                            o.tls_handshake_timeout_ms);
-    if (o.tls_max_handshakes == 0)
-        return "--tls-max-handshakes must be at least 1";
+    if (o.tls_max_handshakes == 0) return "--tls-max-handshakes must be at least 1";
     std::string err;
     if (!read_file("--tls-cert", o.tls_cert_file, o.tls_cert_pem, err) ||
         !read_file("--tls-key", o.tls_key_file, o.tls_key_pem, err))
@@ -168,9 +167,9 @@ WorkerContext worker_context(const WorkerOptions& opts, unsigned nslots) {
     net.header_timeout = std::chrono::milliseconds(opts.http_header_timeout_ms);
     net.body_timeout = std::chrono::milliseconds(opts.http_body_timeout_ms);
     if (!opts.tls_cert_pem.empty())
-        net.tls = std::make_shared<const tls::ServerContext>(
-            tls::ServerConfig{opts.tls_cert_pem, opts.tls_key_pem, "--tls-cert " + opts.tls_cert_file,
-                              "--tls-key " + opts.tls_key_file});
+        net.tls = std::make_shared<const tls::ServerContext>(tls::ServerConfig{
+            opts.tls_cert_pem, opts.tls_key_pem, "--tls-cert " + opts.tls_cert_file,
+            "--tls-key " + opts.tls_key_file});
     net.tls_handshake_timeout = std::chrono::milliseconds(opts.tls_handshake_timeout_ms);
     net.tls_max_handshakes = opts.tls_max_handshakes;
 

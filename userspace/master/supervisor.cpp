@@ -505,7 +505,8 @@ int Supervisor::run() {
         opts_.port, opts_.workers,
         opts_.steering == SteeringMode::bpf ? "bpf" : "kernel (SO_REUSEPORT hash, not sticky)",
         opts_.seed, steering_ ? fmt::format(", maps pinned at {}", opts_.pin_dir().string()) : "");
-    if (!opts_.tls_summary.empty()) log::info("port {} speaks TLS only: {}", opts_.port, opts_.tls_summary);
+    if (!opts_.tls_summary.empty())
+        log::info("port {} speaks TLS only: {}", opts_.port, opts_.tls_summary);
     if (!opts_.tls_warning.empty()) log::warn("{}", opts_.tls_warning);
     for (unsigned i = 0; i < pool_; ++i)
         spawn(i);

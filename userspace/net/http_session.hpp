@@ -35,8 +35,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     // `key`: the client address as counted (limits.hpp), for FairShare. `remote`: the peer's
     // address as the worker read it at accept (one getpeername per connection, not per request).
     // `stream`: plain, or TLS with its handshake done.
-    HttpSession(tls::Stream&& stream, Worker& worker, Lease slot = {},
-                const AddressKey& key = {}, const boost::asio::ip::tcp::endpoint& remote = {});
+    HttpSession(tls::Stream&& stream, Worker& worker, Lease slot = {}, const AddressKey& key = {},
+                const boost::asio::ip::tcp::endpoint& remote = {});
     ~HttpSession();
     void start();
     // Graceful stop: an idle connection closes now, a busy one after its current response.

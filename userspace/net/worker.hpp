@@ -75,14 +75,14 @@ struct WorkerStats {
 
 // TLS counters (Prometheus: steerchat_tls_*).
 struct TlsStats {
-    std::uint64_t handshakes = 0;          // completed
-    std::uint64_t resumed = 0;             // ... of which resumed a session
-    std::uint64_t tls13 = 0;               // ... of which TLS 1.3 (the rest TLS 1.2)
-    std::uint64_t failures = 0;            // failed (bad client hello, no shared cipher, EOF)
-    std::uint64_t timeouts = 0;            // not done within the handshake timeout
-    std::uint64_t refused = 0;             // closed at once: too many handshakes in progress
-    std::uint64_t plaintext = 0;           // plain HTTP on the TLS port: answered 400, closed
-    std::uint64_t in_progress = 0;         // gauge
+    std::uint64_t handshakes = 0;   // completed
+    std::uint64_t resumed = 0;      // ... of which resumed a session
+    std::uint64_t tls13 = 0;        // ... of which TLS 1.3 (the rest TLS 1.2)
+    std::uint64_t failures = 0;     // failed (bad client hello, no shared cipher, EOF)
+    std::uint64_t timeouts = 0;     // not done within the handshake timeout
+    std::uint64_t refused = 0;      // closed at once: too many handshakes in progress
+    std::uint64_t plaintext = 0;    // plain HTTP on the TLS port: answered 400, closed
+    std::uint64_t in_progress = 0;  // gauge
 };
 
 class HttpSession;
@@ -106,7 +106,9 @@ class Worker {
     TlsStats& tls_stats() { return tls_stats_; }
     // The TLS configuration for connections accepted from now on (a reload); nullptr: plain.
     // Connections already open keep theirs.
-    void set_tls_context(std::shared_ptr<const tls::ServerContext> ctx) { cfg_.tls = std::move(ctx); }
+    void set_tls_context(std::shared_ptr<const tls::ServerContext> ctx) {
+        cfg_.tls = std::move(ctx);
+    }
     bool tls() const { return cfg_.tls != nullptr; }
     // Connection slots per client address and in all (limits.hpp).
     ConnectionTracker& connections() { return connections_; }

@@ -102,10 +102,12 @@ ServerContext::ServerContext(const ServerConfig& cfg) {
 
     SSL_CTX_set_min_proto_version(ctx_, TLS1_2_VERSION);
     SSL_CTX_set_max_proto_version(ctx_, TLS1_3_VERSION);
-    if (SSL_CTX_set_cipher_list(ctx_, kTls12Ciphers) != 1 || SSL_CTX_set1_groups_list(ctx_, kGroups) != 1)
-        throw TlsError(fmt::format("this OpenSSL lacks the ciphers or groups of Mozilla's "
-                                   "intermediate configuration: {}",
-                                   drain_errors()));
+    if (SSL_CTX_set_cipher_list(ctx_, kTls12Ciphers) != 1 ||
+        SSL_CTX_set1_groups_list(ctx_, kGroups) != 1)
+        throw TlsError(
+            fmt::format("this OpenSSL lacks the ciphers or groups of Mozilla's "
+                        "intermediate configuration: {}",
+                        drain_errors()));
     SSL_CTX_set_dh_auto(ctx_, 1);  // DHE: RFC 7919 ffdhe groups sized to the key
     // Mozilla intermediate: the client picks among these ciphers (all are strong); no
     // renegotiation, no compression; resumption through the session cache, not tickets.

@@ -29,8 +29,8 @@ class TlsError : public std::runtime_error {
 };
 
 struct ServerConfig {
-    std::string cert_pem;  // the server certificate first, then its chain
-    std::string key_pem;   // its private key, unencrypted
+    std::string cert_pem;                       // the server certificate first, then its chain
+    std::string key_pem;                        // its private key, unencrypted
     std::string cert_name = "the certificate";  // the file names, for messages
     std::string key_name = "the key";
     std::size_t session_cache_size = 20480;

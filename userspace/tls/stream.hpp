@@ -25,6 +25,7 @@
 #include <boost/asio/compose.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
 
 using SSL = struct ssl_st;
 
@@ -42,7 +43,8 @@ class Stream {
     static constexpr std::size_t kCoalesce = 64 * 1024;
 
     // A plain stream (no TLS).
-    Stream(tcp::socket socket) noexcept;  // NOLINT(google-explicit-constructor): a plain socket is a stream
+    Stream(tcp::socket
+               socket) noexcept;  // NOLINT(google-explicit-constructor): a plain socket is a stream
     // A server-side TLS stream on `socket`, handshake not done yet (async_handshake). Makes the
     // socket non-blocking. Throws std::bad_alloc if OpenSSL cannot make the connection object.
     Stream(tcp::socket socket, const ServerContext& context);
@@ -57,8 +59,9 @@ class Stream {
     SSL* native_handle() const noexcept { return ssl_; }
 
     // Non-blocking: would_block when the socket has to become ready first (for reading, or for
-    // writing: TLS may need to write while reading, read_wants_write()). EOF: asio::error::eof (a TLS close_notify, or the peer's FIN).
-    // TLS errors are in Asio's ssl category (value: OpenSSL's packed error).
+    // writing: TLS may need to write while reading, read_wants_write()). EOF: asio::error::eof (a
+    // TLS close_notify, or the peer's FIN). TLS errors are in Asio's ssl category (value: OpenSSL's
+    // packed error).
     template <class MutableBuffers>
     std::size_t read_some(const MutableBuffers& buffers, error_code& ec) {
         const auto b = first_buffer(buffers);
@@ -68,7 +71,7 @@ class Stream {
     std::size_t write_some(const ConstBuffers& buffers, error_code& ec) {
         if (!ssl_) return socket_.write_some(buffers, ec);
         std::size_t n = 0;
-        const void* data = coalesce(buffers, n);
+        const void* data = coalesce(buffers, 0, n);
         return tls_write(data, n, ec);
     }
     // The last read that would block needs the socket writable (else readable).
@@ -107,6 +110,29 @@ class Stream {
             Op{this, [buffers](Stream& s, error_code& ec) { return s.write_some(buffers, ec); }},
             token, socket_);
     }
+    // Writes all of `buffers` (a gather list that must stay valid until the handler runs):
+    // plain, asio::async_write on the socket (one writev per call, as many as the kernel
+    // takes); TLS, kCoalesce bytes at a time into one SSL_write each, so a gather list of many
+    // small frames becomes records of 16 KiB (asio::async_write would hand a stream only 16
+    // buffers per call: a record per 16 frames). Completes with (error_code, bytes written).
+    template <class ConstBuffers, class Token>
+    auto async_write_all(const ConstBuffers& buffers, Token&& token) {
+        if (!ssl_) return boost::asio::async_write(socket_, buffers, std::forward<Token>(token));
+        const std::size_t total = boost::asio::buffer_size(buffers);
+        return boost::asio::async_compose<Token, void(error_code, std::size_t)>(
+            Op{this,
+               [buffers, total, written = std::size_t{0}](Stream& s, error_code& ec) mutable {
+                   while (written < total) {
+                       std::size_t n = 0;
+                       const void* data = s.coalesce(buffers, written, n);
+                       written += s.tls_write(data, n, ec);
+                       if (ec) return written;
+                   }
+                   return written;
+               }},
+            token, socket_);
+    }
+
     // The server side of the TLS handshake (a plain stream completes at once). Completes with
     // (error_code, 0).
     template <class Token>
@@ -176,31 +202,33 @@ class Stream {
         }
         return {};
     }
-    // The bytes of `buffers` as one piece: the first buffer itself if it is the only non-empty
-    // one, else up to kCoalesce bytes copied into a per-thread scratch buffer (rebuilt the same
-    // on a retry, which SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER allows).
+    // The bytes of `buffers` from byte `offset` on, as one piece of up to kCoalesce bytes: a
+    // buffer's own memory if the piece lies within one buffer, else a copy in a per-thread
+    // scratch buffer (rebuilt the same on a retry, which SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
+    // allows).
     template <class Buffers>
-    const void* coalesce(const Buffers& buffers, std::size_t& n) {
+    const void* coalesce(const Buffers& buffers, std::size_t offset, std::size_t& n) {
         auto it = boost::asio::buffer_sequence_begin(buffers);
         const auto end = boost::asio::buffer_sequence_end(buffers);
-        const void* single = nullptr;
-        std::size_t single_size = 0;
-        std::size_t count = 0;
-        for (auto i = it; i != end && count < 2; ++i) {
-            boost::asio::const_buffer b(*i);
-            if (b.size() == 0) continue;
-            if (count++ == 0) {
-                single = b.data();
-                single_size = b.size();
-            }
+        for (; it != end; ++it) {  // the buffer holding byte `offset`
+            const std::size_t size = boost::asio::const_buffer(*it).size();
+            if (offset < size) break;
+            offset -= size;
         }
-        if (count < 2) {
-            n = single_size;
-            return single;
+        n = 0;
+        if (it == end) return nullptr;
+        boost::asio::const_buffer first(*it);
+        first += offset;
+        auto next = it;
+        ++next;
+        if (first.size() >= kCoalesce || next == end) {
+            n = std::min(first.size(), kCoalesce);
+            return first.data();
         }
         auto* scratch = scratch_buffer();
-        n = 0;
-        for (; it != end && n < kCoalesce; ++it) {
+        std::memcpy(scratch, first.data(), first.size());
+        n = first.size();
+        for (it = next; it != end && n < kCoalesce; ++it) {
             boost::asio::const_buffer b(*it);
             const std::size_t take = std::min(b.size(), kCoalesce - n);
             std::memcpy(scratch + n, b.data(), take);
@@ -217,7 +245,7 @@ class Stream {
 
     tcp::socket socket_;
     SSL* ssl_ = nullptr;
-    bool last_want_write_ = false;  // the last TLS call that would block wants writability
+    bool last_want_write_ = false;   // the last TLS call that would block wants writability
     bool read_wants_write_ = false;  // ... and the last read
     bool read_blocked_ = false;      // the last read would block
     bool shut_down_ = false;

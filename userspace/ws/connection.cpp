@@ -298,10 +298,12 @@ void WebSocketConnection::flush() {
     writing_ = true;
     ++writes_;
     ++registry_.stats_.writes;
-    // TLS: the stream coalesces the frames into one SSL_write (tls/stream.hpp).
-    asio::async_write(stream_, BufferSpan{iov_.data(), iov_.data() + iov_.size()},
-                      [self = shared_from_this()](const boost::system::error_code& ec,
-                                                  std::size_t n) { self->on_written(ec, n); });
+    // TLS: the stream coalesces the frames into records of 16 KiB (tls/stream.hpp).
+    stream_.async_write_all(
+        BufferSpan{iov_.data(), iov_.data() + iov_.size()},
+        [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
+            self->on_written(ec, n);
+        });
 }
 
 void WebSocketConnection::on_written(const boost::system::error_code& ec, std::size_t n) {
