@@ -113,6 +113,15 @@ function raw(port, ip, bytes, timeoutMs = 5000) {
   });
 }
 
+function freePort() {
+  return new Promise((resolve) => {
+    const probe = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = probe.address().port;
+      probe.close(() => resolve(p));
+    });
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 
 describe('bad TLS configuration: exit 2 with the fix, or a warning', () => {
@@ -129,6 +138,7 @@ describe('bad TLS configuration: exit 2 with the fix, or a warning', () => {
     ['an encrypted key', tlsArgs('chain.pem', 'encrypted.key'), /no usable PEM private key \(an unencrypted key is needed/],
     ['a handshake timeout out of range', [...tlsArgs(), '--tls-handshake-timeout-ms', '5'], /--tls-handshake-timeout-ms 5 is out of range/],
     ['no handshakes allowed', [...tlsArgs(), '--tls-max-handshakes', '0'], /--tls-max-handshakes must be at least 1/],
+    ['a TLS port without a certificate', ['--tls-port', '8443'], /--tls-port needs --tls-cert and --tls-key/],
   ];
   for (const [what, args, message] of cases) {
     test(what, () => {
@@ -140,12 +150,7 @@ describe('bad TLS configuration: exit 2 with the fix, or a warning', () => {
 
   test('an expired certificate: a warning, and the server runs', async () => {
     // Clients refuse the expired certificate: the log tells that the server serves.
-    const port = await new Promise((resolve) => {
-      const probe = net.createServer().listen(0, '127.0.0.1', () => {
-        const p = probe.address().port;
-        probe.close(() => resolve(p));
-      });
-    });
+    const port = await freePort();
     const proc = spawn(binaryPath(), ['--port', String(port), '--workers', '1', '--bind', '127.0.0.1',
                                       '--steering', 'kernel', ...tlsArgs('expired.pem', 'expired.key')],
                        { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -392,5 +397,76 @@ describe('handshake limits', () => {
               m0['steerchat_tls_handshake_failures_total:refused'] >= 1);
     assert.equal(m1.steerchat_tls_handshakes_in_progress, 0);
     established.close();
+  });
+});
+
+describe('--tls-port: plain HTTP on --port and TLS on --tls-port, side by side, steered alike',
+         { skip: sticky ? false : 'needs root for --steering bpf' }, () => {
+  let server;
+  let tlsPort;
+  const ctl = (...words) => spawnSync(binaryPath(), ['ctl', '--port', String(server.port), ...words],
+                                      { encoding: 'utf8', timeout: 10000 });
+  before(async () => {
+    tlsPort = await freePort();
+    server = await Server.start({ workers: WORKERS, args: ['--tls-port', String(tlsPort), ...tlsArgs()] });
+  });
+  after(async () => {
+    if (server) await server.stop();
+  });
+
+  // Every address's worker on both ports; returns the workers seen.
+  async function sameWorkerOnBothPorts(count, base) {
+    const workers = new Set();
+    for (let i = 0; i < count; i++) {
+      const ip = ipOf(base + i);
+      const plain = await healthzFrom(server.port, ip);
+      const secure = await healthzFrom(tlsPort, ip, ca);
+      assert.equal(secure.worker, plain.worker,
+                   `${ip}: worker ${plain.worker} on port ${server.port}, ${secure.worker} on ${tlsPort}`);
+      assert.equal(secure.pid, plain.pid);
+      workers.add(plain.worker);
+    }
+    return workers;
+  }
+
+  test('200 client addresses: each reaches the same worker on both ports; chat between the ports',
+       async () => {
+    const workers = await sameWorkerOnBothPorts(200, 400);
+    assert.equal(workers.size, WORKERS);
+    // The plain port speaks no TLS, the TLS port no plain HTTP.
+    const r = await raw(tlsPort, ipOf(400), Buffer.from('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n'));
+    assert.match(r.data.toString(), /^HTTP\/1\.1 400 Bad Request/);
+    const plainAnswer = await raw(server.port, ipOf(400), Buffer.from([0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5]));
+    assert.match(plainAnswer.data.toString(), /^HTTP\/1\.1 400/);
+    // A native client on each port, on different workers, talk.
+    const a = await ChatClient.connect(server.port, ipOf(400));
+    let b;
+    for (let i = 1; i < 200 && !b; i++) {
+      if ((await healthzFrom(server.port, ipOf(400 + i))).worker !== (await healthzFrom(server.port, ipOf(400))).worker) {
+        b = await ChatClient.connect(tlsPort, ipOf(400 + i), { ca });
+      }
+    }
+    try {
+      assert.equal((await a.request({ type: 'login', name: 'plain' }, ['welcome', 'error'])).type, 'welcome');
+      assert.equal((await b.request({ type: 'login', name: 'secure' }, ['welcome', 'error'])).type, 'welcome');
+      a.send({ type: 'dm', to: 'secure', text: 'over two ports' });
+      const m = await b.next((x) => x.type === 'dm' || x.text === 'over two ports', 5000, 'the DM');
+      assert.equal(m.text, 'over two ports');
+    } finally {
+      a.close();
+      b?.close();
+    }
+  });
+
+  test('resize (steerchat ctl workers 3, then 4): both ports keep agreeing', async () => {
+    let r = ctl('workers', '3');
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    await sleep(300);
+    assert.equal((await sameWorkerOnBothPorts(60, 700)).size, 3);
+    r = ctl('workers', '4');
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline && !/serving[^\n]*\n[^]*3\s+serving/.test(ctl('status').stdout)) await sleep(100);
+    assert.equal((await sameWorkerOnBothPorts(60, 700)).size, WORKERS);
   });
 });

@@ -204,6 +204,7 @@ void run_worker(const WorkerLaunch& launch) {
     WorkerContext ctx = worker_context(*launch.options, launch.nslots);
     ctx.slot = launch.slot;
     ctx.listen_fd = launch.listen_fd;
+    ctx.tls_listen_fd = launch.tls_listen_fd;
     ctx.ring = launch.ring;
     ctx.chat = &launch.host->parts_->chat;
     ctx.ready_fd = launch.ready_fd;

@@ -70,6 +70,7 @@ struct WorkerOptions {
     std::string tls_key_pem;
     unsigned tls_handshake_timeout_ms = 10000;
     std::size_t tls_max_handshakes = 256;  // per worker, in progress at once
+    std::uint16_t tls_port = 0;            // 0 or --port: TLS only, on --port
 };
 
 // The descriptors a worker keeps free beside its connections (listener, ring, eventfds, ...).
@@ -114,7 +115,8 @@ class HostState {
 struct WorkerLaunch {
     unsigned slot = 0;
     unsigned nslots = 1;
-    int listen_fd = -1;            // this slot's listener, owned by the worker
+    int listen_fd = -1;            // this slot's listener (plain HTTP), owned by the worker
+    int tls_listen_fd = -1;        // this slot's TLS listener, owned by the worker
     ring::Region* ring = nullptr;  // the shared-memory logs (inherited mapping)
     HostState* host = nullptr;     // the host-wide state (inherited mapping)
     const WorkerOptions* options = nullptr;

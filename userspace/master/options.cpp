@@ -59,6 +59,7 @@ struct Raw {
     std::string steering = "bpf";
     std::string seed;
     unsigned port = 8080;
+    unsigned tls_port = 0;
     unsigned workers = 0;
     unsigned max_workers = 0;
     bool no_cpu_pinning = false;
@@ -126,9 +127,12 @@ po::options_description setting_options(Options& o, Raw& r) {
         ("bind,b", po::value(&o.bind)->default_value(o.bind),
          "address to listen on; :: is dual stack (IPv6 and IPv4)")
         ("tls-cert", po::value(&o.tls_cert_file),
-         "serve TLS on --port (https:// and wss://; the port then speaks TLS only) with this "
-         "certificate chain: a PEM file, the server's certificate first, then its "
-         "intermediates; needs --tls-key. Read at start and on SIGHUP by the master")
+         "serve TLS (https:// and wss://) with this certificate chain: a PEM file, the "
+         "server's certificate first, then its intermediates; needs --tls-key. On --port "
+         "(which then speaks TLS only) unless --tls-port names another port")
+        ("tls-port", po::value(&r.tls_port),
+         "serve TLS on this port and plain HTTP on --port, side by side, each port steered "
+         "alike (a client address reaches the same worker on both); default: TLS on --port")
         ("tls-key", po::value(&o.tls_key_file),
          "the private key of --tls-cert (PEM, unencrypted; may be readable by root only)")
         ("tls-handshake-timeout-ms",
@@ -425,6 +429,11 @@ ParseResult parse_options(int argc, const char* const argv[]) {
     if (port == 0 || port > 65535)
         return bad(fmt::format("--port {} is not a TCP port (1-65535)", port));
     o.port = static_cast<std::uint16_t>(port);
+    if (r.tls_port > 65535)
+        return bad(fmt::format("--tls-port {} is not a port (1 to 65535)", r.tls_port));
+    if (r.tls_port != 0 && o.tls_cert_file.empty())
+        return bad("--tls-port needs --tls-cert and --tls-key (the certificate to serve there)");
+    o.tls_port = r.tls_port == port ? 0 : static_cast<std::uint16_t>(r.tls_port);
 
     if (vm.count("workers")) {
         if (workers == 0 || workers > STEER_MAX_SLOTS)

@@ -45,6 +45,9 @@ struct Options : app::WorkerOptions {
     std::string tls_summary;
 
     std::filesystem::path pin_dir() const { return bpffs_dir / std::to_string(port); }
+    // TLS on a port of its own (--tls-port), beside plain HTTP on --port.
+    bool tls_beside() const { return tls_port != 0; }
+    std::filesystem::path tls_pin_dir() const { return bpffs_dir / std::to_string(tls_port); }
 };
 
 // The result of parsing: options to run with, or an exit (help, version, or a usage error).

@@ -159,13 +159,17 @@ Worker::Worker(WorkerConfig cfg)
       connections_(cfg_.limits),
       ws_registry_(cfg_.websocket),
       acceptor_(ioc_),
+      tls_acceptor_(ioc_),
       drain_timer_(ioc_),
       fair_share_(ioc_.get_executor(), cfg_.requests_per_address_per_turn) {
     if (cfg_.listen_fd >= 0) acceptor_.assign(protocol_of(cfg_.listen_fd), cfg_.listen_fd);
+    if (cfg_.tls_listen_fd >= 0)
+        tls_acceptor_.assign(protocol_of(cfg_.tls_listen_fd), cfg_.tls_listen_fd);
     ws_registry_.set_on_empty([this] { maybe_done(); });
     // Synchronous accept4 on the listener (shed_with_spare_fd) must never block.
     boost::system::error_code ec;
     acceptor_.non_blocking(true, ec);
+    tls_acceptor_.non_blocking(true, ec);
     spare_fd_.reset(::eventfd(0, EFD_CLOEXEC));
     add_websocket_route("/echo",
                         [](const Request&) { return std::make_unique<ws::EchoHandler>(); });
@@ -201,15 +205,16 @@ int Worker::run() {
         log::info("received signal {}; finishing in-flight requests", sig);
         stop();
     });
-    if (acceptor_.is_open()) accept();
+    if (acceptor_.is_open()) accept(acceptor_, false);
+    if (tls_acceptor_.is_open()) accept(tls_acceptor_, true);
     log::info("serving (pid {})", ::getpid());
     ioc_.run();
     done_ = true;
     return 0;
 }
 
-void Worker::accept() {
-    acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
+void Worker::accept(tcp::acceptor& acceptor, bool tls) {
+    acceptor.async_accept([this, &acceptor, tls](boost::system::error_code ec, tcp::socket socket) {
         if (stopping_) return;
         if (ec == asio::error::invalid_argument) {
             // The master shut this slot's listener down (the slot is drained or removed from
@@ -222,23 +227,34 @@ void Worker::accept() {
             if (ec != asio::error::connection_aborted) {
                 const bool out_of_files = ec == asio::error::no_descriptors ||
                                           ec == boost::system::errc::too_many_files_open_in_system;
-                if (out_of_files && shed_with_spare_fd()) return accept();
-                // Anything else: a short pause instead of a busy loop.
+                if (out_of_files && shed_with_spare_fd(acceptor, tls)) return accept(acceptor, tls);
+                // Anything else: a short pause instead of a busy loop (a timer per pause: the
+                // two accept loops may pause at once).
                 log::warn("accept failed: {}; retrying in 50 ms", ec.message());
-                drain_timer_.expires_after(std::chrono::milliseconds(50));
-                drain_timer_.async_wait([this](const boost::system::error_code& e) {
-                    if (!e) accept();
-                });
+                auto pause =
+                    std::make_shared<asio::steady_timer>(ioc_, std::chrono::milliseconds(50));
+                pause->async_wait(
+                    [this, &acceptor, tls, pause](const boost::system::error_code& e) {
+                        if (!e && !stopping_) accept(acceptor, tls);
+                    });
                 return;
             }
         } else {
-            serve(std::move(socket));
+            serve(std::move(socket), tls);
         }
-        accept();
+        accept(acceptor, tls);
     });
 }
 
 void Worker::serve(tcp::socket socket) {
+    serve(std::move(socket), false);
+}
+
+void Worker::serve_tls(tcp::socket socket) {
+    serve(std::move(socket), true);
+}
+
+void Worker::serve(tcp::socket socket, bool tls) {
     ++stats_.accepted;
     boost::system::error_code ec;
     // A peer without an IP address (a socketpair in tests and fuzzers; a client already gone)
@@ -251,14 +267,14 @@ void Worker::serve(tcp::socket socket) {
     Lease slot = connections_.acquire(from, why);
     if (!slot) {
         // TLS: no plaintext answer a client could read; the connection just closes.
-        if (!cfg_.tls) refuse_fd(socket.native_handle(), why == Refusal::per_address);
+        if (!tls) refuse_fd(socket.native_handle(), why == Refusal::per_address);
         note_refusal(why, &from);
         return;  // the socket closes here
     }
     const auto endpoint = ec ? tcp::endpoint{} : remote;
     socket.set_option(tcp::no_delay(true), ec);  // fails harmlessly on a non-TCP stream
     const auto key = ConnectionTracker::key_of(from, cfg_.limits.ipv6_prefix64);
-    if (cfg_.tls) return handshake(std::move(socket), std::move(slot), key, endpoint);
+    if (tls && cfg_.tls) return handshake(std::move(socket), std::move(slot), key, endpoint);
     std::make_shared<HttpSession>(tls::Stream(std::move(socket)), *this, std::move(slot), key,
                                   endpoint)
         ->start();
@@ -283,16 +299,16 @@ void Worker::handshake(tcp::socket socket, Lease slot, const AddressKey& key,
     hs->start();
 }
 
-bool Worker::shed_with_spare_fd() {
+bool Worker::shed_with_spare_fd(tcp::acceptor& acceptor, bool tls) {
     if (!spare_fd_) return false;
     spare_fd_.reset();
     const int fd =
-        ::accept4(acceptor_.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     const int err = errno;
     if (fd >= 0) {
         ++stats_.accepted;
         ++connections_.stats().refused_open_files;
-        if (!cfg_.tls) refuse_fd(fd, false);
+        if (!tls) refuse_fd(fd, false);
         ::close(fd);
     }
     spare_fd_.reset(::eventfd(0, EFD_CLOEXEC));
@@ -327,6 +343,7 @@ void Worker::stop() {
     stopping_ = true;
     boost::system::error_code ec;
     acceptor_.close(ec);
+    tls_acceptor_.close(ec);
     if (signals_) signals_->cancel(ec);
     for (auto& hook : stop_hooks_)
         hook();

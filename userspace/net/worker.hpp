@@ -31,8 +31,11 @@ struct WorkerConfig {
     unsigned slot = 0;
     unsigned nslots = 1;
     // The listener, owned by the worker from now on; -1: none (connections come only through
-    // serve(), as in tests and fuzzers).
+    // serve(), as in tests and fuzzers). Its connections speak plain HTTP.
     int listen_fd = -1;
+    // A listener whose connections speak TLS (`tls` below), owned by the worker; -1: none.
+    // Both may be set (plain and TLS side by side on two ports).
+    int tls_listen_fd = -1;
     std::vector<std::string> allowed_origins;
     std::size_t max_header_bytes = 16 * 1024;       // request line and headers; larger: 431
     std::size_t max_body_bytes = 1024 * 1024;       // larger: 413
@@ -46,7 +49,8 @@ struct WorkerConfig {
     std::chrono::milliseconds body_timeout{30'000};        // header end -> body end: 408
     std::chrono::milliseconds drain_timeout{2000};  // graceful stop: in-flight requests finish
     ws::ConnectionOptions websocket;                // limits and timers of WebSocket connections
-    // TLS on every accepted connection (nullptr: plain). A reload swaps it (set_tls_context).
+    // The TLS configuration of tls_listen_fd's connections (and serve_tls). A reload swaps it
+    // (set_tls_context).
     std::shared_ptr<const tls::ServerContext> tls;
     std::chrono::milliseconds tls_handshake_timeout{10'000};  // accept -> handshake done: close
     std::size_t tls_max_handshakes = 256;  // handshakes in progress at once; more: closed at once
@@ -100,6 +104,8 @@ class Worker {
     // fuzzers); its peer address is then unknown (remote endpoints are unspecified). It takes
     // a connection slot for its address (limits.hpp) or is refused at once (429/503).
     void serve(boost::asio::ip::tcp::socket socket);
+    // The same for a connection that speaks TLS: the handshake (config().tls), then HTTP.
+    void serve_tls(boost::asio::ip::tcp::socket socket);
 
     const WorkerConfig& config() const { return cfg_; }
     WorkerStats& stats() { return stats_; }
@@ -147,10 +153,11 @@ class Worker {
     const std::vector<MetricsSource>& metrics_sources() const { return metrics_sources_; }
 
   private:
-    void accept();
+    void accept(boost::asio::ip::tcp::acceptor& acceptor, bool tls);
+    void serve(boost::asio::ip::tcp::socket socket, bool tls);
     // Accept hit the open-files limit: free the spare descriptor, accept and refuse one
     // connection with it, take the spare back. False if even that failed.
-    bool shed_with_spare_fd();
+    bool shed_with_spare_fd(boost::asio::ip::tcp::acceptor& acceptor, bool tls);
     void note_refusal(Refusal why, const boost::asio::ip::address* from);
     // Starts the TLS handshake of an admitted connection; its HttpSession starts once it is done.
     void handshake(boost::asio::ip::tcp::socket socket, Lease slot, const AddressKey& key,
@@ -173,6 +180,7 @@ class Worker {
     bool done_ = false;  // the loop has returned
     boost::asio::io_context ioc_{1};
     boost::asio::ip::tcp::acceptor acceptor_;
+    boost::asio::ip::tcp::acceptor tls_acceptor_;
     std::optional<boost::asio::signal_set> signals_;  // run() only: in-process users keep theirs
     boost::asio::steady_timer drain_timer_;
     FairShare fair_share_;  // after the io_context, whose executor it posts to
