@@ -279,6 +279,15 @@ std::string strip_dashes(std::string name) {
 
 }  // namespace
 
+std::vector<std::string> setting_keys() {
+    Options o;
+    Raw r;
+    std::vector<std::string> keys;
+    for (const auto& opt : setting_options(o, r).options())
+        keys.push_back(opt->long_name());
+    return keys;
+}
+
 std::string example_config() {
     Options o;
     Raw r;
@@ -456,6 +465,7 @@ ParseResult parse_options(int argc, const char* const argv[]) {
         return bad("--ws-max-queued must be at least a quarter of --ws-max-message");
     if (o.ws_ping_interval_ms == 0 || o.ws_ping_timeout_ms == 0)
         return bad("--ws-ping-interval-ms and --ws-ping-timeout-ms must be positive");
+    o.config = r.config;
     o.pin_cpus = !r.no_cpu_pinning;
     o.ws_cork = !r.ws_no_cork;
     o.encode_once = !r.no_encode_once;

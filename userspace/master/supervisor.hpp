@@ -9,6 +9,7 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "app/launch.hpp"
@@ -24,7 +25,9 @@ namespace steerchat::master {
 
 class Supervisor {
   public:
-    explicit Supervisor(Options opts);
+    // `argv`: the command line the options came from, re-parsed on SIGHUP (reload, with the
+    // --config file it names); empty: SIGHUP has nothing to re-read.
+    explicit Supervisor(Options opts, std::vector<std::string> argv = {});
     ~Supervisor();
     // Runs until SIGTERM/SIGINT (returns 0) or until no slot is left (returns 1).
     int run();
@@ -40,6 +43,7 @@ class Supervisor {
         std::optional<Clock::time_point> respawn_at;
         bool drained = false;
         bool ready = false;  // its worker said it accepts (ready pipe)
+        UniqueFd config;     // the master's end of the worker's config channel (reload)
     };
 
     void setup();
@@ -50,6 +54,9 @@ class Supervisor {
     void drain(unsigned slot, const std::string& why);
     void release_slot_users(unsigned slot);
     void remap_buckets();
+    // SIGHUP: re-reads the command line and the config file; applies what can change while
+    // running (here and in every worker, through its config channel), names what cannot.
+    void reload();
     int shutdown();
     // systemd notification (sd_notify; nothing without NOTIFY_SOCKET): the workers' readiness
     // messages; READY=1 once every live slot accepts; a STATUS= line (with `extra` appended).
@@ -58,6 +65,9 @@ class Supervisor {
     std::vector<std::uint32_t> live_slots() const;
 
     Options opts_;
+    std::vector<std::string> argv_;  // for reload
+    int worker_config_fd_ = -1;      // spawn -> become_worker: the child's end of its channel
+    app::ReloadCounts reloads_;
     std::unique_ptr<InstanceLock> lock_;
     std::unique_ptr<steer::Steering> steering_;
     // Cross-worker state, created before the first fork and inherited by every worker.
