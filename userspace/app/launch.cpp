@@ -118,8 +118,7 @@ boost::json::value to_json(log::Format v) {
     return boost::json::string(format_name(v));
 }
 template <class T>
-    requires std::is_unsigned_v<T>
-boost::json::value to_json(T v) {
+std::enable_if_t<std::is_unsigned_v<T>, boost::json::value> to_json(T v) {
     return static_cast<std::uint64_t>(v);
 }
 
@@ -162,8 +161,7 @@ bool from_json(const boost::json::value& v, log::Format& out) {
     return format.has_value();
 }
 template <class T>
-    requires std::is_unsigned_v<T>
-bool from_json(const boost::json::value& v, T& out) {
+std::enable_if_t<std::is_unsigned_v<T>, bool> from_json(const boost::json::value& v, T& out) {
     const auto* n = v.if_uint64();
     const auto* i = v.if_int64();
     if (!n && !(i && *i >= 0)) return false;
@@ -191,7 +189,8 @@ std::optional<ConfigUpdate> parse_config_update(std::string_view text, std::stri
     boost::system::error_code ec;
     const auto value = boost::json::parse(text, ec);
     const auto* msg = ec ? nullptr : value.if_object();
-    const auto* options = msg && msg->contains("options") ? msg->at("options").if_object() : nullptr;
+    const auto* options =
+        msg && msg->contains("options") ? msg->at("options").if_object() : nullptr;
     if (!options) {
         error = "not a JSON object with \"options\"";
         return std::nullopt;
@@ -200,7 +199,8 @@ std::optional<ConfigUpdate> parse_config_update(std::string_view text, std::stri
     for_each_field(update.options, [&](const char* name, auto& field) {
         if (!error.empty()) return;
         const auto* v = options->if_contains(name);
-        if (!v || !from_json(*v, field)) error = fmt::format("option {} missing or malformed", name);
+        if (!v || !from_json(*v, field))
+            error = fmt::format("option {} missing or malformed", name);
     });
     for (auto [name, field] : {std::pair{"reloads_ok", &update.reloads.ok},
                                std::pair{"reloads_failed", &update.reloads.failed}}) {

@@ -152,7 +152,10 @@ namespace {
 class ConfigChannel {
   public:
     ConfigChannel(net::Worker& worker, WorkerApp& app, const WorkerContext& ctx)
-        : worker_(worker), app_(app), nslots_(ctx.nslots), options_(ctx.options),
+        : worker_(worker),
+          app_(app),
+          nslots_(ctx.nslots),
+          options_(ctx.options),
           reloads_(ctx.reloads),
           fd_(worker.io(), ctx.config_fd) {
         worker.add_metrics_source([this](std::string& out) {

@@ -56,7 +56,7 @@ struct WorkerContext {
     // applied to the parts (apply_update). -1: none.
     int config_fd = -1;
     WorkerOptions options;  // what the parts were built from (an update that equals it is a no-op)
-    ReloadCounts reloads;  // shown on /metrics (steerchat_config_reloads_total)
+    ReloadCounts reloads;   // shown on /metrics (steerchat_config_reloads_total)
 };
 
 // The options part of a worker's context: the one place where command-line options become the

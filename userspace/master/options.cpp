@@ -283,7 +283,8 @@ std::vector<std::string> setting_keys() {
     Options o;
     Raw r;
     std::vector<std::string> keys;
-    for (const auto& opt : setting_options(o, r).options())
+    const auto desc = setting_options(o, r);
+    for (const auto& opt : desc.options())
         keys.push_back(opt->long_name());
     return keys;
 }
@@ -298,8 +299,11 @@ std::string example_config() {
         "# overrides the one here. Every setting is shown commented out with its default;\n"
         "# switches take true or false; a repeatable setting takes one line per value. An\n"
         "# unknown key or a bad value stops steerchat with exit status 2, naming this file and\n"
-        "# the line. (Generated from steerchat's options; tests/unit/master checks that it is\n"
-        "# current.)\n";
+        "# the line. Reload (systemctl reload steerchat, or SIGHUP) re-reads this file: limits,\n"
+        "# timeouts, origins and logging change at once; port, workers and the other settings\n"
+        "# a running server cannot change are named in the log and need a restart; a file that\n"
+        "# does not parse is logged (file:line) and the running configuration kept.\n"
+        "# (Generated from steerchat's options; tests/unit/master checks that it is current.)\n";
     for (const auto& opt : desc.options()) {
         out += "\n";
         // The description, wrapped at 98 columns.

@@ -35,7 +35,7 @@ struct Options : app::WorkerOptions {
     // else nobody; the group: the user's). See master/privileges.hpp.
     std::string user;
     std::string group;
-    bool seccomp = false;  // workers: a syscall allowlist (anything else kills the worker)
+    bool seccomp = false;          // workers: a syscall allowlist (anything else kills the worker)
     std::filesystem::path config;  // --config FILE (empty: none); re-read on reload (SIGHUP)
     // log_level, log_format: app::WorkerOptions (the workers log too, and reload changes them)
 

@@ -38,8 +38,7 @@ std::string show(log::Format v) {
     return v == log::Format::json ? "json" : "text";
 }
 template <class T>
-    requires std::is_integral_v<T>
-std::string show(T v) {
+std::enable_if_t<std::is_integral_v<T>, std::string> show(T v) {
     return std::to_string(v);
 }
 

@@ -366,13 +366,14 @@ void Supervisor::reload() {
         ReloadPlan plan = plan_reload(opts_, fresh);
         std::string kept;
         for (const auto& k : plan.kept) {
-            log::warn("reload: {} changed from {} to {}: it cannot change while running; kept {} "
-                      "until a restart{}",
-                      k.key, k.running, k.wanted, k.running,
-                      k.key == "workers"
-                          ? fmt::format(" (or resize live: steerchat ctl --port {} workers {})",
-                                        opts_.port, k.wanted)
-                          : "");
+            log::warn(
+                "reload: {} changed from {} to {}: it cannot change while running; kept {} "
+                "until a restart{}",
+                k.key, k.running, k.wanted, k.running,
+                k.key == "workers"
+                    ? fmt::format(" (or resize live: steerchat ctl --port {} workers {})",
+                                  opts_.port, k.wanted)
+                    : "");
             kept += (kept.empty() ? "" : ", ") + k.key;
         }
         opts_ = std::move(plan.next);
@@ -392,9 +393,10 @@ void Supervisor::reload() {
         if (s.pid <= 0 || !s.config) continue;
         if (::send(s.config.get(), message.data(), message.size(), MSG_DONTWAIT | MSG_NOSIGNAL) !=
             static_cast<ssize_t>(message.size()))
-            log::error("reload: cannot hand the configuration to worker {} (pid {}): {}; it keeps "
-                       "its old one until it is respawned",
-                       i, s.pid, std::strerror(errno));
+            log::error(
+                "reload: cannot hand the configuration to worker {} (pid {}): {}; it keeps "
+                "its old one until it is respawned",
+                i, s.pid, std::strerror(errno));
     }
     if (notified_ready_) ::sd_notify(0, "READY=1");
     notify_readiness(parsed.options ? "; configuration reloaded" : "; reload failed");
