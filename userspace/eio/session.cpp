@@ -1,5 +1,6 @@
 #include "eio/session.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <span>
 
@@ -250,8 +251,11 @@ void Session::on_upgrade_request(const std::shared_ptr<net::Exchange>& ex) {
             return ex->upgrade(std::make_unique<RefusedTransport>(), &ctx_.ws_options, origins);
     }
     first_poll();  // an upgrade request counts as the first poll
-    ex->upgrade(std::make_unique<WsTransport>(weak_from_this(), protocol_, ctx_.stats),
-                &ctx_.ws_options, origins);
+    // The payload limit this session's open packet told the client, also after a reload.
+    ws::ConnectionOptions options = ctx_.ws_options;
+    options.max_message_size = std::max<std::size_t>(max_payload_, 16);
+    ex->upgrade(std::make_unique<WsTransport>(weak_from_this(), protocol_, ctx_.stats), &options,
+                origins);
 }
 
 // ---------------------------------------------------------------------------------------------
