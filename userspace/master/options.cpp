@@ -121,7 +121,7 @@ po::options_description setting_options(Options& o, Raw& r) {
         ("bind,b", po::value(&o.bind)->default_value(o.bind),
          "address to listen on; :: is dual stack (IPv6 and IPv4)")
         ("steering,s", po::value(&steering)->default_value(steering),
-         "bpf: the kernel keeps each client IP on one worker (needs CAP_BPF, CAP_NET_ADMIN); "
+         "bpf: the kernel keeps each client IP on one worker (needs CAP_BPF); "
          "kernel: plain SO_REUSEPORT, balanced but not sticky")
         ("seed", po::value(&seed),
          "32-bit jhash seed for client addresses (default: derived from /etc/machine-id, so "

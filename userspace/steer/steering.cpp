@@ -46,9 +46,9 @@ int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
 
 [[noreturn]] void fail_privilege(const char* what, int err) {
     throw SteerError(fmt::format(
-        "{}: {}. Loading the BPF steering program needs CAP_BPF and CAP_NET_ADMIN (or "
-        "CAP_SYS_ADMIN): run steerchat as root, or grant them with `setcap "
-        "cap_bpf,cap_net_admin,cap_sys_admin+ep build/steerchat`; or start with "
+        "{}: {}. Loading the BPF steering program needs CAP_BPF (or CAP_SYS_ADMIN on "
+        "kernels before 5.8): run steerchat as root, or under systemd with the installed unit "
+        "(CapabilityBoundingSet=CAP_BPF ...; docs/operations.md); or start with "
         "--steering kernel for plain SO_REUSEPORT (balanced, but not sticky per client IP)",
         what, errno_text(err)));
 }
