@@ -376,14 +376,15 @@ void Supervisor::reload() {
                     : "");
             kept += (kept.empty() ? "" : ", ") + k.key;
         }
-        opts_ = std::move(plan.next);
-        log::configure(opts_.log_level, opts_.log_format);
         ++reloads_.ok;
         std::string changed;
         for (const auto& c : plan.changed)
             changed += (changed.empty() ? "" : ", ") + c;
+        // Logged at the level before the reload: a quieter new level still shows it happened.
         log::info("reloaded {}: changed {}; kept (need a restart): {}", source,
                   changed.empty() ? "nothing" : changed, kept.empty() ? "nothing" : kept);
+        opts_ = std::move(plan.next);
+        log::configure(opts_.log_level, opts_.log_format);
     }
     // Every running worker gets the options (unchanged after a failure: the counters are new);
     // respawned workers start with opts_.
