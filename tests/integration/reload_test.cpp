@@ -273,3 +273,35 @@ TEST(Reload, BrokenFileKeepsTheRunningConfiguration) {
     EXPECT_TRUE(starts_with(http_get(ips->of[1], 18342, "/healthz"), "HTTP/1.1 200"));
     EXPECT_TRUE(starts_with(held.get("/healthz"), "HTTP/1.1 200"));
 }
+
+// After a live resize (steerchat ctl workers N) the running pool is what a reload compares the
+// file's `workers` with: the file catching up with the resize changes nothing; a file that
+// differs from the pool is named, with the ctl command that would resize.
+TEST(Reload, WorkersIsComparedWithTheResizedPool) {
+    ConfigFile conf("steerchat-reload-resize");
+    conf.write("port = 18344\nworkers = 2\nmax-workers = 4\n");
+    Server srv(18344, {"--config", conf.path()}, {}, false);
+    ASSERT_TRUE(srv.wait_ready(2)) << srv.log();
+    auto [rc, out] = run_command(server_binary() + " ctl --port 18344 workers 3 2>&1");
+    ASSERT_EQ(rc, 0) << out << srv.log();
+    ASSERT_TRUE(srv.wait_ready(3)) << srv.log();
+
+    conf.write("port = 18344\nworkers = 3\nmax-workers = 4\n");
+    srv.signal(SIGHUP);
+    ASSERT_TRUE(wait_log(srv, "reloaded " + conf.path() +
+                                  ": changed nothing; kept (need a "
+                                  "restart): nothing"))
+        << srv.log();
+    EXPECT_EQ(srv.log().find("reload: workers changed"), std::string::npos) << srv.log();
+
+    conf.write("port = 18344\nworkers = 2\nmax-workers = 4\n");
+    srv.signal(SIGHUP);
+    ASSERT_TRUE(wait_log(srv, "kept (need a restart): workers")) << srv.log();
+    EXPECT_NE(srv.log().find("reload: workers changed from 3 to 2: it cannot change while "
+                             "running; kept 3 until a restart (or resize live: steerchat ctl "
+                             "--port 18344 workers 2)"),
+              std::string::npos)
+        << srv.log();
+    // Nothing was resized by the reload: three workers still answer.
+    EXPECT_TRUE(srv.wait_ready(3, std::chrono::seconds(3))) << srv.log();
+}

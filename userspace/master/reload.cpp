@@ -75,6 +75,7 @@ const std::vector<Entry>& entries() {
             // Where and how it listens and steers: sockets, BPF maps, forked processes.
             field("port", kRestart, &Options::port),
             field("workers", kRestart, &Options::workers),
+            field("max-workers", kRestart, &Options::max_workers),
             field("bind", kRestart, &Options::bind),
             field("steering", kRestart, &Options::steering),
             field("seed", kRestart, &Options::seed),

@@ -91,14 +91,24 @@ Steering::Steering(const SteerConfig& cfg) : cfg_(cfg) {
             "(sk_reuseport/migrate); see the libbpf messages above for the verifier's reason",
             errno_text(err)));
     }
+    set_nslots(cfg.nslots);
+}
+
+void Steering::set_nslots(std::uint32_t n) {
+    if (n == 0 || n > STEER_MAX_SLOTS)
+        throw SteerError(
+            fmt::format("steering: {} worker slots requested; between 1 and {} are "
+                        "supported",
+                        n, STEER_MAX_SLOTS));
     steer_config c{};
-    c.seed = cfg.seed;
-    c.nslots = cfg.nslots;
-    c.flags = cfg.v6_prefix64 ? STEER_F_V6_PREFIX64 : 0;
+    c.seed = cfg_.seed;
+    c.nslots = n;
+    c.flags = cfg_.v6_prefix64 ? STEER_F_V6_PREFIX64 : 0;
     std::uint32_t zero = 0;
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.config), &zero, &c, BPF_ANY) != 0)
         throw SteerError(
             fmt::format("writing the steering config map failed: {}", errno_text(errno)));
+    cfg_.nslots = n;
 }
 
 Steering::~Steering() {

@@ -70,9 +70,10 @@ TEST(ReloadPlan, LiveAndRestartKeys) {
                             "shutdown-timeout-ms"})
         EXPECT_TRUE(live(key)) << key;
     for (const char* key :
-         {"port", "bind", "workers", "steering", "seed", "ipv6-prefix64", "backlog", "ring-size",
-          "user", "group", "seccomp", "bpffs-dir", "run-dir", "socketio-path", "sio-namespace",
-          "protocol-test", "no-cpu-pinning", "ws-no-cork", "no-encode-once"})
+         {"port",          "bind",          "workers",        "max-workers", "steering",
+          "seed",          "ipv6-prefix64", "backlog",        "ring-size",   "user",
+          "group",         "seccomp",       "bpffs-dir",      "run-dir",     "socketio-path",
+          "sio-namespace", "protocol-test", "no-cpu-pinning", "ws-no-cork",  "no-encode-once"})
         EXPECT_FALSE(live(key)) << key;
 }
 
