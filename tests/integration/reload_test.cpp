@@ -305,3 +305,38 @@ TEST(Reload, WorkersIsComparedWithTheResizedPool) {
     // Nothing was resized by the reload: three workers still answer.
     EXPECT_TRUE(srv.wait_ready(3, std::chrono::seconds(3))) << srv.log();
 }
+
+// `steerchat ctl --config FILE reload`: the same reload, answered synchronously (what changed,
+// exit 0; why not, exit 1), with the port and run-dir read from the instance's config file.
+TEST(Reload, CtlReloadAnswersWhatChanged) {
+    ConfigFile conf("steerchat-reload-ctl");
+    conf.write("port = 18345\nworkers = 2\nmax-conns-per-ip = 1\n");
+    Server srv(18345, {"--config", conf.path()}, {}, false);
+    ASSERT_TRUE(srv.wait_ready(2)) << srv.log();
+    const std::string ctl = server_binary() + " ctl --config " + conf.path() + " reload";
+
+    conf.write("port = 18345\nworkers = 2\nmax-conns-per-ip = 2\nbind = 127.0.0.1\n");
+    auto [rc, out] = run_command(ctl);
+    EXPECT_EQ(rc, 0) << out << srv.log();
+    EXPECT_NE(out.find("reload: bind changed from :: to 127.0.0.1"), std::string::npos) << out;
+    EXPECT_NE(out.find("reloaded " + conf.path() +
+                       ": changed max-conns-per-ip; kept (need a restart): bind"),
+              std::string::npos)
+        << out;
+    ASSERT_TRUE(wait_log(srv, "applied the reloaded configuration (reload 1)", 2)) << srv.log();
+    const std::string ip = client_ip(700);
+    Client held(ip, 18345);
+    ASSERT_TRUE(starts_with(held.get("/healthz"), "HTTP/1.1 200")) << srv.log();
+    EXPECT_TRUE(starts_with(http_get(ip, 18345, "/healthz"), "HTTP/1.1 200")) << "limit 2 applied";
+
+    // A value the master refuses: exit 1, the reason with file:line on stderr.
+    conf.write("port = 18345\nworkers = 2\nmax-conns-per-ip = 2\nchat-rate = -1\n");
+    std::tie(rc, out) = run_command(ctl);
+    EXPECT_EQ(rc, 1) << out;
+    EXPECT_NE(out.find("reload of " + conf.path() + " failed"), std::string::npos)
+        << out << "\n"
+        << srv.log();
+    EXPECT_NE(out.find(conf.path() + ":4: --chat-rate -1 is out of range"), std::string::npos)
+        << out;
+    EXPECT_TRUE(process_alive(srv.pid()));
+}

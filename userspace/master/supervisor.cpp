@@ -346,6 +346,10 @@ void Supervisor::notify_readiness(const std::string& extra) {
 }
 
 void Supervisor::add_control_commands() {
+    control_->add("reload", "reload",
+                  "re-read the configuration file and apply what can change while running (as "
+                  "SIGHUP); answers what changed, or why nothing did",
+                  [this](ControlRequest&) { return reload(); });
     control_->add("status", "status", "the slots: state, pid, buckets",
                   [this](ControlRequest&) { return status_command(); });
     control_->add(
@@ -485,14 +489,16 @@ void Supervisor::remove_slot(unsigned slot) {
     s.ready = false;
 }
 
-void Supervisor::reload() {
+ControlReply Supervisor::reload() {
     const std::string source = opts_.config.empty()
                                    ? std::string("the command line (no --config file)")
                                    : opts_.config.string();
     if (argv_.empty()) {
         log::info("SIGHUP: started without a command line to re-read; nothing to reload");
-        return;
+        return ControlReply::failure(
+            "started without a command line to re-read; nothing to reload");
     }
+    std::string report;  // the reply: what the log says
     // systemd: reloading until READY=1 (MONOTONIC_USEC is what Type=notify-reload of systemd
     // 253 and later needs to match the reload to its request; older ones ignore the field).
     timespec now{};
@@ -514,8 +520,9 @@ void Supervisor::reload() {
         if (why.starts_with("steerchat: ")) why.erase(0, 11);
         for (auto& c : why)
             if (c == '\n') c = ' ';
-        log::error("reload of {} failed, the running configuration is kept unchanged: {}", source,
-                   why);
+        report = fmt::format("reload of {} failed, the running configuration is kept unchanged: {}",
+                             source, why);
+        log::error("{}", report);
     } else {
         Options fresh = std::move(*parsed.options);
         // As at start: the per-worker connection limit fits the open-files limit.
@@ -526,7 +533,7 @@ void Supervisor::reload() {
         ReloadPlan plan = plan_reload(running, fresh);
         std::string kept;
         for (const auto& k : plan.kept) {
-            log::warn(
+            const std::string line = fmt::format(
                 "reload: {} changed from {} to {}: it cannot change while running; kept {} "
                 "until a restart{}",
                 k.key, k.running, k.wanted, k.running,
@@ -534,15 +541,20 @@ void Supervisor::reload() {
                     ? fmt::format(" (or resize live: steerchat ctl --port {} workers {})",
                                   opts_.port, k.wanted)
                     : "");
+            log::warn("{}", line);
+            report += line + "\n";
             kept += (kept.empty() ? "" : ", ") + k.key;
         }
         ++reloads_.ok;
         std::string changed;
         for (const auto& c : plan.changed)
             changed += (changed.empty() ? "" : ", ") + c;
+        const std::string summary =
+            fmt::format("reloaded {}: changed {}; kept (need a restart): {}", source,
+                        changed.empty() ? "nothing" : changed, kept.empty() ? "nothing" : kept);
         // Logged at the level before the reload: a quieter new level still shows it happened.
-        log::info("reloaded {}: changed {}; kept (need a restart): {}", source,
-                  changed.empty() ? "nothing" : changed, kept.empty() ? "nothing" : kept);
+        log::info("{}", summary);
+        report += summary;
         plan.next.workers = opts_.workers;  // as started (pool_ is the running size)
         opts_ = std::move(plan.next);
         log::configure(opts_.log_level, opts_.log_format);
@@ -562,6 +574,8 @@ void Supervisor::reload() {
     }
     if (notified_ready_) ::sd_notify(0, "READY=1");
     notify_readiness(parsed.options ? "; configuration reloaded" : "; reload failed");
+    return parsed.options ? ControlReply::success(std::move(report))
+                          : ControlReply::failure(std::move(report));
 }
 
 int Supervisor::shutdown() {

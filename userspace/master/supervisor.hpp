@@ -58,9 +58,10 @@ class Supervisor {
     void drain(unsigned slot, const std::string& why);
     void release_slot_users(unsigned slot);
     void remap_buckets();
-    // SIGHUP: re-reads the command line and the config file; applies what can change while
-    // running (here and in every worker, through its config channel), names what cannot.
-    void reload();
+    // SIGHUP and `ctl reload`: re-reads the command line and the config file; applies what can
+    // change while running (here and in every worker, through its config channel), names what
+    // cannot. The reply says what was done (the same lines as the log), or why nothing was.
+    ControlReply reload();
     int shutdown();
     // systemd notification (sd_notify; nothing without NOTIFY_SOCKET): the workers' readiness
     // messages; READY=1 once every live slot accepts; a STATUS= line (with `extra` appended).
