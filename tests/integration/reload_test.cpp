@@ -333,9 +333,8 @@ TEST(Reload, CtlReloadAnswersWhatChanged) {
     conf.write("port = 18345\nworkers = 2\nmax-conns-per-ip = 2\nchat-rate = -1\n");
     std::tie(rc, out) = run_command(ctl);
     EXPECT_EQ(rc, 1) << out;
-    EXPECT_NE(out.find("reload of " + conf.path() + " failed"), std::string::npos)
-        << out << "\n"
-        << srv.log();
+    EXPECT_NE(out.find("reload of " + conf.path() + " failed"), std::string::npos) << out << "\n"
+                                                                                   << srv.log();
     EXPECT_NE(out.find(conf.path() + ":4: --chat-rate -1 is out of range"), std::string::npos)
         << out;
     EXPECT_TRUE(process_alive(srv.pid()));
