@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import tls from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
@@ -69,8 +70,8 @@ const tlsArgs = (cert = 'chain.pem', key = 'server.key') => ['--tls-cert', f(cer
 
 const ipOf = (i) => `127.3.${(i + 1) >> 8}.${(i + 1) & 255}`;
 
-// The /metrics of the worker serving `ip`, with labels kept: 'name{labels}' -> number, and the
-// sum over labels under the bare name.
+// The /metrics of the worker serving `ip`: 'name' -> the sum over its labels, and
+// 'name:value' -> the value of one reason="..." or result="..." label.
 async function metrics(port, ip) {
   const r = await request(port, { path: '/metrics', localAddress: ip, ca });
   const out = {};
@@ -78,8 +79,8 @@ async function metrics(port, ip) {
     const m = /^(\w+)(\{[^}]*\})? ([0-9.eE+-]+)$/.exec(line);
     if (!m) continue;
     out[m[1]] = (out[m[1]] ?? 0) + Number(m[3]);
-    const reason = /reason="(\w+)"/.exec(m[2] ?? '');
-    if (reason) out[`${m[1]}:${reason[1]}`] = Number(m[3]);
+    const label = /(?:reason|result)="(\w+)"/.exec(m[2] ?? '');
+    if (label) out[`${m[1]}:${label[1]}`] = Number(m[3]);
   }
   return out;
 }
@@ -468,5 +469,76 @@ describe('--tls-port: plain HTTP on --port and TLS on --tls-port, side by side, 
     const deadline = Date.now() + 5000;
     while (Date.now() < deadline && !/serving[^\n]*\n[^]*3\s+serving/.test(ctl('status').stdout)) await sleep(100);
     assert.equal((await sameWorkerOnBothPorts(60, 700)).size, WORKERS);
+  });
+});
+
+describe('certificate reload (SIGHUP), workers under --seccomp', () => {
+  let server;
+  const live = path.join(dir, 'live');
+  const install = (cert, key) => {
+    fs.copyFileSync(f(cert), path.join(live, 'cert.pem'));
+    fs.copyFileSync(f(key), path.join(live, 'key.pem'));
+  };
+  // The subject CN of the certificate a new connection from `ip` gets.
+  const peerCn = (ip) => new Promise((resolve, reject) => {
+    const s = tls.connect({ host: '127.0.0.1', port: server.port, localAddress: ip, ca, servername: 'localhost' }, () => {
+      const cn = s.getPeerCertificate().subject.CN;
+      s.end();
+      resolve(cn);
+    });
+    s.on('error', reject);
+  });
+  const waitFor = async (what, pred) => {
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline) {
+      if (await pred()) return;
+      await sleep(50);
+    }
+    assert.fail(`${what} within 5 s:\n${server.log.slice(-2000)}`);
+  };
+
+  before(async () => {
+    fs.mkdirSync(live, { recursive: true });
+    install('chain.pem', 'server.key');
+    server = await Server.start({
+      workers: 2, ca, args: ['--tls-cert', path.join(live, 'cert.pem'), '--tls-key', path.join(live, 'key.pem'), '--seccomp'],
+    });
+  });
+  after(async () => {
+    if (server) await server.stop();
+  });
+
+  test('new connections get the new certificate; a connected client goes on; a bad pair is ' +
+       'refused and the running one kept', async () => {
+    const ips = ['127.4.0.1', '127.4.0.2', '127.4.0.3', '127.4.0.4', '127.4.0.5', '127.4.0.6'];
+    for (const ip of ips) assert.equal(await peerCn(ip), 'steerchat-a');
+    const stay = await ChatClient.connect(server.port, ips[0], { ca });
+    assert.equal((await stay.request({ type: 'login', name: 'stayer' }, ['welcome', 'error'])).type, 'welcome');
+
+    // Renewed in place (same file names, new contents), then SIGHUP.
+    install('server2.pem', 'server2.key');
+    server.proc.kill('SIGHUP');
+    await waitFor('every worker serving the new certificate', async () => {
+      for (const ip of ips) if ((await peerCn(ip)) !== 'steerchat-b') return false;
+      return true;
+    });
+    assert.match(server.log, /reload: new TLS connections get the TLS certificate CN = steerchat-b/);
+    // The client connected before the reload is still served, over its old session.
+    const j = await stay.request({ type: 'join', room: 'after-reload' }, ['joined', 'error']);
+    assert.equal(j.type, 'joined', JSON.stringify(j));
+    assert.equal(stay.closed, false);
+
+    // A key that is not the certificate's: the reload fails, the new certificate stays.
+    fs.copyFileSync(f('server.key'), path.join(live, 'key.pem'));
+    const failedBefore = (await metrics(server.port, ips[1]))['steerchat_config_reloads_total:failed'];
+    server.proc.kill('SIGHUP');
+    await waitFor('the failed reload counted', async () =>
+      (await metrics(server.port, ips[1]))['steerchat_config_reloads_total:failed'] === failedBefore + 1);
+    assert.match(server.log, /does not belong to the certificate/);
+    for (const ip of ips) assert.equal(await peerCn(ip), 'steerchat-b');
+    const again = await stay.request({ type: 'join', room: 'still' }, ['joined', 'error']);
+    assert.equal(again.type, 'joined');
+    stay.close();
+    assert.doesNotMatch(server.log, /respawning/);
   });
 });

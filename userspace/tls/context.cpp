@@ -164,6 +164,7 @@ ServerContext::ServerContext(const ServerConfig& cfg) {
             cfg.key_name, cfg.cert_name));
     ERR_clear_error();
 
+    source_ = cfg.cert_pem + cfg.key_pem;
     info_.subject = name_of(X509_get_subject_name(leaf.get()));
     info_.not_after = time_of(X509_get0_notAfter(leaf.get()));
     info_.expired = X509_cmp_current_time(X509_get0_notAfter(leaf.get())) < 0;

@@ -58,10 +58,13 @@ class ServerContext {
     const CertificateInfo& certificate() const noexcept { return info_; }
     // Empty, or a warning for the operator (an expired or not yet valid certificate).
     std::string warning() const;
+    // The certificate and key PEM it was built from (to tell whether a reload changes them).
+    const std::string& source() const noexcept { return source_; }
 
   private:
     SSL_CTX* ctx_ = nullptr;
     CertificateInfo info_;
+    std::string source_;
 };
 
 // The cipher list and groups used (Mozilla intermediate, guidelines 5.7), for docs and tests.
