@@ -139,6 +139,7 @@ describe('bad TLS configuration: exit 2 with the fix, or a warning', () => {
     ['an encrypted key', tlsArgs('chain.pem', 'encrypted.key'), /no usable PEM private key \(an unencrypted key is needed/],
     ['a handshake timeout out of range', [...tlsArgs(), '--tls-handshake-timeout-ms', '5'], /--tls-handshake-timeout-ms 5 is out of range/],
     ['no handshakes allowed', [...tlsArgs(), '--tls-max-handshakes', '0'], /--tls-max-handshakes must be at least 1/],
+    ['no handshakes allowed per address', [...tlsArgs(), '--tls-max-handshakes-per-ip', '0'], /--tls-max-handshakes-per-ip must be at least 1/],
     ['a TLS port without a certificate', ['--tls-port', '8443'], /--tls-port needs --tls-cert and --tls-key/],
   ];
   for (const [what, args, message] of cases) {
@@ -359,7 +360,8 @@ describe('handshake limits', () => {
   before(async () => {
     server = await Server.start({
       workers: 1, ca, steering: 'kernel',
-      args: [...tlsArgs(), '--tls-handshake-timeout-ms', '400', '--tls-max-handshakes', '3'],
+      args: [...tlsArgs(), '--tls-handshake-timeout-ms', '400', '--tls-max-handshakes', '3',
+             '--tls-max-handshakes-per-ip', '2'],
     });
   });
   after(async () => {
@@ -398,6 +400,23 @@ describe('handshake limits', () => {
               m0['steerchat_tls_handshake_failures_total:refused'] >= 1);
     assert.equal(m1.steerchat_tls_handshakes_in_progress, 0);
     established.close();
+  });
+
+  test('over --tls-max-handshakes-per-ip from one address, its next connection is closed at ' +
+       'once; another address still gets its handshake', async () => {
+    const m0 = await metrics(server.port, '127.0.0.1');
+    const stalled = [1, 2].map(() => raw(server.port, '127.0.3.1', Buffer.alloc(0), 3000));
+    await sleep(100);
+    const over = await raw(server.port, '127.0.3.1', Buffer.from([0x16, 0x03, 0x01]), 3000);
+    assert.ok(over.how !== 'timeout' && over.ms < 300, `ended by ${over.how} after ${over.ms} ms`);
+    const other = await ChatClient.connect(server.port, '127.0.3.2', { ca });
+    other.close();
+    await Promise.all(stalled);
+    const m1 = await metrics(server.port, '127.0.0.1');
+    assert.equal(m1['steerchat_tls_handshake_failures_total:refused_per_ip'] -
+                 m0['steerchat_tls_handshake_failures_total:refused_per_ip'], 1);
+    assert.equal(m1['steerchat_tls_handshake_failures_total:refused'] -
+                 m0['steerchat_tls_handshake_failures_total:refused'], 0);
   });
 });
 

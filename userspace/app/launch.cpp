@@ -138,6 +138,7 @@ void for_each_field(Options& o, F&& f) {
     f("tls_key_pem", o.tls_key_pem);
     f("tls_handshake_timeout_ms", o.tls_handshake_timeout_ms);
     f("tls_max_handshakes", o.tls_max_handshakes);
+    f("tls_max_handshakes_per_ip", o.tls_max_handshakes_per_ip);
     f("tls_port", o.tls_port);
 }
 
@@ -231,6 +232,7 @@ std::string load_tls(WorkerOptions& o, std::string& warning, std::string& summar
         return fmt::format("--tls-handshake-timeout-ms {} is out of range (100 to 600000)",
                            o.tls_handshake_timeout_ms);
     if (o.tls_max_handshakes == 0) return "--tls-max-handshakes must be at least 1";
+    if (o.tls_max_handshakes_per_ip == 0) return "--tls-max-handshakes-per-ip must be at least 1";
     std::string err;
     if (!read_file("--tls-cert", o.tls_cert_file, o.tls_cert_pem, err) ||
         !read_file("--tls-key", o.tls_key_file, o.tls_key_pem, err))
@@ -343,6 +345,7 @@ WorkerContext worker_context(const WorkerOptions& opts, unsigned nslots) {
             "--tls-key " + opts.tls_key_file});
     net.tls_handshake_timeout = std::chrono::milliseconds(opts.tls_handshake_timeout_ms);
     net.tls_max_handshakes = opts.tls_max_handshakes;
+    net.tls_max_handshakes_per_address = opts.tls_max_handshakes_per_ip;
 
     // The application: chat adapters, Engine.IO / Socket.IO.
     AppOptions& app = ctx.app;

@@ -72,8 +72,9 @@ struct WorkerOptions {
     std::string tls_cert_pem;
     std::string tls_key_pem;
     unsigned tls_handshake_timeout_ms = 10000;
-    std::size_t tls_max_handshakes = 256;  // per worker, in progress at once
-    std::uint16_t tls_port = 0;            // 0 or --port: TLS only, on --port
+    std::size_t tls_max_handshakes = 256;        // per worker, in progress at once
+    std::size_t tls_max_handshakes_per_ip = 16;  // ... from one client address
+    std::uint16_t tls_port = 0;                  // 0 or --port: TLS only, on --port
     // Logging (every process: the master's own and its workers')
     log::Level log_level = log::Level::info;
     log::Format log_format = log::Format::text;

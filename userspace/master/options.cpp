@@ -142,6 +142,11 @@ po::options_description setting_options(Options& o, Raw& r) {
          po::value(&o.tls_max_handshakes)->default_value(o.tls_max_handshakes),
          "TLS handshakes one worker runs at once; more connections are closed at once, so a "
          "flood of handshakes cannot starve established connections")
+        ("tls-max-handshakes-per-ip",
+         po::value(&o.tls_max_handshakes_per_ip)->default_value(o.tls_max_handshakes_per_ip),
+         "TLS handshakes one client address (IPv4, or an IPv6 /64 with --ipv6-prefix64) runs "
+         "at once on its worker; more of its connections are closed at once, so one address's "
+         "flood leaves the other addresses their handshakes")
         ("steering,s", po::value(&steering)->default_value(steering),
          "bpf: the kernel keeps each client IP on one worker (needs CAP_BPF); "
          "kernel: plain SO_REUSEPORT, balanced but not sticky")

@@ -161,6 +161,7 @@ const std::vector<Entry>& entries() {
             field("tls-port", kRestart, &Options::tls_port),
             field("tls-handshake-timeout-ms", kLive, &Options::tls_handshake_timeout_ms),
             field("tls-max-handshakes", kLive, &Options::tls_max_handshakes),
+            field("tls-max-handshakes-per-ip", kLive, &Options::tls_max_handshakes_per_ip),
         };
         return v;
     }();

@@ -129,12 +129,14 @@ std::string metrics_body(Worker& w) {
         append_metric(out, "steerchat_tls_handshake_failures_total", "counter",
                       "TLS handshakes that did not complete: failed (bad or unsupported client "
                       "hello, the client gave up), timeout (over --tls-handshake-timeout-ms), "
-                      "refused (over --tls-max-handshakes in progress: closed at once), plaintext "
+                      "refused (over --tls-max-handshakes in progress: closed at once), "
+                      "refused_per_ip (its address over --tls-max-handshakes-per-ip), plaintext "
                       "(plain HTTP on the TLS port: answered 400 and closed).",
                       slot, "reason",
                       {{"failed", t.failures},
                        {"timeout", t.timeouts},
                        {"refused", t.refused},
+                       {"refused_per_ip", t.refused_per_address},
                        {"plaintext", t.plaintext}});
         metric("steerchat_tls_handshakes_in_progress", "gauge",
                "TLS handshakes under way (at most --tls-max-handshakes).", t.in_progress);

@@ -90,11 +90,11 @@ class TlsHandshake : public std::enable_shared_from_this<TlsHandshake> {
           slot_(std::move(slot)),
           key_(key),
           remote_(remote) {
-        worker_.add_handshake(this);
+        worker_.add_handshake(this, key_);
         ++worker_.tls_stats().in_progress;
     }
     ~TlsHandshake() {
-        worker_.remove_handshake(this);
+        worker_.remove_handshake(this, key_);
         --worker_.tls_stats().in_progress;
     }
 
@@ -198,6 +198,7 @@ void Worker::update_limits(const WorkerConfig& cfg) {
     }
     cfg_.tls_handshake_timeout = cfg.tls_handshake_timeout;
     cfg_.tls_max_handshakes = cfg.tls_max_handshakes;
+    cfg_.tls_max_handshakes_per_address = cfg.tls_max_handshakes_per_address;
 }
 
 void Worker::add_websocket_route(std::string path, WebSocketFactory factory) {
@@ -313,6 +314,13 @@ void Worker::handshake(tcp::socket socket, Lease slot, const AddressKey& key,
         ++tls_stats_.refused;
         return;  // the socket closes (a reset for the client: its hello is unread), slot freed
     }
+    // One address flooding handshakes fills its own share, not the worker's: other addresses'
+    // new connections still get theirs.
+    if (auto it = handshakes_per_address_.find(key);
+        it != handshakes_per_address_.end() && it->second >= cfg_.tls_max_handshakes_per_address) {
+        ++tls_stats_.refused_per_address;
+        return;
+    }
     std::shared_ptr<TlsHandshake> hs;
     try {
         hs = std::make_shared<TlsHandshake>(tls::Stream(std::move(socket), *cfg_.tls), *this,
@@ -322,6 +330,18 @@ void Worker::handshake(tcp::socket socket, Lease slot, const AddressKey& key,
         return;
     }
     hs->start();
+}
+
+void Worker::add_handshake(TlsHandshake* h, const AddressKey& key) {
+    handshakes_.insert(h);
+    ++handshakes_per_address_[key];
+}
+
+void Worker::remove_handshake(TlsHandshake* h, const AddressKey& key) {
+    handshakes_.erase(h);
+    if (auto it = handshakes_per_address_.find(key);
+        it != handshakes_per_address_.end() && --it->second == 0)
+        handshakes_per_address_.erase(it);
 }
 
 bool Worker::shed_with_spare_fd(tcp::acceptor& acceptor, bool tls) {

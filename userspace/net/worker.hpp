@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -54,6 +55,7 @@ struct WorkerConfig {
     std::shared_ptr<const tls::ServerContext> tls;
     std::chrono::milliseconds tls_handshake_timeout{10'000};  // accept -> handshake done: close
     std::size_t tls_max_handshakes = 256;  // handshakes in progress at once; more: closed at once
+    std::size_t tls_max_handshakes_per_address = 16;  // ... from one client address (limits.hpp)
 };
 
 // Makes the handler of an accepted WebSocket upgrade; nullptr refuses it (403).
@@ -79,14 +81,15 @@ struct WorkerStats {
 
 // TLS counters (Prometheus: steerchat_tls_*).
 struct TlsStats {
-    std::uint64_t handshakes = 0;   // completed
-    std::uint64_t resumed = 0;      // ... of which resumed a session
-    std::uint64_t tls13 = 0;        // ... of which TLS 1.3 (the rest TLS 1.2)
-    std::uint64_t failures = 0;     // failed (bad client hello, no shared cipher, EOF)
-    std::uint64_t timeouts = 0;     // not done within the handshake timeout
-    std::uint64_t refused = 0;      // closed at once: too many handshakes in progress
-    std::uint64_t plaintext = 0;    // plain HTTP on the TLS port: answered 400, closed
-    std::uint64_t in_progress = 0;  // gauge
+    std::uint64_t handshakes = 0;           // completed
+    std::uint64_t resumed = 0;              // ... of which resumed a session
+    std::uint64_t tls13 = 0;                // ... of which TLS 1.3 (the rest TLS 1.2)
+    std::uint64_t failures = 0;             // failed (bad client hello, no shared cipher, EOF)
+    std::uint64_t timeouts = 0;             // not done within the handshake timeout
+    std::uint64_t refused = 0;              // closed at once: too many handshakes in progress
+    std::uint64_t refused_per_address = 0;  // ... from the connection's client address
+    std::uint64_t plaintext = 0;            // plain HTTP on the TLS port: answered 400, closed
+    std::uint64_t in_progress = 0;          // gauge
 };
 
 class HttpSession;
@@ -134,9 +137,9 @@ class Worker {
     boost::asio::io_context& io() { return ioc_; }
 
     void add(HttpSession* s) { sessions_.insert(s); }
-    // TLS handshakes in progress (cut on stop).
-    void add_handshake(TlsHandshake* h) { handshakes_.insert(h); }
-    void remove_handshake(TlsHandshake* h) { handshakes_.erase(h); }
+    // TLS handshakes in progress (cut on stop), and how many per client address.
+    void add_handshake(TlsHandshake* h, const AddressKey& key);
+    void remove_handshake(TlsHandshake* h, const AddressKey& key);
     void remove(HttpSession* s);
 
     // WebSocket routes: a GET of `path` (exact, query ignored) with a valid upgrade becomes a
@@ -181,6 +184,7 @@ class Worker {
     ConnectionTracker connections_;  // before anything holding its leases
     std::unordered_set<HttpSession*> sessions_;
     std::unordered_set<TlsHandshake*> handshakes_;
+    std::unordered_map<AddressKey, std::size_t, AddressHash> handshakes_per_address_;
     ws::ConnectionRegistry ws_registry_;
     std::map<std::string, WebSocketFactory, std::less<>> ws_routes_;
     std::map<std::string, HttpHandler, std::less<>> http_routes_;

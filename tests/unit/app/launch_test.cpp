@@ -80,6 +80,7 @@ app::WorkerOptions all_changed() {
     o.tls_key_pem = "-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----\n";
     o.tls_handshake_timeout_ms = 2500;
     o.tls_max_handshakes = 64;
+    o.tls_max_handshakes_per_ip = 4;
     o.tls_port = 8443;
     return o;
 }
