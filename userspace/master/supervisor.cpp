@@ -17,6 +17,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <stdexcept>
 
 #include <fmt/core.h>
@@ -89,6 +90,8 @@ std::vector<std::uint32_t> Supervisor::live_slots() const {
 
 void Supervisor::setup() {
     lock_ = std::make_unique<InstanceLock>(opts_.run_dir, opts_.port);
+    control_ = std::make_unique<ControlServer>(opts_.run_dir, opts_.port, ::geteuid());
+    add_control_commands();
     drop_ = plan_privilege_drop(opts_.user, opts_.group, ::getpid(), SIGTERM);
     drop_.seccomp = opts_.seccomp;
     log::info("{}{}", drop_.description,
@@ -302,6 +305,34 @@ void Supervisor::notify_readiness(const std::string& extra) {
                  extra.c_str());
 }
 
+void Supervisor::add_control_commands() {
+    control_->add("status", "status", "the slots: state, pid, buckets",
+                  [this](ControlRequest&) { return status_command(); });
+}
+
+ControlReply Supervisor::status_command() const {
+    std::vector<std::uint32_t> owned(slots_.size(), 0);
+    if (steering_)
+        for (std::uint32_t b : steering_->buckets())
+            if (b < owned.size()) ++owned[b];
+    const auto live = live_slots();
+    std::string out = fmt::format(
+        "port {}: {} slot(s) serving or starting, {} drained; steering {}\n", opts_.port,
+        live.size(), slots_.size() - live.size(), steering_ ? "bpf" : "kernel");
+    out += fmt::format("{:<6}{:<12}{:>8}{:>10}\n", "slot", "state", "pid", "buckets");
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+        const Slot& s = slots_[i];
+        const char* state = s.drained              ? "drained"
+                            : s.respawn_at         ? "respawning"
+                            : s.pid > 0 && s.ready ? "serving"
+                                                   : "starting";
+        out += fmt::format("{:<6}{:<12}{:>8}{:>10}\n", i, state,
+                           s.pid > 0 ? std::to_string(s.pid) : "-",
+                           steering_ ? std::to_string(owned[i]) : "-");
+    }
+    return ControlReply::success(std::move(out));
+}
+
 int Supervisor::shutdown() {
     stopping_ = true;
     for (auto& s : slots_)
@@ -335,6 +366,7 @@ int Supervisor::shutdown() {
     for (auto& s : slots_)
         s.listener.reset();
     steering_.reset();  // removes the pins
+    control_.reset();   // removes the control socket
     log::info("stopped");
     return 0;
 }
@@ -361,11 +393,15 @@ int Supervisor::run() {
                 timeout =
                     timeout < 0 ? static_cast<int>(ms) : std::min(timeout, static_cast<int>(ms));
             }
-        pollfd p[2] = {{signal_fd_.get(), POLLIN, 0}, {ready_read_.get(), POLLIN, 0}};
-        int n = ::poll(p, 2, timeout);
+        if (int t = control_->timeout_ms(); t >= 0)
+            timeout = timeout < 0 ? t : std::min(timeout, t);
+        std::vector<pollfd> p = {{signal_fd_.get(), POLLIN, 0}, {ready_read_.get(), POLLIN, 0}};
+        const std::size_t nctl = control_->append(p);
+        int n = ::poll(p.data(), p.size(), timeout);
         if (n < 0 && errno != EINTR)
             throw std::runtime_error(fmt::format("poll: {}", std::strerror(errno)));
         if (n > 0 && (p[1].revents & POLLIN)) read_ready_messages();
+        if (n >= 0) control_->process(std::span<const pollfd>(p).subspan(2, nctl));
         signalfd_siginfo si;
         while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
             switch (si.ssi_signo) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "app/launch.hpp"
+#include "master/control.hpp"
 #include "master/instance_lock.hpp"
 #include "master/listener.hpp"
 #include "master/options.hpp"
@@ -56,6 +57,9 @@ class Supervisor {
     void read_ready_messages();
     void notify_readiness(const std::string& extra = {});
     std::vector<std::uint32_t> live_slots() const;
+    // The control socket's commands (master/control.hpp).
+    void add_control_commands();
+    ControlReply status_command() const;
 
     Options opts_;
     std::unique_ptr<InstanceLock> lock_;
@@ -70,6 +74,7 @@ class Supervisor {
     bool stopping_ = false;
     UniqueFd ready_read_, ready_write_;  // workers write (slot, pid) here once they accept
     bool notified_ready_ = false;
+    std::unique_ptr<ControlServer> control_;  // <run-dir>/<port>.ctl (steerchat ctl)
 };
 
 }  // namespace steerchat::master
