@@ -114,6 +114,7 @@ WorkerContext worker_context(const WorkerOptions& opts, unsigned nslots) {
     net.keepalive_timeout = std::chrono::milliseconds(opts.http_keepalive_timeout_ms);
     net.header_timeout = std::chrono::milliseconds(opts.http_header_timeout_ms);
     net.body_timeout = std::chrono::milliseconds(opts.http_body_timeout_ms);
+    net.drain_timeout = std::chrono::milliseconds(opts.drain_timeout_ms);
 
     // The application: chat adapters, Engine.IO / Socket.IO.
     AppOptions& app = ctx.app;

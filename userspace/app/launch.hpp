@@ -52,6 +52,7 @@ struct WorkerOptions {
     unsigned http_keepalive_timeout_ms = 60000;
     unsigned http_header_timeout_ms = 10000;
     unsigned http_body_timeout_ms = 30000;
+    unsigned drain_timeout_ms = 2000;  // a stopping worker's in-flight requests and closes
     // Limits on Engine.IO sessions and chat requests (docs/reliability.md)
     std::size_t eio_max_sessions_per_ip = 1000;                // 0: no limit
     unsigned eio_first_poll_timeout_ms = 5000;                 // 0: no deadline

@@ -98,6 +98,13 @@ WorkerApp::WorkerApp(net::Worker& worker, ring::Region& ring, chat::SharedState&
     : parts_(std::make_unique<Parts>(worker, ring, chat, options)) {
     Parts& p = *parts_;
     p.hub.set_limits(options.chat_limits);
+    // A stopping worker (SIGTERM; an upgrade: docs/architecture.md) logs its users out before
+    // its connections close with 1001, so a client that reconnects at once (to the new
+    // workers) finds its name free. Registered first: runs before the servers' stop hooks.
+    worker.add_stop_hook([&p] {
+        if (const std::size_t n = p.hub.logout_all(); n != 0)
+            log::info("logged out {} chat user(s) before closing their connections", n);
+    });
     worker.add_websocket_route(
         "/ws", [&native = p.native_chat](const net::Request&) { return native.make_handler(); });
     // Engine.IO / Socket.IO: the chat, or the protocol test suites' server.

@@ -213,6 +213,9 @@ class Hub {
 
     // Stops reading the ring (the destructor does it too).
     void stop();
+    // Logs every local session out (a stopping worker, before its connections close: their
+    // names are free by the time a client reconnects to another worker). Returns how many.
+    std::size_t logout_all();
 
     // ---- The operations Sessions use ----
 

@@ -17,12 +17,14 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <span>
 #include <stdexcept>
 
 #include <fmt/core.h>
 
 #include "app/launch.hpp"
+#include "master/takeover.hpp"
 #include "steer/maglev.hpp"
 #include "util/log.hpp"
 
@@ -92,6 +94,36 @@ void Supervisor::setup() {
     lock_ = std::make_unique<InstanceLock>(opts_.run_dir, opts_.port);
     control_ = std::make_unique<ControlServer>(opts_.run_dir, opts_.port, ::geteuid());
     add_control_commands();
+    setup_process();
+
+    if (opts_.steering == SteeringMode::bpf) {
+        if (steer::remove_stale_pins(opts_.pin_dir()))
+            log::info("removed stale pins at {} left by an instance that did not exit cleanly",
+                      opts_.pin_dir().string());
+        steering_ = std::make_unique<steer::Steering>(
+            steer::SteerConfig{opts_.seed, opts_.workers, opts_.ipv6_prefix64});
+    }
+
+    slots_.resize(opts_.workers);
+    for (unsigned i = 0; i < opts_.workers; ++i)
+        slots_[i].listener = make_listener(opts_.bind, opts_.port, opts_.backlog);
+    if (steering_) {
+        // Fill the maps before the program is attached, so it never runs on empty maps.
+        // Connections that arrive before the attach wait in the queues for the workers.
+        remap_buckets();
+        for (unsigned i = 0; i < opts_.workers; ++i)
+            steering_->set_socket(i, slots_[i].listener.get());
+        steering_->attach(slots_[0].listener.get());
+        steering_->pin(opts_.pin_dir());
+    }
+
+    ring_.emplace(ring::Region::create(opts_.workers, opts_.ring_bytes));
+    // The application's host-wide state (the chat directory); also readies libcrypto before
+    // any worker drops its privileges (app/launch.hpp).
+    host_.emplace(app::HostState::create());
+}
+
+void Supervisor::setup_process() {
     drop_ = plan_privilege_drop(opts_.user, opts_.group, ::getpid(), SIGTERM);
     drop_.seccomp = opts_.seccomp;
     log::info("{}{}", drop_.description,
@@ -134,33 +166,7 @@ void Supervisor::setup() {
     ready_write_.reset(ready[1]);
     ::fcntl(ready[0], F_SETFL, ::fcntl(ready[0], F_GETFL) | O_NONBLOCK);
     ::signal(SIGPIPE, SIG_IGN);
-
-    if (opts_.steering == SteeringMode::bpf) {
-        if (steer::remove_stale_pins(opts_.pin_dir()))
-            log::info("removed stale pins at {} left by an instance that did not exit cleanly",
-                      opts_.pin_dir().string());
-        steering_ = std::make_unique<steer::Steering>(
-            steer::SteerConfig{opts_.seed, opts_.workers, opts_.ipv6_prefix64});
-    }
-
-    slots_.resize(opts_.workers);
-    for (unsigned i = 0; i < opts_.workers; ++i)
-        slots_[i].listener = make_listener(opts_.bind, opts_.port, opts_.backlog);
-    if (steering_) {
-        // Fill the maps before the program is attached, so it never runs on empty maps.
-        // Connections that arrive before the attach wait in the queues for the workers.
-        remap_buckets();
-        for (unsigned i = 0; i < opts_.workers; ++i)
-            steering_->set_socket(i, slots_[i].listener.get());
-        steering_->attach(slots_[0].listener.get());
-        steering_->pin(opts_.pin_dir());
-    }
     cpus_ = usable_cpus();
-
-    ring_.emplace(ring::Region::create(opts_.workers, opts_.ring_bytes));
-    // The application's host-wide state (the chat directory); also readies libcrypto before
-    // any worker drops its privileges (app/launch.hpp).
-    host_.emplace(app::HostState::create());
 }
 
 void Supervisor::remap_buckets() {
@@ -221,6 +227,13 @@ void Supervisor::reap() {
         int status = 0;
         pid_t pid = ::waitpid(-1, &status, WNOHANG);
         if (pid <= 0) return;
+        if (pid == upgrade_child_) {
+            upgrade_child_ = -1;
+            if (!handed_over_)
+                fail_handover(
+                    fmt::format("the new binary {} before taking over", describe_status(status)));
+            continue;
+        }
         for (unsigned i = 0; i < slots_.size(); ++i)
             if (slots_[i].pid == pid) on_worker_exit(i, status);
     }
@@ -291,7 +304,7 @@ void Supervisor::notify_readiness(const std::string& extra) {
     const auto live = live_slots();
     const bool all = !live.empty() && std::all_of(live.begin(), live.end(),
                                                   [&](std::uint32_t i) { return slots_[i].ready; });
-    if (all && !notified_ready_) {
+    if (all && !notified_ready_ && !takeover_pending_) {
         notified_ready_ = true;
         log::info("every worker accepts ({} slot(s)); ready", live.size());
         ::sd_notify(0, "READY=1");
@@ -308,6 +321,319 @@ void Supervisor::notify_readiness(const std::string& extra) {
 void Supervisor::add_control_commands() {
     control_->add("status", "status", "the slots: state, pid, buckets",
                   [this](ControlRequest&) { return status_command(); });
+    control_->add("upgrade", "upgrade",
+                  "start the binary at this master's path with --takeover: it takes the "
+                  "listeners, maps and chat state over, these workers drain, this master exits",
+                  [this](ControlRequest& req) {
+                      upgrade_command(req);
+                      return ControlReply::success({});
+                  });
+    control_->add("takeover", "takeover PID",
+                  "(used by `steerchat --takeover`) hand this instance over to the new master",
+                  [this](ControlRequest& req) {
+                      takeover_command(req);
+                      return ControlReply::success({});
+                  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upgrade, the old side
+
+namespace {
+constexpr auto kTakeoverReadyTimeout = std::chrono::seconds(60);
+constexpr auto kTakeoverAnswerTimeout = std::chrono::seconds(10);
+}  // namespace
+
+void Supervisor::takeover_command(ControlRequest& req) {
+    UniqueFd conn = req.take();
+    const pid_t pid = req.words.size() > 1 ? std::atoi(req.words[1].c_str()) : req.peer.pid;
+    auto refuse = [&](const std::string& why) {
+        log::warn("refusing a takeover by pid {}: {}", pid, why);
+        std::string text = "error\n" + why + "\n";
+        [[maybe_unused]] auto n = ::send(conn.get(), text.data(), text.size(), MSG_NOSIGNAL);
+    };
+    if (handover_) return refuse(fmt::format("a takeover by pid {} is under way", handover_->pid));
+    if (stopping_ || handed_over_) return refuse("this master is stopping");
+    HandoverOut out;
+    out.pid = ::getpid();
+    out.port = opts_.port;
+    out.nslots = static_cast<unsigned>(slots_.size());
+    out.chat_layout = app::HostState::layout_version();
+    for (unsigned i = 0; i < slots_.size(); ++i)
+        if (!slots_[i].drained && slots_[i].listener)
+            out.listeners.emplace_back(i, slots_[i].listener.get());
+    if (steering_) out.maps = steering_->map_fds();
+    out.lock_fd = lock_->fd();
+    out.chat_fd = host_->fd();
+    try {
+        send_state(conn.get(), out);
+    } catch (const std::exception& e) {
+        log::error("takeover by pid {}: {}; still serving", pid, e.what());
+        return;
+    }
+    log::info(
+        "takeover: handed the listeners of {} slot(s), the steering maps and the chat state to "
+        "pid {}; serving on until it says its workers accept",
+        out.listeners.size(), pid);
+    handover_ = Handover{std::move(conn), pid, Clock::now() + kTakeoverReadyTimeout, {}};
+}
+
+void Supervisor::upgrade_command(ControlRequest& req) {
+    UniqueFd client = req.take();
+    auto answer = [&](bool ok, const std::string& text) {
+        std::string msg = (ok ? "ok\n" : "error\n") + text + "\n";
+        [[maybe_unused]] auto n = ::send(client.get(), msg.data(), msg.size(), MSG_NOSIGNAL);
+    };
+    if (handover_ || upgrade_child_ > 0) return answer(false, "an upgrade is already under way");
+    if (stopping_ || handed_over_) return answer(false, "this master is stopping");
+    std::vector<std::string> args{exe_path_};
+    for (const auto& a : opts_.command_line)
+        if (a != "--takeover" && a != "--discard-state") args.push_back(a);
+    args.push_back("--takeover");
+    const pid_t pid = ::fork();
+    if (pid < 0) return answer(false, fmt::format("fork: {}", std::strerror(errno)));
+    if (pid == 0) {
+        // The new master: default signal handling, nothing of ours but stdio (every other fd is
+        // close-on-exec), the same arguments plus --takeover.
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, nullptr);
+        ::signal(SIGPIPE, SIG_DFL);
+        std::vector<char*> argv;
+        for (auto& a : args)
+            argv.push_back(a.data());
+        argv.push_back(nullptr);
+        ::execv(exe_path_.c_str(), argv.data());
+        log::error("upgrade: cannot run {}: {}", exe_path_, std::strerror(errno));
+        ::_exit(127);
+    }
+    log::info("upgrade: started {} (pid {}) to take over", exe_path_, pid);
+    upgrade_child_ = pid;
+    upgrade_client_ = std::move(client);
+}
+
+void Supervisor::answer_upgrade_client(bool ok, const std::string& text) {
+    if (!upgrade_client_) return;
+    std::string msg = (ok ? "ok\n" : "error\n") + text + "\n";
+    // Small, and the client waits for it: a blocking write with a short bound.
+    ::fcntl(upgrade_client_.get(), F_SETFL, ::fcntl(upgrade_client_.get(), F_GETFL) & ~O_NONBLOCK);
+    timeval tv{1, 0};
+    ::setsockopt(upgrade_client_.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    [[maybe_unused]] auto n = ::send(upgrade_client_.get(), msg.data(), msg.size(), MSG_NOSIGNAL);
+    upgrade_client_.reset();
+}
+
+void Supervisor::on_handover_readable() {
+    char buf[256];
+    for (;;) {
+        const ssize_t n = ::recv(handover_->fd.get(), buf, sizeof buf, MSG_DONTWAIT);
+        if (n == 0) return fail_handover("the new master closed the connection");
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
+            return fail_handover(
+                fmt::format("reading from the new master: {}", std::strerror(errno)));
+        }
+        handover_->in.append(buf, static_cast<std::size_t>(n));
+        if (handover_->in.size() > 4096)
+            return fail_handover("the new master's answer is too long");
+    }
+    const auto nl = handover_->in.find('\n');
+    if (nl == std::string::npos) return;
+    const std::string line = handover_->in.substr(0, nl);
+    if (line.rfind("ready", 0) == 0) return commit_handover(handover_->pid);
+    if (line.rfind("abort", 0) == 0)
+        return fail_handover(line.size() > 6 ? line.substr(6) : std::string("it gave up"));
+    fail_handover(fmt::format("unexpected answer '{}'", line));
+}
+
+void Supervisor::commit_handover(pid_t new_pid) {
+    // Under systemd the main process moves to the new master (NotifyAccess=main accepts it from
+    // us, the main process now); its READY=1 and STATUS= lines count from then on.
+    ::sd_notifyf(0, "MAINPID=%d\nSTATUS=handed over to pid %d; draining the old workers",
+                 static_cast<int>(new_pid), static_cast<int>(new_pid));
+    // The lock, the pins, the control socket's path and the chat state are the new master's:
+    // leave them. The control socket goes first, so the new master can bind its path.
+    control_.reset();
+    lock_->disown();
+    if (steering_) steering_->disown_pins();
+    handed_over_ = true;
+    try {
+        send_line(handover_->fd.get(), "ok");
+    } catch (const std::exception& e) {
+        // It asked and we agreed; if it died right now, its own exit says why.
+        log::error("takeover: telling pid {} to go on failed: {}", new_pid, e.what());
+    }
+    handover_.reset();
+    log::info("takeover: pid {} serves port {} now; draining this master's workers and exiting",
+              new_pid, opts_.port);
+    answer_upgrade_client(
+        true, fmt::format("upgraded: pid {} serves port {}; the old master (pid {}) drains its "
+                          "workers (--drain-timeout-ms {}) and exits",
+                          new_pid, opts_.port, ::getpid(), opts_.drain_timeout_ms));
+    upgrade_child_ = -1;
+}
+
+void Supervisor::fail_handover(const std::string& why) {
+    const pid_t pid = handover_ ? handover_->pid : upgrade_child_;
+    log::error("takeover by pid {} failed: {}; this master serves on, unchanged", pid, why);
+    handover_.reset();
+    answer_upgrade_client(false, fmt::format("the upgrade failed: {}; the running server (pid {}) "
+                                             "serves on, unchanged (its log and the new binary's "
+                                             "lines above say more)",
+                                             why, ::getpid()));
+    upgrade_child_ = -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upgrade, the new side
+
+UniqueFd Supervisor::setup_takeover() {
+    UniqueFd conn = control_connect(opts_.run_dir, opts_.port);
+    control_send(conn.get(), {"takeover", std::to_string(::getpid())});
+    HandoverIn in = receive_state(conn.get(), kTakeoverAnswerTimeout);
+    auto abort_with = [&](const std::string& why) {
+        try {
+            send_line(conn.get(), "abort " + why);
+        } catch (const std::exception&) {
+        }
+        throw std::runtime_error(why);
+    };
+    if (in.port != opts_.port)
+        abort_with(fmt::format("the running master serves port {}, not {}", in.port, opts_.port));
+    log::info("taking over port {} from pid {}: {} listener(s), {} steering map(s)", in.port,
+              in.pid, in.listeners.size(), in.maps.size());
+    lock_ = std::make_unique<InstanceLock>(opts_.run_dir, opts_.port, std::move(in.lock));
+    try {
+        host_.emplace(app::HostState::adopt(in.chat.get()));
+        log::info("chat state taken over (layout version {}): names, rooms and history carry over",
+                  app::HostState::layout_version());
+    } catch (const app::StateLayoutMismatch& e) {
+        if (!opts_.discard_state) {
+            lock_->disown();
+            abort_with(fmt::format(
+                "{}: this binary cannot read the running server's names, rooms and history. "
+                "Start it with --takeover --discard-state to take over with an empty chat state "
+                "(every user logs in again), or stop the old server first",
+                e.what()));
+        }
+        log::warn(
+            "{}; --discard-state: starting with an empty chat state (every name, room and "
+            "history of the old server is dropped)",
+            e.what());
+        host_.emplace(app::HostState::create());
+    } catch (const std::exception& e) {
+        lock_->disown();
+        abort_with(fmt::format("mapping the chat state failed: {}", e.what()));
+    }
+    setup_process();
+    if (in.nslots != opts_.workers)
+        log::info(
+            "--workers {} given; the running server has {} slot(s), which are kept "
+            "(`steerchat ctl workers N` changes them)",
+            opts_.workers, in.nslots);
+    opts_.workers = in.nslots;
+    slots_.resize(in.nslots);
+    for (auto& s : slots_)
+        s.drained = true;
+    for (auto& [slot, fd] : in.listeners) {
+        slots_[slot].listener = std::move(fd);
+        slots_[slot].drained = false;
+    }
+    if (opts_.steering == SteeringMode::bpf) {
+        try {
+            steering_ = std::make_unique<steer::Steering>(
+                steer::SteerConfig{opts_.seed, opts_.workers, opts_.ipv6_prefix64}, in.map_fds());
+            // The same maps: the buckets are rewritten with the same table, the sockets are
+            // already in their slots (a socket sits in one socket array slot only).
+            remap_buckets();
+            for (unsigned i = 0; i < slots_.size(); ++i)
+                if (!slots_[i].drained && !steering_->holds_socket(i, slots_[i].listener.get()))
+                    steering_->set_socket(i, slots_[i].listener.get());
+        } catch (const std::exception& e) {
+            lock_->disown();
+            abort_with(e.what());
+        }
+    }
+    ring_.emplace(ring::Region::create(opts_.workers, opts_.ring_bytes));
+    takeover_pending_ = true;
+    return conn;
+}
+
+bool Supervisor::complete_takeover(int conn) {
+    // Every live slot's new worker must accept before the old master lets go.
+    const auto deadline = Clock::now() + kTakeoverReadyTimeout;
+    std::string why;
+    for (;;) {
+        const auto live = live_slots();
+        if (std::all_of(live.begin(), live.end(), [&](std::uint32_t i) { return slots_[i].ready; }))
+            break;
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+        if (left <= 0) {
+            why = "the new workers did not all start accepting within 60 s";
+            break;
+        }
+        pollfd p[3] = {
+            {signal_fd_.get(), POLLIN, 0}, {ready_read_.get(), POLLIN, 0}, {conn, POLLIN, 0}};
+        ::poll(p, 3, static_cast<int>(std::min<long>(left, 1000)));
+        if (p[1].revents & POLLIN) read_ready_messages();
+        if (p[2].revents & (POLLIN | POLLHUP)) {
+            why = "the old master closed the connection";
+            break;
+        }
+        signalfd_siginfo si;
+        bool signalled = false;
+        while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si)
+            if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) signalled = true;
+        if (signalled) {
+            why = "the new master was told to stop";
+            break;
+        }
+        // A worker that dies now is a failed start: nothing is respawned during a takeover.
+        int status = 0;
+        if (const pid_t pid = ::waitpid(-1, &status, WNOHANG); pid > 0) {
+            for (auto& s : slots_)
+                if (s.pid == pid) s.pid = -1;
+            why = fmt::format("a new worker (pid {}) {} while starting", pid,
+                              describe_status(status));
+            break;
+        }
+    }
+    if (why.empty()) {
+        try {
+            send_line(conn, fmt::format("ready {}", ::getpid()));
+            const std::string answer = receive_line(conn, kTakeoverAnswerTimeout);
+            if (answer != "ok") why = fmt::format("the old master answered '{}'", answer);
+        } catch (const std::exception& e) {
+            why = e.what();
+        }
+    }
+    if (!why.empty()) {
+        try {
+            send_line(conn, "abort " + why);
+        } catch (const std::exception&) {
+        }
+        log::error("takeover failed: {}; the old master serves on; stopping the new workers", why);
+        // Give everything back: no pin was made, the lock and the state stay the old master's.
+        lock_->disown();
+        return false;
+    }
+    // Committed: the old master has let go of the control socket's path, the pins and the lock.
+    takeover_pending_ = false;
+    control_ = std::make_unique<ControlServer>(opts_.run_dir, opts_.port, ::geteuid());
+    add_control_commands();
+    if (steering_) {
+        // This binary's program replaces the old one atomically for the whole group (same maps).
+        for (std::uint32_t i : live_slots()) {
+            steering_->attach(slots_[i].listener.get());
+            break;
+        }
+        steering_->pin(opts_.pin_dir());
+    }
+    log::info("took over port {}: every new worker accepts; the old master drains its workers",
+              opts_.port);
+    notify_readiness();
+    return true;
 }
 
 ControlReply Supervisor::status_command() const {
@@ -365,22 +691,44 @@ int Supervisor::shutdown() {
     }
     for (auto& s : slots_)
         s.listener.reset();
-    steering_.reset();  // removes the pins
+    steering_.reset();  // removes the pins (unless handed over)
     control_.reset();   // removes the control socket
+    if (handed_over_) {
+        // Names a worker of ours still held (killed before it logged its users out).
+        if (const std::size_t n = host_->release_generation(); n != 0)
+            log::info("released {} name(s) this master's workers still held", n);
+        log::info("handed over; stopped");
+        return 0;
+    }
     log::info("stopped");
     return 0;
 }
 
 int Supervisor::run() {
     log::set_slot("master");
-    setup();
-    log::info(
-        "listening on [{}]:{} with {} worker(s), steering {} (seed {:#010x}){}", opts_.bind,
-        opts_.port, opts_.workers,
-        opts_.steering == SteeringMode::bpf ? "bpf" : "kernel (SO_REUSEPORT hash, not sticky)",
-        opts_.seed, steering_ ? fmt::format(", maps pinned at {}", opts_.pin_dir().string()) : "");
-    for (unsigned i = 0; i < slots_.size(); ++i)
-        spawn(i);
+    // `steerchat ctl upgrade` runs the file at this path: after a package upgrade, the new one
+    // (/proc/self/exe would then name the deleted old inode).
+    std::error_code ec;
+    exe_path_ = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+    if (opts_.takeover) {
+        UniqueFd conn = setup_takeover();
+        for (unsigned i = 0; i < slots_.size(); ++i)
+            if (!slots_[i].drained) spawn(i);
+        if (!complete_takeover(conn.get())) {
+            shutdown();
+            return 1;
+        }
+    } else {
+        setup();
+        log::info(
+            "listening on [{}]:{} with {} worker(s), steering {} (seed {:#010x}){}", opts_.bind,
+            opts_.port, opts_.workers,
+            opts_.steering == SteeringMode::bpf ? "bpf" : "kernel (SO_REUSEPORT hash, not sticky)",
+            opts_.seed,
+            steering_ ? fmt::format(", maps pinned at {}", opts_.pin_dir().string()) : "");
+        for (unsigned i = 0; i < slots_.size(); ++i)
+            spawn(i);
+    }
 
     for (;;) {
         int timeout = -1;
@@ -395,13 +743,29 @@ int Supervisor::run() {
             }
         if (int t = control_->timeout_ms(); t >= 0)
             timeout = timeout < 0 ? t : std::min(timeout, t);
-        std::vector<pollfd> p = {{signal_fd_.get(), POLLIN, 0}, {ready_read_.get(), POLLIN, 0}};
-        const std::size_t nctl = control_->append(p);
+        if (handover_) {
+            const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                handover_->deadline - Clock::now())
+                                .count();
+            const int t = static_cast<int>(std::max<long>(ms, 0));
+            timeout = timeout < 0 ? t : std::min(timeout, t);
+        }
+        std::vector<pollfd> p = {{signal_fd_.get(), POLLIN, 0},
+                                 {ready_read_.get(), POLLIN, 0},
+                                 {handover_ ? handover_->fd.get() : -1, POLLIN, 0}};
+        const std::size_t nctl = control_ ? control_->append(p) : 0;
         int n = ::poll(p.data(), p.size(), timeout);
         if (n < 0 && errno != EINTR)
             throw std::runtime_error(fmt::format("poll: {}", std::strerror(errno)));
         if (n > 0 && (p[1].revents & POLLIN)) read_ready_messages();
-        if (n >= 0) control_->process(std::span<const pollfd>(p).subspan(2, nctl));
+        if (n >= 0 && control_) control_->process(std::span<const pollfd>(p).subspan(3, nctl));
+        if (handover_ && (p[2].revents & (POLLIN | POLLHUP | POLLERR))) on_handover_readable();
+        if (handover_ && Clock::now() >= handover_->deadline)
+            fail_handover("its workers did not all accept within 60 s");
+        if (handed_over_) {
+            ::sd_notify(0, "STATUS=handed over: draining the old workers");
+            return shutdown();
+        }
         signalfd_siginfo si;
         while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
             switch (si.ssi_signo) {

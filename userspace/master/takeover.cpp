@@ -164,6 +164,18 @@ HandoverIn receive_state(int fd, std::chrono::milliseconds timeout) {
     if (static_cast<std::size_t>(n) < sizeof len)
         read_all(fd, reinterpret_cast<char*>(&len) + n, sizeof len - static_cast<std::size_t>(n),
                  deadline);
+    if (std::memcmp(&len, "erro", 4) == 0) {
+        // The master refused (a control socket's "error\n<reason>"): show its reason.
+        std::string text(reinterpret_cast<const char*>(&len), sizeof len);
+        char buf[512];
+        for (ssize_t r; text.size() < 4096 && (r = ::recv(fd, buf, sizeof buf, 0)) > 0;)
+            text.append(buf, static_cast<std::size_t>(r));
+        const auto nl = text.find('\n');
+        std::string why = nl == std::string::npos ? text : text.substr(nl + 1);
+        while (!why.empty() && why.back() == '\n')
+            why.pop_back();
+        fail(fmt::format("the running master refused: {}", why));
+    }
     if (len == 0 || len > kMaxText) fail(fmt::format("a state of {} bytes is not one", len));
     std::string text(len, '\0');
     read_all(fd, text.data(), text.size(), deadline);
