@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -22,6 +23,7 @@
 #include <stdexcept>
 
 #include <fmt/core.h>
+#include <fmt/format.h>
 
 #include "app/launch.hpp"
 #include "master/takeover.hpp"
@@ -86,7 +88,7 @@ Supervisor::~Supervisor() = default;
 std::vector<std::uint32_t> Supervisor::live_slots() const {
     std::vector<std::uint32_t> live;
     for (std::uint32_t i = 0; i < slots_.size(); ++i)
-        if (!slots_[i].drained) live.push_back(i);
+        if (!slots_[i].drained && !slots_[i].removed) live.push_back(i);
     return live;
 }
 
@@ -104,9 +106,14 @@ void Supervisor::setup() {
             steer::SteerConfig{opts_.seed, opts_.workers, opts_.ipv6_prefix64});
     }
 
-    slots_.resize(opts_.workers);
-    for (unsigned i = 0; i < opts_.workers; ++i)
-        slots_[i].listener = make_listener(opts_.bind, opts_.port, opts_.backlog);
+    // Every slot the pool may grow to exists from the start; those beyond --workers are
+    // removed until `steerchat ctl workers N` brings them in.
+    slots_.resize(opts_.max_workers);
+    pool_ = opts_.workers;
+    for (unsigned i = 0; i < slots_.size(); ++i) {
+        slots_[i].removed = i >= pool_;
+        if (i < pool_) slots_[i].listener = make_listener(opts_.bind, opts_.port, opts_.backlog);
+    }
     if (steering_) {
         // Fill the maps before the program is attached, so it never runs on empty maps.
         // Connections that arrive before the attach wait in the queues for the workers.
@@ -117,7 +124,9 @@ void Supervisor::setup() {
         steering_->pin(opts_.pin_dir());
     }
 
-    ring_.emplace(ring::Region::create(opts_.workers, opts_.ring_bytes));
+    // Sized for --max-workers: a slot added later has its log and cursors already (the readers
+    // read every log; an unused one is empty). Its pages are touched only once it is used.
+    ring_.emplace(ring::Region::create(opts_.max_workers, opts_.ring_bytes));
     // The application's host-wide state (the chat directory); also readies libcrypto before
     // any worker drops its privileges (app/launch.hpp).
     host_.emplace(app::HostState::create());
@@ -135,16 +144,17 @@ void Supervisor::setup_process() {
         ::setrlimit(RLIMIT_NOFILE, &nofile);
     }
     // The per-worker connection limit stays below what workers may open (options checked it
-    // against the hard limit; a soft limit that could not be raised is caught here).
+    // against the hard limit; a soft limit that could not be raised is caught here). Each worker
+    // also holds one eventfd per slot of --max-workers (the shared-memory logs' wake-ups).
+    const std::size_t headroom = app::fd_headroom() + opts_.max_workers;
     if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
-        opts_.max_conns_per_worker + app::fd_headroom() > nofile.rlim_cur) {
-        const std::size_t fit = nofile.rlim_cur > 2 * app::fd_headroom()
-                                    ? nofile.rlim_cur - app::fd_headroom()
-                                    : nofile.rlim_cur / 2;
+        opts_.max_conns_per_worker + headroom > nofile.rlim_cur) {
+        const std::size_t fit =
+            nofile.rlim_cur > 2 * headroom ? nofile.rlim_cur - headroom : nofile.rlim_cur / 2;
         log::warn(
             "--max-conns-per-worker {} does not fit the open-files limit {} ({} kept free): "
             "using {}",
-            opts_.max_conns_per_worker, nofile.rlim_cur, app::fd_headroom(), fit);
+            opts_.max_conns_per_worker, nofile.rlim_cur, headroom, fit);
         opts_.max_conns_per_worker = std::max<std::size_t>(fit, 1);
     }
     if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < 65536)
@@ -208,7 +218,7 @@ void Supervisor::become_worker(unsigned slot) {
     // Keep only this slot's listener and the shared-memory logs' fds: no copy of the other
     // listeners, the BPF maps or the lock.
     std::vector<int> keep{fd, ring_->fd(), ready_write_.get()};
-    for (unsigned i = 0; i < opts_.workers; ++i)
+    for (unsigned i = 0; i < ring_->workers(); ++i)
         keep.push_back(ring_->wake_fd(i));
     close_all_but(keep);
     // Before the first byte from the network: no root, no capabilities, no way back.
@@ -219,7 +229,7 @@ void Supervisor::become_worker(unsigned slot) {
         ::_exit(1);
     }
     app::run_worker(
-        app::WorkerLaunch{slot, opts_.workers, fd, &*ring_, &*host_, &opts_, ready_write_.get()});
+        app::WorkerLaunch{slot, pool_, fd, &*ring_, &*host_, &opts_, ready_write_.get()});
 }
 
 void Supervisor::reap() {
@@ -245,6 +255,11 @@ void Supervisor::on_worker_exit(unsigned slot, int status) {
     s.ready = false;
     if (stopping_) return;
     release_slot_users(slot);
+    if (s.removed) {
+        s.kill_at.reset();
+        log::info("worker {} (removed from the pool) {}", slot, describe_status(status));
+        return;
+    }
     auto now = Clock::now();
     s.quick_failures = (now - s.started < kHealthyLifetime) ? s.quick_failures + 1 : 0;
     s.deaths.push_back(now);
@@ -314,8 +329,7 @@ void Supervisor::notify_readiness(const std::string& extra) {
         std::count_if(live.begin(), live.end(), [&](std::uint32_t i) { return slots_[i].ready; });
     ::sd_notifyf(0, "STATUS=%s port %u: %zd of %zu worker(s) accept, %zu slot(s) drained%s",
                  notified_ready_ ? "serving" : "starting", static_cast<unsigned>(opts_.port),
-                 static_cast<ssize_t>(ready), live.size(), slots_.size() - live.size(),
-                 extra.c_str());
+                 static_cast<ssize_t>(ready), live.size(), pool_ - live.size(), extra.c_str());
 }
 
 void Supervisor::add_control_commands() {
@@ -334,6 +348,20 @@ void Supervisor::add_control_commands() {
                       takeover_command(req);
                       return ControlReply::success({});
                   });
+    control_->add(
+        "workers", "workers N",
+        fmt::format("grow or shrink the pool to N workers (1 to {}); drained slots "
+                    "below N come back",
+                    opts_.max_workers),
+        [this](ControlRequest& req) {
+            unsigned n = 0;
+            const std::string arg = req.words.size() == 2 ? req.words[1] : "";
+            const auto [end, ec] = std::from_chars(arg.data(), arg.data() + arg.size(), n);
+            if (arg.empty() || ec != std::errc{} || end != arg.data() + arg.size())
+                return ControlReply::failure(fmt::format(
+                    "usage: workers N, with N from 1 to {} (--max-workers)", opts_.max_workers));
+            return resize(n);
+        });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -358,10 +386,10 @@ void Supervisor::takeover_command(ControlRequest& req) {
     out.pid = ::getpid();
     out.port = opts_.port;
     out.nslots = static_cast<unsigned>(slots_.size());
+    out.pool = pool_;
     out.chat_layout = app::HostState::layout_version();
-    for (unsigned i = 0; i < slots_.size(); ++i)
-        if (!slots_[i].drained && slots_[i].listener)
-            out.listeners.emplace_back(i, slots_[i].listener.get());
+    for (std::uint32_t i : live_slots())
+        if (slots_[i].listener) out.listeners.emplace_back(i, slots_[i].listener.get());
     if (steering_) out.maps = steering_->map_fds();
     out.lock_fd = lock_->fd();
     out.chat_fd = host_->fd();
@@ -525,17 +553,24 @@ UniqueFd Supervisor::setup_takeover() {
         lock_->disown();
         abort_with(fmt::format("mapping the chat state failed: {}", e.what()));
     }
-    setup_process();
-    if (in.nslots != opts_.workers)
+    // The running master's slots (--max-workers) and pool, whatever this command line says:
+    // `steerchat ctl workers N` changes the pool afterwards.
+    if (in.nslots != opts_.max_workers || in.pool != opts_.workers)
         log::info(
-            "--workers {} given; the running server has {} slot(s), which are kept "
-            "(`steerchat ctl workers N` changes them)",
-            opts_.workers, in.nslots);
-    opts_.workers = in.nslots;
+            "the running server has {} of {} slot(s) in its pool; they are kept (this command "
+            "line says --workers {} --max-workers {}; `steerchat ctl workers N` resizes)",
+            in.pool, in.nslots, opts_.workers, opts_.max_workers);
+    opts_.max_workers = in.nslots;
+    opts_.workers = in.pool;
+    setup_process();
     slots_.resize(in.nslots);
-    for (auto& s : slots_)
-        s.drained = true;
+    pool_ = in.pool;
+    for (unsigned i = 0; i < slots_.size(); ++i) {
+        slots_[i].removed = i >= pool_;
+        slots_[i].drained = i < pool_;  // until its listener is among those received
+    }
     for (auto& [slot, fd] : in.listeners) {
+        if (slot >= pool_) continue;  // cannot happen: the old master sends its pool's
         slots_[slot].listener = std::move(fd);
         slots_[slot].drained = false;
     }
@@ -546,15 +581,15 @@ UniqueFd Supervisor::setup_takeover() {
             // The same maps: the buckets are rewritten with the same table, the sockets are
             // already in their slots (a socket sits in one socket array slot only).
             remap_buckets();
-            for (unsigned i = 0; i < slots_.size(); ++i)
-                if (!slots_[i].drained && !steering_->holds_socket(i, slots_[i].listener.get()))
+            for (std::uint32_t i : live_slots())
+                if (!steering_->holds_socket(i, slots_[i].listener.get()))
                     steering_->set_socket(i, slots_[i].listener.get());
         } catch (const std::exception& e) {
             lock_->disown();
             abort_with(e.what());
         }
     }
-    ring_.emplace(ring::Region::create(opts_.workers, opts_.ring_bytes));
+    ring_.emplace(ring::Region::create(opts_.max_workers, opts_.ring_bytes));
     takeover_pending_ = true;
     return conn;
 }
@@ -643,12 +678,15 @@ ControlReply Supervisor::status_command() const {
             if (b < owned.size()) ++owned[b];
     const auto live = live_slots();
     std::string out = fmt::format(
-        "port {}: {} slot(s) serving or starting, {} drained; steering {}\n", opts_.port,
-        live.size(), slots_.size() - live.size(), steering_ ? "bpf" : "kernel");
+        "port {}: {} worker(s) in the pool ({} drained), --max-workers {}, steering {}\n",
+        opts_.port, pool_, pool_ - live.size(), opts_.max_workers,
+        steering_ ? "bpf" : "kernel (not sticky)");
     out += fmt::format("{:<6}{:<12}{:>8}{:>10}\n", "slot", "state", "pid", "buckets");
     for (std::size_t i = 0; i < slots_.size(); ++i) {
         const Slot& s = slots_[i];
-        const char* state = s.drained              ? "drained"
+        if (s.removed && s.pid <= 0) continue;
+        const char* state = s.removed              ? "stopping"
+                            : s.drained            ? "drained"
                             : s.respawn_at         ? "respawning"
                             : s.pid > 0 && s.ready ? "serving"
                                                    : "starting";
@@ -657,6 +695,101 @@ ControlReply Supervisor::status_command() const {
                            steering_ ? std::to_string(owned[i]) : "-");
     }
     return ControlReply::success(std::move(out));
+}
+
+ControlReply Supervisor::resize(unsigned n) {
+    if (n < 1 || n > opts_.max_workers)
+        return ControlReply::failure(fmt::format(
+            "workers {}: the pool can hold 1 to {} workers (--max-workers {}, fixed at start; a "
+            "larger pool needs a restart with a larger --max-workers)",
+            n, opts_.max_workers, opts_.max_workers));
+    // Slots that join (beyond the pool, or drained within it): a fresh listener each, made
+    // before anything changes, so a failure leaves the pool as it was.
+    std::vector<unsigned> joining;
+    for (unsigned i = 0; i < n; ++i)
+        if (i >= pool_ || slots_[i].drained) {
+            if (slots_[i].pid > 0)
+                return ControlReply::failure(fmt::format(
+                    "slot {}: its previous worker (pid {}) is still stopping (it closes its "
+                    "connections for up to --shutdown-timeout-ms {}); try again in a moment",
+                    i, slots_[i].pid, opts_.shutdown_timeout_ms));
+            joining.push_back(i);
+        }
+    std::vector<UniqueFd> listeners;
+    for (std::size_t k = 0; k < joining.size(); ++k)
+        listeners.push_back(make_listener(opts_.bind, opts_.port, opts_.backlog));
+    std::vector<unsigned> leaving;
+    for (unsigned i = pool_; i-- > n;)
+        leaving.push_back(i);
+    if (joining.empty() && leaving.empty())
+        return ControlReply::success(
+            fmt::format("nothing to change: {} worker(s) in the pool, none drained\n", pool_));
+
+    const std::vector<std::uint32_t> before =
+        steering_ ? steering_->buckets() : std::vector<std::uint32_t>{};
+    const unsigned old_pool = pool_;
+    // Joining: a listener in the group and in the socket array before any bucket points there.
+    for (std::size_t k = 0; k < joining.size(); ++k) {
+        Slot& s = slots_[joining[k]];
+        s.listener = std::move(listeners[k]);
+        s.drained = s.removed = false;
+        s.deaths.clear();
+        s.quick_failures = 0;
+        s.respawn_at.reset();
+        s.kill_at.reset();
+        if (steering_) steering_->set_socket(joining[k], s.listener.get());
+    }
+    // Leaving: out of the pool, its buckets remapped to the others first ...
+    for (unsigned i : leaving) {
+        slots_[i].removed = true;
+        slots_[i].drained = false;
+        slots_[i].respawn_at.reset();
+    }
+    pool_ = n;
+    if (steering_) {
+        if (n > old_pool) steering_->set_nslots(n);
+        remap_buckets();
+        if (n < old_pool) steering_->set_nslots(n);
+    }
+    // ... then each leaving slot stops accepting and drains.
+    for (unsigned i : leaving)
+        remove_slot(i);
+    for (unsigned i : joining)
+        spawn(i);
+
+    std::size_t moved = 0;
+    if (steering_) {
+        const auto after = steering_->buckets();
+        for (std::size_t b = 0; b < after.size() && b < before.size(); ++b)
+            moved += after[b] != before[b];
+    }
+    auto list = [](const std::vector<unsigned>& v) { return fmt::format("{}", fmt::join(v, ",")); };
+    std::string out = fmt::format("workers {} -> {}", old_pool, n);
+    if (!joining.empty()) out += fmt::format("; started slot(s) {}", list(joining));
+    if (!leaving.empty())
+        out +=
+            fmt::format("; removed slot(s) {} (their WebSockets close with 1001)", list(leaving));
+    if (steering_)
+        out += fmt::format("; {} of {} buckets moved ({:.1f}%)", moved, STEER_BUCKETS,
+                           100.0 * static_cast<double>(moved) / STEER_BUCKETS);
+    log::info("resize: {}", out);
+    notify_readiness(fmt::format("; resized to {} worker(s)", n));
+    return ControlReply::success(out + "\n");
+}
+
+void Supervisor::remove_slot(unsigned slot) {
+    Slot& s = slots_[slot];
+    if (steering_) steering_->clear_socket(slot);
+    // The worker stops accepting and closes its connections (WebSockets: 1001 going away);
+    // its users go offline when it has exited (on_worker_exit).
+    if (s.pid > 0) {
+        ::kill(s.pid, SIGTERM);
+        s.kill_at = Clock::now() + std::chrono::milliseconds(opts_.shutdown_timeout_ms);
+    }
+    // Connections queued on its listener migrate to the others (select-or-migrate program).
+    if (s.listener) ::shutdown(s.listener.get(), SHUT_RDWR);
+    s.listener.reset();
+    s.ready = false;
 }
 
 int Supervisor::shutdown() {
@@ -712,8 +845,8 @@ int Supervisor::run() {
     exe_path_ = std::filesystem::read_symlink("/proc/self/exe", ec).string();
     if (opts_.takeover) {
         UniqueFd conn = setup_takeover();
-        for (unsigned i = 0; i < slots_.size(); ++i)
-            if (!slots_[i].drained) spawn(i);
+        for (std::uint32_t i : live_slots())
+            spawn(i);
         if (!complete_takeover(conn.get())) {
             shutdown();
             return 1;
@@ -726,7 +859,7 @@ int Supervisor::run() {
             opts_.steering == SteeringMode::bpf ? "bpf" : "kernel (SO_REUSEPORT hash, not sticky)",
             opts_.seed,
             steering_ ? fmt::format(", maps pinned at {}", opts_.pin_dir().string()) : "");
-        for (unsigned i = 0; i < slots_.size(); ++i)
+        for (unsigned i = 0; i < pool_; ++i)
             spawn(i);
     }
 
@@ -734,8 +867,9 @@ int Supervisor::run() {
         int timeout = -1;
         auto now = Clock::now();
         for (auto& s : slots_)
-            if (s.respawn_at) {
-                auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*s.respawn_at - now)
+            if (s.respawn_at || s.kill_at) {
+                auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              (s.respawn_at ? *s.respawn_at : *s.kill_at) - now)
                               .count();
                 ms = std::max<long>(ms, 0);
                 timeout =
@@ -784,8 +918,18 @@ int Supervisor::run() {
         }
         reap();
         now = Clock::now();
-        for (unsigned i = 0; i < slots_.size(); ++i)
-            if (slots_[i].respawn_at && *slots_[i].respawn_at <= now) spawn(i);
+        for (unsigned i = 0; i < slots_.size(); ++i) {
+            Slot& s = slots_[i];
+            if (s.respawn_at && *s.respawn_at <= now) spawn(i);
+            if (s.kill_at && *s.kill_at <= now && s.pid > 0) {
+                log::warn(
+                    "worker {} (pid {}, removed from the pool) did not stop within {} ms; "
+                    "killing it",
+                    i, s.pid, opts_.shutdown_timeout_ms);
+                ::kill(s.pid, SIGKILL);
+                s.kill_at.reset();
+            }
+        }
         if (live_slots().empty()) {
             log::error("every slot has been drained; nothing is left to serve port {}; exiting",
                        opts_.port);

@@ -1,6 +1,7 @@
 // The master process: creates the listeners and the steering, forks one worker per slot, respawns
 // workers that die (keeping their listener, so queued connections wait for the new worker),
-// drains a slot that keeps failing, and shuts everything down on SIGTERM/SIGINT.
+// drains a slot that keeps failing, grows and shrinks the pool on `steerchat ctl workers N`
+// (up to --max-workers, which sizes the shared parts), and shuts everything down on SIGTERM/SIGINT.
 #pragma once
 
 #include <sys/types.h>
@@ -40,7 +41,9 @@ class Supervisor {
         unsigned quick_failures = 0;
         std::optional<Clock::time_point> respawn_at;
         bool drained = false;
-        bool ready = false;  // its worker said it accepts (ready pipe)
+        bool removed = false;  // beyond the pool (never used, or shrunk away by `ctl workers`)
+        bool ready = false;    // its worker said it accepts (ready pipe)
+        std::optional<Clock::time_point> kill_at;  // removed, stopping: SIGKILL after this
     };
 
     void setup();
@@ -62,6 +65,9 @@ class Supervisor {
     // The control socket's commands (master/control.hpp).
     void add_control_commands();
     ControlReply status_command() const;
+    // `workers N`: grows or shrinks the pool to slots 0..N-1 and brings drained ones back.
+    ControlReply resize(unsigned n);
+    void remove_slot(unsigned slot);
 
     // Upgrade, the old side (master/takeover.hpp; docs/architecture.md, "Upgrade"):
     // `takeover` (from a new master) sends the state and waits for its "ready"; `upgrade` (from
@@ -84,7 +90,8 @@ class Supervisor {
     // Cross-worker state, created before the first fork and inherited by every worker.
     std::optional<ring::Region> ring_;
     std::optional<app::HostState> host_;
-    std::vector<Slot> slots_;
+    std::vector<Slot> slots_;  // --max-workers of them; slots 0..pool_-1 are in the pool
+    unsigned pool_ = 0;
     std::vector<int> cpus_;
     DropSpec drop_;  // who the workers become (planned once, applied by each worker)
     UniqueFd signal_fd_;

@@ -85,8 +85,8 @@ std::vector<steer::NamedFd> HandoverIn::map_fds() const {
 
 void send_state(int fd, const HandoverOut& s) {
     std::string text =
-        fmt::format("steerchat-handover {}\npid {}\nport {}\nslots {}\nchat-layout {}\n",
-                    kHandoverProtocol, s.pid, s.port, s.nslots, s.chat_layout);
+        fmt::format("steerchat-handover {}\npid {}\nport {}\nslots {}\npool {}\nchat-layout {}\n",
+                    kHandoverProtocol, s.pid, s.port, s.nslots, s.pool, s.chat_layout);
     std::vector<int> fds;
     fds.push_back(s.lock_fd);
     text += "fd lock\n";
@@ -204,6 +204,8 @@ HandoverIn receive_state(int fd, std::chrono::milliseconds timeout) {
             words >> in.port;
         } else if (key == "slots") {
             words >> in.nslots;
+        } else if (key == "pool") {
+            words >> in.pool;
         } else if (key == "chat-layout") {
             words >> in.chat_layout;
         } else if (key == "fd") {
@@ -233,6 +235,8 @@ HandoverIn receive_state(int fd, std::chrono::milliseconds timeout) {
         // Unknown keys are left for newer binaries.
     }
     if (!header) fail("the other side is not a steerchat master (no hand-over header)");
+    if (in.pool == 0 || in.pool > in.nslots)
+        fail(fmt::format("a pool of {} of {} slots is not one", in.pool, in.nslots));
     if (!in.lock || !in.chat || in.listeners.empty())
         fail("the state lacks the lock, the chat state or the listeners");
     return in;

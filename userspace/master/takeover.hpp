@@ -32,7 +32,8 @@ inline constexpr unsigned kHandoverProtocol = 1;
 struct HandoverOut {
     pid_t pid = 0;
     std::uint16_t port = 0;
-    unsigned nslots = 0;
+    unsigned nslots = 0;            // slots (--max-workers): the shared-memory logs' size
+    unsigned pool = 0;              // slots 0..pool-1 are in the pool (drained or serving)
     std::uint32_t chat_layout = 0;  // the layout version of the state behind chat_fd
     std::vector<std::pair<unsigned, int>> listeners;  // (slot, fd) of every live slot
     std::vector<steer::NamedFd> maps;                 // empty without BPF steering
@@ -45,6 +46,7 @@ struct HandoverIn {
     pid_t pid = 0;
     std::uint16_t port = 0;
     unsigned nslots = 0;
+    unsigned pool = 0;
     std::uint32_t chat_layout = 0;
     std::vector<std::pair<unsigned, UniqueFd>> listeners;
     std::vector<std::pair<std::string, UniqueFd>> maps;

@@ -81,7 +81,8 @@ TEST(Takeover, HandsOverTheLockTheListenersAndTheChatState) {
     master::HandoverOut out;
     out.pid = ::getpid();
     out.port = 18011;
-    out.nslots = 2;
+    out.nslots = 4;
+    out.pool = 2;
     out.chat_layout = chat::kLayoutVersion;
     out.listeners = {{0, l0.get()}, {1, l1.get()}};
     out.lock_fd = lock->fd();
@@ -91,7 +92,8 @@ TEST(Takeover, HandsOverTheLockTheListenersAndTheChatState) {
 
     EXPECT_EQ(in.pid, ::getpid());
     EXPECT_EQ(in.port, 18011);
-    EXPECT_EQ(in.nslots, 2u);
+    EXPECT_EQ(in.nslots, 4u);
+    EXPECT_EQ(in.pool, 2u);
     EXPECT_EQ(in.chat_layout, chat::kLayoutVersion);
     ASSERT_EQ(in.listeners.size(), 2u);
     EXPECT_EQ(in.listeners[1].first, 1u);
