@@ -165,12 +165,16 @@ class WsClient {
     bool ok_ = false;
 };
 
-// A client address (from index `from`) the steering sends to `slot` with the table now pinned.
-std::string ip_on_slot(std::uint16_t port, int slot, unsigned nslots, unsigned from) {
+// The index (from `from`) of a client address the steering sends to `slot` with the table now
+// pinned.
+unsigned index_on_slot(std::uint16_t port, int slot, unsigned nslots, unsigned from) {
     const auto table = *pinned_buckets(port);
     for (unsigned i = from;; ++i)
         if (expected_slot(client_ip(i), kSeed, table, std::vector<bool>(nslots, true)) == slot)
-            return client_ip(i);
+            return i;
+}
+std::string ip_on_slot(std::uint16_t port, int slot, unsigned nslots, unsigned from) {
+    return client_ip(index_on_slot(port, slot, nslots, from));
 }
 
 }  // namespace
@@ -284,6 +288,45 @@ TEST(Resize, RemovedWorkersWebSocketsGetGoingAwayAndTheirUsersReconnectElsewhere
     ASSERT_TRUE(again.ok());
     ASSERT_TRUE(again.send_text(R"({"type":"login","name":"alice"})"));
     EXPECT_NE(again.wait_text("welcome", 5s), "") << srv.log();
+}
+
+// While slot 2 is removed, its clients keep connecting: the listener's queue migrates to their
+// new workers and the worker finishes what it accepted, so no request fails.
+TEST(Resize, ClientsOfARemovedSlotConnectingThroughoutAreAllServed) {
+    Server srv(18406, {"--workers", "3", "--max-workers", "3", "--seed", std::to_string(kSeed)});
+    ASSERT_TRUE(srv.wait_ready(3)) << srv.log();
+    std::vector<std::string> ips;
+    for (unsigned i = 0; ips.size() < 8; ++i)
+        ips.push_back(client_ip(i = index_on_slot(srv.port(), 2, 3, i)));
+    std::atomic<bool> stop{false};
+    std::atomic<unsigned> ok{0}, failed{0}, on2{0}, elsewhere{0};
+    std::vector<std::thread> threads;
+    for (const auto& ip : ips)
+        threads.emplace_back([&, ip] {
+            while (!stop) {
+                auto h = healthz(ip, srv.port(), 5s);
+                if (!h) {
+                    ++failed;
+                    continue;
+                }
+                ++ok;
+                ++(h->worker == 2 ? on2 : elsewhere);
+            }
+        });
+    std::this_thread::sleep_for(300ms);
+    auto [rc, out] = ctl(srv.port(), "workers 2");
+    std::this_thread::sleep_for(500ms);
+    stop = true;
+    for (auto& t : threads)
+        t.join();
+    ASSERT_EQ(rc, 0) << out;
+    std::printf(
+        "%u requests from 8 clients of slot 2 during its removal: %u on slot 2, %u on "
+        "their new workers, %u failed\n",
+        ok.load() + failed.load(), on2.load(), elsewhere.load(), failed.load());
+    EXPECT_GT(on2, 0u);
+    EXPECT_GT(elsewhere, 0u);
+    EXPECT_EQ(failed, 0u) << srv.log();
 }
 
 TEST(Resize, DrainedSlotComesBack) {

@@ -114,6 +114,7 @@ int ControlServer::timeout_ms() const {
 }
 
 void ControlServer::process(std::span<const pollfd> fds) {
+    if (fds.empty()) return;
     // fds[1..] are conns_ in order, as append() wrote them (accept_all below only appends).
     const std::size_t n = std::min(fds.size() - 1, conns_.size());
     std::vector<bool> done(conns_.size(), false);
@@ -139,7 +140,7 @@ void ControlServer::process(std::span<const pollfd> fds) {
     for (std::size_t i = 0; i < conns_.size(); ++i)
         if (!done[i]) conns_[k++] = std::move(conns_[i]);
     conns_.resize(k);
-    if (!fds.empty() && (fds[0].revents & POLLIN)) accept_all();
+    if (fds[0].revents & POLLIN) accept_all();
 }
 
 void ControlServer::accept_all() {

@@ -794,6 +794,7 @@ void Supervisor::remove_slot(unsigned slot) {
 
 int Supervisor::shutdown() {
     stopping_ = true;
+    control_.reset();  // ctl answers "nobody answers" from now on, not a timeout
     for (auto& s : slots_)
         if (s.pid > 0 && ::kill(s.pid, SIGTERM) != 0 && errno == EPERM)
             log::error(
@@ -825,7 +826,6 @@ int Supervisor::shutdown() {
     for (auto& s : slots_)
         s.listener.reset();
     steering_.reset();  // removes the pins (unless handed over)
-    control_.reset();   // removes the control socket
     if (handed_over_) {
         // Names a worker of ours still held (killed before it logged its users out).
         if (const std::size_t n = host_->release_generation(); n != 0)
