@@ -382,3 +382,142 @@ describe('upgrade without dropping a connection', { skip: !root && 'needs root (
     console.log(`whole test ${Date.now() - t0} ms`);
   });
 });
+
+// A takeover that cannot read the running server's chat state (another layout version, made
+// here by writing another version number into the running master's state, through
+// /proc/PID/fd) is refused with both versions and the way out named, and leaves the old server
+// serving, untouched: its workers, its users' connections, its lock and pins, no connection of a
+// connect loop refused. --takeover --discard-state then takes over with an empty state.
+describe('a takeover refused for another state layout', { skip: !root && 'needs root' }, () => {
+  let server;
+  let runDir;
+  let newPid = null;
+
+  before(async () => {
+    runDir = fs.mkdtempSync('/tmp/steerchat-upgrade-');
+    server = await Server.start({ workers: 2, steering: 'bpf',
+                                  args: ['--run-dir', runDir, '--drain-timeout-ms', '1000'] });
+  });
+
+  after(async () => {
+    if (newPid && alive(newPid)) {
+      process.kill(newPid, 'SIGTERM');
+      for (let i = 0; i < 100 && alive(newPid); i++) await sleep(100);
+    }
+    if (server) await server.stop();
+    fs.rmSync(runDir, { recursive: true, force: true });
+  });
+
+  // The running master's chat state: its memfd, opened again through /proc (root).
+  function stateFile() {
+    const dir = `/proc/${server.proc.pid}/fd`;
+    for (const fd of fs.readdirSync(dir)) {
+      let target = '';
+      try {
+        target = fs.readlinkSync(`${dir}/${fd}`);
+      } catch {
+        continue;
+      }
+      if (target.startsWith('/memfd:steerchat-chat')) return `${dir}/${fd}`;
+    }
+    throw new Error(`no chat state memfd among ${dir}`);
+  }
+
+  function run(args) {
+    return new Promise((resolve) => {
+      execFile(binaryPath(), args, { timeout: 30000 },
+               (err, stdout, stderr) => resolve({ code: err ? err.code ?? 1 : 0, stdout,
+                                                  stderr }));
+    });
+  }
+
+  test('is refused naming both versions and leaves the old server serving', async () => {
+    const c = await ChatClient.connect(server.port, '127.7.1.1');
+    const w = await c.request({ type: 'login', name: 'stays' }, ['welcome', 'error']);
+    assert.equal(w.type, 'welcome');
+    await c.request({ type: 'join', room: 'kept' }, ['joined']);
+    const pidsBefore = new Set();
+    for (let k = 0; k < 8; k++) pidsBefore.add((await healthzFrom(server.port, loopIpOf(k))).pid);
+
+    const file = stateFile();
+    const fd = fs.openSync(file, 'r+');
+    const version = Buffer.alloc(4);
+    fs.readSync(fd, version, 0, 4, 8);
+    const ours = version.readUInt32LE(0);
+    const other = Buffer.alloc(4);
+    other.writeUInt32LE(ours + 1000);
+    fs.writeSync(fd, other, 0, 4, 8);
+
+    let loopsDone = false;
+    const loops = { ok: 0, refused: 0, reset: 0, other: 0, examples: [], pids: new Set() };
+    const loop = (async () => {
+      for (let n = 0; !loopsDone; n++) {
+        const r = await probe(server.port, loopIpOf(n % 8));
+        loops[r.result]++;
+        if (r.result === 'ok') loops.pids.add(r.pid);
+        else if (loops.examples.length < 5) loops.examples.push(r);
+      }
+    })();
+
+    try {
+      // `ctl upgrade` reports the new binary's refusal; the binary run by hand says it too.
+      const ctl = await run(['ctl', '--port', String(server.port), '--run-dir', runDir,
+                             '--timeout-ms', '30000', 'upgrade']);
+      console.log(`ctl upgrade: exit ${ctl.code}: ${ctl.stdout}${ctl.stderr}`);
+      assert.equal(ctl.code, 1);
+      assert.match(ctl.stderr, new RegExp(`the upgrade failed: .*layout version ${ours + 1000}, ` +
+                                          `this binary uses version ${ours}.*--discard-state.*` +
+                                          'serves on, unchanged'));
+      const direct = await run(['--port', String(server.port), '--workers', '2', '--bind',
+                                '127.0.0.1', '--run-dir', runDir, '--takeover']);
+      const refusal = direct.stderr;
+      console.log(`--takeover: exit ${direct.code}: ${refusal}`);
+      assert.equal(direct.code, 1);
+      assert.match(refusal, new RegExp(`layout version ${ours + 1000}, this binary uses version ` +
+                                       `${ours}`));
+      assert.match(refusal, /--discard-state/);
+      assert.match(server.log, /takeover by pid \d+ failed: .*layout version.*serves on, unchanged/);
+
+      await sleep(300);
+    } finally {
+      loopsDone = true;
+      await loop;
+    }
+    // The old server: the same workers, the user still connected and chatting, lock and pins.
+    console.log(`connect loop: ${JSON.stringify({ ...loops, pids: [...loops.pids] })}`);
+    assert.equal(loops.refused + loops.reset + loops.other, 0, JSON.stringify(loops.examples));
+    assert.deepEqual(new Set(loops.pids), pidsBefore, 'the same workers answer');
+    assert.equal(server.proc.exitCode, null, 'the old master runs');
+    assert.equal(fs.readFileSync(path.join(runDir, `${server.port}.lock`), 'utf8').trim(),
+                 String(server.proc.pid));
+    assert.ok(fs.readdirSync(`/sys/fs/bpf/steerchat/${server.port}`).includes('sockets'));
+    c.send({ type: 'say', room: 'kept', text: 'still here', cid: 'k' });
+    const said = await c.next((m) => m.type === 'message' && m.cid === 'k');
+    assert.equal(said.text, 'still here');
+    assert.ok(!c.closed);
+
+    // --discard-state: the takeover goes ahead with an empty chat state.
+    const { spawn } = await import('node:child_process');
+    const proc = spawn(binaryPath(), ['--port', String(server.port), '--workers', '2', '--bind',
+                                      '127.0.0.1', '--run-dir', runDir, '--takeover',
+                                      '--discard-state'],
+                       { stdio: ['ignore', 'pipe', 'pipe'] });
+    let log = '';
+    proc.stdout.on('data', (d) => (log += d));
+    proc.stderr.on('data', (d) => (log += d));
+    newPid = proc.pid;
+    const oldExit = await withTimeout(server.exited, 15000, 'the old master exiting');
+    assert.deepEqual(oldExit, { code: 0, signal: null });
+    assert.match(log, /--discard-state: starting with an empty chat state/);
+    // The user was closed with 1001 and finds its name free, its room without history.
+    for (let i = 0; i < 50 && !c.closed; i++) await sleep(100);
+    assert.equal(c.closeCode, 1001);
+    const c2 = await ChatClient.connect(server.port, '127.7.1.1');
+    const w2 = await c2.request({ type: 'login', name: 'stays' }, ['welcome', 'error']);
+    assert.equal(w2.type, 'welcome', JSON.stringify(w2));
+    assert.deepEqual(w2.users, ['stays']);
+    const j2 = await c2.request({ type: 'join', room: 'kept' }, ['joined']);
+    assert.deepEqual(j2.history, []);
+    c2.close();
+  });
+});

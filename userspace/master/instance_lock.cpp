@@ -69,6 +69,9 @@ InstanceLock::InstanceLock(const std::filesystem::path& run_dir, std::uint16_t p
         throw std::runtime_error(
             fmt::format("the instance lock handed over by the running server is not held: {}",
                         std::strerror(errno)));
+}
+
+void InstanceLock::write_pid() {
     std::string me = fmt::format("{}\n", ::getpid());
     if (::ftruncate(fd_.get(), 0) != 0 || ::pwrite(fd_.get(), me.data(), me.size(), 0) < 0)
         throw std::runtime_error(fmt::format("cannot write the instance lock {}: {}",

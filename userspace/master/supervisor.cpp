@@ -506,8 +506,7 @@ void Supervisor::fail_handover(const std::string& why) {
     log::error("takeover by pid {} failed: {}; this master serves on, unchanged", pid, why);
     handover_.reset();
     answer_upgrade_client(false, fmt::format("the upgrade failed: {}; the running server (pid {}) "
-                                             "serves on, unchanged (its log and the new binary's "
-                                             "lines above say more)",
+                                             "serves on, unchanged (its log says more)",
                                              why, ::getpid()));
     upgrade_child_ = -1;
 }
@@ -655,6 +654,11 @@ bool Supervisor::complete_takeover(int conn) {
     }
     // Committed: the old master has let go of the control socket's path, the pins and the lock.
     takeover_pending_ = false;
+    try {
+        lock_->write_pid();  // the lock is held either way; the file only names its holder
+    } catch (const std::exception& e) {
+        log::warn("{}", e.what());
+    }
     control_ = std::make_unique<ControlServer>(opts_.run_dir, opts_.port, ::geteuid());
     add_control_commands();
     if (steering_) {
