@@ -161,7 +161,8 @@ po::options_description setting_options(Options& o, Raw& r) {
         ("drain-timeout-ms", po::value(&o.drain_timeout_ms)->default_value(o.drain_timeout_ms),
          "a stopping worker (SIGTERM, or an upgrade handing over to a new binary) stops "
          "accepting, finishes in-flight requests, ends long polls and closes WebSockets with "
-         "1001; what is still open after this long is cut (below --shutdown-timeout-ms)")
+         "1001; what is still open after this long is cut (below --shutdown-timeout-ms; by "
+         "default half of it when that is 2000 or less)")
         ("ring-size", po::value(&o.ring_bytes)->default_value(o.ring_bytes),
          "bytes of each worker's shared-memory broadcast log (rounded up to a power of two); a "
          "reader more than this far behind is cut loose and told so")
@@ -482,6 +483,10 @@ ParseResult parse_options(int argc, const char* const argv[]) {
         return bad("--ws-max-queued must be at least a quarter of --ws-max-message");
     if (o.ws_ping_interval_ms == 0 || o.ws_ping_timeout_ms == 0)
         return bad("--ws-ping-interval-ms and --ws-ping-timeout-ms must be positive");
+    // The default drain fits a short --shutdown-timeout-ms by itself; a drain given explicitly
+    // must fit.
+    if (vm["drain-timeout-ms"].defaulted() && o.drain_timeout_ms >= o.shutdown_timeout_ms)
+        o.drain_timeout_ms = std::max(100u, o.shutdown_timeout_ms / 2);
     if (o.drain_timeout_ms < 100 || o.drain_timeout_ms >= o.shutdown_timeout_ms)
         return bad(fmt::format(
             "--drain-timeout-ms {} is out of range (100 to --shutdown-timeout-ms {} - 1: the "
