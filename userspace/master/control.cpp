@@ -349,6 +349,9 @@ int run_ctl(int argc, const char* const argv[]) {
         "pid\n"
         "  workers N    grow or shrink the pool to N workers (1 to --max-workers); slots below N "
         "that were drained come back\n"
+        "  upgrade      start the binary at the master's path with --takeover: a new binary takes "
+        "over without dropping a connection (give --timeout-ms 60000 if its workers start "
+        "slowly)\n"
         "  help         the commands this master knows\n\n"
         "{}\n"
         "Exit status: 0 done (the answer is printed), 1 failed (the reason on stderr), 2 usage.",
