@@ -453,9 +453,13 @@ void Supervisor::answer_upgrade_client(bool ok, const std::string& text) {
 
 void Supervisor::on_handover_readable() {
     char buf[256];
+    bool eof = false;
     for (;;) {
         const ssize_t n = ::recv(handover_->fd.get(), buf, sizeof buf, MSG_DONTWAIT);
-        if (n == 0) return fail_handover("the new master closed the connection");
+        if (n == 0) {
+            eof = true;  // after its last line ("abort ..." then close): read that line first
+            break;
+        }
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
             return fail_handover(
@@ -466,9 +470,15 @@ void Supervisor::on_handover_readable() {
             return fail_handover("the new master's answer is too long");
     }
     const auto nl = handover_->in.find('\n');
-    if (nl == std::string::npos) return;
+    if (nl == std::string::npos) {
+        if (eof) fail_handover("the new master closed the connection");
+        return;
+    }
     const std::string line = handover_->in.substr(0, nl);
-    if (line.rfind("ready", 0) == 0) return commit_handover(handover_->pid);
+    if (line.rfind("ready", 0) == 0) {
+        if (eof) return fail_handover("the new master closed the connection after 'ready'");
+        return commit_handover(handover_->pid);
+    }
     if (line.rfind("abort", 0) == 0)
         return fail_handover(line.size() > 6 ? line.substr(6) : std::string("it gave up"));
     fail_handover(fmt::format("unexpected answer '{}'", line));
