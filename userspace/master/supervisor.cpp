@@ -717,6 +717,10 @@ ControlReply Supervisor::resize(unsigned n) {
             "workers {}: the pool can hold 1 to {} workers (--max-workers {}, fixed at start; a "
             "larger pool needs a restart with a larger --max-workers)",
             n, opts_.max_workers, opts_.max_workers));
+    // The new master of an upgrade under way has the listeners and the pool as they were sent.
+    if (handover_ || upgrade_child_ > 0)
+        return ControlReply::failure(
+            "an upgrade is under way; resize once it is done (on the new master)");
     // Slots that join (beyond the pool, or drained within it): a fresh listener each, made
     // before anything changes, so a failure leaves the pool as it was.
     std::vector<unsigned> joining;
