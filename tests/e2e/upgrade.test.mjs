@@ -46,6 +46,9 @@ const LOOPS = 4;
 const LOOP_ADDRESSES = 40;
 const OP_TIMEOUT_MS = 10000;
 const root = process.getuid && process.getuid() === 0;
+// The BPF filesystem is not per network namespace: pins of our own, apart from every other
+// instance (a port free in this namespace may be in use in another).
+const bpffsDir = `/sys/fs/bpf/steerchat-upgrade-test-${process.pid}`;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const ipOf = (i) => `127.7.${(i + 1) >> 8}.${(i + 1) & 255}`;
@@ -122,7 +125,7 @@ describe('upgrade without dropping a connection', { skip: !root && 'needs root (
     runDir = fs.mkdtempSync('/tmp/steerchat-upgrade-');
     server = await Server.start({
       workers: 2, steering: 'bpf',
-      args: ['--run-dir', runDir, '--drain-timeout-ms', '1500', '--max-conns-per-ip', '1000'],
+      args: ['--run-dir', runDir, '--bpffs-dir', bpffsDir, '--drain-timeout-ms', '1500'],
     });
   });
 
@@ -139,6 +142,7 @@ describe('upgrade without dropping a connection', { skip: !root && 'needs root (
     }
     if (server) await server.stop();
     fs.rmSync(runDir, { recursive: true, force: true });
+    fs.rmSync(bpffsDir, { recursive: true, force: true });
   });
 
   // ---- native users: the test client reconnects at once when its connection closes ----
@@ -330,7 +334,7 @@ describe('upgrade without dropping a connection', { skip: !root && 'needs root (
     for (const pid of newWorkerPids) assert.equal(ppidOf(pid), newPid, 'a new worker is its child');
     assert.equal(fs.readFileSync(path.join(runDir, `${server.port}.lock`), 'utf8').trim(),
                  String(newPid), 'the lock file holds the new master');
-    const pinDir = `/sys/fs/bpf/steerchat/${server.port}`;
+    const pinDir = `${bpffsDir}/${server.port}`;
     const pins = fs.readdirSync(pinDir);
     for (const name of ['sockets', 'buckets', 'config', 'stats', 'steer'])
       assert.ok(pins.includes(name), `pin ${name} in ${pins}`);
@@ -396,7 +400,8 @@ describe('a takeover refused for another state layout', { skip: !root && 'needs 
   before(async () => {
     runDir = fs.mkdtempSync('/tmp/steerchat-upgrade-');
     server = await Server.start({ workers: 2, steering: 'bpf',
-                                  args: ['--run-dir', runDir, '--drain-timeout-ms', '1000'] });
+                                  args: ['--run-dir', runDir, '--bpffs-dir', bpffsDir,
+                                         '--drain-timeout-ms', '1000'] });
   });
 
   after(async () => {
@@ -406,6 +411,7 @@ describe('a takeover refused for another state layout', { skip: !root && 'needs 
     }
     if (server) await server.stop();
     fs.rmSync(runDir, { recursive: true, force: true });
+    fs.rmSync(bpffsDir, { recursive: true, force: true });
   });
 
   // The running master's chat state: its memfd, opened again through /proc (root).
@@ -469,7 +475,8 @@ describe('a takeover refused for another state layout', { skip: !root && 'needs 
                                           `this binary uses version ${ours}.*--discard-state.*` +
                                           'serves on, unchanged'));
       const direct = await run(['--port', String(server.port), '--workers', '2', '--bind',
-                                '127.0.0.1', '--run-dir', runDir, '--takeover']);
+                                '127.0.0.1', '--run-dir', runDir, '--bpffs-dir', bpffsDir,
+                                '--takeover']);
       const refusal = direct.stderr;
       console.log(`--takeover: exit ${direct.code}: ${refusal}`);
       assert.equal(direct.code, 1);
@@ -490,7 +497,7 @@ describe('a takeover refused for another state layout', { skip: !root && 'needs 
     assert.equal(server.proc.exitCode, null, 'the old master runs');
     assert.equal(fs.readFileSync(path.join(runDir, `${server.port}.lock`), 'utf8').trim(),
                  String(server.proc.pid));
-    assert.ok(fs.readdirSync(`/sys/fs/bpf/steerchat/${server.port}`).includes('sockets'));
+    assert.ok(fs.readdirSync(`${bpffsDir}/${server.port}`).includes('sockets'));
     c.send({ type: 'say', room: 'kept', text: 'still here', cid: 'k' });
     const said = await c.next((m) => m.type === 'message' && m.cid === 'k');
     assert.equal(said.text, 'still here');
@@ -499,8 +506,8 @@ describe('a takeover refused for another state layout', { skip: !root && 'needs 
     // --discard-state: the takeover goes ahead with an empty chat state.
     const { spawn } = await import('node:child_process');
     const proc = spawn(binaryPath(), ['--port', String(server.port), '--workers', '2', '--bind',
-                                      '127.0.0.1', '--run-dir', runDir, '--takeover',
-                                      '--discard-state'],
+                                      '127.0.0.1', '--run-dir', runDir, '--bpffs-dir', bpffsDir,
+                                      '--takeover', '--discard-state'],
                        { stdio: ['ignore', 'pipe', 'pipe'] });
     let log = '';
     proc.stdout.on('data', (d) => (log += d));
