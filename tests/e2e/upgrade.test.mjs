@@ -22,7 +22,8 @@
 //   message sent before the upgrade;
 // * no name is lost or duplicated: a new user's welcome list holds each of the 200 names exactly
 //   once; a message sent after the upgrade reaches every member of its room on both workers and
-//   both protocols (the new workers' shared-memory logs).
+//   both protocols (the new workers' shared-memory logs);
+// * a second upgrade, from the master that took over, brings every user back once more.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -376,6 +377,29 @@ describe('upgrade without dropping a connection', { skip: !root && 'needs root (
     const slots = new Set();
     for (const u of room0) slots.add((await healthzFrom(server.port, u.ip)).worker);
     assert.equal(slots.size, 2, 'room0 has members on both workers');
+
+    // A second upgrade, from the master that took over (its command line has --takeover): the
+    // users come back once more, each name still once.
+    const ctl2 = await new Promise((resolve) => {
+      execFile(binaryPath(),
+               ['ctl', '--port', String(server.port), '--run-dir', runDir, '--timeout-ms', '30000',
+                'upgrade'],
+               (err, stdout, stderr) => resolve({ code: err ? err.code ?? 1 : 0, stdout, stderr }));
+    });
+    assert.equal(ctl2.code, 0, `second ctl upgrade failed: ${ctl2.stderr}\n${server.log}`);
+    const secondPid = Number(/upgraded: pid (\d+) serves port/.exec(ctl2.stdout)[1]);
+    for (let i = 0; i < 100 && alive(newPid); i++) await sleep(100);
+    assert.ok(!alive(newPid), 'the first new master exited after handing over');
+    newPid = secondPid;
+    const deadline2 = Date.now() + 30000;
+    while (users.some((u) => u.sessions < 3) && Date.now() < deadline2) await sleep(100);
+    assert.equal(users.filter((u) => u.sessions < 3).length, 0, 'every user back after the second');
+    assert.equal(users.filter((u) => u.nameTaken > 0).length, 0);
+    const observer2 = await ChatClient.connect(server.port, '127.9.0.2');
+    const w2 = await observer2.request({ type: 'login', name: 'observer2' }, ['welcome', 'error']);
+    assert.deepEqual(w2.users.filter((n) => n !== 'observer2').sort(),
+                     users.map((u) => u.name).sort(), 'every name once after the second upgrade');
+    observer2.close();
 
     // The new master owns the pins now: its own stop removes them.
     stopping = true;
