@@ -489,18 +489,27 @@ void Supervisor::commit_handover(pid_t new_pid) {
     // us, the main process now); its READY=1 and STATUS= lines count from then on.
     ::sd_notifyf(0, "MAINPID=%d\nSTATUS=handed over to pid %d; draining the old workers",
                  static_cast<int>(new_pid), static_cast<int>(new_pid));
-    // The lock, the pins, the control socket's path and the chat state are the new master's:
-    // leave them. The control socket goes first, so the new master can bind its path.
+    // The control socket's path first: the new master binds it once it reads "ok".
     control_.reset();
-    lock_->disown();
-    if (steering_) steering_->disown_pins();
-    handed_over_ = true;
     try {
         send_line(handover_->fd.get(), "ok");
     } catch (const std::exception& e) {
-        // It asked and we agreed; if it died right now, its own exit says why.
-        log::error("takeover: telling pid {} to go on failed: {}", new_pid, e.what());
+        // The new master is gone (or going: without "ok" it gives up by itself). Nothing was
+        // given away yet but the socket's path and the main pid: take them back, serve on.
+        ::sd_notifyf(0, "MAINPID=%d\nSTATUS=serving port %u (a takeover failed)",
+                     static_cast<int>(::getpid()), static_cast<unsigned>(opts_.port));
+        try {
+            control_ = std::make_unique<ControlServer>(opts_.run_dir, opts_.port, ::geteuid());
+            add_control_commands();
+        } catch (const std::exception& c) {
+            log::error("the control socket cannot be made again: {}", c.what());
+        }
+        return fail_handover(fmt::format("telling it to go on failed: {}", e.what()));
     }
+    // The lock, the pins and the chat state are the new master's now: leave them.
+    lock_->disown();
+    if (steering_) steering_->disown_pins();
+    handed_over_ = true;
     handover_.reset();
     log::info("takeover: pid {} serves port {} now; draining this master's workers and exiting",
               new_pid, opts_.port);
