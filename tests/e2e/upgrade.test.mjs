@@ -36,7 +36,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 if (!fs.existsSync(path.join(here, 'node_modules', 'socket.io-client', 'package.json'))) {
   throw new Error(`${here}/node_modules lacks socket.io-client: run tests/e2e/setup.sh (npm ci)`);
 }
-const { ChatClient, healthzFrom } = await import('./lib/chat-client.mjs');
+const { ChatClient, healthzFrom, getFrom } = await import('./lib/chat-client.mjs');
 const { BoundAgent } = await import('./lib/sio-client.mjs');
 const { io } = await import('socket.io-client');
 const { Server, binaryPath } = await import('./lib/server.mjs');
@@ -62,6 +62,14 @@ function withTimeout(promise, ms, what) {
     new Promise((_, reject) => (t = setTimeout(() => reject(new Error(`${what}: no answer ` +
                                                                       `within ${ms} ms`)), ms))),
   ]);
+}
+
+// steerchat_chat_state_generation of the worker that answers `ip`.
+async function stateGeneration(port, ip) {
+  const text = await getFrom(port, ip, '/metrics');
+  const m = /^steerchat_chat_state_generation\{worker="\d+"\} (\d+)$/m.exec(text);
+  if (!m) throw new Error(`no steerchat_chat_state_generation in /metrics:\n${text.slice(0, 300)}`);
+  return Number(m[1]);
 }
 
 function alive(pid) {
@@ -283,6 +291,7 @@ describe('upgrade without dropping a connection', { skip: !root && 'needs root (
     for (let k = 0; k < LOOP_ADDRESSES; k++)
       oldWorkerPids.add((await healthzFrom(server.port, loopIpOf(k))).pid);
     assert.equal(oldWorkerPids.size, 2, 'the loop addresses reach both workers');
+    assert.equal(await stateGeneration(server.port, loopIpOf(0)), 0);
     console.log(`setup: ${USERS} users in ${ROOMS} rooms in ${Date.now() - t0} ms`);
 
     // The connect loops run through the whole upgrade.
@@ -339,6 +348,8 @@ describe('upgrade without dropping a connection', { skip: !root && 'needs root (
     const pins = fs.readdirSync(pinDir);
     for (const name of ['sockets', 'buckets', 'config', 'stats', 'steer'])
       assert.ok(pins.includes(name), `pin ${name} in ${pins}`);
+    for (let k = 0; k < 4; k++)  // both workers: the state was taken over once
+      assert.equal(await stateGeneration(server.port, loopIpOf(k)), 1);
 
     // Every user is back under its own name, with its room's history.
     const missing = users.filter((u) => u.sessions < 2);
@@ -395,6 +406,7 @@ describe('upgrade without dropping a connection', { skip: !root && 'needs root (
     while (users.some((u) => u.sessions < 3) && Date.now() < deadline2) await sleep(100);
     assert.equal(users.filter((u) => u.sessions < 3).length, 0, 'every user back after the second');
     assert.equal(users.filter((u) => u.nameTaken > 0).length, 0);
+    assert.equal(await stateGeneration(server.port, loopIpOf(1)), 2);
     const observer2 = await ChatClient.connect(server.port, '127.9.0.2');
     const w2 = await observer2.request({ type: 'login', name: 'observer2' }, ['welcome', 'error']);
     assert.deepEqual(w2.users.filter((n) => n !== 'observer2').sort(),

@@ -50,6 +50,10 @@ void append_chat_metrics(std::string& out, const chat::Hub& hub) {
     net::append_metric(out, "steerchat_chat_typing_dropped_total", "counter",
                        "Typing events dropped over --chat-typing-rate, --chat-typing-burst.", slot,
                        c.typing_drops);
+    net::append_metric(out, "steerchat_chat_state_generation", "gauge",
+                       "Masters that took this chat state over by an upgrade (steerchat "
+                       "--takeover) since it was created; 0 for the first.",
+                       slot, hub.state_generation());
 }
 
 // The protocol adapters' counters (one shape, chat::AdapterStats), labelled by protocol.

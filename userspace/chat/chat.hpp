@@ -205,6 +205,7 @@ class Hub {
 
     unsigned slot() const noexcept { return slot_; }
     SharedState& state() noexcept { return *state_; }
+    std::uint32_t state_generation() const noexcept { return state_->generation(); }
     // Set before sessions exist (the worker's options).
     void set_limits(const Limits& limits);
     const Limits& limits() const noexcept { return limits_; }
