@@ -238,10 +238,15 @@ void Supervisor::reap() {
         pid_t pid = ::waitpid(-1, &status, WNOHANG);
         if (pid <= 0) return;
         if (pid == upgrade_child_) {
+            const std::string why =
+                fmt::format("the new binary {} before taking over", describe_status(status));
+            if (handover_ && handover_->pid != pid) {
+                // Another new master (started by hand) is taking over: that one goes on.
+                answer_upgrade_client(false, fmt::format("the upgrade failed: {}", why));
+            } else if (!handed_over_) {
+                fail_handover(why);
+            }
             upgrade_child_ = -1;
-            if (!handed_over_)
-                fail_handover(
-                    fmt::format("the new binary {} before taking over", describe_status(status)));
             continue;
         }
         for (unsigned i = 0; i < slots_.size(); ++i)
@@ -374,7 +379,10 @@ constexpr auto kTakeoverAnswerTimeout = std::chrono::seconds(10);
 
 void Supervisor::takeover_command(ControlRequest& req) {
     UniqueFd conn = req.take();
-    const pid_t pid = req.words.size() > 1 ? std::atoi(req.words[1].c_str()) : req.peer.pid;
+    // Who connected (SO_PEERCRED), else who it says it is.
+    const pid_t pid = req.peer.pid > 0       ? req.peer.pid
+                      : req.words.size() > 1 ? std::atoi(req.words[1].c_str())
+                                             : -1;
     auto refuse = [&](const std::string& why) {
         log::warn("refusing a takeover by pid {}: {}", pid, why);
         std::string text = "error\n" + why + "\n";
@@ -524,6 +532,8 @@ void Supervisor::fail_handover(const std::string& why) {
     const pid_t pid = handover_ ? handover_->pid : upgrade_child_;
     log::error("takeover by pid {} failed: {}; this master serves on, unchanged", pid, why);
     handover_.reset();
+    // The `ctl upgrade` waiting is told only about its own new binary.
+    if (pid != upgrade_child_) return;
     answer_upgrade_client(false, fmt::format("the upgrade failed: {}; the running server (pid {}) "
                                              "serves on, unchanged (its log says more)",
                                              why, ::getpid()));
