@@ -298,6 +298,16 @@ std::string strip_dashes(std::string name) {
 
 }  // namespace
 
+std::vector<std::string> setting_keys() {
+    Options o;
+    Raw r;
+    std::vector<std::string> keys;
+    const auto desc = setting_options(o, r);
+    for (const auto& opt : desc.options())
+        keys.push_back(opt->long_name());
+    return keys;
+}
+
 std::string example_config() {
     Options o;
     Raw r;
@@ -308,8 +318,11 @@ std::string example_config() {
         "# overrides the one here. Every setting is shown commented out with its default;\n"
         "# switches take true or false; a repeatable setting takes one line per value. An\n"
         "# unknown key or a bad value stops steerchat with exit status 2, naming this file and\n"
-        "# the line. (Generated from steerchat's options; tests/unit/master checks that it is\n"
-        "# current.)\n";
+        "# the line. Reload (systemctl reload steerchat, or SIGHUP) re-reads this file: limits,\n"
+        "# timeouts, origins and logging change at once; port, workers and the other settings\n"
+        "# a running server cannot change are named in the log and need a restart; a file that\n"
+        "# does not parse is logged (file:line) and the running configuration kept.\n"
+        "# (Generated from steerchat's options; tests/unit/master checks that it is current.)\n";
     for (const auto& opt : desc.options()) {
         out += "\n";
         // The description, wrapped at 98 columns.
@@ -495,9 +508,7 @@ ParseResult parse_options(int argc, const char* const argv[]) {
     if (r.discard_state && !r.takeover) return bad("--discard-state goes with --takeover");
     o.takeover = r.takeover;
     o.discard_state = r.discard_state;
-    // The command line as given (`steerchat ctl upgrade` starts the new binary with it plus
-    // --takeover).
-    o.command_line.assign(argv + 1, argv + argc);
+    o.config = r.config;
     o.pin_cpus = !r.no_cpu_pinning;
     o.ws_cork = !r.ws_no_cork;
     o.encode_once = !r.no_encode_once;

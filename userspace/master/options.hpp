@@ -36,15 +36,14 @@ struct Options : app::WorkerOptions {
     // chat state of another layout is dropped instead of refused.
     bool takeover = false;
     bool discard_state = false;
-    std::vector<std::string> command_line;          // the arguments as given (without argv[0])
     std::size_t ring_bytes = std::size_t{4} << 20;  // shared-memory log per worker
     // Workers' user and group when the master runs as root (empty: steerchat if that user exists,
     // else nobody; the group: the user's). See master/privileges.hpp.
     std::string user;
     std::string group;
-    bool seccomp = false;  // workers: a syscall allowlist (anything else kills the worker)
-    log::Level log_level = log::Level::info;
-    log::Format log_format = log::Format::text;
+    bool seccomp = false;          // workers: a syscall allowlist (anything else kills the worker)
+    std::filesystem::path config;  // --config FILE (empty: none); re-read on reload (SIGHUP)
+    // log_level, log_format: app::WorkerOptions (the workers log too, and reload changes them)
 
     std::filesystem::path pin_dir() const { return bpffs_dir / std::to_string(port); }
 };
@@ -62,6 +61,10 @@ ParseResult parse_options(int argc, const char* const argv[]);
 // The example config file (packaging/steerchat.conf): every setting commented out with its
 // description and default.
 std::string example_config();
+
+// The long names of the settings (the command line's and the config file's keys), in the order
+// of --help.
+std::vector<std::string> setting_keys();
 
 // The per-host default seed: jhash of /etc/machine-id, or a fixed value without one.
 std::uint32_t default_seed();
