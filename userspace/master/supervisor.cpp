@@ -575,7 +575,14 @@ void Supervisor::fail_handover(const std::string& why) {
 // Upgrade, the new side
 
 UniqueFd Supervisor::setup_takeover() {
-    UniqueFd conn = control_connect(opts_.run_dir, opts_.port);
+    UniqueFd conn;
+    try {
+        conn = control_connect(opts_.run_dir, opts_.port);
+    } catch (const ControlError& e) {
+        throw std::runtime_error(fmt::format(
+            "--takeover: {}; without a running server to take over, start without --takeover",
+            e.what()));
+    }
     control_send(conn.get(), {"takeover", std::to_string(::getpid())});
     HandoverIn in = receive_state(conn.get(), kTakeoverAnswerTimeout);
     auto abort_with = [&](const std::string& why) {
