@@ -128,6 +128,7 @@ void run_worker(const WorkerLaunch& launch) {
     ctx.ring = launch.ring;
     ctx.chat = &launch.host->parts_->chat;
     ctx.ready_fd = launch.ready_fd;
+    ctx.metrics = launch.metrics;
     run_worker(ctx);
 }
 

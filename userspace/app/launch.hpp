@@ -1,7 +1,7 @@
 // What the master knows of the worker application, and all it knows: the worker-side options
 // (plain values), their check against the open-files limit, the host-wide state it creates
 // before the first fork, and the call that turns a forked child into a worker. This header
-// depends on ring and util only, so the master links no chat, ws, eio, Socket.IO or net part
+// depends on ring, metrics and util only, so the master links no chat, ws, eio, Socket.IO or net part
 // (docs/architecture.md, "Parts and their dependencies").
 //
 // Threading: the master's thread (HostState::create, release_slot); run_worker in the child.
@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "metrics/metrics.hpp"
 #include "ring/ring.hpp"
 
 namespace steerchat::app {
@@ -105,6 +106,7 @@ struct WorkerLaunch {
     HostState* host = nullptr;     // the host-wide state (inherited mapping)
     const WorkerOptions* options = nullptr;
     int ready_fd = -1;  // the worker writes (slot, pid) here once it accepts (master's readiness)
+    metrics::Region* metrics = nullptr;  // the host's metrics (inherited mapping; block `slot`)
 };
 
 }  // namespace steerchat::app

@@ -67,8 +67,8 @@ class Server {
     Server& operator=(const Server&) = delete;
 
     const Options& options() const noexcept { return options_; }
-    const Stats& stats() const noexcept { return stats_; }
-    Stats& stats() noexcept { return stats_; }
+    const Stats& stats() const noexcept { return *stats_; }
+    Stats& stats() noexcept { return *stats_; }
     std::size_t size() const noexcept { return sessions_.size(); }
     net::Worker& worker() noexcept { return worker_; }
 
@@ -106,7 +106,7 @@ class Server {
     net::Worker& worker_;
     Options options_;
     Factory factory_;
-    Stats stats_;
+    metrics::Cell<Stats> stats_;  // in the worker's slot block
     // What the sessions share (a shared_ptr: posted work holds it by weak_ptr).
     std::shared_ptr<SessionContext> ctx_;
     std::unordered_map<std::string, std::shared_ptr<Session>> sessions_;

@@ -17,11 +17,14 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <cstdio>
+#include <span>
 #include <stdexcept>
 
 #include <fmt/core.h>
 
 #include "app/launch.hpp"
+#include "master/version.hpp"
 #include "steer/maglev.hpp"
 #include "util/log.hpp"
 
@@ -30,6 +33,8 @@ namespace steerchat::master {
 namespace {
 
 constexpr auto kHealthyLifetime = std::chrono::seconds(10);
+// How often the master samples CPU, RSS and the BPF counters into the metrics mapping.
+constexpr auto kSamplePeriod = std::chrono::seconds(1);
 constexpr unsigned kMaxBackoffMs = 5000;
 
 sigset_t handled_signals() {
@@ -132,6 +137,10 @@ void Supervisor::setup() {
     ::fcntl(ready[0], F_SETFL, ::fcntl(ready[0], F_GETFL) | O_NONBLOCK);
     ::signal(SIGPIPE, SIG_IGN);
 
+    // The host's metrics: one block per slot (its worker writes it), one for the master.
+    metrics_.emplace(metrics::Region::create(opts_.workers, kVersion, kGitRevision));
+    metrics_->host().steering_bpf = opts_.steering == SteeringMode::bpf ? 1 : 0;
+
     if (opts_.steering == SteeringMode::bpf) {
         if (steer::remove_stale_pins(opts_.pin_dir()))
             log::info("removed stale pins at {} left by an instance that did not exit cleanly",
@@ -155,6 +164,7 @@ void Supervisor::setup() {
     cpus_ = usable_cpus();
 
     ring_.emplace(ring::Region::create(opts_.workers, opts_.ring_bytes));
+
     // The application's host-wide state (the chat directory); also readies libcrypto before
     // any worker drops its privileges (app/launch.hpp).
     host_.emplace(app::HostState::create());
@@ -164,11 +174,77 @@ void Supervisor::remap_buckets() {
     if (!steering_) return;
     auto live = live_slots();
     if (live.empty()) return;
-    steering_->set_buckets(steer::maglev_table(live));
+    const auto table = steer::maglev_table(live);
+    steering_->set_buckets(table);
+    if (metrics_) count_buckets(table);
+}
+
+void Supervisor::count_buckets(std::span<const std::uint32_t> table) {
+    std::vector<std::uint64_t> n(metrics_->max_slots());
+    for (std::uint32_t slot : table)
+        if (slot < n.size()) ++n[slot];
+    for (unsigned i = 0; i < n.size(); ++i)
+        metrics_->info(i).steer_buckets = n[i];
+}
+
+void Supervisor::set_slot_state(unsigned slot, metrics::SlotState state, pid_t pid) {
+    if (!metrics_ || slot >= metrics_->max_slots()) return;
+    metrics::SlotInfo& info = metrics_->info(slot);
+    info.state = static_cast<std::uint64_t>(state);
+    info.pid = pid > 0 ? static_cast<std::uint64_t>(pid) : 0;
+    if (pid <= 0) {
+        info.cpu_ns = 0;
+        info.rss_bytes = 0;
+    }
+}
+
+void Supervisor::sample_metrics() {
+    static const long ticks = ::sysconf(_SC_CLK_TCK);
+    static const long page = ::sysconf(_SC_PAGESIZE);
+    for (unsigned i = 0; i < slots_.size() && i < metrics_->max_slots(); ++i) {
+        const pid_t pid = slots_[i].pid;
+        if (pid <= 0) continue;
+        metrics::SlotInfo& info = metrics_->info(i);
+        // /proc/<pid>/stat: utime and stime are fields 14 and 15, after the ")" ending the name.
+        if (std::FILE* f = std::fopen(fmt::format("/proc/{}/stat", pid).c_str(), "r")) {
+            char buf[1024];
+            const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+            std::fclose(f);
+            buf[n] = '\0';
+            if (const char* p = std::strrchr(buf, ')')) {
+                unsigned long long utime = 0, stime = 0;
+                if (std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+                                &utime, &stime) == 2 &&
+                    ticks > 0)
+                    info.cpu_ns = (utime + stime) * (1'000'000'000ULL / static_cast<unsigned long long>(ticks));
+            }
+        }
+        if (std::FILE* f = std::fopen(fmt::format("/proc/{}/statm", pid).c_str(), "r")) {
+            unsigned long long size = 0, resident = 0;
+            if (std::fscanf(f, "%llu %llu", &size, &resident) == 2)
+                info.rss_bytes = resident * static_cast<unsigned long long>(page);
+            std::fclose(f);
+        }
+    }
+    if (steering_) {
+        try {
+            const steer::SteerStats st = steering_->stats();
+            for (std::size_t k = 0; k < metrics::kSteerOutcomes && k < st.outcome.size(); ++k)
+                metrics_->host().steer_outcomes[k] = st.outcome[k];
+            for (unsigned i = 0; i < st.per_slot.size() && i < metrics_->max_slots(); ++i)
+                metrics_->info(i).steer_selections = st.per_slot[i];
+        } catch (const std::exception& e) {
+            log::debug("reading the steering counters failed: {}", e.what());
+        }
+    }
+    metrics_->host().sampled_ns = metrics::monotonic_ns();
 }
 
 void Supervisor::spawn(unsigned slot) {
     Slot& s = slots_[slot];
+    // The slot has no worker now: its counters start again from zero (a respawned worker's
+    // counters reset, its gauges keep nothing of the dead one's).
+    metrics_->reset_block(slot);
     pid_t pid = ::fork();
     if (pid < 0) {
         log::error("fork for worker {} failed: {}; retrying", slot, std::strerror(errno));
@@ -176,6 +252,7 @@ void Supervisor::spawn(unsigned slot) {
         return;
     }
     if (pid == 0) become_worker(slot);
+    set_slot_state(slot, metrics::SlotState::starting, pid);
     s.pid = pid;
     s.ready = false;
     s.started = Clock::now();
@@ -209,8 +286,8 @@ void Supervisor::become_worker(unsigned slot) {
         log::error("fatal: {}; the worker exits rather than serve with privileges", e.what());
         ::_exit(1);
     }
-    app::run_worker(
-        app::WorkerLaunch{slot, opts_.workers, fd, &*ring_, &*host_, &opts_, ready_write_.get()});
+    app::run_worker(app::WorkerLaunch{slot, opts_.workers, fd, &*ring_, &*host_, &opts_,
+                                      ready_write_.get(), &*metrics_});
 }
 
 void Supervisor::reap() {
@@ -228,6 +305,8 @@ void Supervisor::on_worker_exit(unsigned slot, int status) {
     s.pid = -1;
     s.ready = false;
     if (stopping_) return;
+    ++metrics_->info(slot).restarts;
+    set_slot_state(slot, metrics::SlotState::respawning, -1);
     release_slot_users(slot);
     auto now = Clock::now();
     s.quick_failures = (now - s.started < kHealthyLifetime) ? s.quick_failures + 1 : 0;
@@ -261,6 +340,7 @@ void Supervisor::release_slot_users(unsigned slot) {
 void Supervisor::drain(unsigned slot, const std::string& why) {
     Slot& s = slots_[slot];
     s.drained = true;
+    set_slot_state(slot, metrics::SlotState::drained, -1);
     s.respawn_at.reset();
     auto live = live_slots();
     log::error("draining slot {} because {}; {} slot(s) remain", slot, why, live.size());
@@ -279,7 +359,10 @@ void Supervisor::read_ready_messages() {
     std::int32_t msg[2];
     while (::read(ready_read_.get(), msg, sizeof msg) == sizeof msg) {
         const auto slot = static_cast<unsigned>(msg[0]);
-        if (slot < slots_.size() && slots_[slot].pid == msg[1]) slots_[slot].ready = true;
+        if (slot < slots_.size() && slots_[slot].pid == msg[1]) {
+            slots_[slot].ready = true;
+            set_slot_state(slot, metrics::SlotState::serving, msg[1]);
+        }
     }
     notify_readiness();
 }
@@ -351,15 +434,19 @@ int Supervisor::run() {
         spawn(i);
 
     for (;;) {
-        int timeout = -1;
         auto now = Clock::now();
+        if (now >= next_sample_) {
+            sample_metrics();
+            next_sample_ = now + kSamplePeriod;
+        }
+        int timeout = static_cast<int>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(next_sample_ - now).count());
         for (auto& s : slots_)
             if (s.respawn_at) {
                 auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*s.respawn_at - now)
                               .count();
                 ms = std::max<long>(ms, 0);
-                timeout =
-                    timeout < 0 ? static_cast<int>(ms) : std::min(timeout, static_cast<int>(ms));
+                timeout = std::min(timeout, static_cast<int>(ms));
             }
         pollfd p[2] = {{signal_fd_.get(), POLLIN, 0}, {ready_read_.get(), POLLIN, 0}};
         int n = ::poll(p, 2, timeout);
