@@ -158,8 +158,11 @@ describe('native chat across workers', () => {
   });
 
   test('/metrics shows the chat and ring counters of the worker', async () => {
+    // Every worker's series are in the scrape: read those of the worker users[0] is on.
+    const { worker } = await healthzFrom(server.port, users[0].ip);
     const body = await getFrom(server.port, users[0].ip, '/metrics');
-    const value = (name) => Number((body.match(new RegExp(`^${name}\\{[^}]*\\} (\\d+)$`, 'm')) ?? [])[1]);
+    const value = (name) =>
+      Number((body.match(new RegExp(`^${name}\\{worker="${worker}"[^}]*\\} (\\d+)$`, 'm')) ?? [])[1]);
     assert.ok(value('steerchat_chat_sessions') >= 1, body);
     assert.ok(value('steerchat_chat_deliveries_total') >= (USERS / ROOMS) * MESSAGES, body);
     assert.ok(value('steerchat_chat_events_total') > 0, body);
@@ -167,7 +170,8 @@ describe('native chat across workers', () => {
     assert.equal(value('steerchat_ring_lost_records_total'), 0, body);
     // The protocol adapters' counters, one metric each, labelled by protocol.
     const adapter = (name, protocol) =>
-      Number((body.match(new RegExp(`^${name}\\{[^}]*protocol="${protocol}"\\} (\\d+)$`, 'm')) ?? [])[1]);
+      Number((body.match(new RegExp(`^${name}\\{worker="${worker}",protocol="${protocol}"\\} (\\d+)$`, 'm')) ??
+              [])[1]);
     assert.ok(adapter('steerchat_chat_requests_total', 'native') > 0, body);
     assert.equal(adapter('steerchat_chat_requests_total', 'socketio'), 0, body);
     const encodings = adapter('steerchat_chat_encodings_total', 'native');
