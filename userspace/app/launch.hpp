@@ -1,8 +1,8 @@
 // What the master knows of the worker application, and all it knows: the worker-side options
 // (plain values), their check against the open-files limit, the host-wide state it creates
 // before the first fork, and the call that turns a forked child into a worker. This header
-// depends on ring, metrics and util only, so the master links no chat, ws, eio, Socket.IO or net part
-// (docs/architecture.md, "Parts and their dependencies").
+// depends on ring, metrics and util only, so the master links no chat, ws, eio, Socket.IO or net
+// part (docs/architecture.md, "Parts and their dependencies").
 //
 // Threading: the master's thread (HostState::create, release_slot); run_worker in the child.
 #pragma once

@@ -46,8 +46,7 @@ void append_chat_metrics(std::string& out, metrics::Slot& m, const chat::HubStat
     metric("steerchat_chat_room_limit_total", "counter",
            "Joins refused too_many_rooms (--chat-max-rooms-per-user).", &S::room_limited);
     metric("steerchat_chat_typing_dropped_total", "counter",
-           "Typing events dropped over --chat-typing-rate, --chat-typing-burst.",
-           &S::typing_drops);
+           "Typing events dropped over --chat-typing-rate, --chat-typing-burst.", &S::typing_drops);
 }
 
 // The protocol adapters' counters (one shape, chat::AdapterStats), labelled by protocol.
@@ -102,7 +101,8 @@ void append_connection_metrics(std::string& out, net::Worker& worker,
     for (const auto& [slot, s] : eio_peers) {
         const std::uint64_t all = s->sessions.load(), ws = s->websocket_sessions.load();
         t.sample(name, slot, "protocol=\"socketio\",transport=\"websocket\"", ws);
-        t.sample(name, slot, "protocol=\"socketio\",transport=\"polling\"", all > ws ? all - ws : 0);
+        t.sample(name, slot, "protocol=\"socketio\",transport=\"polling\"",
+                 all > ws ? all - ws : 0);
     }
 }
 
@@ -114,7 +114,8 @@ void append_ring_metrics(std::string& out, net::Worker& worker, const ring::Regi
     t.family("steerchat_ring_lag_bytes", "gauge",
              "Bytes of the other workers' shared-memory logs this worker has yet to read.");
     for (const auto& [slot, s] : slots)
-        if (slot < ring.workers()) t.sample("steerchat_ring_lag_bytes", slot, "", ring.lag_bytes(slot));
+        if (slot < ring.workers())
+            t.sample("steerchat_ring_lag_bytes", slot, "", ring.lag_bytes(slot));
     t.family("steerchat_ring_cut_loose_total", "counter",
              "Readers cut loose by a writer that could wait no longer for them (host-wide; each "
              "reader then reports its loss, steerchat_ring_lost_records_total).");
@@ -128,8 +129,7 @@ void append_ring_metrics(std::string& out, net::Worker& worker, const ring::Regi
 struct WorkerApp::Parts {
     Parts(net::Worker& worker, ring::Region& ring, chat::SharedState& chat,
           const AppOptions& options)
-        : hub(worker.io().get_executor(), ring, chat, worker.config().slot, {},
-              &worker.metrics()),
+        : hub(worker.io().get_executor(), ring, chat, worker.config().slot, {}, &worker.metrics()),
           native_chat(hub, options.encode_once, &worker.metrics()),
           sio_chat(hub, options.encode_once, &worker.metrics()) {}
 

@@ -80,10 +80,10 @@
 
 #include <boost/asio/any_io_executor.hpp>
 
-#include "metrics/metrics.hpp"
 #include "chat/event.hpp"
 #include "chat/rate_limit.hpp"
 #include "chat/shared_state.hpp"
+#include "metrics/metrics.hpp"
 #include "ring/asio_reader.hpp"
 #include "ring/ring.hpp"
 

@@ -16,8 +16,8 @@
 #include <string_view>
 #include <utility>
 
-#include "metrics/metrics.hpp"
 #include "chat/event.hpp"
+#include "metrics/metrics.hpp"
 
 namespace steerchat::chat {
 

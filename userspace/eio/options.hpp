@@ -45,15 +45,15 @@ enum class Transport : std::uint8_t { polling, websocket };
 
 // In the worker's slot block (metrics/metrics.hpp).
 struct Stats {
-    metrics::Counter sessions;         // gauge
+    metrics::Counter sessions;            // gauge
     metrics::Counter websocket_sessions;  // gauge: sessions on the WebSocket transport
-    metrics::Counter opened;           // sessions opened
-    metrics::Counter upgrades;         // polling -> websocket
-    metrics::Counter polls;            // GET long polls answered
-    metrics::Counter posts;            // POST bodies accepted
-    metrics::Counter errors;           // requests answered with an Engine.IO error
-    metrics::Counter ping_timeouts;    // sessions closed for a missed heartbeat
-    metrics::Counter invalid_packets;  // sessions closed for a malformed packet
+    metrics::Counter opened;              // sessions opened
+    metrics::Counter upgrades;            // polling -> websocket
+    metrics::Counter polls;               // GET long polls answered
+    metrics::Counter posts;               // POST bodies accepted
+    metrics::Counter errors;              // requests answered with an Engine.IO error
+    metrics::Counter ping_timeouts;       // sessions closed for a missed heartbeat
+    metrics::Counter invalid_packets;     // sessions closed for a malformed packet
     metrics::Counter messages_in;
     metrics::Counter messages_out;
     metrics::Counter queued_bytes;         // gauge: bytes queued for polling clients

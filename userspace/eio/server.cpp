@@ -243,7 +243,9 @@ void Server::append_metrics(std::string& out) const {
     const auto peers = worker_.metrics().peers(*stats_);
     metrics::Text t(out);
     auto metric = [&](const char* name, const char* type, const char* help,
-                      metrics::Counter Stats::*field) { t.per_worker(name, type, help, peers, field); };
+                      metrics::Counter Stats::*field) {
+        t.per_worker(name, type, help, peers, field);
+    };
     metric("steerchat_eio_sessions", "gauge", "Open Engine.IO sessions.", &Stats::sessions);
     metric("steerchat_eio_sessions_total", "counter", "Engine.IO sessions opened.", &Stats::opened);
     metric("steerchat_eio_upgrades_total", "counter",

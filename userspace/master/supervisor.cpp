@@ -16,8 +16,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <span>
 #include <stdexcept>
 
@@ -216,7 +216,8 @@ void Supervisor::sample_metrics() {
                 if (std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
                                 &utime, &stime) == 2 &&
                     ticks > 0)
-                    info.cpu_ns = (utime + stime) * (1'000'000'000ULL / static_cast<unsigned long long>(ticks));
+                    info.cpu_ns = (utime + stime) *
+                                  (1'000'000'000ULL / static_cast<unsigned long long>(ticks));
             }
         }
         if (std::FILE* f = std::fopen(fmt::format("/proc/{}/statm", pid).c_str(), "r")) {

@@ -213,9 +213,9 @@ void Text::histogram(std::string_view name, std::string_view help,
         std::uint64_t cumulative = 0;
         for (std::size_t i = 0; i <= kLatencyBuckets; ++i) {
             cumulative += h->buckets[i].load();
-            const std::string le =
-                i < kLatencyBuckets ? fmt::format("le=\"{}\"", kLatencyBoundsNs[i] / 1e9)
-                                    : std::string("le=\"+Inf\"");
+            const std::string le = i < kLatencyBuckets
+                                       ? fmt::format("le=\"{}\"", kLatencyBoundsNs[i] / 1e9)
+                                       : std::string("le=\"+Inf\"");
             sample(bucket, slot, le, cumulative);
         }
         sample(fmt::format("{}_sum", name), slot, "", h->sum_ns.load() / 1e9);
@@ -241,8 +241,8 @@ void append_host_metrics(std::string& out, const Region& region) {
              "by the master.");
     for (unsigned i : used) {
         const auto st = static_cast<SlotState>(region.info(i).state.load());
-        for (auto s : {SlotState::starting, SlotState::serving, SlotState::respawning,
-                       SlotState::drained})
+        for (auto s :
+             {SlotState::starting, SlotState::serving, SlotState::respawning, SlotState::drained})
             t.sample("steerchat_worker_state", i, Text::label_pair("state", state_name(s)),
                      std::uint64_t{st == s});
     }
@@ -271,8 +271,7 @@ void append_host_metrics(std::string& out, const Region& region) {
              "Sampled by the master about once a second.");
     for (std::size_t k = 0; k < kSteerOutcomes; ++k)
         t.sample("steerchat_steer_connections_total", -1,
-                 Text::label_pair("outcome", kSteerOutcomeNames[k]),
-                 host.steer_outcomes[k].load());
+                 Text::label_pair("outcome", kSteerOutcomeNames[k]), host.steer_outcomes[k].load());
     t.family("steerchat_steer_selections_total", "counter",
              "Connections the BPF program steered to each slot (sampled by the master about once "
              "a second).");

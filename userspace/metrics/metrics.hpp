@@ -89,9 +89,9 @@ class Counter {
 // A Prometheus histogram of durations with fixed bucket bounds (kLatencyBounds, in ns). observe()
 // is a handful of compares and three single-writer adds; no allocation.
 inline constexpr std::uint64_t kLatencyBoundsNs[] = {
-    50'000,     100'000,     250'000,     500'000,     1'000'000,   2'500'000,
-    5'000'000,  10'000'000,  25'000'000,  50'000'000,  100'000'000, 250'000'000,
-    500'000'000, 1'000'000'000, 2'500'000'000};
+    50'000,      100'000,     250'000,     500'000,       1'000'000,
+    2'500'000,   5'000'000,   10'000'000,  25'000'000,    50'000'000,
+    100'000'000, 250'000'000, 500'000'000, 1'000'000'000, 2'500'000'000};
 inline constexpr std::size_t kLatencyBuckets = std::size(kLatencyBoundsNs);
 
 struct LatencyHistogram {
@@ -116,13 +116,13 @@ std::string_view state_name(SlotState s) noexcept;
 
 // Written by the master only.
 struct SlotInfo {
-    Counter pid;  // 0: none
-    Counter state;  // SlotState
-    Counter restarts;  // worker deaths of this slot since the master started
-    Counter cpu_ns;  // the current worker's user+system CPU time (sampled)
-    Counter rss_bytes;  // the current worker's resident set (sampled)
+    Counter pid;               // 0: none
+    Counter state;             // SlotState
+    Counter restarts;          // worker deaths of this slot since the master started
+    Counter cpu_ns;            // the current worker's user+system CPU time (sampled)
+    Counter rss_bytes;         // the current worker's resident set (sampled)
     Counter steer_selections;  // BPF: connections steered to this slot (sampled)
-    Counter steer_buckets;  // BPF: Maglev buckets of this slot (set at every remap)
+    Counter steer_buckets;     // BPF: Maglev buckets of this slot (set at every remap)
 };
 
 // The BPF program's outcome counters (bpf/steer.h enum steer_stat), summed over CPUs.
@@ -137,7 +137,7 @@ struct HostBlock {
     Counter steering_bpf;  // 1: the BPF steering counters below are meaningful
     Counter sampled_ns;    // monotonic_ns() of the master's last sample (CPU, RSS, BPF)
     Counter steer_outcomes[kSteerOutcomes];
-    char version[32];   // set before the first fork, then constant
+    char version[32];  // set before the first fork, then constant
     char revision[64];
     // SlotInfo slots[max_slots] follows
 };
@@ -254,8 +254,7 @@ class Text {
     // One family, a sample per slot and label value: {label="value"} from field.
     template <class T>
     void per_worker(std::string_view name, std::string_view type, std::string_view help,
-                    const std::vector<std::pair<unsigned, const T*>>& peers,
-                    std::string_view label,
+                    const std::vector<std::pair<unsigned, const T*>>& peers, std::string_view label,
                     std::initializer_list<std::pair<std::string_view, Counter T::*>> fields) {
         family(name, type, help);
         for (const auto& [slot, s] : peers)

@@ -117,12 +117,11 @@ std::unique_ptr<ws::MessageHandler> Service::make_handler() {
 }
 
 const ws::SharedFrame& Service::frame(const chat::Event& ev) {
-    return frames_.get(ev,
-                       [&ev] {
-                           auto f = ws::SharedFrame::text(json::serialize(event_object(ev)));
-                           f.set_stamp(ev.accepted_ns);
-                           return f;
-                       });
+    return frames_.get(ev, [&ev] {
+        auto f = ws::SharedFrame::text(json::serialize(event_object(ev)));
+        f.set_stamp(ev.accepted_ns);
+        return f;
+    });
 }
 
 // ---------------------------------------------------------------------------------------------

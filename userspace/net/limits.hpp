@@ -120,7 +120,7 @@ class FairShare {
     void run(const AddressKey& key, std::function<void()> work);
 
     std::uint64_t deferred() const noexcept { return *deferred_; }  // requests that waited
-    std::size_t waiting() const noexcept;                          // requests waiting now
+    std::size_t waiting() const noexcept;                           // requests waiting now
 
   private:
     struct Turn {

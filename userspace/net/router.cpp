@@ -131,7 +131,8 @@ std::string metrics_body(Worker& w) {
     for (const auto& [slot, h] : http)
         for (const auto& [ws_slot, s] : ws)
             if (ws_slot == slot)
-                t.sample("steerchat_connections_active", slot, "", h->active.load() + s->open.load());
+                t.sample("steerchat_connections_active", slot, "",
+                         h->active.load() + s->open.load());
     metric("steerchat_http_requests_total", "counter", "HTTP requests served.",
            &WorkerStats::requests);
     metric("steerchat_http_bad_requests_total", "counter", "Requests rejected as malformed.",
@@ -158,8 +159,7 @@ std::string metrics_body(Worker& w) {
                  "no limit).",
                  conns, &Tracker::limit_per_address);
     t.per_worker("steerchat_client_addresses", "gauge",
-                 "Client addresses with at least one open connection.", conns,
-                 &Tracker::addresses);
+                 "Client addresses with at least one open connection.", conns, &Tracker::addresses);
     metric("steerchat_http_requests_deferred_total", "counter",
            "Kept-alive connections that waited a turn of the event loop before reading their next "
            "request: their client address had had its share of the turn (fairness between "
@@ -203,9 +203,8 @@ std::string metrics_body(Worker& w) {
     for (const auto& [slot, s] : ws)
         for (std::size_t i = 0; i <= std::size(ws::kCloseCodes); ++i)
             t.sample("steerchat_ws_closes_total", slot,
-                     i < std::size(ws::kCloseCodes)
-                         ? fmt::format("code=\"{}\"", ws::kCloseCodes[i])
-                         : std::string("code=\"other\""),
+                     i < std::size(ws::kCloseCodes) ? fmt::format("code=\"{}\"", ws::kCloseCodes[i])
+                                                    : std::string("code=\"other\""),
                      s->closes[i].load());
     ws_metric("steerchat_ws_messages_in_total", "counter", "WebSocket data messages received.",
               &ws::Stats::messages_in);

@@ -292,7 +292,9 @@ void Server::append_metrics(std::string& out) const {
     const auto peers = const_cast<Server*>(this)->engine_.worker().metrics().peers(*stats_);
     metrics::Text t(out);
     auto metric = [&](const char* name, const char* type, const char* help,
-                      metrics::Counter Stats::*field) { t.per_worker(name, type, help, peers, field); };
+                      metrics::Counter Stats::*field) {
+        t.per_worker(name, type, help, peers, field);
+    };
     metric("steerchat_sio_sockets", "gauge", "Socket.IO namespace connections.", &Stats::sockets);
     metric("steerchat_sio_connects_total", "counter", "Socket.IO CONNECTs accepted.",
            &Stats::connects);

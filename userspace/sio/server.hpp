@@ -137,7 +137,7 @@ class Server {
     Options options_;
     std::vector<Namespace> namespaces_;
     metrics::Cell<Stats> stats_;  // in the worker's slot block
-    eio::Server engine_;  // last: its sessions' handlers point into the members above
+    eio::Server engine_;          // last: its sessions' handlers point into the members above
 };
 
 }  // namespace steerchat::sio

@@ -309,10 +309,10 @@ void WebSocketConnection::on_written(const boost::system::error_code& ec, std::s
         bytes += f.size();
         if (const std::uint64_t stamp = f.stamp(); stamp != 0 && !ec) {
             if (now == 0)
-                now = static_cast<std::uint64_t>(
-                    std::chrono::duration_cast<std::chrono::nanoseconds>(
-                        Clock::now().time_since_epoch())
-                        .count());
+                now =
+                    static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                   Clock::now().time_since_epoch())
+                                                   .count());
             registry_.stats_->delivery_latency.observe(now > stamp ? now - stamp : 0);
         }
     }

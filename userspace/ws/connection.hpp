@@ -82,7 +82,6 @@ struct Stats {
 // The close codes counted one by one in Stats::closes (the last entry counts every other code).
 inline constexpr std::uint16_t kCloseCodes[] = {1000, 1001, 1002, 1005, 1006, 1008, 1011};
 
-
 // A worker's WebSocket state. Must outlive its connections' handlers (the worker declares it
 // before its io_context).
 class ConnectionRegistry {
