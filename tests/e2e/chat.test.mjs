@@ -179,6 +179,16 @@ describe('native chat across workers', () => {
     assert.ok(encodings <= value('steerchat_chat_deliveries_total'), 'at most one encoding per delivery');
     assert.ok(adapter('steerchat_chat_shared_sends_total', 'native') >= 0, body);
     assert.equal(adapter('steerchat_chat_errors_total', 'socketio'), 0, body);
+    // Deliveries timed from the chat core to the socket, and the connections by transport.
+    const count = value('steerchat_delivery_latency_seconds_count');
+    assert.ok(count > 0, body);
+    assert.equal(Number((body.match(new RegExp(
+      `^steerchat_delivery_latency_seconds_bucket\\{worker="${worker}",le="\\+Inf"\\} (\\d+)$`, 'm')) ?? [])[1]),
+                 count, 'the +Inf bucket counts every delivery');
+    const open = Number((body.match(new RegExp(
+      `^steerchat_open_connections\\{worker="${worker}",protocol="native",transport="websocket"\\} (\\d+)$`,
+      'm')) ?? [])[1]);
+    assert.ok(open >= 1, body);
   });
 
   test('direct messages reach users on other workers; unknown users are reported', async () => {
