@@ -219,11 +219,11 @@ TEST(Privileges, WorkersRunUnprivilegedAndStillServe) {
     for (auto& [slot, w] : workers)
         expect_dropped(w.first, uid, gid);
 
-    // The master keeps root and what it needs: BPF maps (CAP_BPF, CAP_NET_ADMIN), its workers.
+    // The master keeps root and what it needs: BPF maps (CAP_BPF), its workers (CAP_KILL).
     auto master = proc_status(srv.pid());
     EXPECT_EQ(numbers(master["Uid"]).front(), 0u);
     const auto eff = caps(master, "CapEff");
-    for (int cap : {5 /* KILL */, 12 /* NET_ADMIN */, 39 /* BPF */})
+    for (int cap : {5 /* KILL */, 39 /* BPF */})
         EXPECT_TRUE((eff >> cap) & 1) << "master lost capability " << cap << ": " << eff;
 
     // What stays the master's is private and out of the workers' reach.

@@ -1,14 +1,19 @@
 // steerchat: the master process. See docs/architecture.md.
 #include <cstdio>
+#include <cstring>
 #include <exception>
 
 #include <fmt/core.h>
 
+#include "master/control.hpp"
 #include "master/options.hpp"
 #include "master/supervisor.hpp"
 #include "util/log.hpp"
 
 int main(int argc, char** argv) {
+    // `steerchat ctl ...`: a client of a running master (master/control.hpp).
+    if (argc > 1 && std::strcmp(argv[1], "ctl") == 0)
+        return steerchat::master::run_ctl(argc - 1, argv + 1);
     auto parsed = steerchat::master::parse_options(argc, argv);
     if (!parsed.options) {
         std::fputs(parsed.message.c_str(), parsed.exit_code == 0 ? stdout : stderr);

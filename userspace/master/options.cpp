@@ -60,6 +60,7 @@ struct Raw {
     std::string seed;
     unsigned port = 8080;
     unsigned workers = 0;
+    unsigned max_workers = 0;
     bool no_cpu_pinning = false;
     bool ws_no_cork = false;
     bool no_encode_once = false;
@@ -118,10 +119,14 @@ po::options_description setting_options(Options& o, Raw& r) {
         ("port,p", po::value(&port)->default_value(port), "TCP port to listen on")
         ("workers,w", po::value(&workers),
          "worker processes, one per slot (default: the number of online CPUs)")
+        ("max-workers", po::value(&r.max_workers),
+         "most workers `steerchat ctl workers N` may grow the pool to; the shared-memory logs "
+         "and tables are sized for it at start (default: 4 x online CPUs, at least --workers, "
+         "at most 128)")
         ("bind,b", po::value(&o.bind)->default_value(o.bind),
          "address to listen on; :: is dual stack (IPv6 and IPv4)")
         ("steering,s", po::value(&steering)->default_value(steering),
-         "bpf: the kernel keeps each client IP on one worker (needs CAP_BPF, CAP_NET_ADMIN); "
+         "bpf: the kernel keeps each client IP on one worker (needs CAP_BPF); "
          "kernel: plain SO_REUSEPORT, balanced but not sticky")
         ("seed", po::value(&seed),
          "32-bit jhash seed for client addresses (default: derived from /etc/machine-id, so "
@@ -134,7 +139,7 @@ po::options_description setting_options(Options& o, Raw& r) {
         ("bpffs-dir", po::value(&o.bpffs_dir)->default_value(o.bpffs_dir),
          "directory on a BPF filesystem; maps are pinned under <dir>/<port>")
         ("run-dir", po::value(&o.run_dir)->default_value(o.run_dir),
-         "directory for the per-port instance lock")
+         "directory for the per-port instance lock and control socket (steerchat ctl)")
         ("respawn-delay-ms", po::value(&o.respawn_delay_ms)->default_value(o.respawn_delay_ms),
          "delay before a dead worker is respawned; doubles for each quick crash, up to 5 s")
         ("max-restarts", po::value(&o.max_restarts)->default_value(o.max_restarts),
@@ -415,6 +420,14 @@ ParseResult parse_options(int argc, const char* const argv[]) {
         o.workers = workers;
     } else {
         o.workers = std::min(online_cpus(), STEER_MAX_SLOTS);
+    }
+    if (vm.count("max-workers")) {
+        if (r.max_workers < o.workers || r.max_workers > STEER_MAX_SLOTS)
+            return bad(fmt::format("--max-workers {} is out of range (--workers {} to {})",
+                                   r.max_workers, o.workers, STEER_MAX_SLOTS));
+        o.max_workers = r.max_workers;
+    } else {
+        o.max_workers = std::clamp(4 * online_cpus(), o.workers, STEER_MAX_SLOTS);
     }
 
     if (steering == "bpf") {

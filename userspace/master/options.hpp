@@ -19,6 +19,8 @@ enum class SteeringMode { bpf, kernel };
 struct Options : app::WorkerOptions {
     std::uint16_t port = 8080;
     unsigned workers = 0;  // 0 until parsed: then the number of online CPUs
+    // The most slots `steerchat ctl workers N` may use; the ring region is sized for it.
+    unsigned max_workers = 0;  // 0 until parsed: then max(workers, 4 x online CPUs), <= 128
     std::string bind = "::";
     SteeringMode steering = SteeringMode::bpf;
     std::uint32_t seed = 0;  // default: derived from /etc/machine-id (per host, stable)

@@ -1,7 +1,7 @@
 // Least privilege for workers. The master keeps what it needs (root, or the capabilities it was
-// given: CAP_BPF and CAP_NET_ADMIN for the steering, the right to signal its workers); every
-// worker, after it has closed the fds it must not hold and before it reads a byte from the
-// network, becomes an unprivileged user with no capabilities at all and no_new_privs.
+// given: CAP_BPF for the steering, CAP_SETUID/CAP_SETGID for the drop, CAP_KILL to signal its
+// workers); every worker, after it has closed the fds it must not hold and before it reads a byte
+// from the network, becomes an unprivileged user with no capabilities at all and no_new_privs.
 //
 // The master plans the drop (name lookups, which may read /etc/passwd, happen once, before any
 // fork); each forked worker applies it with drop_privileges(), which either succeeds completely

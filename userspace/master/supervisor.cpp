@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -22,6 +23,7 @@
 #include <stdexcept>
 
 #include <fmt/core.h>
+#include <fmt/format.h>
 
 #include "app/launch.hpp"
 #include "master/version.hpp"
@@ -88,12 +90,14 @@ Supervisor::~Supervisor() = default;
 std::vector<std::uint32_t> Supervisor::live_slots() const {
     std::vector<std::uint32_t> live;
     for (std::uint32_t i = 0; i < slots_.size(); ++i)
-        if (!slots_[i].drained) live.push_back(i);
+        if (!slots_[i].drained && !slots_[i].removed) live.push_back(i);
     return live;
 }
 
 void Supervisor::setup() {
     lock_ = std::make_unique<InstanceLock>(opts_.run_dir, opts_.port);
+    control_ = std::make_unique<ControlServer>(opts_.run_dir, opts_.port, ::geteuid());
+    add_control_commands();
     drop_ = plan_privilege_drop(opts_.user, opts_.group, ::getpid(), SIGTERM);
     drop_.seccomp = opts_.seccomp;
     log::info("{}{}", drop_.description,
@@ -105,16 +109,17 @@ void Supervisor::setup() {
         ::setrlimit(RLIMIT_NOFILE, &nofile);
     }
     // The per-worker connection limit stays below what workers may open (options checked it
-    // against the hard limit; a soft limit that could not be raised is caught here).
+    // against the hard limit; a soft limit that could not be raised is caught here). Each worker
+    // also holds one eventfd per slot of --max-workers (the shared-memory logs' wake-ups).
+    const std::size_t headroom = app::fd_headroom() + opts_.max_workers;
     if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
-        opts_.max_conns_per_worker + app::fd_headroom() > nofile.rlim_cur) {
-        const std::size_t fit = nofile.rlim_cur > 2 * app::fd_headroom()
-                                    ? nofile.rlim_cur - app::fd_headroom()
-                                    : nofile.rlim_cur / 2;
+        opts_.max_conns_per_worker + headroom > nofile.rlim_cur) {
+        const std::size_t fit =
+            nofile.rlim_cur > 2 * headroom ? nofile.rlim_cur - headroom : nofile.rlim_cur / 2;
         log::warn(
             "--max-conns-per-worker {} does not fit the open-files limit {} ({} kept free): "
             "using {}",
-            opts_.max_conns_per_worker, nofile.rlim_cur, app::fd_headroom(), fit);
+            opts_.max_conns_per_worker, nofile.rlim_cur, headroom, fit);
         opts_.max_conns_per_worker = std::max<std::size_t>(fit, 1);
     }
     if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < 65536)
@@ -137,8 +142,9 @@ void Supervisor::setup() {
     ::fcntl(ready[0], F_SETFL, ::fcntl(ready[0], F_GETFL) | O_NONBLOCK);
     ::signal(SIGPIPE, SIG_IGN);
 
-    // The host's metrics: one block per slot (its worker writes it), one for the master.
-    metrics_.emplace(metrics::Region::create(opts_.workers, kVersion, kGitRevision));
+    // The host's metrics: one block per slot the pool may grow to (its worker writes it), one
+    // for the master.
+    metrics_.emplace(metrics::Region::create(opts_.max_workers, kVersion, kGitRevision));
     metrics_->host().steering_bpf = opts_.steering == SteeringMode::bpf ? 1 : 0;
 
     if (opts_.steering == SteeringMode::bpf) {
@@ -149,9 +155,14 @@ void Supervisor::setup() {
             steer::SteerConfig{opts_.seed, opts_.workers, opts_.ipv6_prefix64});
     }
 
-    slots_.resize(opts_.workers);
-    for (unsigned i = 0; i < opts_.workers; ++i)
-        slots_[i].listener = make_listener(opts_.bind, opts_.port, opts_.backlog);
+    // Every slot the pool may grow to exists from the start; those beyond --workers are
+    // removed until `steerchat ctl workers N` brings them in.
+    slots_.resize(opts_.max_workers);
+    pool_ = opts_.workers;
+    for (unsigned i = 0; i < slots_.size(); ++i) {
+        slots_[i].removed = i >= pool_;
+        if (i < pool_) slots_[i].listener = make_listener(opts_.bind, opts_.port, opts_.backlog);
+    }
     if (steering_) {
         // Fill the maps before the program is attached, so it never runs on empty maps.
         // Connections that arrive before the attach wait in the queues for the workers.
@@ -163,7 +174,9 @@ void Supervisor::setup() {
     }
     cpus_ = usable_cpus();
 
-    ring_.emplace(ring::Region::create(opts_.workers, opts_.ring_bytes));
+    // Sized for --max-workers: a slot added later has its log and cursors already (the readers
+    // read every log; an unused one is empty). Its pages are touched only once it is used.
+    ring_.emplace(ring::Region::create(opts_.max_workers, opts_.ring_bytes));
 
     // The application's host-wide state (the chat directory); also readies libcrypto before
     // any worker drops its privileges (app/launch.hpp).
@@ -277,7 +290,7 @@ void Supervisor::become_worker(unsigned slot) {
     // Keep only this slot's listener and the shared-memory logs' fds: no copy of the other
     // listeners, the BPF maps or the lock.
     std::vector<int> keep{fd, ring_->fd(), ready_write_.get()};
-    for (unsigned i = 0; i < opts_.workers; ++i)
+    for (unsigned i = 0; i < ring_->workers(); ++i)
         keep.push_back(ring_->wake_fd(i));
     close_all_but(keep);
     // Before the first byte from the network: no root, no capabilities, no way back.
@@ -287,8 +300,8 @@ void Supervisor::become_worker(unsigned slot) {
         log::error("fatal: {}; the worker exits rather than serve with privileges", e.what());
         ::_exit(1);
     }
-    app::run_worker(app::WorkerLaunch{slot, opts_.workers, fd, &*ring_, &*host_, &opts_,
-                                      ready_write_.get(), &*metrics_});
+    app::run_worker(app::WorkerLaunch{slot, pool_, fd, &*ring_, &*host_, &opts_, ready_write_.get(),
+                                      &*metrics_});
 }
 
 void Supervisor::reap() {
@@ -306,9 +319,15 @@ void Supervisor::on_worker_exit(unsigned slot, int status) {
     s.pid = -1;
     s.ready = false;
     if (stopping_) return;
+    release_slot_users(slot);
+    if (s.removed) {
+        set_slot_state(slot, metrics::SlotState::removed, -1);
+        s.kill_at.reset();
+        log::info("worker {} (removed from the pool) {}", slot, describe_status(status));
+        return;
+    }
     ++metrics_->info(slot).restarts;
     set_slot_state(slot, metrics::SlotState::respawning, -1);
-    release_slot_users(slot);
     auto now = Clock::now();
     s.quick_failures = (now - s.started < kHealthyLifetime) ? s.quick_failures + 1 : 0;
     s.deaths.push_back(now);
@@ -382,12 +401,155 @@ void Supervisor::notify_readiness(const std::string& extra) {
         std::count_if(live.begin(), live.end(), [&](std::uint32_t i) { return slots_[i].ready; });
     ::sd_notifyf(0, "STATUS=%s port %u: %zd of %zu worker(s) accept, %zu slot(s) drained%s",
                  notified_ready_ ? "serving" : "starting", static_cast<unsigned>(opts_.port),
-                 static_cast<ssize_t>(ready), live.size(), slots_.size() - live.size(),
-                 extra.c_str());
+                 static_cast<ssize_t>(ready), live.size(), pool_ - live.size(), extra.c_str());
+}
+
+void Supervisor::add_control_commands() {
+    control_->add("status", "status", "the slots: state, pid, buckets",
+                  [this](ControlRequest&) { return status_command(); });
+    control_->add(
+        "workers", "workers N",
+        fmt::format("grow or shrink the pool to N workers (1 to {}); drained slots "
+                    "below N come back",
+                    opts_.max_workers),
+        [this](ControlRequest& req) {
+            unsigned n = 0;
+            const std::string arg = req.words.size() == 2 ? req.words[1] : "";
+            const auto [end, ec] = std::from_chars(arg.data(), arg.data() + arg.size(), n);
+            if (arg.empty() || ec != std::errc{} || end != arg.data() + arg.size())
+                return ControlReply::failure(fmt::format(
+                    "usage: workers N, with N from 1 to {} (--max-workers)", opts_.max_workers));
+            return resize(n);
+        });
+}
+
+ControlReply Supervisor::status_command() const {
+    std::vector<std::uint32_t> owned(slots_.size(), 0);
+    if (steering_)
+        for (std::uint32_t b : steering_->buckets())
+            if (b < owned.size()) ++owned[b];
+    const auto live = live_slots();
+    std::string out = fmt::format(
+        "port {}: {} worker(s) in the pool ({} drained), --max-workers {}, steering {}\n",
+        opts_.port, pool_, pool_ - live.size(), opts_.max_workers,
+        steering_ ? "bpf" : "kernel (not sticky)");
+    out += fmt::format("{:<6}{:<12}{:>8}{:>10}\n", "slot", "state", "pid", "buckets");
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+        const Slot& s = slots_[i];
+        if (s.removed && s.pid <= 0) continue;
+        const char* state = s.removed              ? "stopping"
+                            : s.drained            ? "drained"
+                            : s.respawn_at         ? "respawning"
+                            : s.pid > 0 && s.ready ? "serving"
+                                                   : "starting";
+        out += fmt::format("{:<6}{:<12}{:>8}{:>10}\n", i, state,
+                           s.pid > 0 ? std::to_string(s.pid) : "-",
+                           steering_ ? std::to_string(owned[i]) : "-");
+    }
+    return ControlReply::success(std::move(out));
+}
+
+ControlReply Supervisor::resize(unsigned n) {
+    if (n < 1 || n > opts_.max_workers)
+        return ControlReply::failure(fmt::format(
+            "workers {}: the pool can hold 1 to {} workers (--max-workers {}, fixed at start; a "
+            "larger pool needs a restart with a larger --max-workers)",
+            n, opts_.max_workers, opts_.max_workers));
+    // Slots that join (beyond the pool, or drained within it): a fresh listener each, made
+    // before anything changes, so a failure leaves the pool as it was.
+    std::vector<unsigned> joining;
+    for (unsigned i = 0; i < n; ++i)
+        if (i >= pool_ || slots_[i].drained) {
+            if (slots_[i].pid > 0)
+                return ControlReply::failure(fmt::format(
+                    "slot {}: its previous worker (pid {}) is still stopping (it closes its "
+                    "connections for up to --shutdown-timeout-ms {}); try again in a moment",
+                    i, slots_[i].pid, opts_.shutdown_timeout_ms));
+            joining.push_back(i);
+        }
+    std::vector<UniqueFd> listeners;
+    for (std::size_t k = 0; k < joining.size(); ++k)
+        listeners.push_back(make_listener(opts_.bind, opts_.port, opts_.backlog));
+    std::vector<unsigned> leaving;
+    for (unsigned i = pool_; i-- > n;)
+        leaving.push_back(i);
+    if (joining.empty() && leaving.empty())
+        return ControlReply::success(
+            fmt::format("nothing to change: {} worker(s) in the pool, none drained\n", pool_));
+
+    const std::vector<std::uint32_t> before =
+        steering_ ? steering_->buckets() : std::vector<std::uint32_t>{};
+    const unsigned old_pool = pool_;
+    // Joining: a listener in the group and in the socket array before any bucket points there.
+    for (std::size_t k = 0; k < joining.size(); ++k) {
+        Slot& s = slots_[joining[k]];
+        s.listener = std::move(listeners[k]);
+        s.drained = s.removed = false;
+        s.deaths.clear();
+        s.quick_failures = 0;
+        s.respawn_at.reset();
+        s.kill_at.reset();
+        if (steering_) steering_->set_socket(joining[k], s.listener.get());
+    }
+    // Leaving: out of the pool, its buckets remapped to the others first ...
+    for (unsigned i : leaving) {
+        slots_[i].removed = true;
+        slots_[i].drained = false;
+        slots_[i].respawn_at.reset();
+    }
+    pool_ = n;
+    if (steering_) {
+        if (n > old_pool) steering_->set_nslots(n);
+        remap_buckets();
+        if (n < old_pool) steering_->set_nslots(n);
+    }
+    // ... then each leaving slot stops accepting and drains.
+    for (unsigned i : leaving)
+        remove_slot(i);
+    for (unsigned i : joining)
+        spawn(i);
+
+    std::size_t moved = 0;
+    if (steering_) {
+        const auto after = steering_->buckets();
+        for (std::size_t b = 0; b < after.size() && b < before.size(); ++b)
+            moved += after[b] != before[b];
+    }
+    auto list = [](const std::vector<unsigned>& v) { return fmt::format("{}", fmt::join(v, ",")); };
+    std::string out = fmt::format("workers {} -> {}", old_pool, n);
+    if (!joining.empty()) out += fmt::format("; started slot(s) {}", list(joining));
+    if (!leaving.empty())
+        out +=
+            fmt::format("; removed slot(s) {} (their WebSockets close with 1001)", list(leaving));
+    if (steering_)
+        out += fmt::format("; {} of {} buckets moved ({:.1f}%)", moved, STEER_BUCKETS,
+                           100.0 * static_cast<double>(moved) / STEER_BUCKETS);
+    log::info("resize: {}", out);
+    notify_readiness(fmt::format("; resized to {} worker(s)", n));
+    return ControlReply::success(out + "\n");
+}
+
+void Supervisor::remove_slot(unsigned slot) {
+    Slot& s = slots_[slot];
+    if (steering_) steering_->clear_socket(slot);
+    // The worker stops accepting and closes its connections (WebSockets: 1001 going away);
+    // its users go offline when it has exited (on_worker_exit).
+    if (s.pid > 0) {
+        ::kill(s.pid, SIGTERM);
+        s.kill_at = Clock::now() + std::chrono::milliseconds(opts_.shutdown_timeout_ms);
+        set_slot_state(slot, metrics::SlotState::stopping, s.pid);
+    } else {
+        set_slot_state(slot, metrics::SlotState::removed, -1);
+    }
+    // Connections queued on its listener migrate to the others (select-or-migrate program).
+    if (s.listener) ::shutdown(s.listener.get(), SHUT_RDWR);
+    s.listener.reset();
+    s.ready = false;
 }
 
 int Supervisor::shutdown() {
     stopping_ = true;
+    control_.reset();  // ctl answers "nobody answers" from now on, not a timeout
     for (auto& s : slots_)
         if (s.pid > 0 && ::kill(s.pid, SIGTERM) != 0 && errno == EPERM)
             log::error(
@@ -431,7 +593,7 @@ int Supervisor::run() {
         opts_.port, opts_.workers,
         opts_.steering == SteeringMode::bpf ? "bpf" : "kernel (SO_REUSEPORT hash, not sticky)",
         opts_.seed, steering_ ? fmt::format(", maps pinned at {}", opts_.pin_dir().string()) : "");
-    for (unsigned i = 0; i < slots_.size(); ++i)
+    for (unsigned i = 0; i < pool_; ++i)
         spawn(i);
 
     for (;;) {
@@ -443,17 +605,22 @@ int Supervisor::run() {
         int timeout = static_cast<int>(
             std::chrono::duration_cast<std::chrono::milliseconds>(next_sample_ - now).count());
         for (auto& s : slots_)
-            if (s.respawn_at) {
-                auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*s.respawn_at - now)
+            if (s.respawn_at || s.kill_at) {
+                auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              (s.respawn_at ? *s.respawn_at : *s.kill_at) - now)
                               .count();
                 ms = std::max<long>(ms, 0);
                 timeout = std::min(timeout, static_cast<int>(ms));
             }
-        pollfd p[2] = {{signal_fd_.get(), POLLIN, 0}, {ready_read_.get(), POLLIN, 0}};
-        int n = ::poll(p, 2, timeout);
+        if (int t = control_->timeout_ms(); t >= 0)
+            timeout = timeout < 0 ? t : std::min(timeout, t);
+        std::vector<pollfd> p = {{signal_fd_.get(), POLLIN, 0}, {ready_read_.get(), POLLIN, 0}};
+        const std::size_t nctl = control_->append(p);
+        int n = ::poll(p.data(), p.size(), timeout);
         if (n < 0 && errno != EINTR)
             throw std::runtime_error(fmt::format("poll: {}", std::strerror(errno)));
         if (n > 0 && (p[1].revents & POLLIN)) read_ready_messages();
+        if (n >= 0) control_->process(std::span<const pollfd>(p).subspan(2, nctl));
         signalfd_siginfo si;
         while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
             switch (si.ssi_signo) {
@@ -472,8 +639,18 @@ int Supervisor::run() {
         }
         reap();
         now = Clock::now();
-        for (unsigned i = 0; i < slots_.size(); ++i)
-            if (slots_[i].respawn_at && *slots_[i].respawn_at <= now) spawn(i);
+        for (unsigned i = 0; i < slots_.size(); ++i) {
+            Slot& s = slots_[i];
+            if (s.respawn_at && *s.respawn_at <= now) spawn(i);
+            if (s.kill_at && *s.kill_at <= now && s.pid > 0) {
+                log::warn(
+                    "worker {} (pid {}, removed from the pool) did not stop within {} ms; "
+                    "killing it",
+                    i, s.pid, opts_.shutdown_timeout_ms);
+                ::kill(s.pid, SIGKILL);
+                s.kill_at.reset();
+            }
+        }
         if (live_slots().empty()) {
             log::error("every slot has been drained; nothing is left to serve port {}; exiting",
                        opts_.port);

@@ -1,6 +1,7 @@
 // The master process: creates the listeners and the steering, forks one worker per slot, respawns
 // workers that die (keeping their listener, so queued connections wait for the new worker),
-// drains a slot that keeps failing, and shuts everything down on SIGTERM/SIGINT.
+// drains a slot that keeps failing, grows and shrinks the pool on `steerchat ctl workers N`
+// (up to --max-workers, which sizes the shared parts), and shuts everything down on SIGTERM/SIGINT.
 #pragma once
 
 #include <sys/types.h>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "app/launch.hpp"
+#include "master/control.hpp"
 #include "master/instance_lock.hpp"
 #include "master/listener.hpp"
 #include "master/options.hpp"
@@ -41,7 +43,9 @@ class Supervisor {
         unsigned quick_failures = 0;
         std::optional<Clock::time_point> respawn_at;
         bool drained = false;
-        bool ready = false;  // its worker said it accepts (ready pipe)
+        bool removed = false;  // beyond the pool (never used, or shrunk away by `ctl workers`)
+        bool ready = false;    // its worker said it accepts (ready pipe)
+        std::optional<Clock::time_point> kill_at;  // removed, stopping: SIGKILL after this
     };
 
     void setup();
@@ -63,6 +67,12 @@ class Supervisor {
     void set_slot_state(unsigned slot, metrics::SlotState state, pid_t pid);
     void sample_metrics();
     void count_buckets(std::span<const std::uint32_t> table);
+    // The control socket's commands (master/control.hpp).
+    void add_control_commands();
+    ControlReply status_command() const;
+    // `workers N`: grows or shrinks the pool to slots 0..N-1 and brings drained ones back.
+    ControlReply resize(unsigned n);
+    void remove_slot(unsigned slot);
 
     Options opts_;
     std::unique_ptr<InstanceLock> lock_;
@@ -72,13 +82,15 @@ class Supervisor {
     std::optional<app::HostState> host_;
     std::optional<metrics::Region> metrics_;  // the host's counters (metrics/metrics.hpp)
     Clock::time_point next_sample_{};
-    std::vector<Slot> slots_;
+    std::vector<Slot> slots_;  // --max-workers of them; slots 0..pool_-1 are in the pool
+    unsigned pool_ = 0;
     std::vector<int> cpus_;
     DropSpec drop_;  // who the workers become (planned once, applied by each worker)
     UniqueFd signal_fd_;
     bool stopping_ = false;
     UniqueFd ready_read_, ready_write_;  // workers write (slot, pid) here once they accept
     bool notified_ready_ = false;
+    std::unique_ptr<ControlServer> control_;  // <run-dir>/<port>.ctl (steerchat ctl)
 };
 
 }  // namespace steerchat::master

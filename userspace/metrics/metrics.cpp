@@ -55,6 +55,10 @@ std::string_view state_name(SlotState s) noexcept {
             return "respawning";
         case SlotState::drained:
             return "drained";
+        case SlotState::stopping:
+            return "stopping";
+        case SlotState::removed:
+            return "removed";
     }
     return "unknown";
 }
@@ -232,17 +236,18 @@ void append_host_metrics(std::string& out, const Region& region) {
              fmt::format("version=\"{}\",revision=\"{}\"", host.version, host.revision),
              std::uint64_t{1});
 
-    std::vector<unsigned> used;  // slots that ever had a worker
+    std::vector<unsigned> used;  // slots in the pool, or leaving it
     for (unsigned i = 0; i < region.max_slots(); ++i)
-        if (static_cast<SlotState>(region.info(i).state.load()) != SlotState::empty)
+        if (const auto st = static_cast<SlotState>(region.info(i).state.load());
+            st != SlotState::empty && st != SlotState::removed)
             used.push_back(i);
     t.family("steerchat_worker_state", "gauge",
-             "1 for the state each slot is in (starting, serving, respawning, drained); written "
-             "by the master.");
+             "1 for the state each slot is in (starting, serving, respawning, drained, stopping: "
+             "removed from the pool, its worker closing); written by the master.");
     for (unsigned i : used) {
         const auto st = static_cast<SlotState>(region.info(i).state.load());
-        for (auto s :
-             {SlotState::starting, SlotState::serving, SlotState::respawning, SlotState::drained})
+        for (auto s : {SlotState::starting, SlotState::serving, SlotState::respawning,
+                       SlotState::drained, SlotState::stopping})
             t.sample("steerchat_worker_state", i, Text::label_pair("state", state_name(s)),
                      std::uint64_t{st == s});
     }

@@ -111,7 +111,17 @@ struct LatencyHistogram {
 // CLOCK_MONOTONIC in ns (the same clock in every process of the host).
 std::uint64_t monotonic_ns() noexcept;
 
-enum class SlotState : std::uint64_t { empty = 0, starting, serving, respawning, drained };
+// empty: never had a worker; stopping: removed from the pool (ctl workers N), its worker still
+// closing its connections; removed: out of the pool, no worker.
+enum class SlotState : std::uint64_t {
+    empty = 0,
+    starting,
+    serving,
+    respawning,
+    drained,
+    stopping,
+    removed
+};
 std::string_view state_name(SlotState s) noexcept;
 
 // Written by the master only.

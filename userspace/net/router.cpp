@@ -64,7 +64,7 @@ std::string host_healthz_body(Worker& w) {
         if (region) {
             const auto& info = region->info(i);
             const auto st = static_cast<metrics::SlotState>(info.state.load());
-            if (st == metrics::SlotState::empty) continue;
+            if (st == metrics::SlotState::empty || st == metrics::SlotState::removed) continue;
             state = metrics::state_name(st);
             pid = info.pid.load();
             slot_restarts = info.restarts.load();

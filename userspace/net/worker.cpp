@@ -128,6 +128,12 @@ int Worker::run() {
 void Worker::accept() {
     acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
         if (stopping_) return;
+        if (ec == asio::error::invalid_argument) {
+            // The master shut this slot's listener down (the slot is drained or removed from
+            // the pool; its queue migrated to the other workers): nothing more to accept.
+            log::info("the listener was shut down by the master; no longer accepting");
+            return;
+        }
         if (ec) {
             ++stats_->accept_errors;
             if (ec != asio::error::connection_aborted) {

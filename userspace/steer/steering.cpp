@@ -46,9 +46,9 @@ int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
 
 [[noreturn]] void fail_privilege(const char* what, int err) {
     throw SteerError(fmt::format(
-        "{}: {}. Loading the BPF steering program needs CAP_BPF and CAP_NET_ADMIN (or "
-        "CAP_SYS_ADMIN): run steerchat as root, or grant them with `setcap "
-        "cap_bpf,cap_net_admin,cap_sys_admin+ep build/steerchat`; or start with "
+        "{}: {}. Loading the BPF steering program needs CAP_BPF (or CAP_SYS_ADMIN on "
+        "kernels before 5.8): run steerchat as root, or under systemd with the installed unit "
+        "(CapabilityBoundingSet=CAP_BPF ...; docs/operations.md); or start with "
         "--steering kernel for plain SO_REUSEPORT (balanced, but not sticky per client IP)",
         what, errno_text(err)));
 }
@@ -91,14 +91,24 @@ Steering::Steering(const SteerConfig& cfg) : cfg_(cfg) {
             "(sk_reuseport/migrate); see the libbpf messages above for the verifier's reason",
             errno_text(err)));
     }
+    set_nslots(cfg.nslots);
+}
+
+void Steering::set_nslots(std::uint32_t n) {
+    if (n == 0 || n > STEER_MAX_SLOTS)
+        throw SteerError(
+            fmt::format("steering: {} worker slots requested; between 1 and {} are "
+                        "supported",
+                        n, STEER_MAX_SLOTS));
     steer_config c{};
-    c.seed = cfg.seed;
-    c.nslots = cfg.nslots;
-    c.flags = cfg.v6_prefix64 ? STEER_F_V6_PREFIX64 : 0;
+    c.seed = cfg_.seed;
+    c.nslots = n;
+    c.flags = cfg_.v6_prefix64 ? STEER_F_V6_PREFIX64 : 0;
     std::uint32_t zero = 0;
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.config), &zero, &c, BPF_ANY) != 0)
         throw SteerError(
             fmt::format("writing the steering config map failed: {}", errno_text(errno)));
+    cfg_.nslots = n;
 }
 
 Steering::~Steering() {

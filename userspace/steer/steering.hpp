@@ -54,6 +54,8 @@ class Steering {
     void set_socket(std::uint32_t slot, int listen_fd);
     // Empties a slot (the socket itself stays open; shut it down to drain its queue).
     void clear_socket(std::uint32_t slot);
+    // Sets the slots in use, 0..n-1 (the program's fallback scan wraps within them).
+    void set_nslots(std::uint32_t n);
     // Writes the whole bucket table (STEER_BUCKETS entries of slot ids).
     void set_buckets(std::span<const std::uint32_t> table);
     std::vector<std::uint32_t> buckets() const;

@@ -52,6 +52,24 @@ TEST(Options, AllSet) {
     EXPECT_FALSE(r.options->pin_cpus);
 }
 
+// --max-workers sizes the shared parts for `steerchat ctl workers N`: at least --workers, at most
+// the BPF's STEER_MAX_SLOTS (128); by default 4 x the online CPUs within those bounds.
+TEST(Options, MaxWorkers) {
+    auto d = parse({"--workers", "3"});
+    ASSERT_TRUE(d.options) << d.message;
+    EXPECT_GE(d.options->max_workers, 3u);
+    EXPECT_LE(d.options->max_workers, 128u);
+    auto big = parse({"--workers", "128"});
+    ASSERT_TRUE(big.options) << big.message;
+    EXPECT_EQ(big.options->max_workers, 128u);
+    auto set = parse({"--workers", "2", "--max-workers", "6"});
+    ASSERT_TRUE(set.options) << set.message;
+    EXPECT_EQ(set.options->workers, 2u);
+    EXPECT_EQ(set.options->max_workers, 6u);
+    expect_error({"--workers", "4", "--max-workers", "3"}, "--max-workers 3 is out of range");
+    expect_error({"--workers", "4", "--max-workers", "129"}, "--max-workers 129 is out of range");
+}
+
 TEST(Options, WebSocketLimits) {
     auto r = parse({"--ws-max-message", "4096", "--ws-ping-interval-ms", "500",
                     "--ws-ping-timeout-ms", "300"});
