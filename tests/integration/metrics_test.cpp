@@ -151,7 +151,7 @@ std::int64_t pid_of(const boost::json::object& view, int slot) {
 }  // namespace
 
 TEST(Metrics, OneScrapeShowsEveryWorkerCurrentAndPassesPromtool) {
-    Server srv(18401, {"--workers", "2", "--seed", "0x5eed0001"});
+    Server srv(18501, {"--workers", "2", "--seed", "0x5eed0001"});
     ASSERT_TRUE(srv.wait_ready(2)) << srv.log();
     auto at = address_per_worker(srv.port(), 2);
     ASSERT_EQ(at.size(), 2u);
@@ -229,7 +229,7 @@ TEST(Metrics, OneScrapeShowsEveryWorkerCurrentAndPassesPromtool) {
 }
 
 TEST(Metrics, HostHealthzFollowsAKilledRespawnedAndDrainedWorker) {
-    Server srv(18402, {"--workers", "2", "--seed", "0x5eed0001", "--respawn-delay-ms", "800",
+    Server srv(18502, {"--workers", "2", "--seed", "0x5eed0001", "--respawn-delay-ms", "800",
                        "--max-restarts", "2", "--restart-window", "60"});
     ASSERT_TRUE(srv.wait_ready(2)) << srv.log();
     auto at = address_per_worker(srv.port(), 2);
@@ -287,4 +287,48 @@ TEST(Metrics, HostHealthzFollowsAKilledRespawnedAndDrainedWorker) {
     EXPECT_EQ(value(m, "steerchat_worker_restarts_total{worker=\"1\"}"), 2);
     EXPECT_EQ(value(m, "steerchat_http_requests_total{worker=\"1\"}"), -1)
         << "a drained worker's series are gone";
+}
+
+TEST(Metrics, ASlotAddedOrRemovedByAResizeComesAndGoesInTheHostView) {
+    // Blocks for --max-workers slots; the pool starts at 2.
+    Server srv(18503, {"--workers", "2", "--max-workers", "3", "--seed", "0x5eed0001"});
+    ASSERT_TRUE(srv.wait_ready(2)) << srv.log();
+    const std::string ip0 = address_per_worker(srv.port(), 2)[0];
+    auto view = host_view(ip0, srv.port());
+    ASSERT_FALSE(view.empty());
+    EXPECT_EQ(slot_of(view, 2), nullptr) << "a slot without a worker is not listed";
+    auto m = scrape(ip0, srv.port());
+    EXPECT_EQ(value(m, "steerchat_http_requests_total{worker=\"2\"}"), -1);
+
+    auto ctl = [&](const std::string& args) {
+        return run_command(server_binary() + " ctl --port " + std::to_string(srv.port()) + " " +
+                           args);
+    };
+    auto [rc, out] = ctl("workers 3");
+    ASSERT_EQ(rc, 0) << out << srv.log();
+    view = wait_slot(
+        ip0, srv.port(), 2, [](const auto& s) { return s.at("state").as_string() == "serving"; },
+        5s);
+    EXPECT_EQ(state_of(view, 2), "serving") << boost::json::serialize(view);
+    EXPECT_EQ(view.at("total").as_object().at("serving").to_number<int>(), 3);
+    m = scrape(ip0, srv.port());
+    EXPECT_GE(value(m, "steerchat_http_requests_total{worker=\"2\"}"), 0) << "its series appear";
+    EXPECT_EQ(value(m, "steerchat_steer_buckets{worker=\"0\"}") +
+                  value(m, "steerchat_steer_buckets{worker=\"1\"}") +
+                  value(m, "steerchat_steer_buckets{worker=\"2\"}"),
+              65537);
+
+    std::tie(rc, out) = ctl("workers 2");
+    ASSERT_EQ(rc, 0) << out << srv.log();
+    view = host_view(ip0, srv.port());
+    for (int i = 0; i < 250 && slot_of(view, 2) != nullptr; ++i) {
+        std::this_thread::sleep_for(20ms);
+        view = host_view(ip0, srv.port());
+    }
+    EXPECT_EQ(slot_of(view, 2), nullptr) << "a removed slot leaves the host view\n"
+                                         << boost::json::serialize(view);
+    m = scrape(ip0, srv.port());
+    EXPECT_EQ(value(m, "steerchat_http_requests_total{worker=\"2\"}"), -1);
+    EXPECT_EQ(value(m, "steerchat_worker_restarts_total{worker=\"2\"}"), -1);
+    EXPECT_EQ(value(m, "steerchat_steer_buckets{worker=\"2\"}"), -1);
 }
