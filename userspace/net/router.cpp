@@ -55,8 +55,10 @@ std::string host_healthz_body(Worker& w) {
             if (s == slot) return p;
         return nullptr;
     };
-    const unsigned n = region ? region->max_slots() : 1;
-    for (unsigned i = 0; i < n; ++i) {
+    // Without the shared mapping (in-process tests) only this worker is known.
+    const unsigned first = region ? 0 : w.config().slot;
+    const unsigned end = region ? region->max_slots() : first + 1;
+    for (unsigned i = first; i < end; ++i) {
         boost::json::object slot;
         slot["slot"] = i;
         std::string_view state = "serving";
