@@ -17,9 +17,10 @@
 #include <cerrno>
 #include <charconv>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <span>
+#include <sstream>
 #include <stdexcept>
 
 #include <fmt/core.h>
@@ -218,27 +219,27 @@ void Supervisor::sample_metrics() {
         const pid_t pid = slots_[i].pid;
         if (pid <= 0) continue;
         metrics::SlotInfo& info = metrics_->info(i);
-        // /proc/<pid>/stat: utime and stime are fields 14 and 15, after the ")" ending the name.
-        if (std::FILE* f = std::fopen(fmt::format("/proc/{}/stat", pid).c_str(), "r")) {
-            char buf[1024];
-            const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-            std::fclose(f);
-            buf[n] = '\0';
-            if (const char* p = std::strrchr(buf, ')')) {
+        // /proc/<pid>/stat: utime and stime are fields 14 and 15, counted from the ")" that
+        // ends the command name (which may hold spaces): the 12th and 13th after it.
+        std::ifstream stat(fmt::format("/proc/{}/stat", pid));
+        std::string line;
+        if (std::getline(stat, line) && ticks > 0) {
+            if (const auto close = line.rfind(')'); close != std::string::npos) {
+                std::istringstream fields(line.substr(close + 1));
+                std::string skip;
                 unsigned long long utime = 0, stime = 0;
-                if (std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
-                                &utime, &stime) == 2 &&
-                    ticks > 0)
+                for (int k = 0; k < 11; ++k)
+                    fields >> skip;
+                if (fields >> utime >> stime)
                     info.cpu_ns = (utime + stime) *
                                   (1'000'000'000ULL / static_cast<unsigned long long>(ticks));
             }
         }
-        if (std::FILE* f = std::fopen(fmt::format("/proc/{}/statm", pid).c_str(), "r")) {
-            unsigned long long size = 0, resident = 0;
-            if (std::fscanf(f, "%llu %llu", &size, &resident) == 2)
-                info.rss_bytes = resident * static_cast<unsigned long long>(page);
-            std::fclose(f);
-        }
+        // /proc/<pid>/statm: size, resident (pages).
+        std::ifstream statm(fmt::format("/proc/{}/statm", pid));
+        unsigned long long size = 0, resident = 0;
+        if (statm >> size >> resident && page > 0)
+            info.rss_bytes = resident * static_cast<unsigned long long>(page);
     }
     if (steering_) {
         try {
