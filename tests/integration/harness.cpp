@@ -152,13 +152,14 @@ std::optional<Health> healthz(const std::string& src, std::uint16_t port,
 }
 
 Server::Server(std::uint16_t port, std::vector<std::string> extra_args,
-               std::vector<std::string> wrapper)
+               std::vector<std::string> wrapper, bool port_flag)
     : port_(port) {
     log_path_ =
         std::filesystem::temp_directory_path() /
         ("steerchat-itest-" + std::to_string(::getpid()) + "-" + std::to_string(port) + ".log");
     std::vector<std::string> args = std::move(wrapper);
-    args.insert(args.end(), {server_binary(), "--port", std::to_string(port)});
+    args.push_back(server_binary());
+    if (port_flag) args.insert(args.end(), {"--port", std::to_string(port)});
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     pid_ = ::fork();
     if (pid_ == 0) {

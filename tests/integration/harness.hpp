@@ -53,8 +53,10 @@ bool has_sanitizer_report(const std::string& log);
 class Server {
   public:
     // `wrapper` runs the binary (e.g. {"setpriv", "--reuid=65534", ...}); empty: run it directly.
+    // `port_flag` false: no --port on the command line (the config file among `extra_args`
+    // names `port`).
     Server(std::uint16_t port, std::vector<std::string> extra_args,
-           std::vector<std::string> wrapper = {});
+           std::vector<std::string> wrapper = {}, bool port_flag = true);
     // SIGKILLs the whole process group if still running. Fails the current test if the server
     // (the master or any worker, over its whole life) wrote a sanitizer report: a worker that
     // dies of one is respawned and the test might not notice otherwise.

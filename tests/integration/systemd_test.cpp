@@ -12,6 +12,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -172,6 +173,35 @@ TEST(Systemd, ReadyOnlyOnceEveryWorkerAcceptsAndStoppingOnSigterm) {
     auto st = srv.wait_exit(10s);
     ASSERT_TRUE(st) << srv.log();
     EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << srv.log();
+}
+
+// A reload (SIGHUP) is RELOADING=1 with MONOTONIC_USEC (what systemd >= 253 matches a reload
+// with; 252 ignores the field), then READY=1 once every worker has been handed the options; a
+// failed reload too (the service keeps running on its old configuration).
+TEST(Systemd, ReloadIsReloadingThenReady) {
+    NotifySocket notify;
+    ASSERT_TRUE(notify.ok()) << std::strerror(errno);
+    Server srv(18343, {"--workers", "2"}, {"env", "NOTIFY_SOCKET=" + notify.path()});
+    std::vector<NotifySocket::Message> seen;
+    ASSERT_TRUE(notify.wait_for("READY=1", 20s, seen)) << all_text(seen) << srv.log();
+    seen.clear();
+    timespec before{};
+    ::clock_gettime(CLOCK_MONOTONIC, &before);
+    srv.signal(SIGHUP);
+    auto reloading = notify.wait_for("RELOADING=1", 5s, seen);
+    ASSERT_TRUE(reloading) << all_text(seen) << srv.log();
+    EXPECT_EQ(reloading->pid, srv.pid());
+    const auto at = reloading->text.find("MONOTONIC_USEC=");
+    ASSERT_NE(at, std::string::npos) << reloading->text;
+    const auto usec = std::stoull(reloading->text.substr(at + 15));
+    const auto before_usec = static_cast<unsigned long long>(before.tv_sec) * 1000000ULL +
+                             static_cast<unsigned long long>(before.tv_nsec) / 1000ULL;
+    EXPECT_GE(usec, before_usec);
+    EXPECT_LT(usec, before_usec + 5000000ULL);
+    ASSERT_TRUE(notify.wait_for("READY=1", 5s, seen)) << all_text(seen) << srv.log();
+    EXPECT_NE(srv.log().find("reloaded the command line (no --config file): changed nothing"),
+              std::string::npos)
+        << srv.log();
 }
 
 // A worker that dies leaves READY as it was (the service stays up) and STATUS= says so.

@@ -1,8 +1,11 @@
 #include "app/launch.hpp"
 
 #include <fmt/core.h>
+#include <boost/json.hpp>
 
 #include <exception>
+#include <limits>
+#include <type_traits>
 #include <utility>
 
 #include "app/worker_app.hpp"
@@ -42,6 +45,171 @@ std::string check_edge_limits(WorkerOptions& o, bool max_conns_per_worker_given,
         if (v < 100 || v > 3'600'000)
             return fmt::format("{} {} is out of range (100 to 3600000 ms)", name, v);
     return {};
+}
+
+namespace {
+
+// Every field of WorkerOptions with its name, for serialize and parse_config_update (a field
+// missing here would not reach a running worker on reload: launch_test's round trip sets every
+// field).
+template <class Options, class F>
+void for_each_field(Options& o, F&& f) {
+    f("allowed_origins", o.allowed_origins);
+    f("ws_max_message", o.ws_max_message);
+    f("ws_max_queued", o.ws_max_queued);
+    f("ws_ping_interval_ms", o.ws_ping_interval_ms);
+    f("ws_ping_timeout_ms", o.ws_ping_timeout_ms);
+    f("ws_cork", o.ws_cork);
+    f("encode_once", o.encode_once);
+    f("socketio_path", o.socketio_path);
+    f("eio_ping_interval_ms", o.eio_ping_interval_ms);
+    f("eio_ping_timeout_ms", o.eio_ping_timeout_ms);
+    f("eio_max_payload", o.eio_max_payload);
+    f("eio3", o.eio3);
+    f("cors_origins", o.cors_origins);
+    f("sio_namespaces", o.sio_namespaces);
+    f("sio_connect_timeout_ms", o.sio_connect_timeout_ms);
+    f("protocol_test", o.protocol_test);
+    f("ipv6_prefix64", o.ipv6_prefix64);
+    f("max_conns_per_ip", o.max_conns_per_ip);
+    f("max_conns_per_worker", o.max_conns_per_worker);
+    f("http_max_header_bytes", o.http_max_header_bytes);
+    f("http_first_byte_timeout_ms", o.http_first_byte_timeout_ms);
+    f("http_keepalive_timeout_ms", o.http_keepalive_timeout_ms);
+    f("http_header_timeout_ms", o.http_header_timeout_ms);
+    f("http_body_timeout_ms", o.http_body_timeout_ms);
+    f("eio_max_sessions_per_ip", o.eio_max_sessions_per_ip);
+    f("eio_first_poll_timeout_ms", o.eio_first_poll_timeout_ms);
+    f("eio_max_queued", o.eio_max_queued);
+    f("eio_max_queued_total", o.eio_max_queued_total);
+    f("chat_rate", o.chat_rate);
+    f("chat_burst", o.chat_burst);
+    f("chat_rate_close_after", o.chat_rate_close_after);
+    f("chat_max_rooms", o.chat_max_rooms);
+    f("chat_typing_rate", o.chat_typing_rate);
+    f("chat_typing_burst", o.chat_typing_burst);
+    f("log_level", o.log_level);
+    f("log_format", o.log_format);
+}
+
+std::string_view format_name(log::Format f) {
+    return f == log::Format::json ? "json" : "text";
+}
+
+boost::json::value to_json(const std::vector<std::string>& v) {
+    boost::json::array a;
+    for (const auto& s : v)
+        a.emplace_back(s);
+    return a;
+}
+boost::json::value to_json(const std::string& v) {
+    return boost::json::string(v);
+}
+boost::json::value to_json(bool v) {
+    return v;
+}
+boost::json::value to_json(double v) {
+    return v;
+}
+boost::json::value to_json(log::Level v) {
+    return boost::json::string(log::level_name(v));
+}
+boost::json::value to_json(log::Format v) {
+    return boost::json::string(format_name(v));
+}
+template <class T>
+std::enable_if_t<std::is_unsigned_v<T>, boost::json::value> to_json(T v) {
+    return static_cast<std::uint64_t>(v);
+}
+
+// Each returns false if `v` does not hold a T.
+bool from_json(const boost::json::value& v, std::vector<std::string>& out) {
+    const auto* a = v.if_array();
+    if (!a) return false;
+    out.clear();
+    for (const auto& e : *a) {
+        if (!e.is_string()) return false;
+        out.emplace_back(e.get_string());
+    }
+    return true;
+}
+bool from_json(const boost::json::value& v, std::string& out) {
+    if (!v.is_string()) return false;
+    out = v.get_string();
+    return true;
+}
+bool from_json(const boost::json::value& v, bool& out) {
+    if (!v.is_bool()) return false;
+    out = v.get_bool();
+    return true;
+}
+bool from_json(const boost::json::value& v, double& out) {
+    if (!v.is_number()) return false;
+    out = v.to_number<double>();
+    return true;
+}
+bool from_json(const boost::json::value& v, log::Level& out) {
+    if (!v.is_string()) return false;
+    auto level = log::parse_level(v.get_string());
+    if (level) out = *level;
+    return level.has_value();
+}
+bool from_json(const boost::json::value& v, log::Format& out) {
+    if (!v.is_string()) return false;
+    auto format = log::parse_format(v.get_string());
+    if (format) out = *format;
+    return format.has_value();
+}
+template <class T>
+std::enable_if_t<std::is_unsigned_v<T>, bool> from_json(const boost::json::value& v, T& out) {
+    const auto* n = v.if_uint64();
+    const auto* i = v.if_int64();
+    if (!n && !(i && *i >= 0)) return false;
+    const std::uint64_t x = n ? *n : static_cast<std::uint64_t>(*i);
+    if (x > std::numeric_limits<T>::max()) return false;
+    out = static_cast<T>(x);
+    return true;
+}
+
+}  // namespace
+
+std::string serialize(const ConfigUpdate& update) {
+    boost::json::object options;
+    for_each_field(update.options,
+                   [&](const char* name, const auto& field) { options[name] = to_json(field); });
+    boost::json::object msg;
+    msg["options"] = std::move(options);
+    msg["reloads_ok"] = update.reloads.ok;
+    msg["reloads_failed"] = update.reloads.failed;
+    return boost::json::serialize(msg);
+}
+
+std::optional<ConfigUpdate> parse_config_update(std::string_view text, std::string& error) {
+    error.clear();
+    boost::system::error_code ec;
+    const auto value = boost::json::parse(text, ec);
+    const auto* msg = ec ? nullptr : value.if_object();
+    const auto* options =
+        msg && msg->contains("options") ? msg->at("options").if_object() : nullptr;
+    if (!options) {
+        error = "not a JSON object with \"options\"";
+        return std::nullopt;
+    }
+    ConfigUpdate update;
+    for_each_field(update.options, [&](const char* name, auto& field) {
+        if (!error.empty()) return;
+        const auto* v = options->if_contains(name);
+        if (!v || !from_json(*v, field))
+            error = fmt::format("option {} missing or malformed", name);
+    });
+    for (auto [name, field] : {std::pair{"reloads_ok", &update.reloads.ok},
+                               std::pair{"reloads_failed", &update.reloads.failed}}) {
+        const auto* v = msg->if_contains(name);
+        if (error.empty() && (!v || !from_json(*v, *field)))
+            error = fmt::format("{} missing or malformed", name);
+    }
+    if (!error.empty()) return std::nullopt;
+    return update;
 }
 
 struct HostState::Parts {
@@ -128,6 +296,9 @@ void run_worker(const WorkerLaunch& launch) {
     ctx.ring = launch.ring;
     ctx.chat = &launch.host->parts_->chat;
     ctx.ready_fd = launch.ready_fd;
+    ctx.config_fd = launch.config_fd;
+    ctx.options = *launch.options;
+    ctx.reloads = launch.reloads;
     ctx.metrics = launch.metrics;
     run_worker(ctx);
 }

@@ -10,11 +10,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "metrics/metrics.hpp"
 #include "ring/ring.hpp"
+#include "util/log.hpp"
 
 namespace steerchat::app {
 
@@ -63,7 +66,31 @@ struct WorkerOptions {
     unsigned chat_max_rooms = 100;        // per user; 0: no limit
     double chat_typing_rate = 2;          // typing events/s per user; 0: no limit
     unsigned chat_typing_burst = 5;
+    // Logging (every process: the master's own and its workers')
+    log::Level log_level = log::Level::info;
+    log::Format log_format = log::Format::text;
+
+    bool operator==(const WorkerOptions&) const = default;
 };
+
+// The master's reload counters (SIGHUP), shown on every worker's /metrics.
+struct ReloadCounts {
+    std::uint64_t ok = 0;      // configurations re-read and handed to the workers
+    std::uint64_t failed = 0;  // re-reads refused (the old configuration kept)
+    bool operator==(const ReloadCounts&) const = default;
+};
+
+// A configuration update the master sends a running worker on reload (SIGHUP): the whole new
+// WorkerOptions and the reload counters, as one message (JSON) on the worker's config channel
+// (WorkerLaunch::config_fd, a SOCK_SEQPACKET socketpair: one send, one message).
+struct ConfigUpdate {
+    WorkerOptions options;
+    ReloadCounts reloads;
+    bool operator==(const ConfigUpdate&) const = default;
+};
+std::string serialize(const ConfigUpdate& update);
+// nullopt if `text` is not a message serialize() made (what is wrong goes to `error`).
+std::optional<ConfigUpdate> parse_config_update(std::string_view text, std::string& error);
 
 // The descriptors a worker keeps free beside its connections (listener, ring, eventfds, ...).
 std::size_t fd_headroom() noexcept;
@@ -106,6 +133,10 @@ struct WorkerLaunch {
     HostState* host = nullptr;     // the host-wide state (inherited mapping)
     const WorkerOptions* options = nullptr;
     int ready_fd = -1;  // the worker writes (slot, pid) here once it accepts (master's readiness)
+    // The worker's end of its config channel (a SOCK_SEQPACKET socketpair made at spawn; the
+    // master keeps the other end): ConfigUpdate messages on reload. -1: none.
+    int config_fd = -1;
+    ReloadCounts reloads;                // the master's counters at spawn
     metrics::Region* metrics = nullptr;  // the host's metrics (inherited mapping; block `slot`)
 };
 

@@ -1,13 +1,17 @@
 #include "app/worker_app.hpp"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <cerrno>
 #include <cstdint>
 #include <exception>
 #include <optional>
 #include <utility>
 
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 
 #include "chat/chat.hpp"
@@ -173,6 +177,122 @@ chat::Hub& WorkerApp::hub() noexcept {
     return parts_->hub;
 }
 
+void WorkerApp::update(const AppOptions& options) {
+    Parts& p = *parts_;
+    p.hub.set_limits(options.chat_limits);
+    // The protocol test suites' servers keep the options the suites expect.
+    if (p.sio_server) {
+        p.sio_server->engine().update_options(options.engine);
+        p.sio_server->update_options(options.socketio);
+    }
+}
+
+void apply_update(net::Worker& worker, WorkerApp& app, const WorkerOptions& options,
+                  unsigned nslots) {
+    log::configure(options.log_level, options.log_format);
+    WorkerContext fresh = worker_context(options, nslots);
+    worker.update_limits(worker_config(fresh));
+    app.update(fresh.app);
+}
+
+namespace {
+
+// What a worker knows of reloads, in its slot block (every worker renders every worker's): the
+// master's counters as of the last update it received, and the updates it applied.
+struct ReloadStats {
+    metrics::Counter ok;
+    metrics::Counter failed;
+    metrics::Counter applied;
+};
+
+// The worker's end of its config channel: reads the master's ConfigUpdate messages (one per
+// reload; SOCK_SEQPACKET keeps them whole) from the event loop and applies them.
+class ConfigChannel {
+  public:
+    ConfigChannel(net::Worker& worker, WorkerApp& app, const WorkerContext& ctx)
+        : worker_(worker),
+          app_(app),
+          nslots_(ctx.nslots),
+          options_(ctx.options),
+          reloads_(ctx.reloads),
+          stats_(&worker.metrics()),
+          fd_(worker.io(), ctx.config_fd) {
+        stats_->ok = reloads_.ok;
+        stats_->failed = reloads_.failed;
+        worker.add_metrics_source([this](std::string& out) {
+            const auto peers = worker_.metrics().peers(*stats_);
+            metrics::Text t(out);
+            t.per_worker("steerchat_config_reloads_total", "counter",
+                         "Reloads of the configuration (SIGHUP to the master): ok, or failed (the "
+                         "file did not parse; the old configuration kept), as the worker last "
+                         "heard from the master.",
+                         peers, "result",
+                         {{"ok", &ReloadStats::ok}, {"failed", &ReloadStats::failed}});
+            t.per_worker("steerchat_config_updates_applied_total", "counter",
+                         "Configuration updates this worker applied since it started.", peers,
+                         &ReloadStats::applied);
+        });
+        wait();
+    }
+
+  private:
+    void wait() {
+        fd_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                       [this](const boost::system::error_code& ec) {
+                           if (!ec && read()) wait();
+                       });
+    }
+    // False once the master's end is closed.
+    bool read() {
+        for (;;) {
+            iovec iov{buffer_.data(), buffer_.size()};
+            msghdr msg{};
+            msg.msg_iov = &iov;
+            msg.msg_iovlen = 1;
+            const ssize_t n = ::recvmsg(fd_.native_handle(), &msg, MSG_DONTWAIT);
+            if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+            if (n == 0) return false;
+            if (msg.msg_flags & MSG_TRUNC) {
+                log::error("configuration update larger than {} bytes: ignored", buffer_.size());
+                continue;
+            }
+            std::string error;
+            auto update = parse_config_update(
+                std::string_view(buffer_.data(), static_cast<std::size_t>(n)), error);
+            if (!update) {
+                log::error("configuration update from the master is malformed ({}): ignored",
+                           error);
+                continue;
+            }
+            reloads_ = update->reloads;
+            stats_->ok = reloads_.ok;
+            stats_->failed = reloads_.failed;
+            // A failed reload sends the running options again (with the new counters).
+            if (update->options == options_) continue;
+            try {
+                apply_update(worker_, app_, update->options, nslots_);
+            } catch (const std::exception& e) {
+                log::error("applying a configuration update failed: {}", e.what());
+                continue;
+            }
+            options_ = update->options;
+            ++stats_->applied;
+            log::info("applied the reloaded configuration (reload {})", reloads_.ok);
+        }
+    }
+
+    net::Worker& worker_;
+    WorkerApp& app_;
+    unsigned nslots_;
+    WorkerOptions options_;  // applied last
+    ReloadCounts reloads_;
+    metrics::Cell<ReloadStats> stats_;          // in the worker's slot block
+    boost::asio::posix::stream_descriptor fd_;  // owns the descriptor
+    std::array<char, 1 << 16> buffer_{};
+};
+
+}  // namespace
+
 net::WorkerConfig worker_config(const WorkerContext& ctx) {
     net::WorkerConfig cfg = ctx.net;
     cfg.slot = ctx.slot;
@@ -188,6 +308,8 @@ void run_worker(const WorkerContext& ctx) {
     try {
         net::Worker worker(worker_config(ctx));
         WorkerApp app(worker, *ctx.ring, *ctx.chat, ctx.app);
+        std::optional<ConfigChannel> config;
+        if (ctx.config_fd >= 0) config.emplace(worker, app, ctx);
         if (ctx.ready_fd >= 0)
             boost::asio::post(worker.io(), [fd = ctx.ready_fd, slot = ctx.slot] {
                 const std::int32_t msg[2] = {static_cast<std::int32_t>(slot),

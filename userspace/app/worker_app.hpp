@@ -53,6 +53,11 @@ struct WorkerContext {
     // (two int32) that tell the master this worker serves (its READY=1 to systemd waits for every
     // slot); then closed. -1: none.
     int ready_fd = -1;
+    // The config channel (launch.hpp, ConfigUpdate): read from the event loop, each update
+    // applied to the parts (apply_update). -1: none.
+    int config_fd = -1;
+    WorkerOptions options;  // what the parts were built from (an update that equals it is a no-op)
+    ReloadCounts reloads;   // shown on /metrics (steerchat_config_reloads_total)
 };
 
 // The options part of a worker's context: the one place where command-line options become the
@@ -75,11 +80,21 @@ class WorkerApp {
     WorkerApp& operator=(const WorkerApp&) = delete;
 
     chat::Hub& hub() noexcept;
+    // A reload: the chat limits (for every user at once: the next request counts against the
+    // new rate), Engine.IO and Socket.IO options (eio::Server::update_options); namespaces,
+    // encode-once and the protocol-test mode stay as they were built.
+    void update(const AppOptions& options);
 
   private:
     struct Parts;
     std::unique_ptr<Parts> parts_;
 };
+
+// Applies a configuration update (the master's reload) to a running worker and its application:
+// log level and format, Worker::update_limits, WorkerApp::update. What cannot change while
+// running (the master names it and keeps the old value) is ignored here.
+void apply_update(net::Worker& worker, WorkerApp& app, const WorkerOptions& options,
+                  unsigned nslots);
 
 // Builds the worker and its application, serves until SIGTERM/SIGINT and drains, then ends the
 // process with _exit (status 0; 1 if the worker could not start, with the reason logged). It does

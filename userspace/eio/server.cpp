@@ -24,14 +24,7 @@ Server::Server(net::Worker& worker, Options options, Factory factory)
       factory_(std::move(factory)),
       stats_(&worker.metrics()),
       ctx_(std::make_shared<SessionContext>(*this, worker.io(), options_, *stats_)) {
-    ctx_->ws_options = worker_.config().websocket;
-    ctx_->ws_options.max_message_size = std::max<std::size_t>(options_.max_payload, 16);
-    // A page allowed to poll cross-origin (CORS) may also open the WebSocket.
-    if (!options_.cors_origins.empty()) {
-        ctx_->ws_origins = worker_.config().allowed_origins;
-        ctx_->ws_origins.insert(ctx_->ws_origins.end(), options_.cors_origins.begin(),
-                                options_.cors_origins.end());
-    }
+    derive_ws_options();
     ctx_->on_end = [this](Session& s) { forget(s); };
     worker_.add_http_route(options_.path,
                            [this](const std::shared_ptr<net::Exchange>& ex) { handle(ex); });
@@ -39,6 +32,27 @@ Server::Server(net::Worker& worker, Options options, Factory factory)
         stopping_ = true;
         close_all();
     });
+}
+
+void Server::derive_ws_options() {
+    ctx_->ws_options = worker_.config().websocket;
+    ctx_->ws_options.max_message_size = std::max<std::size_t>(options_.max_payload, 16);
+    // A page allowed to poll cross-origin (CORS) may also open the WebSocket.
+    ctx_->ws_origins.clear();
+    if (!options_.cors_origins.empty()) {
+        ctx_->ws_origins = worker_.config().allowed_origins;
+        ctx_->ws_origins.insert(ctx_->ws_origins.end(), options_.cors_origins.begin(),
+                                options_.cors_origins.end());
+    }
+}
+
+void Server::update_options(const Options& options) {
+    const std::string path = options_.path;
+    const bool allow_upgrades = options_.allow_upgrades;
+    options_ = options;  // in place: the sessions' context refers to it
+    options_.path = path;
+    options_.allow_upgrades = allow_upgrades;
+    derive_ws_options();
 }
 
 Server::~Server() {

@@ -67,6 +67,13 @@ class Server {
     Server& operator=(const Server&) = delete;
 
     const Options& options() const noexcept { return options_; }
+    // A reload: takes `options` but its path and allow_upgrades (the route stays). Heartbeat
+    // and max payload apply to sessions opened from now on (a session keeps what its open
+    // packet told the client); the session limit per address, the first-poll deadline and the
+    // origins to new handshakes and upgrades; the queue limits to every session at its next
+    // queued packet. The WebSocket options come again from the worker's (Worker::update_limits
+    // first).
+    void update_options(const Options& options);
     const Stats& stats() const noexcept { return *stats_; }
     Stats& stats() noexcept { return *stats_; }
     std::size_t size() const noexcept { return sessions_.size(); }
@@ -89,6 +96,8 @@ class Server {
     static AddrKey addr_key(const boost::asio::ip::tcp::endpoint& remote);
 
   private:
+    // The WebSocket transport's options and origins, from the worker's and options_.
+    void derive_ws_options();
     void handle(const std::shared_ptr<net::Exchange>& ex);
     void handshake(const std::shared_ptr<net::Exchange>& ex, int protocol, Transport transport);
     // Creates a session, queues its open packet and starts its upper layer (which may close it

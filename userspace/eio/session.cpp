@@ -1,5 +1,6 @@
 #include "eio/session.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <span>
 
@@ -88,6 +89,9 @@ Session::Session(Private, SessionContext& ctx, std::string id, int protocol, Sta
                  boost::asio::ip::tcp::endpoint remote, std::string query, std::string origin,
                  std::shared_ptr<ws::WebSocketConnection> link)
     : ctx_(ctx),
+      ping_interval_(ctx.options.ping_interval),
+      ping_timeout_(ctx.options.ping_timeout),
+      max_payload_(ctx.options.max_payload),
       id_(std::move(id)),
       protocol_(protocol),
       state_(initial),
@@ -116,9 +120,9 @@ std::shared_ptr<Session> Session::create(SessionContext& ctx, std::string id, in
     boost::json::array upgrades;
     if (initial == State::polling && o.allow_upgrades) upgrades.emplace_back("websocket");
     open["upgrades"] = std::move(upgrades);
-    open["pingInterval"] = o.ping_interval.count();
-    open["pingTimeout"] = o.ping_timeout.count();
-    open["maxPayload"] = o.max_payload;
+    open["pingInterval"] = s->ping_interval_.count();
+    open["pingTimeout"] = s->ping_timeout_.count();
+    open["maxPayload"] = s->max_payload_;
     s->queue('0', boost::json::serialize(open), false);
     if (initial == State::polling && o.first_poll_timeout.count() > 0)
         s->arm_deadline(o.first_poll_timeout);
@@ -207,7 +211,7 @@ void Session::on_post(const std::shared_ptr<net::Exchange>& ex) {
     }
     const auto& req = ex->request();
     const std::string& body = req.body();
-    if (body.size() > ctx_.options.max_payload) {
+    if (body.size() > max_payload_) {
         ++ctx_.stats.errors;
         ex->respond(answer(ctx_.options, req, http::status::payload_too_large,
                            R"({"code":3,"message":"Bad request"})", "application/json"));
@@ -249,8 +253,11 @@ void Session::on_upgrade_request(const std::shared_ptr<net::Exchange>& ex) {
             return ex->upgrade(std::make_unique<RefusedTransport>(), &ctx_.ws_options, origins);
     }
     first_poll();  // an upgrade request counts as the first poll
-    ex->upgrade(std::make_unique<WsTransport>(weak_from_this(), protocol_, ctx_.stats),
-                &ctx_.ws_options, origins);
+    // The payload limit this session's open packet told the client, also after a reload.
+    ws::ConnectionOptions options = ctx_.ws_options;
+    options.max_message_size = std::max<std::size_t>(max_payload_, 16);
+    ex->upgrade(std::make_unique<WsTransport>(weak_from_this(), protocol_, ctx_.stats), &options,
+                origins);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -376,15 +383,13 @@ bool Session::on_packet(const Packet& p) {
 // Timers
 
 void Session::arm_heartbeat() {
-    const auto& o = ctx_.options;
     // v4: the pong is due ping_timeout after the ping was due (not after the timer ran late);
     // the next ping ping_interval after the pong. v3: the client's next ping (any packet) is due
     // ping_interval + ping_timeout after its last packet.
     if (protocol_ >= 4 && awaiting_pong_)
-        heartbeat_.expires_at(heartbeat_.expiry() + o.ping_timeout);
+        heartbeat_.expires_at(heartbeat_.expiry() + ping_timeout_);
     else
-        heartbeat_.expires_after(protocol_ >= 4 ? o.ping_interval
-                                                : o.ping_interval + o.ping_timeout);
+        heartbeat_.expires_after(protocol_ >= 4 ? ping_interval_ : ping_interval_ + ping_timeout_);
     heartbeat_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
         if (!ec) self->on_heartbeat();
     });

@@ -217,6 +217,11 @@ class Session final : public std::enable_shared_from_this<Session>, public Trans
     void clear_out();
 
     SessionContext& ctx_;
+    // What the open packet told the client, kept for the session's life (a reload changes the
+    // server's options for new sessions only).
+    std::chrono::milliseconds ping_interval_;
+    std::chrono::milliseconds ping_timeout_;
+    std::size_t max_payload_;
     std::string id_;
     int protocol_;
     State state_;

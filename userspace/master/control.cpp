@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <iostream>
 #include <sstream>
 
@@ -323,6 +324,7 @@ int run_ctl(int argc, const char* const argv[]) {
     unsigned port = 8080;
     std::filesystem::path run_dir = "/run/steerchat";
     unsigned timeout_ms = 10000;
+    std::filesystem::path config;
     std::vector<std::string> command;
     po::options_description desc("Options");
     // clang-format off
@@ -331,6 +333,9 @@ int run_ctl(int argc, const char* const argv[]) {
         ("port,p", po::value(&port)->default_value(port), "the instance's --port")
         ("run-dir", po::value(&run_dir)->default_value(run_dir),
          "the instance's --run-dir (where <port>.ctl is)")
+        ("config,c", po::value(&config),
+         "the instance's --config file: its port and run-dir (the options above, when given, "
+         "override it), as in the systemd unit's ExecReload")
         ("timeout-ms", po::value(&timeout_ms)->default_value(timeout_ms),
          "how long to wait for the answer");
     // clang-format on
@@ -341,7 +346,7 @@ int run_ctl(int argc, const char* const argv[]) {
     po::positional_options_description pos;
     pos.add("command", -1);
     const std::string usage = fmt::format(
-        "usage: steerchat ctl [--port P] [--run-dir DIR] COMMAND [ARG...]\n\n"
+        "usage: steerchat ctl [--port P] [--run-dir DIR] [--config FILE] COMMAND [ARG...]\n\n"
         "Talks to the running steerchat master on port P through its control socket "
         "<run-dir>/<port>.ctl (root only).\n\n"
         "Commands:\n"
@@ -349,6 +354,9 @@ int run_ctl(int argc, const char* const argv[]) {
         "pid\n"
         "  workers N    grow or shrink the pool to N workers (1 to --max-workers); slots below N "
         "that were drained come back\n"
+        "  reload       re-read the configuration file and apply what can change while running "
+        "(as SIGHUP); prints what changed and what needs a restart, fails if the file does not "
+        "parse\n"
         "  help         the commands this master knows\n\n"
         "{}\n"
         "Exit status: 0 done (the answer is printed), 1 failed (the reason on stderr), 2 usage.",
@@ -378,6 +386,29 @@ int run_ctl(int argc, const char* const argv[]) {
     if (command.empty()) {
         std::fprintf(stderr, "steerchat ctl: no command given\n%s\n", usage.c_str());
         return 2;
+    }
+    if (vm.count("config")) {
+        // The instance's port and run-dir from its file, and nothing else: a reload of a file
+        // with a bad value elsewhere still reaches the master, which says what is wrong.
+        std::ifstream in(config);
+        if (!in) {
+            std::fprintf(stderr, "steerchat ctl: cannot read the config file %s: %s\n",
+                         config.c_str(), std::strerror(errno));
+            return 2;
+        }
+        po::options_description keys;
+        keys.add_options()("port", po::value<unsigned>())("run-dir",
+                                                          po::value<std::filesystem::path>());
+        po::variables_map file;
+        try {
+            po::store(po::parse_config_file(in, keys, true), file);
+        } catch (const po::error& e) {
+            std::fprintf(stderr, "steerchat ctl: %s: %s\n", config.c_str(), e.what());
+            return 2;
+        }
+        if (vm["port"].defaulted() && file.count("port")) port = file["port"].as<unsigned>();
+        if (vm["run-dir"].defaulted() && file.count("run-dir"))
+            run_dir = file["run-dir"].as<std::filesystem::path>();
     }
     if (port == 0 || port > 65535) {
         std::fprintf(stderr, "steerchat ctl: --port %u is not a TCP port (1-65535)\n", port);

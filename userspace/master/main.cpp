@@ -2,6 +2,8 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <string>
+#include <vector>
 
 #include <fmt/core.h>
 
@@ -22,7 +24,8 @@ int main(int argc, char** argv) {
     }
     steerchat::log::configure(parsed.options->log_level, parsed.options->log_format);
     try {
-        steerchat::master::Supervisor master(*parsed.options);
+        steerchat::master::Supervisor master(*parsed.options,
+                                             std::vector<std::string>(argv, argv + argc));
         return master.run();
     } catch (const std::exception& e) {
         steerchat::log::error("{}", e.what());

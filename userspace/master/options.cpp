@@ -284,6 +284,16 @@ std::string strip_dashes(std::string name) {
 
 }  // namespace
 
+std::vector<std::string> setting_keys() {
+    Options o;
+    Raw r;
+    std::vector<std::string> keys;
+    const auto desc = setting_options(o, r);
+    for (const auto& opt : desc.options())
+        keys.push_back(opt->long_name());
+    return keys;
+}
+
 std::string example_config() {
     Options o;
     Raw r;
@@ -294,8 +304,11 @@ std::string example_config() {
         "# overrides the one here. Every setting is shown commented out with its default;\n"
         "# switches take true or false; a repeatable setting takes one line per value. An\n"
         "# unknown key or a bad value stops steerchat with exit status 2, naming this file and\n"
-        "# the line. (Generated from steerchat's options; tests/unit/master checks that it is\n"
-        "# current.)\n";
+        "# the line. Reload (systemctl reload steerchat, or SIGHUP) re-reads this file: limits,\n"
+        "# timeouts, origins and logging change at once; port, workers and the other settings\n"
+        "# a running server cannot change are named in the log and need a restart; a file that\n"
+        "# does not parse is logged (file:line) and the running configuration kept.\n"
+        "# (Generated from steerchat's options; tests/unit/master checks that it is current.)\n";
     for (const auto& opt : desc.options()) {
         out += "\n";
         // The description, wrapped at 98 columns.
@@ -469,6 +482,7 @@ ParseResult parse_options(int argc, const char* const argv[]) {
         return bad("--ws-max-queued must be at least a quarter of --ws-max-message");
     if (o.ws_ping_interval_ms == 0 || o.ws_ping_timeout_ms == 0)
         return bad("--ws-ping-interval-ms and --ws-ping-timeout-ms must be positive");
+    o.config = r.config;
     o.pin_cpus = !r.no_cpu_pinning;
     o.ws_cork = !r.ws_no_cork;
     o.encode_once = !r.no_encode_once;

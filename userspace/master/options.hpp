@@ -37,9 +37,9 @@ struct Options : app::WorkerOptions {
     // else nobody; the group: the user's). See master/privileges.hpp.
     std::string user;
     std::string group;
-    bool seccomp = false;  // workers: a syscall allowlist (anything else kills the worker)
-    log::Level log_level = log::Level::info;
-    log::Format log_format = log::Format::text;
+    bool seccomp = false;          // workers: a syscall allowlist (anything else kills the worker)
+    std::filesystem::path config;  // --config FILE (empty: none); re-read on reload (SIGHUP)
+    // log_level, log_format: app::WorkerOptions (the workers log too, and reload changes them)
 
     std::filesystem::path pin_dir() const { return bpffs_dir / std::to_string(port); }
 };
@@ -57,6 +57,10 @@ ParseResult parse_options(int argc, const char* const argv[]);
 // The example config file (packaging/steerchat.conf): every setting commented out with its
 // description and default.
 std::string example_config();
+
+// The long names of the settings (the command line's and the config file's keys), in the order
+// of --help.
+std::vector<std::string> setting_keys();
 
 // The per-host default seed: jhash of /etc/machine-id, or a fixed value without one.
 std::uint32_t default_seed();

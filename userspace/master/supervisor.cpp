@@ -18,6 +18,7 @@
 #include <charconv>
 #include <cstdint>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <span>
 #include <sstream>
@@ -27,6 +28,7 @@
 #include <fmt/format.h>
 
 #include "app/launch.hpp"
+#include "master/reload.hpp"
 #include "master/version.hpp"
 #include "steer/maglev.hpp"
 #include "util/log.hpp"
@@ -82,9 +84,30 @@ void close_all_but(const std::vector<int>& keep) {
         ::close(fd);
 }
 
+// The per-worker connection limit of `o`, lowered to what the open-files soft limit allows.
+void fit_conns_to_open_files(Options& o, bool warn) {
+    // The per-worker connection limit stays below what workers may open (options checked it
+    // against the hard limit; a soft limit that could not be raised is caught here). Each worker
+    // also holds one eventfd per slot of --max-workers (the shared-memory logs' wake-ups).
+    const std::size_t headroom = app::fd_headroom() + o.max_workers;
+    rlimit nofile{};
+    if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
+        o.max_conns_per_worker + headroom > nofile.rlim_cur) {
+        const std::size_t fit =
+            nofile.rlim_cur > 2 * headroom ? nofile.rlim_cur - headroom : nofile.rlim_cur / 2;
+        if (warn)
+            log::warn(
+                "--max-conns-per-worker {} does not fit the open-files limit {} ({} kept free): "
+                "using {}",
+                o.max_conns_per_worker, nofile.rlim_cur, headroom, fit);
+        o.max_conns_per_worker = std::max<std::size_t>(fit, 1);
+    }
+}
+
 }  // namespace
 
-Supervisor::Supervisor(Options opts) : opts_(std::move(opts)) {}
+Supervisor::Supervisor(Options opts, std::vector<std::string> argv)
+    : opts_(std::move(opts)), argv_(std::move(argv)) {}
 
 Supervisor::~Supervisor() = default;
 
@@ -109,20 +132,7 @@ void Supervisor::setup() {
         nofile.rlim_cur = nofile.rlim_max;
         ::setrlimit(RLIMIT_NOFILE, &nofile);
     }
-    // The per-worker connection limit stays below what workers may open (options checked it
-    // against the hard limit; a soft limit that could not be raised is caught here). Each worker
-    // also holds one eventfd per slot of --max-workers (the shared-memory logs' wake-ups).
-    const std::size_t headroom = app::fd_headroom() + opts_.max_workers;
-    if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
-        opts_.max_conns_per_worker + headroom > nofile.rlim_cur) {
-        const std::size_t fit =
-            nofile.rlim_cur > 2 * headroom ? nofile.rlim_cur - headroom : nofile.rlim_cur / 2;
-        log::warn(
-            "--max-conns-per-worker {} does not fit the open-files limit {} ({} kept free): "
-            "using {}",
-            opts_.max_conns_per_worker, nofile.rlim_cur, headroom, fit);
-        opts_.max_conns_per_worker = std::max<std::size_t>(fit, 1);
-    }
+    fit_conns_to_open_files(opts_, true);
     if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < 65536)
         log::warn(
             "open-files limit is {}: each worker holds at most {} connections "
@@ -260,14 +270,29 @@ void Supervisor::spawn(unsigned slot) {
     // The slot has no worker now: its counters start again from zero (a respawned worker's
     // counters reset, its gauges keep nothing of the dead one's).
     metrics_->reset_block(slot);
+    // The config channel: one message per reload, kept whole (SOCK_SEQPACKET). The worker's end
+    // is its own after the fork; the master keeps the other.
+    int channel[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, channel) != 0) {
+        log::error("socketpair for worker {} failed: {}; retrying", slot, std::strerror(errno));
+        s.respawn_at = Clock::now() + std::chrono::milliseconds(opts_.respawn_delay_ms);
+        return;
+    }
+    s.config.reset(channel[0]);
+    worker_config_fd_ = channel[1];
     pid_t pid = ::fork();
     if (pid < 0) {
         log::error("fork for worker {} failed: {}; retrying", slot, std::strerror(errno));
+        ::close(channel[1]);
+        s.config.reset();
         s.respawn_at = Clock::now() + std::chrono::milliseconds(opts_.respawn_delay_ms);
         return;
     }
     if (pid == 0) become_worker(slot);
     set_slot_state(slot, metrics::SlotState::starting, pid);
+    ::close(channel[1]);
+    worker_config_fd_ = -1;
+    ::shutdown(s.config.get(), SHUT_RD);  // the master only writes
     s.pid = pid;
     s.ready = false;
     s.started = Clock::now();
@@ -290,7 +315,7 @@ void Supervisor::become_worker(unsigned slot) {
     }
     // Keep only this slot's listener and the shared-memory logs' fds: no copy of the other
     // listeners, the BPF maps or the lock.
-    std::vector<int> keep{fd, ring_->fd(), ready_write_.get()};
+    std::vector<int> keep{fd, ring_->fd(), ready_write_.get(), worker_config_fd_};
     for (unsigned i = 0; i < ring_->workers(); ++i)
         keep.push_back(ring_->wake_fd(i));
     close_all_but(keep);
@@ -302,7 +327,7 @@ void Supervisor::become_worker(unsigned slot) {
         ::_exit(1);
     }
     app::run_worker(app::WorkerLaunch{slot, pool_, fd, &*ring_, &*host_, &opts_, ready_write_.get(),
-                                      &*metrics_});
+                                      worker_config_fd_, reloads_, &*metrics_});
 }
 
 void Supervisor::reap() {
@@ -319,6 +344,7 @@ void Supervisor::on_worker_exit(unsigned slot, int status) {
     Slot& s = slots_[slot];
     s.pid = -1;
     s.ready = false;
+    s.config.reset();
     if (stopping_) return;
     release_slot_users(slot);
     if (s.removed) {
@@ -406,6 +432,10 @@ void Supervisor::notify_readiness(const std::string& extra) {
 }
 
 void Supervisor::add_control_commands() {
+    control_->add("reload", "reload",
+                  "re-read the configuration file and apply what can change while running (as "
+                  "SIGHUP); answers what changed, or why nothing did",
+                  [this](ControlRequest&) { return reload(); });
     control_->add("status", "status", "the slots: state, pid, buckets",
                   [this](ControlRequest&) { return status_command(); });
     control_->add(
@@ -548,6 +578,95 @@ void Supervisor::remove_slot(unsigned slot) {
     s.ready = false;
 }
 
+ControlReply Supervisor::reload() {
+    const std::string source = opts_.config.empty()
+                                   ? std::string("the command line (no --config file)")
+                                   : opts_.config.string();
+    if (argv_.empty()) {
+        log::info("SIGHUP: started without a command line to re-read; nothing to reload");
+        return ControlReply::failure(
+            "started without a command line to re-read; nothing to reload");
+    }
+    std::string report;  // the reply: what the log says
+    // systemd: reloading until READY=1 (MONOTONIC_USEC is what Type=notify-reload of systemd
+    // 253 and later needs to match the reload to its request; older ones ignore the field).
+    timespec now{};
+    ::clock_gettime(CLOCK_MONOTONIC, &now);
+    const auto usec = static_cast<unsigned long long>(now.tv_sec) * 1'000'000ULL +
+                      static_cast<unsigned long long>(now.tv_nsec) / 1000ULL;
+    // Before READY=1 (start-up), systemd hears nothing of a reload.
+    if (notified_ready_)
+        ::sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading %s", usec,
+                     source.c_str());
+    std::vector<const char*> argv;
+    for (const auto& a : argv_)
+        argv.push_back(a.c_str());
+    auto parsed = parse_options(static_cast<int>(argv.size()), argv.data());
+    if (!parsed.options) {
+        ++reloads_.failed;
+        // The message names the file and line ("steerchat: FILE:LINE: ..."): one log line.
+        std::string why = parsed.message;
+        if (why.starts_with("steerchat: ")) why.erase(0, 11);
+        for (auto& c : why)
+            if (c == '\n') c = ' ';
+        report = fmt::format("reload of {} failed, the running configuration is kept unchanged: {}",
+                             source, why);
+        log::error("{}", report);
+    } else {
+        Options fresh = std::move(*parsed.options);
+        // As at start: the per-worker connection limit fits the open-files limit.
+        fit_conns_to_open_files(fresh, false);
+        // The pool runs with pool_ workers (`steerchat ctl workers N` changes it live).
+        Options running = opts_;
+        running.workers = pool_;
+        ReloadPlan plan = plan_reload(running, fresh);
+        std::string kept;
+        for (const auto& k : plan.kept) {
+            const std::string line = fmt::format(
+                "reload: {} changed from {} to {}: it cannot change while running; kept {} "
+                "until a restart{}",
+                k.key, k.running, k.wanted, k.running,
+                k.key == "workers"
+                    ? fmt::format(" (or resize live: steerchat ctl --port {} workers {})",
+                                  opts_.port, k.wanted)
+                    : "");
+            log::warn("{}", line);
+            report += line + "\n";
+            kept += (kept.empty() ? "" : ", ") + k.key;
+        }
+        ++reloads_.ok;
+        std::string changed;
+        for (const auto& c : plan.changed)
+            changed += (changed.empty() ? "" : ", ") + c;
+        const std::string summary =
+            fmt::format("reloaded {}: changed {}; kept (need a restart): {}", source,
+                        changed.empty() ? "nothing" : changed, kept.empty() ? "nothing" : kept);
+        // Logged at the level before the reload: a quieter new level still shows it happened.
+        log::info("{}", summary);
+        report += summary;
+        plan.next.workers = opts_.workers;  // as started (pool_ is the running size)
+        opts_ = std::move(plan.next);
+        log::configure(opts_.log_level, opts_.log_format);
+    }
+    // Every running worker gets the options (unchanged after a failure: the counters are new);
+    // respawned workers start with opts_.
+    const std::string message = app::serialize(app::ConfigUpdate{opts_, reloads_});
+    for (unsigned i = 0; i < slots_.size(); ++i) {
+        Slot& s = slots_[i];
+        if (s.pid <= 0 || !s.config) continue;
+        if (::send(s.config.get(), message.data(), message.size(), MSG_DONTWAIT | MSG_NOSIGNAL) !=
+            static_cast<ssize_t>(message.size()))
+            log::error(
+                "reload: cannot hand the configuration to worker {} (pid {}): {}; it keeps "
+                "its old one until it is respawned",
+                i, s.pid, std::strerror(errno));
+    }
+    if (notified_ready_) ::sd_notify(0, "READY=1");
+    notify_readiness(parsed.options ? "; configuration reloaded" : "; reload failed");
+    return parsed.options ? ControlReply::success(std::move(report))
+                          : ControlReply::failure(std::move(report));
+}
+
 int Supervisor::shutdown() {
     stopping_ = true;
     control_.reset();  // ctl answers "nobody answers" from now on, not a timeout
@@ -632,7 +751,7 @@ int Supervisor::run() {
                     ::sd_notify(0, "STOPPING=1\nSTATUS=stopping: draining the workers");
                     return shutdown();
                 case SIGHUP:
-                    log::info("SIGHUP: nothing to reload");
+                    reload();
                     break;
                 default:
                     break;

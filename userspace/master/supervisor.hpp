@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "app/launch.hpp"
@@ -28,7 +29,9 @@ namespace steerchat::master {
 
 class Supervisor {
   public:
-    explicit Supervisor(Options opts);
+    // `argv`: the command line the options came from, re-parsed on SIGHUP (reload, with the
+    // --config file it names); empty: SIGHUP has nothing to re-read.
+    explicit Supervisor(Options opts, std::vector<std::string> argv = {});
     ~Supervisor();
     // Runs until SIGTERM/SIGINT (returns 0) or until no slot is left (returns 1).
     int run();
@@ -46,6 +49,7 @@ class Supervisor {
         bool removed = false;  // beyond the pool (never used, or shrunk away by `ctl workers`)
         bool ready = false;    // its worker said it accepts (ready pipe)
         std::optional<Clock::time_point> kill_at;  // removed, stopping: SIGKILL after this
+        UniqueFd config;  // the master's end of the worker's config channel (reload)
     };
 
     void setup();
@@ -56,6 +60,10 @@ class Supervisor {
     void drain(unsigned slot, const std::string& why);
     void release_slot_users(unsigned slot);
     void remap_buckets();
+    // SIGHUP and `ctl reload`: re-reads the command line and the config file; applies what can
+    // change while running (here and in every worker, through its config channel), names what
+    // cannot. The reply says what was done (the same lines as the log), or why nothing was.
+    ControlReply reload();
     int shutdown();
     // systemd notification (sd_notify; nothing without NOTIFY_SOCKET): the workers' readiness
     // messages; READY=1 once every live slot accepts; a STATUS= line (with `extra` appended).
@@ -75,6 +83,9 @@ class Supervisor {
     void remove_slot(unsigned slot);
 
     Options opts_;
+    std::vector<std::string> argv_;  // for reload
+    int worker_config_fd_ = -1;      // spawn -> become_worker: the child's end of its channel
+    app::ReloadCounts reloads_;
     std::unique_ptr<InstanceLock> lock_;
     std::unique_ptr<steer::Steering> steering_;
     // Cross-worker state, created before the first fork and inherited by every worker.

@@ -88,6 +88,24 @@ Worker::Worker(WorkerConfig cfg)
                         [](const Request&) { return std::make_unique<ws::EchoHandler>(); });
 }
 
+void Worker::update_limits(const WorkerConfig& cfg) {
+    connections_.limits().per_address = cfg.limits.per_address;
+    connections_.limits().per_worker = cfg.limits.per_worker;
+    connections_.stats().limit_per_address = cfg.limits.per_address;  // their gauges
+    connections_.stats().limit_per_worker = cfg.limits.per_worker;
+    cfg_.limits.per_address = cfg.limits.per_address;
+    cfg_.limits.per_worker = cfg.limits.per_worker;
+    cfg_.max_header_bytes = cfg.max_header_bytes;
+    cfg_.max_body_bytes = cfg.max_body_bytes;
+    cfg_.first_byte_timeout = cfg.first_byte_timeout;
+    cfg_.keepalive_timeout = cfg.keepalive_timeout;
+    cfg_.header_timeout = cfg.header_timeout;
+    cfg_.body_timeout = cfg.body_timeout;
+    cfg_.allowed_origins = cfg.allowed_origins;
+    cfg_.websocket = cfg.websocket;
+    ws_registry_.options() = cfg.websocket;
+}
+
 void Worker::add_websocket_route(std::string path, WebSocketFactory factory) {
     ws_routes_.insert_or_assign(std::move(path), std::move(factory));
 }

@@ -127,6 +127,8 @@ class Server {
     eio::Server& engine() noexcept { return engine_; }
     const Stats& stats() const noexcept { return *stats_; }
     const Options& options() const noexcept { return options_; }
+    // A reload: the connect timeout and attachment limit for sessions from now on.
+    void update_options(const Options& options) { options_ = options; }
     void append_metrics(std::string& out) const;
 
   private:

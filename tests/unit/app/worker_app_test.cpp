@@ -169,3 +169,52 @@ TEST_F(ProtocolTestWorker, AuthTimerAfterTheSocketIsGoneDoesNothing) {
 }
 
 }  // namespace
+
+// A reload's update (apply_update, what the worker does with its master's ConfigUpdate): the
+// limits reach the edge, the WebSocket options, Engine.IO (a session opened after it is told
+// the new heartbeat; one opened before keeps its own) and the chat; the log level changes.
+TEST_F(InProcessWorker, ApplyUpdateReachesEveryPart) {
+    const int before = connect();
+    const std::string open_before =
+        exchange(before, "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_NE(open_before.find("\"pingInterval\":25000"), std::string::npos) << open_before;
+
+    app::WorkerOptions o;
+    o.max_conns_per_ip = 7;
+    o.max_conns_per_worker = 99;
+    o.http_header_timeout_ms = 1234;
+    o.http_keepalive_timeout_ms = 4321;
+    o.ws_max_message = 4096;
+    o.allowed_origins = {"https://chat.example"};
+    o.eio_ping_interval_ms = 777;
+    o.eio_max_sessions_per_ip = 3;
+    o.chat_rate = 3;
+    o.chat_burst = 4;
+    o.chat_max_rooms = 9;
+    o.log_level = steerchat::log::Level::warn;
+    app::apply_update(worker, application, o, 1);
+    EXPECT_FALSE(steerchat::log::enabled(steerchat::log::Level::info));
+    steerchat::log::configure(steerchat::log::Level::info, steerchat::log::Format::text);
+
+    EXPECT_EQ(worker.connections().limits().per_address, 7u);
+    EXPECT_EQ(worker.connections().limits().per_worker, 99u);
+    EXPECT_EQ(worker.config().header_timeout, std::chrono::milliseconds(1234));
+    EXPECT_EQ(worker.config().keepalive_timeout, std::chrono::milliseconds(4321));
+    EXPECT_EQ(worker.config().websocket.max_message_size, 4096u);
+    EXPECT_EQ(worker.websocket_registry().options().max_message_size, 4096u);
+    EXPECT_EQ(worker.config().allowed_origins, o.allowed_origins);
+    EXPECT_EQ(application.hub().limits().rate, 3);
+    EXPECT_EQ(application.hub().limits().burst, 4u);
+    EXPECT_EQ(application.hub().limits().max_rooms, 9u);
+
+    const int after = connect();
+    const std::string open_after =
+        exchange(after, "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_NE(open_after.find("\"pingInterval\":777"), std::string::npos) << open_after;
+    // The connection from before the update is still served.
+    const std::string health = exchange(before, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(health.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << health;
+    ::close(before);
+    ::close(after);
+    pump();
+}
