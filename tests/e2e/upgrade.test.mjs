@@ -64,10 +64,10 @@ function withTimeout(promise, ms, what) {
   ]);
 }
 
-// steerchat_chat_state_generation of the worker that answers `ip`.
+// steerchat_chat_state_generation (a host-level gauge) as the worker that answers `ip` sees it.
 async function stateGeneration(port, ip) {
   const text = await getFrom(port, ip, '/metrics');
-  const m = /^steerchat_chat_state_generation\{worker="\d+"\} (\d+)$/m.exec(text);
+  const m = /^steerchat_chat_state_generation (\d+)$/m.exec(text);
   if (!m) throw new Error(`no steerchat_chat_state_generation in /metrics:\n${text.slice(0, 300)}`);
   return Number(m[1]);
 }

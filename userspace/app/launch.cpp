@@ -321,6 +321,7 @@ void run_worker(const WorkerLaunch& launch) {
     ctx.config_fd = launch.config_fd;
     ctx.options = *launch.options;
     ctx.reloads = launch.reloads;
+    ctx.metrics = launch.metrics;
     run_worker(ctx);
 }
 

@@ -1,8 +1,8 @@
 // What the master knows of the worker application, and all it knows: the worker-side options
 // (plain values), their check against the open-files limit, the host-wide state it creates
 // before the first fork, and the call that turns a forked child into a worker. This header
-// depends on ring and util only, so the master links no chat, ws, eio, Socket.IO or net part
-// (docs/architecture.md, "Parts and their dependencies").
+// depends on ring, metrics and util only, so the master links no chat, ws, eio, Socket.IO or net
+// part (docs/architecture.md, "Parts and their dependencies").
 //
 // Threading: the master's thread (HostState::create, release_slot); run_worker in the child.
 #pragma once
@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "metrics/metrics.hpp"
 #include "ring/ring.hpp"
 #include "util/log.hpp"
 
@@ -158,7 +159,8 @@ struct WorkerLaunch {
     // The worker's end of its config channel (a SOCK_SEQPACKET socketpair made at spawn; the
     // master keeps the other end): ConfigUpdate messages on reload. -1: none.
     int config_fd = -1;
-    ReloadCounts reloads;  // the master's counters at spawn
+    ReloadCounts reloads;                // the master's counters at spawn
+    metrics::Region* metrics = nullptr;  // the host's metrics (inherited mapping; block `slot`)
 };
 
 }  // namespace steerchat::app

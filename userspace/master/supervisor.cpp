@@ -20,7 +20,9 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <span>
+#include <sstream>
 #include <stdexcept>
 
 #include <fmt/core.h>
@@ -29,6 +31,7 @@
 #include "app/launch.hpp"
 #include "master/reload.hpp"
 #include "master/takeover.hpp"
+#include "master/version.hpp"
 #include "steer/maglev.hpp"
 #include "util/log.hpp"
 
@@ -37,6 +40,8 @@ namespace steerchat::master {
 namespace {
 
 constexpr auto kHealthyLifetime = std::chrono::seconds(10);
+// How often the master samples CPU, RSS and the BPF counters into the metrics mapping.
+constexpr auto kSamplePeriod = std::chrono::seconds(1);
 constexpr unsigned kMaxBackoffMs = 5000;
 
 sigset_t handled_signals() {
@@ -187,17 +192,88 @@ void Supervisor::setup_process() {
     ::fcntl(ready[0], F_SETFL, ::fcntl(ready[0], F_GETFL) | O_NONBLOCK);
     ::signal(SIGPIPE, SIG_IGN);
     cpus_ = usable_cpus();
+    // The host's metrics: one block per slot the pool may grow to (its worker writes it), one
+    // for the master.
+    metrics_.emplace(metrics::Region::create(opts_.max_workers, kVersion, kGitRevision));
+    metrics_->host().steering_bpf = opts_.steering == SteeringMode::bpf ? 1 : 0;
 }
 
 void Supervisor::remap_buckets() {
     if (!steering_) return;
     auto live = live_slots();
     if (live.empty()) return;
-    steering_->set_buckets(steer::maglev_table(live));
+    const auto table = steer::maglev_table(live);
+    steering_->set_buckets(table);
+    if (metrics_) count_buckets(table);
+}
+
+void Supervisor::count_buckets(std::span<const std::uint32_t> table) {
+    std::vector<std::uint64_t> n(metrics_->max_slots());
+    for (std::uint32_t slot : table)
+        if (slot < n.size()) ++n[slot];
+    for (unsigned i = 0; i < n.size(); ++i)
+        metrics_->info(i).steer_buckets = n[i];
+}
+
+void Supervisor::set_slot_state(unsigned slot, metrics::SlotState state, pid_t pid) {
+    if (!metrics_ || slot >= metrics_->max_slots()) return;
+    metrics::SlotInfo& info = metrics_->info(slot);
+    info.state = static_cast<std::uint64_t>(state);
+    info.pid = pid > 0 ? static_cast<std::uint64_t>(pid) : 0;
+    if (pid <= 0) {
+        info.cpu_ns = 0;
+        info.rss_bytes = 0;
+    }
+}
+
+void Supervisor::sample_metrics() {
+    static const long ticks = ::sysconf(_SC_CLK_TCK);
+    static const long page = ::sysconf(_SC_PAGESIZE);
+    for (unsigned i = 0; i < slots_.size() && i < metrics_->max_slots(); ++i) {
+        const pid_t pid = slots_[i].pid;
+        if (pid <= 0) continue;
+        metrics::SlotInfo& info = metrics_->info(i);
+        // /proc/<pid>/stat: utime and stime are fields 14 and 15, counted from the ")" that
+        // ends the command name (which may hold spaces): the 12th and 13th after it.
+        std::ifstream stat(fmt::format("/proc/{}/stat", pid));
+        std::string line;
+        if (std::getline(stat, line) && ticks > 0) {
+            if (const auto close = line.rfind(')'); close != std::string::npos) {
+                std::istringstream fields(line.substr(close + 1));
+                std::string skip;
+                unsigned long long utime = 0, stime = 0;
+                for (int k = 0; k < 11; ++k)
+                    fields >> skip;
+                if (fields >> utime >> stime)
+                    info.cpu_ns = (utime + stime) *
+                                  (1'000'000'000ULL / static_cast<unsigned long long>(ticks));
+            }
+        }
+        // /proc/<pid>/statm: size, resident (pages).
+        std::ifstream statm(fmt::format("/proc/{}/statm", pid));
+        unsigned long long size = 0, resident = 0;
+        if (statm >> size >> resident && page > 0)
+            info.rss_bytes = resident * static_cast<unsigned long long>(page);
+    }
+    if (steering_) {
+        try {
+            const steer::SteerStats st = steering_->stats();
+            for (std::size_t k = 0; k < metrics::kSteerOutcomes && k < st.outcome.size(); ++k)
+                metrics_->host().steer_outcomes[k] = st.outcome[k];
+            for (unsigned i = 0; i < st.per_slot.size() && i < metrics_->max_slots(); ++i)
+                metrics_->info(i).steer_selections = st.per_slot[i];
+        } catch (const std::exception& e) {
+            log::debug("reading the steering counters failed: {}", e.what());
+        }
+    }
+    metrics_->host().sampled_ns = metrics::monotonic_ns();
 }
 
 void Supervisor::spawn(unsigned slot) {
     Slot& s = slots_[slot];
+    // The slot has no worker now: its counters start again from zero (a respawned worker's
+    // counters reset, its gauges keep nothing of the dead one's).
+    metrics_->reset_block(slot);
     // The config channel: one message per reload, kept whole (SOCK_SEQPACKET). The worker's end
     // is its own after the fork; the master keeps the other.
     int channel[2];
@@ -217,6 +293,7 @@ void Supervisor::spawn(unsigned slot) {
         return;
     }
     if (pid == 0) become_worker(slot);
+    set_slot_state(slot, metrics::SlotState::starting, pid);
     ::close(channel[1]);
     worker_config_fd_ = -1;
     ::shutdown(s.config.get(), SHUT_RD);  // the master only writes
@@ -254,7 +331,7 @@ void Supervisor::become_worker(unsigned slot) {
         ::_exit(1);
     }
     app::run_worker(app::WorkerLaunch{slot, pool_, fd, &*ring_, &*host_, &opts_, ready_write_.get(),
-                                      worker_config_fd_, reloads_});
+                                      worker_config_fd_, reloads_, &*metrics_});
 }
 
 void Supervisor::reap() {
@@ -287,10 +364,13 @@ void Supervisor::on_worker_exit(unsigned slot, int status) {
     if (stopping_) return;
     release_slot_users(slot);
     if (s.removed) {
+        set_slot_state(slot, metrics::SlotState::removed, -1);
         s.kill_at.reset();
         log::info("worker {} (removed from the pool) {}", slot, describe_status(status));
         return;
     }
+    ++metrics_->info(slot).restarts;
+    set_slot_state(slot, metrics::SlotState::respawning, -1);
     auto now = Clock::now();
     s.quick_failures = (now - s.started < kHealthyLifetime) ? s.quick_failures + 1 : 0;
     s.deaths.push_back(now);
@@ -323,6 +403,7 @@ void Supervisor::release_slot_users(unsigned slot) {
 void Supervisor::drain(unsigned slot, const std::string& why) {
     Slot& s = slots_[slot];
     s.drained = true;
+    set_slot_state(slot, metrics::SlotState::drained, -1);
     s.respawn_at.reset();
     auto live = live_slots();
     log::error("draining slot {} because {}; {} slot(s) remain", slot, why, live.size());
@@ -341,7 +422,10 @@ void Supervisor::read_ready_messages() {
     std::int32_t msg[2];
     while (::read(ready_read_.get(), msg, sizeof msg) == sizeof msg) {
         const auto slot = static_cast<unsigned>(msg[0]);
-        if (slot < slots_.size() && slots_[slot].pid == msg[1]) slots_[slot].ready = true;
+        if (slot < slots_.size() && slots_[slot].pid == msg[1]) {
+            slots_[slot].ready = true;
+            set_slot_state(slot, metrics::SlotState::serving, msg[1]);
+        }
     }
     notify_readiness();
 }
@@ -860,6 +944,9 @@ void Supervisor::remove_slot(unsigned slot) {
     if (s.pid > 0) {
         ::kill(s.pid, SIGTERM);
         s.kill_at = Clock::now() + std::chrono::milliseconds(opts_.shutdown_timeout_ms);
+        set_slot_state(slot, metrics::SlotState::stopping, s.pid);
+    } else {
+        set_slot_state(slot, metrics::SlotState::removed, -1);
     }
     // Connections queued on its listener migrate to the others (select-or-migrate program).
     if (s.listener) ::shutdown(s.listener.get(), SHUT_RDWR);
@@ -1028,16 +1115,20 @@ int Supervisor::run() {
     }
 
     for (;;) {
-        int timeout = -1;
         auto now = Clock::now();
+        if (now >= next_sample_) {
+            sample_metrics();
+            next_sample_ = now + kSamplePeriod;
+        }
+        int timeout = static_cast<int>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(next_sample_ - now).count());
         for (auto& s : slots_)
             if (s.respawn_at || s.kill_at) {
                 auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                               (s.respawn_at ? *s.respawn_at : *s.kill_at) - now)
                               .count();
                 ms = std::max<long>(ms, 0);
-                timeout =
-                    timeout < 0 ? static_cast<int>(ms) : std::min(timeout, static_cast<int>(ms));
+                timeout = std::min(timeout, static_cast<int>(ms));
             }
         if (int t = control_->timeout_ms(); t >= 0)
             timeout = timeout < 0 ? t : std::min(timeout, t);

@@ -10,6 +10,7 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@
 #include "master/listener.hpp"
 #include "master/options.hpp"
 #include "master/privileges.hpp"
+#include "metrics/metrics.hpp"
 #include "ring/ring.hpp"
 #include "steer/steering.hpp"
 #include "util/unique_fd.hpp"
@@ -70,6 +72,11 @@ class Supervisor {
     void read_ready_messages();
     void notify_readiness(const std::string& extra = {});
     std::vector<std::uint32_t> live_slots() const;
+    // The master's figures in the metrics mapping (its HostBlock; docs/operations.md, "Metrics
+    // and the host view"): a slot's state and pid; CPU, RSS and the BPF counters, sampled.
+    void set_slot_state(unsigned slot, metrics::SlotState state, pid_t pid);
+    void sample_metrics();
+    void count_buckets(std::span<const std::uint32_t> table);
     // The control socket's commands (master/control.hpp).
     void add_control_commands();
     ControlReply status_command() const;
@@ -101,6 +108,8 @@ class Supervisor {
     // Cross-worker state, created before the first fork and inherited by every worker.
     std::optional<ring::Region> ring_;
     std::optional<app::HostState> host_;
+    std::optional<metrics::Region> metrics_;  // the host's counters (metrics/metrics.hpp)
+    Clock::time_point next_sample_{};
     std::vector<Slot> slots_;  // --max-workers of them; slots 0..pool_-1 are in the pool
     unsigned pool_ = 0;
     std::vector<int> cpus_;

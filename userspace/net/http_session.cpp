@@ -341,7 +341,22 @@ void HttpSession::upgrade(Request&& req, WebSocketFactory factory,
                           const ws::ConnectionOptions* options,
                           const std::vector<std::string>* origins) {
     stream_.expires_after(std::chrono::seconds(30));
+    WorkerStats& stats = worker_.stats();
     auto refuse = [&](http::status status, bool keep_alive, std::string_view reason) {
+        switch (status) {
+            case http::status::bad_request:
+                ++stats.ws_handshake_bad_request;
+                break;
+            case http::status::upgrade_required:
+                ++(keep_alive ? stats.ws_handshake_no_upgrade : stats.ws_handshake_version);
+                break;
+            case http::status::service_unavailable:
+                ++stats.ws_handshake_unavailable;
+                break;
+            default:
+                ++stats.ws_handshake_forbidden;
+                break;
+        }
         keep_alive = keep_alive && req.keep_alive() && !worker_.stopping();
         beast::async_write(
             stream_, upgrade_refusal(status, req, keep_alive, reason),
@@ -383,6 +398,7 @@ void HttpSession::upgrade(Request&& req, WebSocketFactory factory,
 void HttpSession::on_upgraded(beast::error_code ec, std::size_t) {
     upgrade_response_.reset();
     if (ec) return close();
+    ++worker_.stats().ws_handshake_accepted;
     // Bytes the client sent right after its request (frames it did not wait to send) are
     // already in our buffer: the connection parses them first.
     const auto rest = buffer_.data();

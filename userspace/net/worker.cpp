@@ -70,11 +70,14 @@ const char* reason_name(Refusal why) {
 
 Worker::Worker(WorkerConfig cfg)
     : cfg_(std::move(cfg)),
-      connections_(cfg_.limits),
-      ws_registry_(cfg_.websocket),
+      metrics_(cfg_.metrics, cfg_.slot),
+      stats_(&metrics_),
+      connections_(cfg_.limits, &metrics_),
+      ws_registry_(cfg_.websocket, &metrics_),
       acceptor_(ioc_),
       drain_timer_(ioc_),
-      fair_share_(ioc_.get_executor(), cfg_.requests_per_address_per_turn) {
+      fair_share_(ioc_.get_executor(), cfg_.requests_per_address_per_turn,
+                  &stats_->requests_deferred) {
     if (cfg_.listen_fd >= 0) acceptor_.assign(protocol_of(cfg_.listen_fd), cfg_.listen_fd);
     ws_registry_.set_on_empty([this] { maybe_done(); });
     // Synchronous accept4 on the listener (shed_with_spare_fd) must never block.
@@ -88,6 +91,8 @@ Worker::Worker(WorkerConfig cfg)
 void Worker::update_limits(const WorkerConfig& cfg) {
     connections_.limits().per_address = cfg.limits.per_address;
     connections_.limits().per_worker = cfg.limits.per_worker;
+    connections_.stats().limit_per_address = cfg.limits.per_address;  // their gauges
+    connections_.stats().limit_per_worker = cfg.limits.per_worker;
     cfg_.limits.per_address = cfg.limits.per_address;
     cfg_.limits.per_worker = cfg.limits.per_worker;
     cfg_.max_header_bytes = cfg.max_header_bytes;
@@ -149,7 +154,7 @@ void Worker::accept() {
             return;
         }
         if (ec) {
-            ++stats_.accept_errors;
+            ++stats_->accept_errors;
             if (ec != asio::error::connection_aborted) {
                 const bool out_of_files = ec == asio::error::no_descriptors ||
                                           ec == boost::system::errc::too_many_files_open_in_system;
@@ -170,7 +175,7 @@ void Worker::accept() {
 }
 
 void Worker::serve(tcp::socket socket) {
-    ++stats_.accepted;
+    ++stats_->accepted;
     boost::system::error_code ec;
     // A peer without an IP address (a socketpair in tests and fuzzers; a client already gone)
     // counts as the unspecified address.
@@ -199,7 +204,7 @@ bool Worker::shed_with_spare_fd() {
         ::accept4(acceptor_.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     const int err = errno;
     if (fd >= 0) {
-        ++stats_.accepted;
+        ++stats_->accepted;
         ++connections_.stats().refused_open_files;
         refuse_fd(fd, false);
         ::close(fd);

@@ -19,6 +19,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "metrics/metrics.hpp"
 #include "net/limits.hpp"
 #include "net/router.hpp"
 #include "util/unique_fd.hpp"
@@ -45,6 +46,9 @@ struct WorkerConfig {
     std::chrono::milliseconds body_timeout{30'000};        // header end -> body end: 408
     std::chrono::milliseconds drain_timeout{2000};  // graceful stop: in-flight requests finish
     ws::ConnectionOptions websocket;                // limits and timers of WebSocket connections
+    // The host's metrics mapping (inherited from the master): this worker's counters go into
+    // block `slot`, and /metrics, /healthz?all show every worker's. nullptr: private counters.
+    metrics::Region* metrics = nullptr;
 };
 
 // Makes the handler of an accepted WebSocket upgrade; nullptr refuses it (403).
@@ -54,18 +58,27 @@ class Exchange;
 // An asynchronous route: answers its Exchange now or later (see exchange.hpp).
 using HttpHandler = std::function<void(const std::shared_ptr<Exchange>&)>;
 
+// In the worker's slot block (metrics/metrics.hpp): every worker renders every worker's.
 struct WorkerStats {
-    std::uint64_t accepted = 0;
-    std::uint64_t active = 0;
-    std::uint64_t requests = 0;
-    std::uint64_t bad_requests = 0;
-    std::uint64_t accept_errors = 0;
-    std::uint64_t handler_errors = 0;       // requests answered 500: their route failed
-    std::uint64_t header_too_large = 0;     // answered 431
-    std::uint64_t header_timeouts = 0;      // answered 408: header not complete in time
-    std::uint64_t body_timeouts = 0;        // answered 408: body not complete in time
-    std::uint64_t first_byte_timeouts = 0;  // closed: nothing sent after connecting
-    std::uint64_t idle_timeouts = 0;        // closed: no next request on a kept-alive connection
+    metrics::Counter accepted;
+    metrics::Counter active;  // gauge: HTTP connections (not yet upgraded)
+    metrics::Counter requests;
+    metrics::Counter bad_requests;
+    metrics::Counter accept_errors;
+    metrics::Counter handler_errors;       // requests answered 500: their route failed
+    metrics::Counter header_too_large;     // answered 431
+    metrics::Counter header_timeouts;      // answered 408: header not complete in time
+    metrics::Counter body_timeouts;        // answered 408: body not complete in time
+    metrics::Counter first_byte_timeouts;  // closed: nothing sent after connecting
+    metrics::Counter idle_timeouts;        // closed: no next request on a kept-alive connection
+    metrics::Counter requests_deferred;    // next-request reads that waited a turn (FairShare)
+    // WebSocket handshakes by result (HttpSession::upgrade)
+    metrics::Counter ws_handshake_accepted;     // 101
+    metrics::Counter ws_handshake_no_upgrade;   // 426: a plain request on a WebSocket route
+    metrics::Counter ws_handshake_bad_request;  // 400
+    metrics::Counter ws_handshake_version;      // 426: Sec-WebSocket-Version not 13
+    metrics::Counter ws_handshake_forbidden;    // 403: Origin not allowed, or the route refused
+    metrics::Counter ws_handshake_unavailable;  // 503: the worker is stopping
 };
 
 class HttpSession;
@@ -95,7 +108,9 @@ class Worker {
     //   drain_timeout: for a stop that begins afterwards.
     // limits.ipv6_prefix64 is kept (the steering counts addresses the same way).
     void update_limits(const WorkerConfig& cfg);
-    WorkerStats& stats() { return stats_; }
+    WorkerStats& stats() { return *stats_; }
+    // This worker's block of the host's metrics, and the view of the other workers' blocks.
+    metrics::Slot& metrics() { return metrics_; }
     // Connection slots per client address and in all (limits.hpp).
     ConnectionTracker& connections() { return connections_; }
     // Request handling shared fairly between client addresses (limits.hpp).
@@ -124,7 +139,7 @@ class Worker {
     void add_stop_hook(std::function<void()> hook) { stop_hooks_.push_back(std::move(hook)); }
 
     // More /metrics lines from parts the HTTP edge does not know (the chat core): each source
-    // appends its metrics (see append_metric) to the body.
+    // appends whole metric families (metrics::Text) to the body, every worker's samples.
     using MetricsSource = std::function<void(std::string& out)>;
     void add_metrics_source(MetricsSource source) { metrics_sources_.push_back(std::move(source)); }
     const std::vector<MetricsSource>& metrics_sources() const { return metrics_sources_; }
@@ -138,8 +153,9 @@ class Worker {
     void maybe_done();
 
     WorkerConfig cfg_;
+    metrics::Slot metrics_;  // before every part that places its stats in it
     // Declared before the io_context: handlers it destroys on teardown still reach these.
-    WorkerStats stats_;
+    metrics::Cell<WorkerStats> stats_;
     ConnectionTracker connections_;  // before anything holding its leases
     std::unordered_set<HttpSession*> sessions_;
     ws::ConnectionRegistry ws_registry_;
