@@ -368,23 +368,17 @@ clearInterval(progress);
 clearInterval(sampler);
 phase = 'end';
 sample();
+// One /metrics holds every worker's series (worker="N"), whichever worker answers.
 const metrics = [];
-for (const w of workersOf(master)) {
-  // /metrics of each worker, through an address steered to it.
-  for (let i = 1; i < 400; i++) {
-    try {
-      const body = await getFrom(port, addr(40, i), '/metrics');
-      const slot = Number((/steerchat_connections_accepted_total\{worker="(\d+)"/.exec(body) ??
-                           [])[1]);
-      if (slot === w.slot) {
-        metrics.push({ slot, body });
-        break;
-      }
-    } catch {
-      // try another address
-    }
+let scrape = '';
+for (let i = 1; i < 40 && !scrape; i++) {
+  try {
+    scrape = await getFrom(port, addr(40, i), '/metrics');
+  } catch {
+    // try another address
   }
 }
+for (const w of workersOf(master)) metrics.push({ slot: w.slot, body: scrape });
 await server.stop();
 csv.end();
 
@@ -454,7 +448,8 @@ if (stats.errors.size) {
   }
 }
 for (const { slot, body } of metrics) {
-  const pick = (name) => (new RegExp(`^${name}\\{[^}]*\\} (\\d+)$`, 'm').exec(body) ?? [])[1];
+  const pick = (name) =>
+    (new RegExp(`^${name}\\{worker="${slot}"\\} (\\d+)$`, 'm').exec(body) ?? [])[1];
   lines.push(`worker ${slot} /metrics after the cool-down: ` + [
     'steerchat_connections_accepted_total', 'steerchat_eio_sessions_total',
     'steerchat_eio_sessions', 'steerchat_chat_sessions', 'steerchat_ring_lost_records_total',

@@ -16,6 +16,7 @@ STEERCHAT_PACKAGES=(
     help2man man-db groff-base systemd   # man page at build time; tests/install checks the unit
     libgtest-dev libbenchmark-dev
     iproute2 util-linux jq curl procps
+    prometheus                           # promtool: integration.Metrics checks a real /metrics scrape
 )
 
 log() { printf '==> %s\n' "$*" >&2; }

@@ -698,8 +698,8 @@ describe('chaos: 200 users on 4 workers, a worker SIGKILLed every 5 s (BPF steer
     const lost = [];
     for (const [slot, ip] of probes) {
       const body = await getFrom(server.port, ip, '/metrics');
-      const v = Number((body.match(/^steerchat_ring_lost_records_total\{[^}]*\} (\d+)$/m) ??
-                        [])[1]);
+      const v = Number((body.match(new RegExp(
+        `^steerchat_ring_lost_records_total\\{worker="${slot}"\\} (\\d+)$`, 'm')) ?? [])[1]);
       lost.push({ slot, lost: v });
     }
     stopping = true;

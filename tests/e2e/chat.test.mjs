@@ -158,8 +158,11 @@ describe('native chat across workers', () => {
   });
 
   test('/metrics shows the chat and ring counters of the worker', async () => {
+    // Every worker's series are in the scrape: read those of the worker users[0] is on.
+    const { worker } = await healthzFrom(server.port, users[0].ip);
     const body = await getFrom(server.port, users[0].ip, '/metrics');
-    const value = (name) => Number((body.match(new RegExp(`^${name}\\{[^}]*\\} (\\d+)$`, 'm')) ?? [])[1]);
+    const value = (name) =>
+      Number((body.match(new RegExp(`^${name}\\{worker="${worker}"[^}]*\\} (\\d+)$`, 'm')) ?? [])[1]);
     assert.ok(value('steerchat_chat_sessions') >= 1, body);
     assert.ok(value('steerchat_chat_deliveries_total') >= (USERS / ROOMS) * MESSAGES, body);
     assert.ok(value('steerchat_chat_events_total') > 0, body);
@@ -167,7 +170,8 @@ describe('native chat across workers', () => {
     assert.equal(value('steerchat_ring_lost_records_total'), 0, body);
     // The protocol adapters' counters, one metric each, labelled by protocol.
     const adapter = (name, protocol) =>
-      Number((body.match(new RegExp(`^${name}\\{[^}]*protocol="${protocol}"\\} (\\d+)$`, 'm')) ?? [])[1]);
+      Number((body.match(new RegExp(`^${name}\\{worker="${worker}",protocol="${protocol}"\\} (\\d+)$`, 'm')) ??
+              [])[1]);
     assert.ok(adapter('steerchat_chat_requests_total', 'native') > 0, body);
     assert.equal(adapter('steerchat_chat_requests_total', 'socketio'), 0, body);
     const encodings = adapter('steerchat_chat_encodings_total', 'native');
@@ -175,6 +179,16 @@ describe('native chat across workers', () => {
     assert.ok(encodings <= value('steerchat_chat_deliveries_total'), 'at most one encoding per delivery');
     assert.ok(adapter('steerchat_chat_shared_sends_total', 'native') >= 0, body);
     assert.equal(adapter('steerchat_chat_errors_total', 'socketio'), 0, body);
+    // Deliveries timed from the chat core to the socket, and the connections by transport.
+    const count = value('steerchat_delivery_latency_seconds_count');
+    assert.ok(count > 0, body);
+    assert.equal(Number((body.match(new RegExp(
+      `^steerchat_delivery_latency_seconds_bucket\\{worker="${worker}",le="\\+Inf"\\} (\\d+)$`, 'm')) ?? [])[1]),
+                 count, 'the +Inf bucket counts every delivery');
+    const open = Number((body.match(new RegExp(
+      `^steerchat_open_connections\\{worker="${worker}",protocol="native",transport="websocket"\\} (\\d+)$`,
+      'm')) ?? [])[1]);
+    assert.ok(open >= 1, body);
   });
 
   test('direct messages reach users on other workers; unknown users are reported', async () => {

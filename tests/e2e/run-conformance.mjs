@@ -492,8 +492,10 @@ describe('metrics and shutdown', () => {
                         'steerchat_ws_queue_overflows_total', 'steerchat_ws_protocol_errors_total']) {
       assert.match(r.body, new RegExp(`^${name}\\{worker="\\d+"\\} \\d+$`, 'm'), name);
     }
-    const open = /^steerchat_ws_connections_total\{worker="\d+"\} (\d+)$/m.exec(r.body);
-    assert.ok(Number(open[1]) > 0, 'this worker has served WebSocket connections');
+    // Every worker's series, whichever worker answered: together they served the connections.
+    const opened = [...r.body.matchAll(/^steerchat_ws_connections_total\{worker="\d+"\} (\d+)$/gm)];
+    assert.equal(opened.length, 2, 'both workers in one scrape');
+    assert.ok(opened.reduce((n, m) => n + Number(m[1]), 0) > 0, 'WebSocket connections served');
   });
 
   test('SIGTERM closes open WebSocket connections with 1001, then exits 0', async () => {

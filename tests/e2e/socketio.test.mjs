@@ -49,7 +49,7 @@ describe('socket.io-client 4, default options, 200 clients over 4 workers (BPF s
     const probe = new Map();
     workerOf.forEach((w, i) => probe.has(w) || probe.set(w, ipOf(i)));
     assert.equal(probe.size, WORKERS, '200 addresses should cover every worker');
-    const metrics = (w) => metricsFrom(server.port, probe.get(w));
+    const metrics = (w) => metricsFrom(server.port, probe.get(w), w);
     const before = new Map();
     for (const w of probe.keys()) before.set(w, await metrics(w));
 

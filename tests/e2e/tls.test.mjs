@@ -70,14 +70,18 @@ const tlsArgs = (cert = 'chain.pem', key = 'server.key') => ['--tls-cert', f(cer
 
 const ipOf = (i) => `127.3.${(i + 1) >> 8}.${(i + 1) & 255}`;
 
-// The /metrics of the worker serving `ip`: 'name' -> the sum over its labels, and
-// 'name:value' -> the value of one reason="..." or result="..." label.
+// The /metrics of the worker serving `ip` (a scrape holds every worker's series: that worker's
+// are kept, and the host's): 'name' -> the sum over its other labels, and 'name:value' -> the
+// value of one reason="..." or result="..." label.
 async function metrics(port, ip) {
+  const { worker } = await healthzFrom(port, ip, ca);
   const r = await request(port, { path: '/metrics', localAddress: ip, ca });
   const out = {};
   for (const line of r.body.split('\n')) {
     const m = /^(\w+)(\{[^}]*\})? ([0-9.eE+-]+)$/.exec(line);
     if (!m) continue;
+    const w = /worker="(\d+)"/.exec(m[2] ?? '');
+    if (w && Number(w[1]) !== worker) continue;
     out[m[1]] = (out[m[1]] ?? 0) + Number(m[3]);
     const label = /(?:reason|result)="(\w+)"/.exec(m[2] ?? '');
     if (label) out[`${m[1]}:${label[1]}`] = Number(m[3]);
@@ -256,9 +260,9 @@ describe(`TLS on the steered port: ${WORKERS} workers`, () => {
       const expected = mine.reduce((n, u) => n + u.c.agent.connections, 0);
       const now = await metrics(server.port, ip);
       const was = before.get(w);
-      // +1: the /metrics request that reads it.
-      const accepted = now.steerchat_connections_accepted_total - was.steerchat_connections_accepted_total - 1;
-      const handshakes = now.steerchat_tls_handshakes_total - was.steerchat_tls_handshakes_total - 1;
+      // +2: the /healthz and /metrics requests that read it.
+      const accepted = now.steerchat_connections_accepted_total - was.steerchat_connections_accepted_total - 2;
+      const handshakes = now.steerchat_tls_handshakes_total - was.steerchat_tls_handshakes_total - 2;
       assert.equal(accepted, expected, `worker ${w}: accepted ${accepted}, its clients opened ${expected}`);
       assert.equal(handshakes, expected, `worker ${w}: ${handshakes} TLS handshakes for ${expected} connections`);
       assert.equal(now.steerchat_eio_sessions_total - (was.steerchat_eio_sessions_total ?? 0), mine.length);

@@ -306,6 +306,27 @@ HostState HostState::create() {
     return HostState(std::make_unique<Parts>(Parts{chat::SharedState::create({})}));
 }
 
+HostState HostState::adopt(int fd) {
+    ws::compute_accept_key("dGhlIHNhbXBsZSBub25jZQ==");
+    try {
+        return HostState(std::make_unique<Parts>(Parts{chat::SharedState::adopt(fd)}));
+    } catch (const chat::LayoutMismatch& e) {
+        throw StateLayoutMismatch(e.found(), e.expected(), e.what());
+    }
+}
+
+std::uint32_t HostState::layout_version() noexcept {
+    return chat::kLayoutVersion;
+}
+
+int HostState::fd() const noexcept {
+    return parts_->chat.fd();
+}
+
+std::size_t HostState::release_generation() {
+    return parts_->chat.evict_generation().size();
+}
+
 std::size_t HostState::release_slot(ring::Region& ring, unsigned slot) {
     auto gone = parts_->chat.evict_slot(slot);
     if (gone.empty()) return 0;
@@ -346,6 +367,7 @@ WorkerContext worker_context(const WorkerOptions& opts, unsigned nslots) {
     net.tls_handshake_timeout = std::chrono::milliseconds(opts.tls_handshake_timeout_ms);
     net.tls_max_handshakes = opts.tls_max_handshakes;
     net.tls_max_handshakes_per_address = opts.tls_max_handshakes_per_ip;
+    net.drain_timeout = std::chrono::milliseconds(opts.drain_timeout_ms);
 
     // The application: chat adapters, Engine.IO / Socket.IO.
     AppOptions& app = ctx.app;
@@ -385,6 +407,7 @@ void run_worker(const WorkerLaunch& launch) {
     ctx.config_fd = launch.config_fd;
     ctx.options = *launch.options;
     ctx.reloads = launch.reloads;
+    ctx.metrics = launch.metrics;
     run_worker(ctx);
 }
 

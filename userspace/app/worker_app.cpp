@@ -24,45 +24,48 @@ namespace steerchat::app {
 
 namespace {
 
-void append_chat_metrics(std::string& out, const chat::Hub& hub) {
-    const unsigned slot = hub.slot();
-    const auto& c = hub.stats();
-    net::append_metric(out, "steerchat_chat_sessions", "gauge",
-                       "Logged-in chat users on this worker.", slot, c.sessions);
-    net::append_metric(out, "steerchat_chat_deliveries_total", "counter",
-                       "Chat events handed to local recipients.", slot, c.deliveries);
-    net::append_metric(out, "steerchat_chat_events_total", "counter",
-                       "Distinct chat events delivered (each encoded once per protocol).", slot,
-                       c.events);
-    net::append_metric(out, "steerchat_ring_records_in_total", "counter",
-                       "Records read from other workers' shared-memory logs.", slot, c.records_in);
-    net::append_metric(out, "steerchat_ring_records_out_total", "counter",
-                       "Records published into this worker's shared-memory log.", slot,
-                       c.records_out);
-    net::append_metric(out, "steerchat_ring_lost_records_total", "counter",
-                       "Records this worker missed because it fell behind (cut loose).", slot,
-                       c.lost_records);
-    net::append_metric(out, "steerchat_chat_rate_limited_total", "counter",
-                       "Chat requests refused rate_limited (--chat-rate, --chat-burst).", slot,
-                       c.rate_limited);
-    net::append_metric(out, "steerchat_chat_rate_limit_closes_total", "counter",
-                       "Chat connections closed after --chat-rate-close-after refusals in a row.",
-                       slot, c.rate_closes);
-    net::append_metric(out, "steerchat_chat_room_limit_total", "counter",
-                       "Joins refused too_many_rooms (--chat-max-rooms-per-user).", slot,
-                       c.room_limited);
-    net::append_metric(out, "steerchat_chat_typing_dropped_total", "counter",
-                       "Typing events dropped over --chat-typing-rate, --chat-typing-burst.", slot,
-                       c.typing_drops);
+void append_chat_metrics(std::string& out, metrics::Slot& m, const chat::HubStats& mine) {
+    using S = chat::HubStats;
+    const auto peers = m.peers(mine);
+    metrics::Text t(out);
+    auto metric = [&](const char* name, const char* type, const char* help,
+                      metrics::Counter S::*field) { t.per_worker(name, type, help, peers, field); };
+    metric("steerchat_chat_sessions", "gauge", "Logged-in chat users on this worker.",
+           &S::sessions);
+    metric("steerchat_chat_deliveries_total", "counter", "Chat events handed to local recipients.",
+           &S::deliveries);
+    metric("steerchat_chat_events_total", "counter",
+           "Distinct chat events delivered (each encoded once per protocol).", &S::events);
+    metric("steerchat_ring_records_in_total", "counter",
+           "Records read from other workers' shared-memory logs.", &S::records_in);
+    metric("steerchat_ring_records_out_total", "counter",
+           "Records published into this worker's shared-memory log.", &S::records_out);
+    metric("steerchat_ring_lost_records_total", "counter",
+           "Records this worker missed because it fell behind (cut loose).", &S::lost_records);
+    metric("steerchat_chat_rate_limited_total", "counter",
+           "Chat requests refused rate_limited (--chat-rate, --chat-burst).", &S::rate_limited);
+    metric("steerchat_chat_rate_limit_closes_total", "counter",
+           "Chat connections closed after --chat-rate-close-after refusals in a row.",
+           &S::rate_closes);
+    metric("steerchat_chat_room_limit_total", "counter",
+           "Joins refused too_many_rooms (--chat-max-rooms-per-user).", &S::room_limited);
+    metric("steerchat_chat_typing_dropped_total", "counter",
+           "Typing events dropped over --chat-typing-rate, --chat-typing-burst.", &S::typing_drops);
 }
 
 // The protocol adapters' counters (one shape, chat::AdapterStats), labelled by protocol.
-void append_adapter_metrics(std::string& out, unsigned slot, const chat::AdapterStats& native,
+void append_adapter_metrics(std::string& out, metrics::Slot& m, const chat::AdapterStats& native,
                             const chat::AdapterStats& socketio) {
+    const auto native_peers = m.peers(native);
+    const auto sio_peers = m.peers(socketio);
+    metrics::Text t(out);
     const auto metric = [&](std::string_view name, std::string_view help,
-                            std::uint64_t chat::AdapterStats::*field) {
-        net::append_metric(out, name, "counter", help, slot, "protocol",
-                           {{"native", native.*field}, {"socketio", socketio.*field}});
+                            metrics::Counter chat::AdapterStats::*field) {
+        t.family(name, "counter", help);
+        for (const auto& [slot, s] : native_peers)
+            t.sample(name, slot, "protocol=\"native\"", (s->*field).load());
+        for (const auto& [slot, s] : sio_peers)
+            t.sample(name, slot, "protocol=\"socketio\"", (s->*field).load());
     };
     metric("steerchat_chat_requests_total",
            "Chat requests handled by a protocol adapter (native: frames on /ws; socketio: client "
@@ -79,6 +82,50 @@ void append_adapter_metrics(std::string& out, unsigned slot, const chat::Adapter
            &chat::AdapterStats::shared_sends);
 }
 
+// Open connections by protocol and transport, from the parts that hold them: the HTTP edge
+// (HTTP connections not upgraded, polling requests included), the native adapter (/ws), and
+// Engine.IO (Socket.IO sessions by transport; a polling session is a session, not a socket).
+void append_connection_metrics(std::string& out, net::Worker& worker,
+                               const chat::AdapterStats& native, const eio::Stats* engine) {
+    metrics::Slot& m = worker.metrics();
+    const auto http = m.peers(worker.stats());
+    const auto native_peers = m.peers(native);
+    std::vector<std::pair<unsigned, const eio::Stats*>> eio_peers;
+    if (engine) eio_peers = m.peers(*engine);
+    metrics::Text t(out);
+    constexpr std::string_view name = "steerchat_open_connections";
+    t.family(name, "gauge",
+             "Open client connections by protocol and transport: http/http (HTTP connections not "
+             "upgraded), native/websocket (/ws), socketio/websocket and socketio/polling "
+             "(Engine.IO sessions on each transport).");
+    for (const auto& [slot, s] : http)
+        t.sample(name, slot, "protocol=\"http\",transport=\"http\"", s->active.load());
+    for (const auto& [slot, s] : native_peers)
+        t.sample(name, slot, "protocol=\"native\",transport=\"websocket\"", s->connections.load());
+    for (const auto& [slot, s] : eio_peers) {
+        const std::uint64_t all = s->sessions.load(), ws = s->websocket_sessions.load();
+        t.sample(name, slot, "protocol=\"socketio\",transport=\"websocket\"", ws);
+        t.sample(name, slot, "protocol=\"socketio\",transport=\"polling\"",
+                 all > ws ? all - ws : 0);
+    }
+}
+
+// The shared-memory logs, read straight from the ring mapping: each serving reader's backlog,
+// and the host's cut-loose count.
+void append_ring_metrics(std::string& out, net::Worker& worker, const ring::Region& ring) {
+    metrics::Text t(out);
+    const auto slots = worker.metrics().peers(worker.stats());
+    t.family("steerchat_ring_lag_bytes", "gauge",
+             "Bytes of the other workers' shared-memory logs this worker has yet to read.");
+    for (const auto& [slot, s] : slots)
+        if (slot < ring.workers())
+            t.sample("steerchat_ring_lag_bytes", slot, "", ring.lag_bytes(slot));
+    t.family("steerchat_ring_cut_loose_total", "counter",
+             "Readers cut loose by a writer that could wait no longer for them (host-wide; each "
+             "reader then reports its loss, steerchat_ring_lost_records_total).");
+    t.sample("steerchat_ring_cut_loose_total", -1, "", ring.cut_loose_total());
+}
+
 }  // namespace
 
 // Declaration order is construction order: the hub first, the protocol adapters on it, then the
@@ -86,9 +133,9 @@ void append_adapter_metrics(std::string& out, unsigned slot, const chat::Adapter
 struct WorkerApp::Parts {
     Parts(net::Worker& worker, ring::Region& ring, chat::SharedState& chat,
           const AppOptions& options)
-        : hub(worker.io().get_executor(), ring, chat, worker.config().slot),
-          native_chat(hub, options.encode_once),
-          sio_chat(hub, options.encode_once) {}
+        : hub(worker.io().get_executor(), ring, chat, worker.config().slot, {}, &worker.metrics()),
+          native_chat(hub, options.encode_once, &worker.metrics()),
+          sio_chat(hub, options.encode_once, &worker.metrics()) {}
 
     chat::Hub hub;
     native::Service native_chat;
@@ -102,6 +149,13 @@ WorkerApp::WorkerApp(net::Worker& worker, ring::Region& ring, chat::SharedState&
     : parts_(std::make_unique<Parts>(worker, ring, chat, options)) {
     Parts& p = *parts_;
     p.hub.set_limits(options.chat_limits);
+    // A stopping worker (SIGTERM; an upgrade: docs/architecture.md) logs its users out before
+    // its connections close with 1001, so a client that reconnects at once (to the new
+    // workers) finds its name free. Registered first: runs before the servers' stop hooks.
+    worker.add_stop_hook([&p] {
+        if (const std::size_t n = p.hub.logout_all(); n != 0)
+            log::info("logged out {} chat user(s) before closing their connections", n);
+    });
     worker.add_websocket_route(
         "/ws", [&native = p.native_chat](const net::Request&) { return native.make_handler(); });
     // Engine.IO / Socket.IO: the chat, or the protocol test suites' server.
@@ -115,9 +169,19 @@ WorkerApp::WorkerApp(net::Worker& worker, ring::Region& ring, chat::SharedState&
         p.sio_server.emplace(worker, options.engine, options.socketio, std::move(namespaces));
         worker.add_metrics_source([&p](std::string& out) { p.sio_server->append_metrics(out); });
     }
-    worker.add_metrics_source([&p](std::string& out) {
-        append_chat_metrics(out, p.hub);
-        append_adapter_metrics(out, p.hub.slot(), p.native_chat.stats(), p.sio_chat.stats());
+    worker.add_metrics_source([&p, &worker, &ring](std::string& out) {
+        append_connection_metrics(out, worker, p.native_chat.stats(),
+                                  p.sio_server ? &p.sio_server->engine().stats() : nullptr);
+        append_chat_metrics(out, worker.metrics(), p.hub.stats());
+        append_adapter_metrics(out, worker.metrics(), p.native_chat.stats(), p.sio_chat.stats());
+        append_ring_metrics(out, worker, ring);
+        // The chat state is the host's (one mapping): a host-level sample.
+        metrics::Text t(out);
+        t.family("steerchat_chat_state_generation", "gauge",
+                 "Masters that took the chat state over by an upgrade (steerchat --takeover) "
+                 "since it was created; 0 before the first.");
+        t.sample("steerchat_chat_state_generation", -1, "",
+                 std::uint64_t{p.hub.state_generation()});
     });
 }
 
@@ -147,6 +211,14 @@ void apply_update(net::Worker& worker, WorkerApp& app, const WorkerOptions& opti
 
 namespace {
 
+// What a worker knows of reloads, in its slot block (every worker renders every worker's): the
+// master's counters as of the last update it received, and the updates it applied.
+struct ReloadStats {
+    metrics::Counter ok;
+    metrics::Counter failed;
+    metrics::Counter applied;
+};
+
 // The worker's end of its config channel: reads the master's ConfigUpdate messages (one per
 // reload; SOCK_SEQPACKET keeps them whole) from the event loop and applies them.
 class ConfigChannel {
@@ -157,16 +229,22 @@ class ConfigChannel {
           nslots_(ctx.nslots),
           options_(ctx.options),
           reloads_(ctx.reloads),
+          stats_(&worker.metrics()),
           fd_(worker.io(), ctx.config_fd) {
+        stats_->ok = reloads_.ok;
+        stats_->failed = reloads_.failed;
         worker.add_metrics_source([this](std::string& out) {
-            net::append_metric(out, "steerchat_config_reloads_total", "counter",
-                               "Reloads of the configuration (SIGHUP to the master): ok, or "
-                               "failed (the file did not parse; the old configuration kept).",
-                               worker_.config().slot, "result",
-                               {{"ok", reloads_.ok}, {"failed", reloads_.failed}});
-            net::append_metric(out, "steerchat_config_updates_applied_total", "counter",
-                               "Configuration updates this worker applied since it started.",
-                               worker_.config().slot, applied_);
+            const auto peers = worker_.metrics().peers(*stats_);
+            metrics::Text t(out);
+            t.per_worker("steerchat_config_reloads_total", "counter",
+                         "Reloads of the configuration (SIGHUP to the master): ok, or failed (the "
+                         "file did not parse; the old configuration kept), as the worker last "
+                         "heard from the master.",
+                         peers, "result",
+                         {{"ok", &ReloadStats::ok}, {"failed", &ReloadStats::failed}});
+            t.per_worker("steerchat_config_updates_applied_total", "counter",
+                         "Configuration updates this worker applied since it started.", peers,
+                         &ReloadStats::applied);
         });
         wait();
     }
@@ -201,6 +279,8 @@ class ConfigChannel {
                 continue;
             }
             reloads_ = update->reloads;
+            stats_->ok = reloads_.ok;
+            stats_->failed = reloads_.failed;
             // A failed reload sends the running options again (with the new counters).
             if (update->options == options_) continue;
             try {
@@ -210,7 +290,7 @@ class ConfigChannel {
                 continue;
             }
             options_ = update->options;
-            ++applied_;
+            ++stats_->applied;
             log::info("applied the reloaded configuration (reload {})", reloads_.ok);
         }
     }
@@ -220,7 +300,7 @@ class ConfigChannel {
     unsigned nslots_;
     WorkerOptions options_;  // applied last
     ReloadCounts reloads_;
-    std::uint64_t applied_ = 0;
+    metrics::Cell<ReloadStats> stats_;          // in the worker's slot block
     boost::asio::posix::stream_descriptor fd_;  // owns the descriptor
     std::array<char, 1 << 16> buffer_{};
 };
@@ -233,6 +313,7 @@ net::WorkerConfig worker_config(const WorkerContext& ctx) {
     cfg.nslots = ctx.nslots;
     cfg.listen_fd = ctx.listen_fd;
     cfg.tls_listen_fd = ctx.tls_listen_fd;
+    cfg.metrics = ctx.metrics;
     cfg.max_body_bytes = std::max(cfg.max_body_bytes, ctx.app.engine.max_payload + 1024);
     return cfg;
 }

@@ -43,11 +43,12 @@ struct AppOptions {
 struct WorkerContext {
     unsigned slot = 0;
     unsigned nslots = 1;
-    int listen_fd = -1;                 // this slot's listener (plain HTTP), owned by the worker
-    int tls_listen_fd = -1;             // this slot's TLS listener, owned by the worker
-    ring::Region* ring = nullptr;       // the shared-memory logs (inherited mapping)
-    chat::SharedState* chat = nullptr;  // the cluster directory (inherited mapping)
-    net::WorkerConfig net;              // HTTP edge options (slot, nslots, listen_fd: above)
+    int listen_fd = -1;                  // this slot's listener (plain HTTP), owned by the worker
+    int tls_listen_fd = -1;              // this slot's TLS listener, owned by the worker
+    ring::Region* ring = nullptr;        // the shared-memory logs (inherited mapping)
+    chat::SharedState* chat = nullptr;   // the cluster directory (inherited mapping)
+    metrics::Region* metrics = nullptr;  // the host's metrics (inherited mapping); nullptr: private
+    net::WorkerConfig net;               // HTTP edge options (slot, nslots, listen_fd: above)
     AppOptions app;
     // Written once, from inside the event loop after the accept loop started: the slot and pid
     // (two int32) that tell the master this worker serves (its READY=1 to systemd waits for every

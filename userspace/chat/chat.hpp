@@ -83,6 +83,7 @@
 #include "chat/event.hpp"
 #include "chat/rate_limit.hpp"
 #include "chat/shared_state.hpp"
+#include "metrics/metrics.hpp"
 #include "ring/asio_reader.hpp"
 #include "ring/ring.hpp"
 
@@ -152,20 +153,21 @@ struct Limits {
     std::uint32_t typing_burst = 5;  // typing events at once; more are dropped silently
 };
 
+// In the worker's slot block (metrics/metrics.hpp) when the Hub is given one.
 struct HubStats {
-    std::uint64_t sessions = 0;        // gauge: logged-in local sessions
-    std::uint64_t records_in = 0;      // ring records read
-    std::uint64_t records_out = 0;     // ring records published
-    std::uint64_t deliveries = 0;      // Client::deliver calls
-    std::uint64_t events = 0;          // distinct events (serials) delivered
-    std::uint64_t stale_presence = 0;  // presence records dropped as stale
-    std::uint64_t bad_records = 0;     // undecodable ring records (a bug if non-zero)
-    std::uint64_t losses = 0;          // ring Loss reports: this worker missed records
-    std::uint64_t lost_records = 0;
-    std::uint64_t rate_limited = 0;  // requests refused by a token bucket
-    std::uint64_t rate_closes = 0;   // connections found abusive (Limits::close_after)
-    std::uint64_t room_limited = 0;  // joins refused: too_many_rooms
-    std::uint64_t typing_drops = 0;  // typing events over Limits::typing_rate (not delivered)
+    metrics::Counter sessions;        // gauge: logged-in local sessions
+    metrics::Counter records_in;      // ring records read
+    metrics::Counter records_out;     // ring records published
+    metrics::Counter deliveries;      // Client::deliver calls
+    metrics::Counter events;          // distinct events (serials) delivered
+    metrics::Counter stale_presence;  // presence records dropped as stale
+    metrics::Counter bad_records;     // undecodable ring records (a bug if non-zero)
+    metrics::Counter losses;          // ring Loss reports: this worker missed records
+    metrics::Counter lost_records;
+    metrics::Counter rate_limited;  // requests refused by a token bucket
+    metrics::Counter rate_closes;   // connections found abusive (Limits::close_after)
+    metrics::Counter room_limited;  // joins refused: too_many_rooms
+    metrics::Counter typing_drops;  // typing events over Limits::typing_rate (not delivered)
 };
 
 class Hub;
@@ -197,22 +199,27 @@ struct StrHash {
 // decoded (record.hpp) and handed to the same deliver(), which finds its local recipients.
 class Hub {
   public:
+    // `metrics`: the worker's slot block for the stats (nullptr: kept here).
     Hub(boost::asio::any_io_executor ex, ring::Region& region, SharedState& state, unsigned slot,
-        ring::WriterOptions writer_options = {});
+        ring::WriterOptions writer_options = {}, metrics::Slot* metrics = nullptr);
     ~Hub();
     Hub(const Hub&) = delete;
     Hub& operator=(const Hub&) = delete;
 
     unsigned slot() const noexcept { return slot_; }
     SharedState& state() noexcept { return *state_; }
+    std::uint32_t state_generation() const noexcept { return state_->generation(); }
     // Set before sessions exist (the worker's options).
     void set_limits(const Limits& limits);
     const Limits& limits() const noexcept { return limits_; }
-    const HubStats& stats() const noexcept { return stats_; }
+    const HubStats& stats() const noexcept { return *stats_; }
     std::size_t local_sessions() const noexcept { return users_.size(); }
 
     // Stops reading the ring (the destructor does it too).
     void stop();
+    // Logs every local session out (a stopping worker, before its connections close: their
+    // names are free by the time a client reconnects to another worker). Returns how many.
+    std::size_t logout_all();
 
     // ---- The operations Sessions use ----
 
@@ -268,7 +275,7 @@ class Hub {
     ring::Writer writer_;
     std::unique_ptr<ring::Reader> reader_;
     std::unique_ptr<ring::AsioReader<detail::RecordSink, detail::LossSink>> feed_;
-    HubStats stats_;
+    metrics::Cell<HubStats> stats_;
     std::uint64_t serial_ = 0;
     std::vector<std::byte> scratch_;  // record encoding buffer
 

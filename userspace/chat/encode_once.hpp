@@ -17,15 +17,18 @@
 #include <utility>
 
 #include "chat/event.hpp"
+#include "metrics/metrics.hpp"
 
 namespace steerchat::chat {
 
 // Counters of one protocol adapter on one worker.
+// In the worker's slot block (metrics/metrics.hpp) when the adapter is given one.
 struct AdapterStats {
-    std::uint64_t requests = 0;      // client requests handled (native: frames; Socket.IO: events)
-    std::uint64_t errors = 0;        // error answers
-    std::uint64_t encoded = 0;       // chat events encoded
-    std::uint64_t shared_sends = 0;  // deliveries reusing an encoding
+    metrics::Counter requests;      // client requests handled (native: frames; Socket.IO: events)
+    metrics::Counter errors;        // error answers
+    metrics::Counter encoded;       // chat events encoded
+    metrics::Counter shared_sends;  // deliveries reusing an encoding
+    metrics::Counter connections;   // gauge: native: open /ws connections
 };
 
 // The encoding of the event being delivered, for one protocol. `Encoding` is what the adapter

@@ -37,6 +37,9 @@ struct Event {
     std::string_view text;    // message, dm
     std::string_view cid;     // message: only the sender's copy, and only if the sender gave one
     bool has_cid = false;     // (the cid stays on this worker: it is not part of the record)
+    // steady_clock ns when this worker's Hub accepted it (publish, or read from another worker's
+    // log); frames carry it so the connection can observe the delivery latency. Not recorded.
+    std::uint64_t accepted_ns = 0;
 };
 
 }  // namespace steerchat::chat

@@ -116,12 +116,13 @@ void detail::LossSink::operator()(const ring::Loss& l) const {
 }
 
 Hub::Hub(boost::asio::any_io_executor ex, ring::Region& region, SharedState& state, unsigned slot,
-         ring::WriterOptions writer_options)
+         ring::WriterOptions writer_options, metrics::Slot* metrics)
     : slot_(slot),
       state_(&state),
       rate_(RateLimit::per_second(limits_.rate, limits_.burst)),
       typing_rate_(RateLimit::per_second(limits_.typing_rate, limits_.typing_burst)),
-      writer_(region, slot, writer_options) {
+      writer_(region, slot, writer_options),
+      stats_(metrics) {
     const std::size_t need =
         record::kOverhead + kMaxRoomBytes + kMaxNameBytes + state.options().max_text;
     if (writer_.max_payload() < need)
@@ -136,6 +137,14 @@ Hub::Hub(boost::asio::any_io_executor ex, ring::Region& region, SharedState& sta
 
 Hub::~Hub() {
     stop();
+}
+
+std::size_t Hub::logout_all() {
+    // Copy: a logout edits the list (and delivers offline to the sessions still in it).
+    const std::vector<Participant*> all = sessions_;
+    for (Participant* s : all)
+        s->logout();
+    return all.size();
 }
 
 void Hub::stop() {
@@ -154,8 +163,8 @@ Error Hub::admit(TokenBucket& conn, TokenBucket* user, std::uint32_t& strikes) {
     if (rate_.unlimited()) return Error::none;
     const auto now = TokenBucket::Clock::now();
     if (!conn.ready(rate_, now) || (user && !user->ready(rate_, now))) {
-        ++stats_.rate_limited;
-        if (++strikes == limits_.close_after) ++stats_.rate_closes;
+        ++stats_->rate_limited;
+        if (++strikes == limits_.close_after) ++stats_->rate_closes;
         return Error::rate_limited;
     }
     strikes = 0;
@@ -167,14 +176,14 @@ Error Hub::admit(TokenBucket& conn, TokenBucket* user, std::uint32_t& strikes) {
 TokenBucket* Hub::attach(Participant& s) {
     users_.emplace(s.name(), &s);
     sessions_.push_back(&s);
-    stats_.sessions = users_.size();
+    stats_->sessions = users_.size();
     return &buckets_.try_emplace(s.name()).first->second;
 }
 
 void Hub::detach(Participant& s) {
     users_.erase(s.name());
     std::erase(sessions_, &s);
-    stats_.sessions = users_.size();
+    stats_->sessions = users_.size();
     forget(&s);
     release_bucket(s.name(), TokenBucket::Clock::now());
 }
@@ -193,13 +202,13 @@ void Hub::release_bucket(const std::string& name, TokenBucket::Clock::time_point
 
 bool Hub::may_join(const Participant& s, std::string_view room) {
     if (limits_.max_rooms == 0 || s.rooms() < limits_.max_rooms || s.in_room(room)) return true;
-    ++stats_.room_limited;
+    ++stats_->room_limited;
     return false;
 }
 
 bool Hub::may_type(TokenBucket& bucket) {
     if (bucket.try_take(typing_rate_, TokenBucket::Clock::now())) return true;
-    ++stats_.typing_drops;
+    ++stats_->typing_drops;
     return false;
 }
 
@@ -219,11 +228,21 @@ void Hub::remove_member(Participant& s, std::string_view room) {
 
 // ---- The one path
 
+namespace {
+// When this worker's chat core accepted an event (the delivery latency starts here).
+std::uint64_t now_ns() noexcept {
+    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                          std::chrono::steady_clock::now().time_since_epoch())
+                                          .count());
+}
+}  // namespace
+
 void Hub::publish(Event& ev, Participant* origin) {
+    ev.accepted_ns = now_ns();
     if (travels(ev)) {
         const std::uint32_t type = record::encode(ev, scratch_);
         writer_.publish(type, scratch_);
-        ++stats_.records_out;
+        ++stats_->records_out;
     }
     deliver(ev, origin);
 }
@@ -242,16 +261,17 @@ bool Hub::travels(const Event& ev) const {
 }
 
 void Hub::on_record(const ring::Record& r) {
-    ++stats_.records_in;
+    ++stats_->records_in;
     std::optional<Event> ev = record::decode(r.type, r.payload);
+    if (ev) ev->accepted_ns = now_ns();
     if (!ev) {
-        ++stats_.bad_records;
+        ++stats_->bad_records;
         log::error("chat: worker {}: undecodable ring record type {} ({} bytes) from worker {}",
                    slot_, r.type, r.payload.size(), r.writer);
         return;
     }
     if (stale(*ev)) {
-        ++stats_.stale_presence;
+        ++stats_->stale_presence;
         return;
     }
     deliver(*ev, nullptr);
@@ -352,16 +372,16 @@ void Hub::fan_out(const std::vector<Participant*>& targets, Event& ev, Keep&& ke
         Participant* s = in_flight_[d][i];
         if (s == nullptr || !keep(*s)) continue;
         any = true;
-        ++stats_.deliveries;
+        ++stats_->deliveries;
         s->client().deliver(ev);
     }
-    if (any) ++stats_.events;
+    if (any) ++stats_->events;
 }
 
 void Hub::deliver_one(Participant& s, Event& ev) {
     ev.serial = ++serial_;
-    ++stats_.deliveries;
-    ++stats_.events;
+    ++stats_->deliveries;
+    ++stats_->events;
     s.client().deliver(ev);
 }
 
@@ -372,8 +392,8 @@ void Hub::forget(Participant* s) {
 }
 
 void Hub::on_loss(const ring::Loss& l) {
-    ++stats_.losses;
-    stats_.lost_records += l.records;
+    ++stats_->losses;
+    stats_->lost_records += l.records;
     log::warn(
         "chat: worker {} fell behind worker {}'s log and missed {} records ({} bytes): some "
         "messages, DMs or presence changes were not delivered to its clients",

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "metrics/metrics.hpp"
+
 namespace steerchat::eio {
 
 struct Options {
@@ -41,23 +43,25 @@ inline constexpr std::size_t kQueuedOverhead = 64;
 
 enum class Transport : std::uint8_t { polling, websocket };
 
+// In the worker's slot block (metrics/metrics.hpp).
 struct Stats {
-    std::uint64_t sessions = 0;         // gauge
-    std::uint64_t opened = 0;           // sessions opened
-    std::uint64_t upgrades = 0;         // polling -> websocket
-    std::uint64_t polls = 0;            // GET long polls answered
-    std::uint64_t posts = 0;            // POST bodies accepted
-    std::uint64_t errors = 0;           // requests answered with an Engine.IO error
-    std::uint64_t ping_timeouts = 0;    // sessions closed for a missed heartbeat
-    std::uint64_t invalid_packets = 0;  // sessions closed for a malformed packet
-    std::uint64_t messages_in = 0;
-    std::uint64_t messages_out = 0;
-    std::uint64_t queued_bytes = 0;         // gauge: bytes queued for polling clients
-    std::uint64_t refused_sessions = 0;     // handshakes over max_sessions_per_ip
-    std::uint64_t first_poll_timeouts = 0;  // sessions closed: no poll or upgrade in time
-    std::uint64_t queue_overflows = 0;      // sessions closed: over max_buffered_bytes
-    std::uint64_t queue_evictions = 0;      // sessions closed: worker over max_buffered_total
-    std::uint64_t websockets_refused = 0;   // WebSockets for an upgraded session: closed at once
+    metrics::Counter sessions;            // gauge
+    metrics::Counter websocket_sessions;  // gauge: sessions on the WebSocket transport
+    metrics::Counter opened;              // sessions opened
+    metrics::Counter upgrades;            // polling -> websocket
+    metrics::Counter polls;               // GET long polls answered
+    metrics::Counter posts;               // POST bodies accepted
+    metrics::Counter errors;              // requests answered with an Engine.IO error
+    metrics::Counter ping_timeouts;       // sessions closed for a missed heartbeat
+    metrics::Counter invalid_packets;     // sessions closed for a malformed packet
+    metrics::Counter messages_in;
+    metrics::Counter messages_out;
+    metrics::Counter queued_bytes;         // gauge: bytes queued for polling clients
+    metrics::Counter refused_sessions;     // handshakes over max_sessions_per_ip
+    metrics::Counter first_poll_timeouts;  // sessions closed: no poll or upgrade in time
+    metrics::Counter queue_overflows;      // sessions closed: over max_buffered_bytes
+    metrics::Counter queue_evictions;      // sessions closed: worker over max_buffered_total
+    metrics::Counter websockets_refused;   // WebSockets for an upgraded session: closed at once
 };
 
 // 20 URL-safe base64 characters of 15 bytes from getrandom(): session and socket ids.

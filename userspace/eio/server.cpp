@@ -22,7 +22,8 @@ Server::Server(net::Worker& worker, Options options, Factory factory)
     : worker_(worker),
       options_(std::move(options)),
       factory_(std::move(factory)),
-      ctx_(std::make_shared<SessionContext>(*this, worker.io(), options_, stats_)) {
+      stats_(&worker.metrics()),
+      ctx_(std::make_shared<SessionContext>(*this, worker.io(), options_, *stats_)) {
     derive_ws_options();
     ctx_->on_end = [this](Session& s) { forget(s); };
     worker_.add_http_route(options_.path,
@@ -75,7 +76,7 @@ void Server::forget(Session& s) {
         ip != per_ip_.end() && --ip->second == 0)
         per_ip_.erase(ip);
     sessions_.erase(it);
-    stats_.sessions = sessions_.size();
+    stats_->sessions = sessions_.size();
 }
 
 Server::AddrKey Server::addr_key(const boost::asio::ip::tcp::endpoint& remote) {
@@ -105,7 +106,7 @@ bool Server::over_session_limit(const std::shared_ptr<net::Exchange>& ex) {
     if (options_.max_sessions_per_ip == 0) return false;
     const auto it = per_ip_.find(addr_key(ex->remote()));
     if (it == per_ip_.end() || it->second < options_.max_sessions_per_ip) return false;
-    ++stats_.refused_sessions;
+    ++stats_->refused_sessions;
     // Engine.IO's error body and code 4 (what Node's allowRequest answers), status 429.
     const auto body = fmt::format(
         R"({{"code":4,"message":"Too many sessions from this address (at most {} per worker): )"
@@ -140,7 +141,7 @@ std::string Server::new_id() {
 }
 
 void Server::error(const std::shared_ptr<net::Exchange>& ex, int code) {
-    ++stats_.errors;
+    ++stats_->errors;
     ex->respond(error_answer(options_, ex->request(), code));
 }
 
@@ -218,8 +219,8 @@ std::shared_ptr<Session> Server::open_session(Session::State initial, int protoc
                              std::move(origin), std::move(link));
     sessions_.emplace(s->id(), s);
     ++per_ip_[addr_key(remote)];
-    ++stats_.opened;
-    stats_.sessions = sessions_.size();
+    ++stats_->opened;
+    stats_->sessions = sessions_.size();
     s->start(factory_);
     return s;
 }
@@ -240,7 +241,7 @@ void Server::handshake(const std::shared_ptr<net::Exchange>& ex, int protocol,
                 open_session(Session::State::websocket, protocol, conn.remote_endpoint(),
                              std::move(query), std::move(origin), conn.shared_from_this()));
         };
-        ex->upgrade(std::make_unique<WsTransport>(std::move(open), protocol, stats_),
+        ex->upgrade(std::make_unique<WsTransport>(std::move(open), protocol, *stats_),
                     &ctx_->ws_options, ctx_->ws_origins.empty() ? nullptr : &ctx_->ws_origins);
         return;
     }
@@ -252,49 +253,52 @@ void Server::handshake(const std::shared_ptr<net::Exchange>& ex, int protocol,
 }
 
 void Server::append_metrics(std::string& out) const {
-    const unsigned slot = worker_.config().slot;
-    auto metric = [&](const char* name, const char* type, const char* help, std::uint64_t v) {
-        net::append_metric(out, name, type, help, slot, v);
+    // Every serving worker's figures (each from its own slot block), one family at a time.
+    const auto peers = worker_.metrics().peers(*stats_);
+    metrics::Text t(out);
+    auto metric = [&](const char* name, const char* type, const char* help,
+                      metrics::Counter Stats::*field) {
+        t.per_worker(name, type, help, peers, field);
     };
-    metric("steerchat_eio_sessions", "gauge", "Open Engine.IO sessions.", stats_.sessions);
-    metric("steerchat_eio_sessions_total", "counter", "Engine.IO sessions opened.", stats_.opened);
+    metric("steerchat_eio_sessions", "gauge", "Open Engine.IO sessions.", &Stats::sessions);
+    metric("steerchat_eio_sessions_total", "counter", "Engine.IO sessions opened.", &Stats::opened);
     metric("steerchat_eio_upgrades_total", "counter",
-           "Engine.IO sessions upgraded from polling to WebSocket.", stats_.upgrades);
-    metric("steerchat_eio_polls_total", "counter", "Long polls answered.", stats_.polls);
-    metric("steerchat_eio_posts_total", "counter", "Polling POST bodies accepted.", stats_.posts);
+           "Engine.IO sessions upgraded from polling to WebSocket.", &Stats::upgrades);
+    metric("steerchat_eio_polls_total", "counter", "Long polls answered.", &Stats::polls);
+    metric("steerchat_eio_posts_total", "counter", "Polling POST bodies accepted.", &Stats::posts);
     metric("steerchat_eio_errors_total", "counter",
            "Requests answered with an Engine.IO error (unknown sid, bad transport, ...).",
-           stats_.errors);
+           &Stats::errors);
     metric("steerchat_eio_ping_timeouts_total", "counter",
-           "Engine.IO sessions closed for a missed heartbeat.", stats_.ping_timeouts);
+           "Engine.IO sessions closed for a missed heartbeat.", &Stats::ping_timeouts);
     metric("steerchat_eio_invalid_packets_total", "counter",
-           "Engine.IO sessions closed for a malformed packet.", stats_.invalid_packets);
+           "Engine.IO sessions closed for a malformed packet.", &Stats::invalid_packets);
     metric("steerchat_eio_messages_in_total", "counter", "Engine.IO messages received.",
-           stats_.messages_in);
+           &Stats::messages_in);
     metric("steerchat_eio_messages_out_total", "counter", "Engine.IO messages sent.",
-           stats_.messages_out);
+           &Stats::messages_out);
     metric("steerchat_eio_queued_bytes", "gauge",
            "Bytes queued for polling clients between their polls (with bookkeeping).",
-           ctx_->queued_total);
+           &Stats::queued_bytes);
     metric(
         "steerchat_eio_refused_sessions_total", "counter",
         "Handshakes refused (429): too many sessions from the address (--eio-max-sessions-per-ip).",
-        stats_.refused_sessions);
+        &Stats::refused_sessions);
     metric("steerchat_eio_first_poll_timeouts_total", "counter",
            "Polling sessions closed for no poll or upgrade after the handshake "
            "(--eio-first-poll-timeout-ms).",
-           stats_.first_poll_timeouts);
+           &Stats::first_poll_timeouts);
     metric("steerchat_eio_queue_overflows_total", "counter",
            "Polling sessions closed for too many bytes queued (--eio-max-queued).",
-           stats_.queue_overflows);
+           &Stats::queue_overflows);
     metric("steerchat_eio_queue_evictions_total", "counter",
            "Polling sessions closed because the worker held too many bytes queued for polling "
            "clients (--eio-max-queued-total): the longest waiting first.",
-           stats_.queue_evictions);
+           &Stats::queue_evictions);
     metric(
         "steerchat_eio_websockets_refused_total", "counter",
         "WebSockets for a session already on (or moving to) WebSocket: accepted, closed at once.",
-        stats_.websockets_refused);
+        &Stats::websockets_refused);
 }
 
 }  // namespace steerchat::eio

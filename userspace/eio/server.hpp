@@ -74,8 +74,8 @@ class Server {
     // queued packet. The WebSocket options come again from the worker's (Worker::update_limits
     // first).
     void update_options(const Options& options);
-    const Stats& stats() const noexcept { return stats_; }
-    Stats& stats() noexcept { return stats_; }
+    const Stats& stats() const noexcept { return *stats_; }
+    Stats& stats() noexcept { return *stats_; }
     std::size_t size() const noexcept { return sessions_.size(); }
     net::Worker& worker() noexcept { return worker_; }
 
@@ -115,7 +115,7 @@ class Server {
     net::Worker& worker_;
     Options options_;
     Factory factory_;
-    Stats stats_;
+    metrics::Cell<Stats> stats_;  // in the worker's slot block
     // What the sessions share (a shared_ptr: posted work holds it by weak_ptr).
     std::shared_ptr<SessionContext> ctx_;
     std::unordered_map<std::string, std::shared_ptr<Session>> sessions_;

@@ -100,7 +100,9 @@ Session::Session(Private, SessionContext& ctx, std::string id, int protocol, Sta
       origin_(std::move(origin)),
       ws_(std::move(link)),
       heartbeat_(ctx.io),
-      deadline_(ctx.io) {}
+      deadline_(ctx.io) {
+    if (initial == State::websocket) ++ctx_.stats.websocket_sessions;
+}
 
 // Touches nothing outside the session: it may be freed after its server (a posted last
 // reference destroyed with the event loop).
@@ -453,6 +455,8 @@ void Session::enter(State next) {
                    static_cast<int>(state_), static_cast<int>(next));
         return;
     }
+    if (next == State::websocket && state_ != State::websocket) ++ctx_.stats.websocket_sessions;
+    if (state_ == State::websocket && next != State::websocket) --ctx_.stats.websocket_sessions;
     state_ = next;
 }
 
@@ -548,6 +552,7 @@ void Session::queue(char type, std::string_view data, bool binary) {
     if (out_bytes_ == 0) queued_at_ = ctx_.queued.insert(ctx_.queued.end(), weak_from_this());
     out_bytes_ += cost;
     ctx_.queued_total += cost;
+    ctx_.stats.queued_bytes = ctx_.queued_total;
     if (out_bytes_ > ctx_.options.max_buffered_bytes) {
         ++ctx_.stats.queue_overflows;
         if (ctx_.may_log())
@@ -575,6 +580,7 @@ void Session::clear_out() {
     out_.clear();
     if (out_bytes_ == 0) return;
     ctx_.queued_total -= out_bytes_;
+    ctx_.stats.queued_bytes = ctx_.queued_total;
     out_bytes_ = 0;
     if (queued_at_) ctx_.queued.erase(*std::exchange(queued_at_, std::nullopt));
 }

@@ -10,6 +10,7 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@
 #include "master/listener.hpp"
 #include "master/options.hpp"
 #include "master/privileges.hpp"
+#include "metrics/metrics.hpp"
 #include "ring/ring.hpp"
 #include "steer/steering.hpp"
 #include "util/unique_fd.hpp"
@@ -52,6 +54,8 @@ class Supervisor {
     };
 
     void setup();
+    // The parts of setup() that a takeover shares (rlimits, signals, the ready pipe, privileges).
+    void setup_process();
     void spawn(unsigned slot);
     [[noreturn]] void become_worker(unsigned slot);
     void reap();
@@ -69,6 +73,11 @@ class Supervisor {
     void read_ready_messages();
     void notify_readiness(const std::string& extra = {});
     std::vector<std::uint32_t> live_slots() const;
+    // The master's figures in the metrics mapping (its HostBlock; docs/operations.md, "Metrics
+    // and the host view"): a slot's state and pid; CPU, RSS and the BPF counters, sampled.
+    void set_slot_state(unsigned slot, metrics::SlotState state, pid_t pid);
+    void sample_metrics();
+    void count_buckets(std::span<const std::uint32_t> table);
     // The control socket's commands (master/control.hpp).
     void add_control_commands();
     ControlReply status_command() const;
@@ -82,6 +91,21 @@ class Supervisor {
     void set_nslots(std::uint32_t n);
     // Stops a slot's listeners; their queues migrate (select-or-migrate).
     static void shut_listeners(Slot& s);
+
+    // Upgrade, the old side (master/takeover.hpp; docs/architecture.md, "Upgrade"):
+    // `takeover` (from a new master) sends the state and waits for its "ready"; `upgrade` (from
+    // `steerchat ctl`) starts the binary at this master's path with --takeover and answers once
+    // it has taken over or failed.
+    void takeover_command(ControlRequest& req);
+    void upgrade_command(ControlRequest& req);
+    void on_handover_readable();
+    void commit_handover(pid_t new_pid);
+    void fail_handover(const std::string& why);
+    void answer_upgrade_client(bool ok, const std::string& text);
+    // Upgrade, the new side (--takeover): receives the state from the running master, starts
+    // the workers on its listeners, and commits (or gives everything back and exits 1).
+    UniqueFd setup_takeover();
+    bool complete_takeover(int conn);
 
     Options opts_;
     std::vector<std::string> argv_;  // for reload
@@ -97,6 +121,8 @@ class Supervisor {
     // Cross-worker state, created before the first fork and inherited by every worker.
     std::optional<ring::Region> ring_;
     std::optional<app::HostState> host_;
+    std::optional<metrics::Region> metrics_;  // the host's counters (metrics/metrics.hpp)
+    Clock::time_point next_sample_{};
     std::vector<Slot> slots_;  // --max-workers of them; slots 0..pool_-1 are in the pool
     unsigned pool_ = 0;
     std::vector<int> cpus_;
@@ -106,6 +132,19 @@ class Supervisor {
     UniqueFd ready_read_, ready_write_;  // workers write (slot, pid) here once they accept
     bool notified_ready_ = false;
     std::unique_ptr<ControlServer> control_;  // <run-dir>/<port>.ctl (steerchat ctl)
+    std::string exe_path_;  // this binary's path at start (after a package upgrade: the new file)
+    // Old side of an upgrade under way: the new master's connection and when it must be ready.
+    struct Handover {
+        UniqueFd fd;
+        pid_t pid = -1;
+        Clock::time_point deadline;
+        std::string in;
+    };
+    std::optional<Handover> handover_;
+    UniqueFd upgrade_client_;        // the `steerchat ctl upgrade` waiting for the outcome
+    pid_t upgrade_child_ = -1;       // the new binary this master started for it
+    bool handed_over_ = false;       // the new master serves; this one drains and exits
+    bool takeover_pending_ = false;  // new side: no READY=1 before the old master agreed
 };
 
 }  // namespace steerchat::master

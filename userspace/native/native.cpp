@@ -117,8 +117,11 @@ std::unique_ptr<ws::MessageHandler> Service::make_handler() {
 }
 
 const ws::SharedFrame& Service::frame(const chat::Event& ev) {
-    return frames_.get(ev,
-                       [&ev] { return ws::SharedFrame::text(json::serialize(event_object(ev))); });
+    return frames_.get(ev, [&ev] {
+        auto f = ws::SharedFrame::text(json::serialize(event_object(ev)));
+        f.set_stamp(ev.accepted_ns);
+        return f;
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -270,6 +273,7 @@ void WsEndpoint::on_message(ws::WebSocketConnection& conn, ws::Opcode opcode,
 }
 
 void WsEndpoint::on_close(ws::WebSocketConnection&, std::uint16_t) {
+    --service_.stats().connections;
     protocol_.on_closed();
     conn_ = nullptr;
 }

@@ -53,8 +53,9 @@ class Service {
   public:
     // encode_once = false encodes every delivery separately: the baseline that encode-once is
     // measured against in BENCHMARKS.md.
-    explicit Service(chat::Hub& hub, bool encode_once = true)
-        : hub_(hub), frames_(stats_, encode_once) {}
+    // `metrics`: the worker's slot block for the stats (nullptr: kept here).
+    explicit Service(chat::Hub& hub, bool encode_once = true, metrics::Slot* metrics = nullptr)
+        : hub_(hub), stats_(metrics), frames_(*stats_, encode_once) {}
     Service(const Service&) = delete;
     Service& operator=(const Service&) = delete;
 
@@ -62,15 +63,15 @@ class Service {
     std::unique_ptr<ws::MessageHandler> make_handler();
 
     chat::Hub& hub() noexcept { return hub_; }
-    const Stats& stats() const noexcept { return stats_; }
-    Stats& stats() noexcept { return stats_; }
+    const Stats& stats() const noexcept { return *stats_; }
+    Stats& stats() noexcept { return *stats_; }
 
     // The frame of `ev`, encoded at most once per event (keyed by ev.serial).
     const ws::SharedFrame& frame(const chat::Event& ev);
 
   private:
     chat::Hub& hub_;
-    Stats stats_;
+    metrics::Cell<Stats> stats_;
     chat::EncodeOnce<ws::SharedFrame> frames_;  // counts into stats_
 };
 
@@ -114,9 +115,12 @@ class Protocol final : public chat::Client {
 // is its Sink over the ws::WebSocketConnection.
 class WsEndpoint final : public ws::MessageHandler, private Sink {
   public:
-    explicit WsEndpoint(Service& service) : protocol_(service, *this) {}
+    explicit WsEndpoint(Service& service) : service_(service), protocol_(service, *this) {}
 
-    void on_open(ws::WebSocketConnection& conn) override { conn_ = &conn; }
+    void on_open(ws::WebSocketConnection& conn) override {
+        conn_ = &conn;
+        ++service_.stats().connections;
+    }
     void on_message(ws::WebSocketConnection& conn, ws::Opcode opcode,
                     std::string_view payload) override;
     void on_close(ws::WebSocketConnection& conn, std::uint16_t code) override;
@@ -125,6 +129,7 @@ class WsEndpoint final : public ws::MessageHandler, private Sink {
     void send(ws::SharedFrame frame) override;
     void close(std::uint16_t code, std::string_view reason) override;
 
+    Service& service_;
     ws::WebSocketConnection* conn_ = nullptr;
     Protocol protocol_;
 };

@@ -98,7 +98,10 @@ void HttpSession::disarm_deadline() {
 }
 
 void HttpSession::read() {
-    if (worker_.stopping()) return close();
+    // A stopping worker closes a kept-alive connection before its next request; a fresh one
+    // (accepted just before the stop: its client has sent, or is sending, a request) is served
+    // (answered with Connection: close), so a graceful stop or an upgrade resets no client.
+    if (worker_.stopping() && !first_request_) return close();
     const auto& cfg = worker_.config();
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(cfg.max_header_bytes));
@@ -340,7 +343,22 @@ void HttpSession::upgrade(Request&& req, WebSocketFactory factory,
                           const ws::ConnectionOptions* options,
                           const std::vector<std::string>* origins) {
     arm_write_deadline();
+    WorkerStats& stats = worker_.stats();
     auto refuse = [&](http::status status, bool keep_alive, std::string_view reason) {
+        switch (status) {
+            case http::status::bad_request:
+                ++stats.ws_handshake_bad_request;
+                break;
+            case http::status::upgrade_required:
+                ++(keep_alive ? stats.ws_handshake_no_upgrade : stats.ws_handshake_version);
+                break;
+            case http::status::service_unavailable:
+                ++stats.ws_handshake_unavailable;
+                break;
+            default:
+                ++stats.ws_handshake_forbidden;
+                break;
+        }
         keep_alive = keep_alive && req.keep_alive() && !worker_.stopping();
         beast::async_write(
             stream_, upgrade_refusal(status, req, keep_alive, reason),
@@ -383,6 +401,7 @@ void HttpSession::on_upgraded(beast::error_code ec, std::size_t) {
     disarm_deadline();
     upgrade_response_.reset();
     if (ec) return close();
+    ++worker_.stats().ws_handshake_accepted;
     // Bytes the client sent right after its request (frames it did not wait to send) are
     // already in our buffer: the connection parses them first.
     const auto rest = buffer_.data();
@@ -400,7 +419,9 @@ void HttpSession::stop() {
     // Only an idle connection (waiting for the next request) is cut; a busy one sees stopping()
     // after its response and closes then. (A pending asynchronous answer is its route's to give:
     // routes answer in their stop hook.)
-    if (reading_ && buffer_.size() == 0) stream_.socket().cancel();
+    // A fresh connection is not idle: its request is on its way (it closes after the answer,
+    // or at the first-byte deadline, or when the worker's drain time is over).
+    if (reading_ && buffer_.size() == 0 && !first_request_) stream_.socket().cancel();
 }
 
 void HttpSession::close() {

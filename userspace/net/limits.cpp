@@ -57,7 +57,11 @@ std::uint64_t random_seed() {
 
 AddressHash::AddressHash() : seed(random_seed()) {}
 
-ConnectionTracker::ConnectionTracker(ConnectionLimits limits) : limits_(limits) {}
+ConnectionTracker::ConnectionTracker(ConnectionLimits limits, metrics::Slot* metrics)
+    : limits_(limits), stats_(metrics) {
+    stats_->limit_per_worker = limits_.per_worker;
+    stats_->limit_per_address = limits_.per_address;
+}
 
 ConnectionTracker::Key ConnectionTracker::key_of(const boost::asio::ip::address& addr,
                                                  bool ipv6_prefix64) {
@@ -80,16 +84,17 @@ ConnectionTracker::Key ConnectionTracker::key_of(const boost::asio::ip::address&
 Lease ConnectionTracker::acquire(const boost::asio::ip::address& addr, Refusal& why) {
     why = Refusal::none;
     if (total_ >= limits_.per_worker) {
-        ++stats_.refused_per_worker;
+        ++stats_->refused_per_worker;
         why = Refusal::per_worker;
         return {};
     }
     auto [it, fresh] = counts_.try_emplace(key_of(addr, limits_.ipv6_prefix64), 0);
     if (limits_.per_address != 0 && it->second >= limits_.per_address) {
-        ++stats_.refused_per_address;
+        ++stats_->refused_per_address;
         why = Refusal::per_address;
         return {};
     }
+    if (it->second == 0) ++stats_->addresses;
     ++it->second;
     ++total_;
     return Lease(&ConnectionTracker::release, this, &*it);
@@ -102,6 +107,7 @@ void ConnectionTracker::release(void* owner, void* item) noexcept {
     if (--entry->second == 0) {
         const Key key = entry->first;  // erase() must not read a key it is destroying
         self->counts_.erase(key);
+        --self->stats_->addresses;
     }
 }
 
@@ -110,8 +116,11 @@ std::size_t ConnectionTracker::count(const boost::asio::ip::address& addr) const
     return it == counts_.end() ? 0 : it->second;
 }
 
-FairShare::FairShare(boost::asio::any_io_executor executor, std::size_t per_turn)
-    : executor_(std::move(executor)), per_turn_(per_turn == 0 ? 1 : per_turn) {}
+FairShare::FairShare(boost::asio::any_io_executor executor, std::size_t per_turn,
+                     metrics::Counter* deferred)
+    : executor_(std::move(executor)),
+      per_turn_(per_turn == 0 ? 1 : per_turn),
+      deferred_(deferred ? deferred : &own_deferred_) {}
 
 void FairShare::run(const AddressKey& key, std::function<void()> work) {
     auto& turn = turns_[key];
@@ -121,7 +130,7 @@ void FairShare::run(const AddressKey& key, std::function<void()> work) {
         work();
         return;
     }
-    ++deferred_;
+    ++*deferred_;
     turn.waiting.push_back(std::move(work));
 }
 

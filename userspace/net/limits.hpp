@@ -23,6 +23,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/ip/address.hpp>
 
+#include "metrics/metrics.hpp"
 #include "util/lease.hpp"
 
 namespace steerchat::net {
@@ -58,12 +59,16 @@ class ConnectionTracker {
     using Key = AddressKey;
 
     struct Stats {
-        std::uint64_t refused_per_address = 0;
-        std::uint64_t refused_per_worker = 0;
-        std::uint64_t refused_open_files = 0;  // accept hit EMFILE/ENFILE (Worker counts these)
+        metrics::Counter refused_per_address;
+        metrics::Counter refused_per_worker;
+        metrics::Counter refused_open_files;  // accept hit EMFILE/ENFILE (Worker counts these)
+        metrics::Counter addresses;           // gauge: addresses with a connection
+        metrics::Counter limit_per_worker;    // gauges: the limits (kept by the Worker)
+        metrics::Counter limit_per_address;
     };
 
-    explicit ConnectionTracker(ConnectionLimits limits);
+    // `metrics`: the worker's slot block for the stats (nullptr: kept here).
+    explicit ConnectionTracker(ConnectionLimits limits, metrics::Slot* metrics = nullptr);
     ConnectionTracker(const ConnectionTracker&) = delete;
     ConnectionTracker& operator=(const ConnectionTracker&) = delete;
     // Leases must not outlive the tracker.
@@ -78,8 +83,8 @@ class ConnectionTracker {
     std::size_t addresses() const noexcept { return counts_.size(); }
     const ConnectionLimits& limits() const noexcept { return limits_; }
     ConnectionLimits& limits() noexcept { return limits_; }
-    Stats& stats() noexcept { return stats_; }
-    const Stats& stats() const noexcept { return stats_; }
+    Stats& stats() noexcept { return *stats_; }
+    const Stats& stats() const noexcept { return *stats_; }
 
     // The counting key of `addr` (IPv4 as IPv4-mapped IPv6; IPv6 maybe cut to its /64).
     static Key key_of(const boost::asio::ip::address& addr, bool ipv6_prefix64);
@@ -91,7 +96,7 @@ class ConnectionTracker {
     ConnectionLimits limits_;
     Map counts_;  // addresses with at least one connection (elements are stable: leases point in)
     std::size_t total_ = 0;
-    Stats stats_;
+    metrics::Cell<Stats> stats_;
 };
 
 // Fairness between client addresses when a worker is busy. A kept-alive HTTP connection starts
@@ -105,15 +110,17 @@ class ConnectionTracker {
 // microseconds and nobody waits.
 class FairShare {
   public:
-    FairShare(boost::asio::any_io_executor executor, std::size_t per_turn);
+    // `deferred`: where to count requests that waited (nullptr: here).
+    FairShare(boost::asio::any_io_executor executor, std::size_t per_turn,
+              metrics::Counter* deferred = nullptr);
     FairShare(const FairShare&) = delete;
     FairShare& operator=(const FairShare&) = delete;
 
     // Runs `work` now, or later if `key` has had its share of this turn.
     void run(const AddressKey& key, std::function<void()> work);
 
-    std::uint64_t deferred() const noexcept { return deferred_; }  // requests that waited
-    std::size_t waiting() const noexcept;                          // requests waiting now
+    std::uint64_t deferred() const noexcept { return *deferred_; }  // requests that waited
+    std::size_t waiting() const noexcept;                           // requests waiting now
 
   private:
     struct Turn {
@@ -127,7 +134,8 @@ class FairShare {
     std::size_t per_turn_;
     std::unordered_map<AddressKey, Turn, AddressHash> turns_;
     bool end_posted_ = false;
-    std::uint64_t deferred_ = 0;
+    metrics::Counter own_deferred_;
+    metrics::Counter* deferred_;
 };
 
 }  // namespace steerchat::net

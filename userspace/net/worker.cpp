@@ -91,11 +91,11 @@ class TlsHandshake : public std::enable_shared_from_this<TlsHandshake> {
           key_(key),
           remote_(remote) {
         worker_.add_handshake(this, key_);
-        ++worker_.tls_stats().in_progress;
+        ++worker_.stats().tls_in_progress;
     }
     ~TlsHandshake() {
         worker_.remove_handshake(this, key_);
-        --worker_.tls_stats().in_progress;
+        --worker_.stats().tls_in_progress;
     }
 
     void start() {
@@ -117,11 +117,11 @@ class TlsHandshake : public std::enable_shared_from_this<TlsHandshake> {
     void on_done(const boost::system::error_code& ec) {
         done_ = true;
         timer_.cancel();
-        auto& st = worker_.tls_stats();
+        auto& st = worker_.stats();
         if (!ec && !worker_.stopping()) {
-            ++st.handshakes;
-            if (stream_.resumed()) ++st.resumed;
-            if (std::string_view(stream_.version()) == "TLSv1.3") ++st.tls13;
+            ++st.tls_handshakes;
+            if (stream_.resumed()) ++st.tls_resumed;
+            if (std::string_view(stream_.version()) == "TLSv1.3") ++st.tls13_handshakes;
             std::make_shared<HttpSession>(std::move(stream_), worker_, std::move(slot_), key_,
                                           remote_)
                 ->start();
@@ -129,15 +129,15 @@ class TlsHandshake : public std::enable_shared_from_this<TlsHandshake> {
         }
         boost::system::error_code e;
         if (timed_out_) {
-            ++st.timeouts;
+            ++st.tls_timeouts;
         } else if (tls::Stream::is_plaintext_http(ec)) {
-            ++st.plaintext;
+            ++st.tls_plaintext;
             const int fd = stream_.socket().native_handle();
             (void)::send(fd, kPlaintextOnTls.data(), kPlaintextOnTls.size(),
                          MSG_DONTWAIT | MSG_NOSIGNAL);
             ::shutdown(fd, SHUT_WR);
         } else if (ec) {
-            ++st.failures;
+            ++st.tls_failures;
             log::debug("TLS handshake with {} failed: {}", remote_.address().to_string(),
                        ec.message());
         }
@@ -156,12 +156,15 @@ class TlsHandshake : public std::enable_shared_from_this<TlsHandshake> {
 
 Worker::Worker(WorkerConfig cfg)
     : cfg_(std::move(cfg)),
-      connections_(cfg_.limits),
-      ws_registry_(cfg_.websocket),
+      metrics_(cfg_.metrics, cfg_.slot),
+      stats_(&metrics_),
+      connections_(cfg_.limits, &metrics_),
+      ws_registry_(cfg_.websocket, &metrics_),
       acceptor_(ioc_),
       tls_acceptor_(ioc_),
       drain_timer_(ioc_),
-      fair_share_(ioc_.get_executor(), cfg_.requests_per_address_per_turn) {
+      fair_share_(ioc_.get_executor(), cfg_.requests_per_address_per_turn,
+                  &stats_->requests_deferred) {
     if (cfg_.listen_fd >= 0) acceptor_.assign(protocol_of(cfg_.listen_fd), cfg_.listen_fd);
     if (cfg_.tls_listen_fd >= 0)
         tls_acceptor_.assign(protocol_of(cfg_.tls_listen_fd), cfg_.tls_listen_fd);
@@ -178,6 +181,8 @@ Worker::Worker(WorkerConfig cfg)
 void Worker::update_limits(const WorkerConfig& cfg) {
     connections_.limits().per_address = cfg.limits.per_address;
     connections_.limits().per_worker = cfg.limits.per_worker;
+    connections_.stats().limit_per_address = cfg.limits.per_address;  // their gauges
+    connections_.stats().limit_per_worker = cfg.limits.per_worker;
     cfg_.limits.per_address = cfg.limits.per_address;
     cfg_.limits.per_worker = cfg.limits.per_worker;
     cfg_.max_header_bytes = cfg.max_header_bytes;
@@ -186,6 +191,7 @@ void Worker::update_limits(const WorkerConfig& cfg) {
     cfg_.keepalive_timeout = cfg.keepalive_timeout;
     cfg_.header_timeout = cfg.header_timeout;
     cfg_.body_timeout = cfg.body_timeout;
+    cfg_.drain_timeout = cfg.drain_timeout;  // read when a stop begins
     cfg_.allowed_origins = cfg.allowed_origins;
     cfg_.websocket = cfg.websocket;
     ws_registry_.options() = cfg.websocket;
@@ -249,7 +255,7 @@ void Worker::accept(tcp::acceptor& acceptor, bool tls) {
             return;
         }
         if (ec) {
-            ++stats_.accept_errors;
+            ++stats_->accept_errors;
             if (ec != asio::error::connection_aborted) {
                 const bool out_of_files = ec == asio::error::no_descriptors ||
                                           ec == boost::system::errc::too_many_files_open_in_system;
@@ -281,7 +287,7 @@ void Worker::serve_tls(tcp::socket socket) {
 }
 
 void Worker::serve(tcp::socket socket, bool tls) {
-    ++stats_.accepted;
+    ++stats_->accepted;
     boost::system::error_code ec;
     // A peer without an IP address (a socketpair in tests and fuzzers; a client already gone)
     // counts as the unspecified address.
@@ -311,14 +317,14 @@ void Worker::handshake(tcp::socket socket, Lease slot, const AddressKey& key,
     // A handshake costs this worker's CPU (a signature, a key exchange): at most this many at
     // once, so a flood of them cannot starve established connections. Over it: closed at once.
     if (handshakes_.size() >= cfg_.tls_max_handshakes) {
-        ++tls_stats_.refused;
+        ++stats_->tls_refused;
         return;  // the socket closes (a reset for the client: its hello is unread), slot freed
     }
     // One address flooding handshakes fills its own share, not the worker's: other addresses'
     // new connections still get theirs.
     if (auto it = handshakes_per_address_.find(key);
         it != handshakes_per_address_.end() && it->second >= cfg_.tls_max_handshakes_per_address) {
-        ++tls_stats_.refused_per_address;
+        ++stats_->tls_refused_per_address;
         return;
     }
     std::shared_ptr<TlsHandshake> hs;
@@ -326,7 +332,7 @@ void Worker::handshake(tcp::socket socket, Lease slot, const AddressKey& key,
         hs = std::make_shared<TlsHandshake>(tls::Stream(std::move(socket), *cfg_.tls), *this,
                                             std::move(slot), key, remote);
     } catch (const std::bad_alloc&) {
-        ++tls_stats_.failures;
+        ++stats_->tls_failures;
         return;
     }
     hs->start();
@@ -351,7 +357,7 @@ bool Worker::shed_with_spare_fd(tcp::acceptor& acceptor, bool tls) {
         ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     const int err = errno;
     if (fd >= 0) {
-        ++stats_.accepted;
+        ++stats_->accepted;
         ++connections_.stats().refused_open_files;
         if (!tls) refuse_fd(fd, false);
         ::close(fd);

@@ -20,6 +20,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "metrics/metrics.hpp"
 #include "net/limits.hpp"
 #include "net/router.hpp"
 #include "tls/context.hpp"
@@ -56,6 +57,9 @@ struct WorkerConfig {
     std::chrono::milliseconds tls_handshake_timeout{10'000};  // accept -> handshake done: close
     std::size_t tls_max_handshakes = 256;  // handshakes in progress at once; more: closed at once
     std::size_t tls_max_handshakes_per_address = 16;  // ... from one client address (limits.hpp)
+    // The host's metrics mapping (inherited from the master): this worker's counters go into
+    // block `slot`, and /metrics, /healthz?all show every worker's. nullptr: private counters.
+    metrics::Region* metrics = nullptr;
 };
 
 // Makes the handler of an accepted WebSocket upgrade; nullptr refuses it (403).
@@ -65,31 +69,37 @@ class Exchange;
 // An asynchronous route: answers its Exchange now or later (see exchange.hpp).
 using HttpHandler = std::function<void(const std::shared_ptr<Exchange>&)>;
 
+// In the worker's slot block (metrics/metrics.hpp): every worker renders every worker's.
 struct WorkerStats {
-    std::uint64_t accepted = 0;
-    std::uint64_t active = 0;
-    std::uint64_t requests = 0;
-    std::uint64_t bad_requests = 0;
-    std::uint64_t accept_errors = 0;
-    std::uint64_t handler_errors = 0;       // requests answered 500: their route failed
-    std::uint64_t header_too_large = 0;     // answered 431
-    std::uint64_t header_timeouts = 0;      // answered 408: header not complete in time
-    std::uint64_t body_timeouts = 0;        // answered 408: body not complete in time
-    std::uint64_t first_byte_timeouts = 0;  // closed: nothing sent after connecting
-    std::uint64_t idle_timeouts = 0;        // closed: no next request on a kept-alive connection
-};
-
-// TLS counters (Prometheus: steerchat_tls_*).
-struct TlsStats {
-    std::uint64_t handshakes = 0;           // completed
-    std::uint64_t resumed = 0;              // ... of which resumed a session
-    std::uint64_t tls13 = 0;                // ... of which TLS 1.3 (the rest TLS 1.2)
-    std::uint64_t failures = 0;             // failed (bad client hello, no shared cipher, EOF)
-    std::uint64_t timeouts = 0;             // not done within the handshake timeout
-    std::uint64_t refused = 0;              // closed at once: too many handshakes in progress
-    std::uint64_t refused_per_address = 0;  // ... from the connection's client address
-    std::uint64_t plaintext = 0;            // plain HTTP on the TLS port: answered 400, closed
-    std::uint64_t in_progress = 0;          // gauge
+    metrics::Counter accepted;
+    metrics::Counter active;  // gauge: HTTP connections (not yet upgraded)
+    metrics::Counter requests;
+    metrics::Counter bad_requests;
+    metrics::Counter accept_errors;
+    metrics::Counter handler_errors;       // requests answered 500: their route failed
+    metrics::Counter header_too_large;     // answered 431
+    metrics::Counter header_timeouts;      // answered 408: header not complete in time
+    metrics::Counter body_timeouts;        // answered 408: body not complete in time
+    metrics::Counter first_byte_timeouts;  // closed: nothing sent after connecting
+    metrics::Counter idle_timeouts;        // closed: no next request on a kept-alive connection
+    metrics::Counter requests_deferred;    // next-request reads that waited a turn (FairShare)
+    // WebSocket handshakes by result (HttpSession::upgrade)
+    metrics::Counter ws_handshake_accepted;     // 101
+    metrics::Counter ws_handshake_no_upgrade;   // 426: a plain request on a WebSocket route
+    metrics::Counter ws_handshake_bad_request;  // 400
+    metrics::Counter ws_handshake_version;      // 426: Sec-WebSocket-Version not 13
+    metrics::Counter ws_handshake_forbidden;    // 403: Origin not allowed, or the route refused
+    metrics::Counter ws_handshake_unavailable;  // 503: the worker is stopping
+    // TLS handshakes (net::TlsHandshake; Prometheus: steerchat_tls_*)
+    metrics::Counter tls_handshakes;           // completed
+    metrics::Counter tls_resumed;              // ... of which resumed a session
+    metrics::Counter tls13_handshakes;         // ... of which TLS 1.3 (the rest TLS 1.2)
+    metrics::Counter tls_failures;             // failed (bad client hello, no shared cipher, EOF)
+    metrics::Counter tls_timeouts;             // not done within the handshake timeout
+    metrics::Counter tls_refused;              // closed at once: too many handshakes in progress
+    metrics::Counter tls_refused_per_address;  // ... from the connection's client address
+    metrics::Counter tls_plaintext;            // plain HTTP on the TLS port: answered 400, closed
+    metrics::Counter tls_in_progress;          // gauge
 };
 
 class HttpSession;
@@ -112,23 +122,25 @@ class Worker {
 
     const WorkerConfig& config() const { return cfg_; }
     // A reload (SIGHUP to the master): takes the limits and timers of `cfg` that can change while
-    // the worker runs, and nothing else (slot, listener, drain timeout, fairness stay):
+    // the worker runs, and nothing else (slot, listener, fairness stay):
     //   connection limits per address and per worker: checked at accept, so for new
     //     connections (existing ones are never closed for a lower limit, but they count);
     //   max_header_bytes, max_body_bytes, the four request timers: from each connection's next
     //     request (or next phase of it) on, kept-alive connections included;
     //   allowed_origins and the WebSocket options: for upgrades from now on (a WebSocket keeps
     //     the options it was opened with).
+    //   drain_timeout: for a stop that begins afterwards.
     // limits.ipv6_prefix64 is kept (the steering counts addresses the same way).
     void update_limits(const WorkerConfig& cfg);
-    WorkerStats& stats() { return stats_; }
-    TlsStats& tls_stats() { return tls_stats_; }
+    WorkerStats& stats() { return *stats_; }
     // The TLS configuration for connections accepted from now on (a reload); nullptr: plain.
     // Connections already open keep theirs.
     void set_tls_context(std::shared_ptr<const tls::ServerContext> ctx) {
         cfg_.tls = std::move(ctx);
     }
     bool tls() const { return cfg_.tls != nullptr; }
+    // This worker's block of the host's metrics, and the view of the other workers' blocks.
+    metrics::Slot& metrics() { return metrics_; }
     // Connection slots per client address and in all (limits.hpp).
     ConnectionTracker& connections() { return connections_; }
     // Request handling shared fairly between client addresses (limits.hpp).
@@ -160,7 +172,7 @@ class Worker {
     void add_stop_hook(std::function<void()> hook) { stop_hooks_.push_back(std::move(hook)); }
 
     // More /metrics lines from parts the HTTP edge does not know (the chat core): each source
-    // appends its metrics (see append_metric) to the body.
+    // appends whole metric families (metrics::Text) to the body, every worker's samples.
     using MetricsSource = std::function<void(std::string& out)>;
     void add_metrics_source(MetricsSource source) { metrics_sources_.push_back(std::move(source)); }
     const std::vector<MetricsSource>& metrics_sources() const { return metrics_sources_; }
@@ -178,9 +190,9 @@ class Worker {
     void maybe_done();
 
     WorkerConfig cfg_;
+    metrics::Slot metrics_;  // before every part that places its stats in it
     // Declared before the io_context: handlers it destroys on teardown still reach these.
-    WorkerStats stats_;
-    TlsStats tls_stats_;
+    metrics::Cell<WorkerStats> stats_;
     ConnectionTracker connections_;  // before anything holding its leases
     std::unordered_set<HttpSession*> sessions_;
     std::unordered_set<TlsHandshake*> handshakes_;

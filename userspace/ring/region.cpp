@@ -184,6 +184,19 @@ std::uint64_t Region::cut_loose_total() const {
     return view_.global->cut_loose_total.load(std::memory_order_relaxed);
 }
 
+std::uint64_t Region::lag_bytes(unsigned slot) const {
+    check_slot(slot);
+    if (view_.consumers[slot].alive.load(std::memory_order_acquire) == 0) return 0;
+    std::uint64_t lag = 0;
+    for (unsigned w = 0; w < view_.workers; ++w) {
+        if (w == slot) continue;
+        const std::uint64_t written = view_.writers[w].pos.load(std::memory_order_acquire);
+        const std::uint64_t read = view_.cursor(slot, w).pos.load(std::memory_order_relaxed);
+        if (written > read) lag += written - read;
+    }
+    return lag;
+}
+
 LogStats Region::log_stats(unsigned slot) const {
     check_slot(slot);
     const detail::WriterState& ws = view_.writers[slot];

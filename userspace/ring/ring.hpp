@@ -82,6 +82,8 @@ class Region {
     bool alive(unsigned slot) const;
 
     std::uint64_t cut_loose_total() const;
+    // Bytes the reader of `slot` has yet to read, over every other log (0 if it is not alive).
+    std::uint64_t lag_bytes(unsigned slot) const;
     LogStats log_stats(unsigned slot) const;
     ConsumerStats consumer_stats(unsigned slot) const;
 

@@ -48,7 +48,7 @@ class Multiplexer final : public eio::SessionHandler {
             [this, session = engine_.weak_from_this()](const boost::system::error_code& ec) {
                 const auto s = session.lock();
                 if (ec || !s || !s->is_open() || !sockets_.empty() || ever_connected_) return;
-                ++server_.stats_.connect_timeouts;
+                ++server_.stats_->connect_timeouts;
                 engine_.close("connect timeout");
             });
     }
@@ -98,12 +98,12 @@ class Multiplexer final : public eio::SessionHandler {
     void end(Socket& s, std::string_view reason) {
         if (!s.connected_) return;
         s.connected_ = false;
-        --server_.stats_.sockets;
+        --server_.stats_->sockets;
         if (s.handler_) s.handler_->on_disconnect(s, reason);
     }
 
     void invalid(std::string_view) {
-        ++server_.stats_.invalid_packets;
+        ++server_.stats_->invalid_packets;
         pending_.reset();
         attachments_.clear();
         engine_.close("parse error");
@@ -121,8 +121,8 @@ class Multiplexer final : public eio::SessionHandler {
         auto owned = std::shared_ptr<Socket>(new Socket(*this, std::string(nsp), eio::random_id()));
         Socket& s = *owned;
         sockets_.push_back(std::move(owned));
-        ++server_.stats_.sockets;
-        ++server_.stats_.connects;
+        ++server_.stats_->sockets;
+        ++server_.stats_->connects;
         Packet reply;
         reply.type = Type::connect;
         reply.nsp = std::string(nsp);
@@ -139,7 +139,7 @@ class Multiplexer final : public eio::SessionHandler {
                 if (find(nsp)) return;  // already connected: nothing to do
                 const Namespace* ns = server_.find(nsp);
                 if (!ns) {
-                    ++server_.stats_.connect_errors;
+                    ++server_.stats_->connect_errors;
                     Packet err;
                     err.type = Type::connect_error;
                     err.nsp = std::string(nsp);
@@ -197,7 +197,7 @@ class Multiplexer final : public eio::SessionHandler {
     void dispatch(const Packet& p, std::span<const std::string> attachments) {
         Socket* s = find(p.nsp);
         if (!s || !s->handler_) return;  // not connected to that namespace: ignored
-        ++server_.stats_.events_in;
+        ++server_.stats_->events_in;
         s->handler_->on_event(*s, p.data->as_array(), attachments, p.id);
     }
 
@@ -277,6 +277,7 @@ Server::Server(net::Worker& worker, eio::Options eio_options, Options options,
                std::vector<Namespace> namespaces)
     : options_(options),
       namespaces_(std::move(namespaces)),
+      stats_(&worker.metrics()),
       engine_(worker, std::move(eio_options),
               [this](eio::Session& s) { return std::make_unique<Multiplexer>(*this, s); }) {}
 
@@ -288,20 +289,23 @@ const Namespace* Server::find(std::string_view name) const {
 
 void Server::append_metrics(std::string& out) const {
     engine_.append_metrics(out);
-    const unsigned slot = const_cast<Server*>(this)->engine_.worker().config().slot;
-    auto metric = [&](const char* name, const char* type, const char* help, std::uint64_t v) {
-        net::append_metric(out, name, type, help, slot, v);
+    const auto peers = const_cast<Server*>(this)->engine_.worker().metrics().peers(*stats_);
+    metrics::Text t(out);
+    auto metric = [&](const char* name, const char* type, const char* help,
+                      metrics::Counter Stats::*field) {
+        t.per_worker(name, type, help, peers, field);
     };
-    metric("steerchat_sio_sockets", "gauge", "Socket.IO namespace connections.", stats_.sockets);
+    metric("steerchat_sio_sockets", "gauge", "Socket.IO namespace connections.", &Stats::sockets);
     metric("steerchat_sio_connects_total", "counter", "Socket.IO CONNECTs accepted.",
-           stats_.connects);
+           &Stats::connects);
     metric("steerchat_sio_connect_errors_total", "counter",
-           "Socket.IO CONNECTs refused (unknown namespace).", stats_.connect_errors);
-    metric("steerchat_sio_events_total", "counter", "Socket.IO events received.", stats_.events_in);
+           "Socket.IO CONNECTs refused (unknown namespace).", &Stats::connect_errors);
+    metric("steerchat_sio_events_total", "counter", "Socket.IO events received.",
+           &Stats::events_in);
     metric("steerchat_sio_invalid_packets_total", "counter",
-           "Engine.IO sessions closed for an invalid Socket.IO packet.", stats_.invalid_packets);
+           "Engine.IO sessions closed for an invalid Socket.IO packet.", &Stats::invalid_packets);
     metric("steerchat_sio_connect_timeouts_total", "counter",
-           "Engine.IO sessions closed for sending no CONNECT in time.", stats_.connect_timeouts);
+           "Engine.IO sessions closed for sending no CONNECT in time.", &Stats::connect_timeouts);
 }
 
 }  // namespace steerchat::sio

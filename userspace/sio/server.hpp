@@ -70,13 +70,14 @@ struct Encoded {
 };
 Encoded encode_event(std::string_view nsp, const boost::json::array& args);
 
+// In the worker's slot block (metrics/metrics.hpp).
 struct Stats {
-    std::uint64_t sockets = 0;          // gauge: namespace connections
-    std::uint64_t connects = 0;         // CONNECTs accepted
-    std::uint64_t connect_errors = 0;   // CONNECTs refused (unknown namespace)
-    std::uint64_t events_in = 0;        // EVENT / BINARY_EVENT handled
-    std::uint64_t invalid_packets = 0;  // sessions closed for an invalid packet
-    std::uint64_t connect_timeouts = 0;
+    metrics::Counter sockets;          // gauge: namespace connections
+    metrics::Counter connects;         // CONNECTs accepted
+    metrics::Counter connect_errors;   // CONNECTs refused (unknown namespace)
+    metrics::Counter events_in;        // EVENT / BINARY_EVENT handled
+    metrics::Counter invalid_packets;  // sessions closed for an invalid packet
+    metrics::Counter connect_timeouts;
 };
 
 // One client in one namespace. Owned by shared_ptr (docs/architecture.md, "Lifetimes"): its
@@ -124,7 +125,7 @@ class Server {
     Server& operator=(const Server&) = delete;
 
     eio::Server& engine() noexcept { return engine_; }
-    const Stats& stats() const noexcept { return stats_; }
+    const Stats& stats() const noexcept { return *stats_; }
     const Options& options() const noexcept { return options_; }
     // A reload: the connect timeout and attachment limit for sessions from now on.
     void update_options(const Options& options) { options_ = options; }
@@ -137,8 +138,8 @@ class Server {
 
     Options options_;
     std::vector<Namespace> namespaces_;
-    Stats stats_;
-    eio::Server engine_;  // last: its sessions' handlers point into the members above
+    metrics::Cell<Stats> stats_;  // in the worker's slot block
+    eio::Server engine_;          // last: its sessions' handlers point into the members above
 };
 
 }  // namespace steerchat::sio

@@ -118,7 +118,11 @@ sio::Namespace Service::make_namespace(std::string name) {
 }
 
 const sio::Encoded& Service::encoded(const chat::Event& ev, std::string_view nsp) {
-    return events_.get(ev, nsp, [&] { return sio::encode_event(nsp, event_args(ev)); });
+    return events_.get(ev, nsp, [&] {
+        auto e = sio::encode_event(nsp, event_args(ev));
+        e.frame.set_stamp(ev.accepted_ns);
+        return e;
+    });
 }
 
 // ---------------------------------------------------------------------------------------------

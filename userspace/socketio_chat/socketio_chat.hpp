@@ -57,8 +57,9 @@ using Stats = chat::AdapterStats;
 class Service {
   public:
     // encode_once = false encodes every delivery separately (--no-encode-once).
-    explicit Service(chat::Hub& hub, bool encode_once = true)
-        : hub_(hub), events_(stats_, encode_once) {}
+    // `metrics`: the worker's slot block for the stats (nullptr: kept here).
+    explicit Service(chat::Hub& hub, bool encode_once = true, metrics::Slot* metrics = nullptr)
+        : hub_(hub), stats_(metrics), events_(*stats_, encode_once) {}
     Service(const Service&) = delete;
     Service& operator=(const Service&) = delete;
 
@@ -66,15 +67,15 @@ class Service {
     sio::Namespace make_namespace(std::string name);
 
     chat::Hub& hub() noexcept { return hub_; }
-    Stats& stats() noexcept { return stats_; }
-    const Stats& stats() const noexcept { return stats_; }
+    Stats& stats() noexcept { return *stats_; }
+    const Stats& stats() const noexcept { return *stats_; }
 
     // The encoding of `ev` for namespace `nsp`, made at most once per (event, namespace).
     const sio::Encoded& encoded(const chat::Event& ev, std::string_view nsp);
 
   private:
     chat::Hub& hub_;
-    Stats stats_;
+    metrics::Cell<Stats> stats_;
     chat::EncodeOnce<sio::Encoded> events_;  // counts into stats_
 };
 

@@ -40,18 +40,18 @@ bool is_data_frame(const SharedFrame& f) noexcept {
 // ---------------------------------------------------------------------------------------------
 // ConnectionRegistry
 
-ConnectionRegistry::ConnectionRegistry(ConnectionOptions options)
-    : options_(options), read_buffer_(kReadBufferSize) {}
+ConnectionRegistry::ConnectionRegistry(ConnectionOptions options, metrics::Slot* metrics)
+    : options_(options), stats_(metrics), read_buffer_(kReadBufferSize) {}
 
 void ConnectionRegistry::add(WebSocketConnection* c) {
     live_.insert(c);
-    ++stats_.open;
-    ++stats_.opened;
+    ++stats_->open;
+    ++stats_->opened;
 }
 
 void ConnectionRegistry::remove(WebSocketConnection* c) {
     if (live_.erase(c) == 0) return;
-    --stats_.open;
+    --stats_->open;
     if (live_.empty() && on_empty_) on_empty_();
 }
 
@@ -97,7 +97,7 @@ WebSocketConnection::WebSocketConnection(Private, tls::Stream stream, Connection
 WebSocketConnection::~WebSocketConnection() {
     // Normally finished already; if the event loop is torn down first, leave the registry quietly
     // (no on_close, no on_empty: the application may be gone).
-    if (state_ != State::finished && registry_.live_.erase(this) != 0) --registry_.stats_.open;
+    if (state_ != State::finished && registry_.live_.erase(this) != 0) --registry_.stats_->open;
 }
 
 void WebSocketConnection::start(ByteView initial) {
@@ -113,7 +113,7 @@ void WebSocketConnection::start(ByteView initial) {
     handler_->on_open(*this);
     if (registry_.closing_all()) close(registry_.close_all_code_, registry_.close_all_reason_);
     if (!initial.empty() && state_ != State::finished) {
-        registry_.stats_.bytes_in += initial.size();
+        registry_.stats_->bytes_in += initial.size();
         process(initial);
     }
     if (state_ == State::finished) return;
@@ -143,7 +143,7 @@ void WebSocketConnection::on_readable(const boost::system::error_code& ec) {
         const std::size_t n = stream_.read_some(asio::buffer(buf), rec);
         if (rec == asio::error::would_block || rec == asio::error::try_again) break;
         if (rec) return finish();  // EOF or reset: on_close gets close_code_ (1006 if open)
-        registry_.stats_.bytes_in += n;
+        registry_.stats_->bytes_in += n;
         last_rx_ = Clock::now();
         ping_outstanding_ = false;
         if (state_ != State::draining) process(ByteView(buf.data(), n));
@@ -178,14 +178,14 @@ void WebSocketConnection::handle_event(const Event& ev) {
             return;
         case EventKind::message:
             if (state_ != State::open) return;  // we are closing: data is discarded
-            ++registry_.stats_.messages_in;
+            ++registry_.stats_->messages_in;
             large_message_seen_ |= ev.payload.size() > kKeepMessageBuffer;
             try {
                 handler_->on_message(*this, ev.opcode, ev.text());
             } catch (const std::exception& e) {
                 // A bug the message found: this connection ends, the worker and everyone else
                 // go on.
-                ++registry_.stats_.handler_errors;
+                ++registry_.stats_->handler_errors;
                 log::debug("closing a WebSocket (1011): its message failed: {}", e.what());
                 if (state_ == State::open) close(close_code::internal_error, "internal error");
             }
@@ -204,7 +204,7 @@ void WebSocketConnection::handle_event(const Event& ev) {
             }
             return;
         case EventKind::error:
-            ++registry_.stats_.protocol_errors;
+            ++registry_.stats_->protocol_errors;
             if (state_ == State::open) {
                 start_closing(ev.code, ev.what, false);
             } else {
@@ -251,7 +251,7 @@ bool WebSocketConnection::send(SharedFrame frame) {
     if (state_ != State::open || !frame) return false;
     if (queued_bytes_ + frame.size() > options_.max_queued_bytes ||
         queued_frames() + 1 > options_.max_queued_frames) {
-        ++registry_.stats_.queue_overflows;
+        ++registry_.stats_->queue_overflows;
         // Drop what the kernel has not been given yet; the Close goes right after the write in
         // flight (if any). A client that reads nothing is cut by the close timeout.
         queued_bytes_ -= pending_bytes_;
@@ -260,7 +260,7 @@ bool WebSocketConnection::send(SharedFrame frame) {
         start_closing(close_code::policy_violation, "send queue overflow", false);
         return false;
     }
-    if (is_data_frame(frame)) ++registry_.stats_.messages_out;
+    if (is_data_frame(frame)) ++registry_.stats_->messages_out;
     return enqueue(std::move(frame));
 }
 
@@ -297,7 +297,7 @@ void WebSocketConnection::flush() {
         iov_.emplace_back(f.data(), f.size());
     writing_ = true;
     ++writes_;
-    ++registry_.stats_.writes;
+    ++registry_.stats_->writes;
     // TLS: the stream coalesces the frames into records of 16 KiB (tls/stream.hpp).
     stream_.async_write_all(
         BufferSpan{iov_.data(), iov_.data() + iov_.size()},
@@ -309,13 +309,23 @@ void WebSocketConnection::flush() {
 void WebSocketConnection::on_written(const boost::system::error_code& ec, std::size_t n) {
     writing_ = false;
     std::size_t bytes = 0;
-    for (const auto& f : inflight_)
+    std::uint64_t now = 0;  // one clock read per gather write, if it carried a delivery
+    for (const auto& f : inflight_) {
         bytes += f.size();
+        if (const std::uint64_t stamp = f.stamp(); stamp != 0 && !ec) {
+            if (now == 0)
+                now =
+                    static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                   Clock::now().time_since_epoch())
+                                                   .count());
+            registry_.stats_->delivery_latency.observe(now > stamp ? now - stamp : 0);
+        }
+    }
     inflight_.clear();  // keeps the capacity
     queued_bytes_ -= bytes;
     if (state_ == State::finished) return;
     if (ec) return finish();
-    registry_.stats_.bytes_out += n;
+    registry_.stats_->bytes_out += n;
     if (close_queued_ && pending_.empty()) {
         // The Close frame is always the last frame queued, so it was in this write.
         close_written_ = true;
@@ -341,7 +351,7 @@ void WebSocketConnection::on_timer(const boost::system::error_code& ec) {
     if (now < timer_.expiry()) return;
     if (state_ != State::open) return finish();  // close deadline
     if (ping_outstanding_) {
-        ++registry_.stats_.ping_timeouts;
+        ++registry_.stats_->ping_timeouts;
         close_code_ = close_code::abnormal;
         return finish();
     }
@@ -367,6 +377,12 @@ void WebSocketConnection::finish() {
     parser_.shrink();
     lease_.reset();
     registry_.remove(this);
+    {
+        std::size_t i = 0;
+        while (i < std::size(kCloseCodes) && kCloseCodes[i] != close_code_)
+            ++i;
+        ++registry_.stats_->closes[i];
+    }
     handler_->on_close(*this, close_code_);
 }
 

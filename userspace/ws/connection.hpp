@@ -25,6 +25,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "metrics/metrics.hpp"
 #include "tls/stream.hpp"
 #include "util/lease.hpp"
 #include "ws/frame.hpp"
@@ -60,32 +61,41 @@ struct ConnectionOptions {
 };
 
 // Per-worker counters (Prometheus: steerchat_ws_*).
+// In the worker's slot block (metrics/metrics.hpp), when it has one.
 struct Stats {
-    std::uint64_t open = 0;             // gauge: connections not yet finished
-    std::uint64_t opened = 0;           // connections upgraded
-    std::uint64_t messages_in = 0;      // complete data messages received
-    std::uint64_t messages_out = 0;     // data frames queued (text, binary, continuation)
-    std::uint64_t bytes_in = 0;         // bytes read from sockets
-    std::uint64_t bytes_out = 0;        // bytes written to sockets
-    std::uint64_t writes = 0;           // gather writes issued
-    std::uint64_t queue_overflows = 0;  // closed 1008: send queue over its bound
-    std::uint64_t protocol_errors = 0;  // closed 1002/1007/1009 by the parser
-    std::uint64_t ping_timeouts = 0;    // dropped: no answer to the idle ping
-    std::uint64_t handler_errors = 0;   // closed 1011: the application failed on a message
+    metrics::Counter open;             // gauge: connections not yet finished
+    metrics::Counter opened;           // connections upgraded
+    metrics::Counter messages_in;      // complete data messages received
+    metrics::Counter messages_out;     // data frames queued (text, binary, continuation)
+    metrics::Counter bytes_in;         // bytes read from sockets
+    metrics::Counter bytes_out;        // bytes written to sockets
+    metrics::Counter writes;           // gather writes issued
+    metrics::Counter queue_overflows;  // closed 1008: send queue over its bound
+    metrics::Counter protocol_errors;  // closed 1002/1007/1009 by the parser
+    metrics::Counter ping_timeouts;    // dropped: no answer to the idle ping
+    metrics::Counter handler_errors;   // closed 1011: the application failed on a message
+    // Finished connections by close code (on_close's code): kCloseCodes, then any other.
+    metrics::Counter closes[8];
+    // Delivered frames (SharedFrame::stamp set): event accepted -> frame written to the socket.
+    metrics::LatencyHistogram delivery_latency;
 };
+
+// The close codes counted one by one in Stats::closes (the last entry counts every other code).
+inline constexpr std::uint16_t kCloseCodes[] = {1000, 1001, 1002, 1005, 1006, 1008, 1011};
 
 // A worker's WebSocket state. Must outlive its connections' handlers (the worker declares it
 // before its io_context).
 class ConnectionRegistry {
   public:
-    explicit ConnectionRegistry(ConnectionOptions options = {});
+    // `metrics`: the worker's slot block for the stats (nullptr: kept here).
+    explicit ConnectionRegistry(ConnectionOptions options = {}, metrics::Slot* metrics = nullptr);
     ConnectionRegistry(const ConnectionRegistry&) = delete;
     ConnectionRegistry& operator=(const ConnectionRegistry&) = delete;
 
     const ConnectionOptions& options() const noexcept { return options_; }
     ConnectionOptions& options() noexcept { return options_; }
-    Stats& stats() noexcept { return stats_; }
-    const Stats& stats() const noexcept { return stats_; }
+    Stats& stats() noexcept { return *stats_; }
+    const Stats& stats() const noexcept { return *stats_; }
     // Connections not yet finished.
     std::size_t size() const noexcept { return live_.size(); }
 
@@ -102,7 +112,7 @@ class ConnectionRegistry {
     void remove(WebSocketConnection* c);
 
     ConnectionOptions options_;
-    Stats stats_;
+    metrics::Cell<Stats> stats_;
     std::unordered_set<WebSocketConnection*> live_;
     std::vector<std::uint8_t> read_buffer_;
     std::function<void()> on_empty_;

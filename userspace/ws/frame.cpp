@@ -122,7 +122,7 @@ void encode_close(std::vector<std::uint8_t>& out, std::uint16_t code, std::strin
 SharedFrame::Rep* SharedFrame::allocate(Opcode op, std::size_t payload_size, bool fin) {
     const std::size_t hs = header_size(payload_size);
     void* mem = ::operator new(sizeof(Rep) + hs + payload_size);
-    Rep* r = new (mem) Rep{1, hs + payload_size, hs};
+    Rep* r = new (mem) Rep{1, hs + payload_size, hs, 0};
     write_header(bytes_of(r), op, payload_size, fin);
     return r;
 }

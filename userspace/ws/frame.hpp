@@ -156,6 +156,12 @@ class SharedFrame {
                     : ByteView();
     }
     std::size_t use_count() const noexcept { return rep_ ? rep_->refs : 0; }
+    // When the event this frame carries was accepted (steady_clock ns; 0: not a delivery). The
+    // connection that writes it observes the delivery latency (ws::Stats::delivery_latency).
+    std::uint64_t stamp() const noexcept { return rep_ ? rep_->stamp_ns : 0; }
+    void set_stamp(std::uint64_t ns) noexcept {
+        if (rep_) rep_->stamp_ns = ns;
+    }
     explicit operator bool() const noexcept { return rep_ != nullptr; }
     void swap(SharedFrame& o) noexcept { std::swap(rep_, o.rep_); }
     void reset() noexcept { SharedFrame().swap(*this); }
@@ -165,6 +171,7 @@ class SharedFrame {
         std::size_t refs;
         std::size_t size;    // header + payload
         std::size_t header;  // header bytes
+        std::uint64_t stamp_ns;
     };
     explicit SharedFrame(Rep* r) noexcept : rep_(r) {}
     static std::uint8_t* bytes_of(Rep* r) noexcept {

@@ -84,12 +84,16 @@ export class RawConnection {
   }
 }
 
-// One worker's /metrics (the worker that serves `localAddress`) as {name{labels}: value}.
+// One worker's /metrics (the worker that serves `localAddress`) as {name{labels}: value}: every
+// worker's series are in every scrape, so keep those labelled with that worker (and the host's).
 export async function metricsFrom(port, localAddress) {
+  const { worker } = await healthzFrom(port, localAddress);
   const body = await getFrom(port, localAddress, '/metrics');
   const out = {};
   for (const line of body.split('\n')) {
     if (!line || line.startsWith('#')) continue;
+    const w = /worker="(\d+)"/.exec(line);
+    if (w && Number(w[1]) !== worker) continue;
     const i = line.lastIndexOf(' ');
     const key = line.slice(0, i).replace(/worker="\d+",?/, '').replace('{}', '');
     out[key] = Number(line.slice(i + 1));

@@ -54,11 +54,16 @@ export function errorBody(r) {
   }
 }
 
-// The metrics of the worker that serves `localAddress` (steerchat_* name -> number).
-export async function metricsFrom(port, localAddress, ca) {
-  const r = await request(port, { path: '/metrics', localAddress, ca });
+// The metrics of the worker that serves `localAddress` (steerchat_* name -> number). Every scrape
+// has every worker's series: keep that worker's (and the host's). Without `worker` (its number)
+// a /healthz from the address finds it first (one more request and connection on that worker).
+export async function metricsFrom(port, localAddress, worker) {
+  worker ??= JSON.parse((await request(port, { path: '/healthz', localAddress })).body).worker;
+  const r = await request(port, { path: '/metrics', localAddress });
   const out = {};
   for (const line of r.body.split('\n')) {
+    const w = /worker="(\d+)"/.exec(line);
+    if (w && Number(w[1]) !== worker) continue;
     const m = /^(\w+)(\{[^}]*\})? ([0-9.eE+-]+)$/.exec(line);
     if (m) out[m[1]] = (out[m[1]] ?? 0) + Number(m[3]);
   }
