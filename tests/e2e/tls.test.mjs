@@ -493,6 +493,14 @@ describe('--tls-port: plain HTTP on --port and TLS on --tls-port, side by side, 
     while (Date.now() < deadline && !/serving[^\n]*\n[^]*3\s+serving/.test(ctl('status').stdout)) await sleep(100);
     assert.equal((await sameWorkerOnBothPorts(60, 700)).size, WORKERS);
   });
+
+  test('ctl upgrade is refused with --tls-port (the hand-over carries --port\'s listeners only)',
+       async () => {
+    const r = ctl('upgrade');
+    assert.notEqual(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout + r.stderr, /does not hand over --tls-port \d+'s listeners yet: restart instead/);
+    assert.equal((await sameWorkerOnBothPorts(10, 800)).size > 0, true);
+  });
 });
 
 describe('certificate reload (SIGHUP), workers under --seccomp', () => {
