@@ -364,7 +364,7 @@ describe('handshake limits', () => {
   before(async () => {
     server = await Server.start({
       workers: 1, ca, steering: 'kernel',
-      args: [...tlsArgs(), '--tls-handshake-timeout-ms', '400', '--tls-max-handshakes', '3',
+      args: [...tlsArgs(), '--tls-handshake-timeout-ms', '1500', '--tls-max-handshakes', '3',
              '--tls-max-handshakes-per-ip', '2'],
     });
   });
@@ -377,7 +377,7 @@ describe('handshake limits', () => {
     const m0 = await metrics(server.port, '127.0.0.1');
     const r = await raw(server.port, '127.0.0.1', Buffer.from([0x16, 0x03, 0x01]), 5000);
     assert.equal(r.how === 'end' || r.how === 'reset', true, `ended by ${r.how}`);
-    assert.ok(r.ms >= 350 && r.ms < 2000, `closed after ${r.ms} ms`);
+    assert.ok(r.ms >= 1400 && r.ms < 4000, `closed after ${r.ms} ms`);
     const m1 = await metrics(server.port, '127.0.0.1');
     assert.equal(m1['steerchat_tls_handshake_failures_total:timeout'] -
                  m0['steerchat_tls_handshake_failures_total:timeout'], 1);
@@ -387,17 +387,18 @@ describe('handshake limits', () => {
        'established ones are served meanwhile', async () => {
     const established = await ChatClient.connect(server.port, '127.0.0.2', { ca });
     const m0 = await metrics(server.port, '127.0.0.1');
-    // Three silent connections fill the handshake slots (until the 400 ms timeout).
-    const stalled = [1, 2, 3].map((k) => raw(server.port, `127.0.1.${k}`, Buffer.alloc(0), 3000));
+    // Three silent connections fill the handshake slots (until the 1500 ms timeout).
+    const stalled = [1, 2, 3].map((k) => raw(server.port, `127.0.1.${k}`, Buffer.alloc(0), 5000));
     await sleep(100);
-    const refused = await raw(server.port, '127.0.2.1', Buffer.from([0x16, 0x03, 0x01]), 3000);
-    assert.ok(refused.how !== 'timeout' && refused.ms < 300,
+    // Closed at once, not at the handshake timeout (generous bounds: a loaded test host).
+    const refused = await raw(server.port, '127.0.2.1', Buffer.from([0x16, 0x03, 0x01]), 5000);
+    assert.ok(refused.how !== 'timeout' && refused.ms < 1000,
               `a connection over the cap ended by ${refused.how} after ${refused.ms} ms`);
     // The established client is served while the slots are full.
     const t0 = Date.now();
     const w = await established.request({ type: 'login', name: 'steady' }, ['welcome', 'error']);
     assert.equal(w.type, 'welcome');
-    assert.ok(Date.now() - t0 < 300, `established client waited ${Date.now() - t0} ms`);
+    assert.ok(Date.now() - t0 < 1000, `established client waited ${Date.now() - t0} ms`);
     await Promise.all(stalled);
     const m1 = await metrics(server.port, '127.0.0.1');
     assert.ok(m1['steerchat_tls_handshake_failures_total:refused'] -
@@ -409,10 +410,10 @@ describe('handshake limits', () => {
   test('over --tls-max-handshakes-per-ip from one address, its next connection is closed at ' +
        'once; another address still gets its handshake', async () => {
     const m0 = await metrics(server.port, '127.0.0.1');
-    const stalled = [1, 2].map(() => raw(server.port, '127.0.3.1', Buffer.alloc(0), 3000));
+    const stalled = [1, 2].map(() => raw(server.port, '127.0.3.1', Buffer.alloc(0), 5000));
     await sleep(100);
-    const over = await raw(server.port, '127.0.3.1', Buffer.from([0x16, 0x03, 0x01]), 3000);
-    assert.ok(over.how !== 'timeout' && over.ms < 300, `ended by ${over.how} after ${over.ms} ms`);
+    const over = await raw(server.port, '127.0.3.1', Buffer.from([0x16, 0x03, 0x01]), 5000);
+    assert.ok(over.how !== 'timeout' && over.ms < 1000, `ended by ${over.how} after ${over.ms} ms`);
     const other = await ChatClient.connect(server.port, '127.0.3.2', { ca });
     other.close();
     await Promise.all(stalled);
