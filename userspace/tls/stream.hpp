@@ -192,6 +192,10 @@ class Stream {
             boost::asio::post(s->socket_.get_executor(), std::move(self));
         }
     };
+    // For compilers without class template argument deduction of aggregates (clang before 17,
+    // which builds the fuzzers).
+    template <class Attempt>
+    Op(Stream*, Attempt) -> Op<Attempt>;
 
     template <class Buffers>
     static boost::asio::mutable_buffer first_buffer(const Buffers& buffers) {
