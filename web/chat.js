@@ -179,7 +179,14 @@
         const r = room(m.room);
         const rejoin = r.log.length > 0;
         r.members = new Set(m.members);
-        r.log = m.history.map((h) => ({ from: h.from, text: h.text, ts: h.ts }));
+        // The room's history; after a reconnect, the part this page has not shown yet (a
+        // restarted server may have less than the page: the page keeps its own).
+        const key = (e) => `${e.ts}\u0000${e.from}\u0000${e.text}`;
+        const shown = new Set(r.log.filter((e) => e.notice === undefined).map(key));
+        for (const h of m.history) {
+          const e = { from: h.from, text: h.text, ts: h.ts };
+          if (!shown.has(key(e))) r.log.push(e);
+        }
         r.log.push(notice(rejoin ? `rejoined ${m.room}` : `you joined ${m.room}`));
         saveRooms();
         if (!state.current || (state.pendingSelect === m.room)) {

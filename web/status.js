@@ -110,8 +110,10 @@
 
   function chart(now) {
     const W = 600, H = 160, L = 40, B = 18;
+    // The window grows with the page's age from one minute up to WINDOW_S.
+    const span = Math.min(WINDOW_S * 1000, Math.max(60000, now - history[0].t));
     const max = Math.max(1, ...history.map((p) => p.rate));
-    const x = (t) => L + (W - L) * (1 - (now - t) / (WINDOW_S * 1000));
+    const x = (t) => L + (W - L) * (1 - (now - t) / span);
     const y = (v) => (H - B) - (H - B - 6) * (v / max);
     const pts = history.map((p) => `${x(p.t).toFixed(1)},${y(p.rate).toFixed(1)}`).join(' ');
     $('chart').replaceChildren(
@@ -119,7 +121,7 @@
       svg('line', { x1: L, y1: 6, x2: L, y2: H - B, class: 'axis' }),
       svg('text', { x: 2, y: 14 }, fmt(max, max < 10 ? 1 : 0)),
       svg('text', { x: 2, y: H - B }, '0'),
-      svg('text', { x: L, y: H - 4 }, `-${WINDOW_S / 60} min`),
+      svg('text', { x: L, y: H - 4 }, `-${Math.round(span / 1000)} s`),
       svg('text', { x: W - 30, y: H - 4 }, 'now'),
       svg('polyline', { points: pts, class: 'line' }),
     );
@@ -139,6 +141,5 @@
     setTimeout(poll, 1000);
   }
 
-  $('window').textContent = String(WINDOW_S / 60);
   poll();
 })();

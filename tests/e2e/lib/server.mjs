@@ -57,13 +57,15 @@ export function sanitizerReport(log) {
 export class Server {
   // `steering`: 'bpf' or 'kernel' (default: steeringMode()). `wrap`: a command that runs the
   // binary (e.g. ['prlimit', '--nofile=4096:4096']).
-  static async start({ workers = 2, args = [], steering = steeringMode(), wrap = [] } = {}) {
+  // `bind`: the listen address; `port`: a fixed port (a restart on the same one), else a free one.
+  static async start({ workers = 2, args = [], steering = steeringMode(), wrap = [],
+                       bind = '127.0.0.1', port: fixedPort } = {}) {
     const bin = binaryPath();
     let lastError;
     for (let attempt = 0; attempt < 3; attempt++) {
-      const port = await freePort();
+      const port = fixedPort ?? await freePort();
       const s = new Server(bin, port, wrap, [
-        '--port', String(port), '--workers', String(workers), '--bind', '127.0.0.1',
+        '--port', String(port), '--workers', String(workers), '--bind', bind,
         '--steering', steering, ...args,
       ]);
       try {
