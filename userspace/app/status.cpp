@@ -78,8 +78,8 @@ std::string status_json(const StatusSources& src) {
         const std::uint64_t c_native = n ? n->connections.load() : 0;
         const std::uint64_t c_sio = e ? e->sessions.load() : 0;
         const std::uint64_t sessions = hs ? hs->sessions.load() : 0;
-        const std::uint64_t requests = get(n ? &n->requests : nullptr) +
-                                       get(so ? &so->requests : nullptr);
+        const std::uint64_t requests =
+            get(n ? &n->requests : nullptr) + get(so ? &so->requests : nullptr);
         const std::uint64_t deliveries = hs ? hs->deliveries.load() : 0;
         const std::uint64_t lag = h && i < src.ring.workers() ? src.ring.lag_bytes(i) : 0;
         s["slot"] = i;

@@ -90,9 +90,9 @@ void set_security_headers(net::Response& res) {
 net::Response respond(const Asset& asset, const net::Request& req) {
     const bool head = req.method() == http::verb::head;
     if (req.method() != http::verb::get && !head) {
-        auto res = net::make_response(http::status::method_not_allowed, req.version(),
-                                      req.keep_alive(), false, "use GET or HEAD\n",
-                                      "text/plain; charset=utf-8");
+        auto res =
+            net::make_response(http::status::method_not_allowed, req.version(), req.keep_alive(),
+                               false, "use GET or HEAD\n", "text/plain; charset=utf-8");
         res.set(http::field::allow, "GET, HEAD");
         return res;
     }
@@ -122,19 +122,18 @@ net::Response respond(const Asset& asset, const net::Request& req) {
 void add_routes(net::Worker& worker, std::function<bool()> status_page) {
     auto serve = [&worker](std::string path, const Asset* asset, std::function<bool()> enabled) {
         if (!asset) return;
-        worker.add_http_route(
-            std::move(path),
-            [asset, enabled = std::move(enabled)](const std::shared_ptr<net::Exchange>& ex) {
-                const net::Request& req = ex->request();
-                if (enabled && !enabled()) {
-                    ex->respond(net::make_response(
-                        http::status::not_found, req.version(), req.keep_alive(), false,
-                        "no such resource: the status page is off (--status-page on)\n",
-                        "text/plain; charset=utf-8"));
-                    return;
-                }
-                ex->respond(respond(*asset, req));
-            });
+        worker.add_http_route(std::move(path), [asset, enabled = std::move(enabled)](
+                                                   const std::shared_ptr<net::Exchange>& ex) {
+            const net::Request& req = ex->request();
+            if (enabled && !enabled()) {
+                ex->respond(net::make_response(
+                    http::status::not_found, req.version(), req.keep_alive(), false,
+                    "no such resource: the status page is off (--status-page on)\n",
+                    "text/plain; charset=utf-8"));
+                return;
+            }
+            ex->respond(respond(*asset, req));
+        });
     };
     for (const Asset& a : assets())
         serve(fmt::format("/{}", a.name), &a, a.name.starts_with("status") ? status_page : nullptr);
