@@ -296,3 +296,56 @@ TEST(Systemd, UnitCapabilitiesLetWorkersDieWithTheirMaster) {
     std::filesystem::remove_all("/sys/fs/bpf/steerchat/18313", ec);
     std::filesystem::remove("/run/steerchat/18313.lock", ec);
 }
+
+// `steerchat ctl upgrade` under systemd: the old master (the main process) hands the service
+// over with MAINPID=<new master>, then the new master (main from then on) says READY=1; the old
+// master exits 0 and the new one keeps serving, holding the lock.
+TEST(Systemd, UpgradeMovesTheMainPidToTheNewMaster) {
+    NotifySocket notify;
+    ASSERT_TRUE(notify.ok()) << std::strerror(errno);
+    Server srv(18320, {"--workers", "2"}, {"env", "NOTIFY_SOCKET=" + notify.path()});
+    std::vector<NotifySocket::Message> seen;
+    ASSERT_TRUE(notify.wait_for("READY=1", 20s, seen)) << all_text(seen) << srv.log();
+    ASSERT_TRUE(srv.wait_ready(2, 5s)) << srv.log();
+
+    auto [code, out] = run_command(server_binary() + " ctl --port 18320 upgrade 2>&1");
+    ASSERT_EQ(code, 0) << out << srv.log();
+    const auto at = out.find("upgraded: pid ");
+    ASSERT_NE(at, std::string::npos) << out;
+    const pid_t new_pid = std::atoi(out.c_str() + at + 14);
+    ASSERT_GT(new_pid, 0) << out;
+
+    const std::string mainpid = "MAINPID=" + std::to_string(new_pid);
+    auto handed = notify.wait_for(mainpid, 10s, seen);
+    ASSERT_TRUE(handed) << all_text(seen) << srv.log();
+    EXPECT_EQ(handed->pid, srv.pid()) << "MAINPID= must come from the old main process";
+    auto ready = notify.wait_for("READY=1", 10s, seen);
+    ASSERT_TRUE(ready) << all_text(seen) << srv.log();
+    EXPECT_EQ(ready->pid, new_pid) << "READY=1 after the upgrade comes from the new master";
+
+    auto st = srv.wait_exit(10s);
+    ASSERT_TRUE(st) << srv.log();
+    EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << srv.log();
+    EXPECT_TRUE(process_alive(new_pid));
+    std::ifstream lock("/run/steerchat/18320.lock");
+    pid_t holder = 0;
+    lock >> holder;
+    EXPECT_EQ(holder, new_pid);
+    auto h = healthz(client_ip(1), 18320);
+    ASSERT_TRUE(h) << srv.log();
+    std::ifstream stat("/proc/" + std::to_string(h->pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    std::istringstream rest(text.substr(text.rfind(')') + 2));
+    std::string state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    EXPECT_EQ(ppid, new_pid) << "a worker of the new master answers";
+
+    ::kill(new_pid, SIGTERM);
+    auto stopping = notify.wait_for("STOPPING=1", 10s, seen);
+    ASSERT_TRUE(stopping) << all_text(seen) << srv.log();
+    EXPECT_EQ(stopping->pid, new_pid);
+    for (int i = 0; i < 100 && process_alive(new_pid); ++i)
+        std::this_thread::sleep_for(100ms);
+    EXPECT_FALSE(process_alive(new_pid)) << srv.log();
+}

@@ -229,6 +229,27 @@ HostState HostState::create() {
     return HostState(std::make_unique<Parts>(Parts{chat::SharedState::create({})}));
 }
 
+HostState HostState::adopt(int fd) {
+    ws::compute_accept_key("dGhlIHNhbXBsZSBub25jZQ==");
+    try {
+        return HostState(std::make_unique<Parts>(Parts{chat::SharedState::adopt(fd)}));
+    } catch (const chat::LayoutMismatch& e) {
+        throw StateLayoutMismatch(e.found(), e.expected(), e.what());
+    }
+}
+
+std::uint32_t HostState::layout_version() noexcept {
+    return chat::kLayoutVersion;
+}
+
+int HostState::fd() const noexcept {
+    return parts_->chat.fd();
+}
+
+std::size_t HostState::release_generation() {
+    return parts_->chat.evict_generation().size();
+}
+
 std::size_t HostState::release_slot(ring::Region& ring, unsigned slot) {
     auto gone = parts_->chat.evict_slot(slot);
     if (gone.empty()) return 0;
@@ -262,6 +283,7 @@ WorkerContext worker_context(const WorkerOptions& opts, unsigned nslots) {
     net.keepalive_timeout = std::chrono::milliseconds(opts.http_keepalive_timeout_ms);
     net.header_timeout = std::chrono::milliseconds(opts.http_header_timeout_ms);
     net.body_timeout = std::chrono::milliseconds(opts.http_body_timeout_ms);
+    net.drain_timeout = std::chrono::milliseconds(opts.drain_timeout_ms);
 
     // The application: chat adapters, Engine.IO / Socket.IO.
     AppOptions& app = ctx.app;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -56,6 +57,7 @@ struct WorkerOptions {
     unsigned http_keepalive_timeout_ms = 60000;
     unsigned http_header_timeout_ms = 10000;
     unsigned http_body_timeout_ms = 30000;
+    unsigned drain_timeout_ms = 2000;  // a stopping worker's in-flight requests and closes
     // Limits on Engine.IO sessions and chat requests (docs/reliability.md)
     std::size_t eio_max_sessions_per_ip = 1000;                // 0: no limit
     unsigned eio_first_poll_timeout_ms = 5000;                 // 0: no deadline
@@ -109,6 +111,13 @@ class HostState {
   public:
     // std::system_error when the mapping cannot be created.
     static HostState create();
+    // A new master taking over a running one (master/takeover.hpp): maps the running master's
+    // state behind `fd` (this object keeps its own duplicate) under a new owner generation, so
+    // names, rooms and history carry over. Throws StateLayoutMismatch when the running binary's
+    // layout differs from this one's, std::system_error when it cannot be mapped.
+    static HostState adopt(int fd);
+    // This binary's layout version of the state (adopt() requires the same).
+    static std::uint32_t layout_version() noexcept;
     HostState(HostState&&) noexcept;
     HostState& operator=(HostState&&) noexcept;
     ~HostState();
@@ -117,12 +126,26 @@ class HostState {
     // everyone, their names become free. Returns how many; a failure to publish their offline
     // records is logged (the names are free anyway).
     std::size_t release_slot(ring::Region& ring, unsigned slot);
+    // An old master after a hand-over, its workers gone: frees the names its workers still held
+    // (normally none: a worker logs its users out when it stops). Returns how many.
+    std::size_t release_generation();
+    // The memfd behind the state, for a hand-over (close-on-exec; workers close their copy).
+    int fd() const noexcept;
 
   private:
     struct Parts;
     explicit HostState(std::unique_ptr<Parts> parts);
     friend void run_worker(const WorkerLaunch& launch);
     std::unique_ptr<Parts> parts_;
+};
+
+// HostState::adopt found state of another layout version: the new binary cannot read the
+// running one's names, rooms and history.
+class StateLayoutMismatch : public std::runtime_error {
+  public:
+    StateLayoutMismatch(std::uint32_t found, std::uint32_t expected, const std::string& what)
+        : std::runtime_error(what), found(found), expected(expected) {}
+    std::uint32_t found, expected;
 };
 
 // What the master hands a forked child for one slot.

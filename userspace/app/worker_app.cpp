@@ -153,6 +153,13 @@ WorkerApp::WorkerApp(net::Worker& worker, ring::Region& ring, chat::SharedState&
     : parts_(std::make_unique<Parts>(worker, ring, chat, options)) {
     Parts& p = *parts_;
     p.hub.set_limits(options.chat_limits);
+    // A stopping worker (SIGTERM; an upgrade: docs/architecture.md) logs its users out before
+    // its connections close with 1001, so a client that reconnects at once (to the new
+    // workers) finds its name free. Registered first: runs before the servers' stop hooks.
+    worker.add_stop_hook([&p] {
+        if (const std::size_t n = p.hub.logout_all(); n != 0)
+            log::info("logged out {} chat user(s) before closing their connections", n);
+    });
     worker.add_websocket_route(
         "/ws", [&native = p.native_chat](const net::Request&) { return native.make_handler(); });
     // Engine.IO / Socket.IO: the chat, or the protocol test suites' server.
@@ -172,6 +179,13 @@ WorkerApp::WorkerApp(net::Worker& worker, ring::Region& ring, chat::SharedState&
         append_chat_metrics(out, worker.metrics(), p.hub.stats());
         append_adapter_metrics(out, worker.metrics(), p.native_chat.stats(), p.sio_chat.stats());
         append_ring_metrics(out, worker, ring);
+        // The chat state is the host's (one mapping): a host-level sample.
+        metrics::Text t(out);
+        t.family("steerchat_chat_state_generation", "gauge",
+                 "Masters that took the chat state over by an upgrade (steerchat --takeover) "
+                 "since it was created; 0 before the first.");
+        t.sample("steerchat_chat_state_generation", -1, "",
+                 std::uint64_t{p.hub.state_generation()});
     });
     // The browser pages (web/): the chat at /, the workers' live view at /status and the JSON
     // it polls, /status.json (composed here: the parts' counters are known here only).

@@ -208,6 +208,7 @@ class Hub {
 
     unsigned slot() const noexcept { return slot_; }
     SharedState& state() noexcept { return *state_; }
+    std::uint32_t state_generation() const noexcept { return state_->generation(); }
     // Set before sessions exist (the worker's options).
     void set_limits(const Limits& limits);
     const Limits& limits() const noexcept { return limits_; }
@@ -216,6 +217,9 @@ class Hub {
 
     // Stops reading the ring (the destructor does it too).
     void stop();
+    // Logs every local session out (a stopping worker, before its connections close: their
+    // names are free by the time a client reconnects to another worker). Returns how many.
+    std::size_t logout_all();
 
     // ---- The operations Sessions use ----
 

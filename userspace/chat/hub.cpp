@@ -139,6 +139,14 @@ Hub::~Hub() {
     stop();
 }
 
+std::size_t Hub::logout_all() {
+    // Copy: a logout edits the list (and delivers offline to the sessions still in it).
+    const std::vector<Participant*> all = sessions_;
+    for (Participant* s : all)
+        s->logout();
+    return all.size();
+}
+
 void Hub::stop() {
     if (feed_) feed_->stop();
 }

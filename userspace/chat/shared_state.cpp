@@ -1,7 +1,9 @@
 #include "chat/shared_state.hpp"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,6 +34,8 @@ struct User {
     std::uint32_t used;
     std::uint32_t slot;
     std::uint64_t login_id;
+    std::uint32_t generation;  // of the master whose worker `slot` holds it
+    std::uint32_t pad;
     std::uint32_t first_member;  // membership list of this user (kNil: none)
     std::uint32_t next_free;
     std::uint32_t name_len;
@@ -67,8 +71,13 @@ struct HistEntry {
     char from[kMaxNameBytes];
 };
 
+// The first two fields keep their place in every layout version: a new binary reads them to
+// tell whether it can use a running one's state.
 struct Header {
     std::uint64_t magic;
+    std::uint32_t layout_version;
+    std::uint32_t generation;  // the newest master's (bumped under the mutex by adopt)
+    std::uint64_t total_size;
     SharedOptions cfg;
     std::uint32_t user_cap, room_cap;  // hash table sizes (powers of two >= 2x the pools)
     std::size_t users_off, user_index_off, rooms_off, room_index_off, members_off, data_off;
@@ -375,15 +384,22 @@ SharedState SharedState::create(const SharedOptions& o) {
                                 "chat: ftruncate shared state to " + std::to_string(total));
     }
     void* p = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    const int e = errno;
-    ::close(fd);  // the mapping keeps the memory; nothing to inherit but the mapping
-    if (p == MAP_FAILED) throw std::system_error(e, std::generic_category(), "chat: mmap");
+    if (p == MAP_FAILED) {
+        const int e = errno;
+        ::close(fd);
+        throw std::system_error(e, std::generic_category(), "chat: mmap");
+    }
 
+    // The fd is kept for a hand-over to a new master (adopt); workers close their copy.
     SharedState s;
+    s.fd_ = fd;
     s.size_ = total;
     s.options_ = o;
     auto* h = new (p) Header{};
     s.hdr_ = h;
+    h->layout_version = kLayoutVersion;
+    h->generation = 0;
+    h->total_size = total;
     h->cfg = o;
     h->user_cap = user_cap;
     h->room_cap = room_cap;
@@ -407,9 +423,54 @@ SharedState SharedState::create(const SharedOptions& o) {
     return s;
 }
 
+LayoutMismatch::LayoutMismatch(std::uint32_t found, std::uint32_t expected)
+    : std::runtime_error(found == 0 ? "the running server's chat state is not of a known layout"
+                                    : "the running server's chat state has layout version " +
+                                          std::to_string(found) + ", this binary uses version " +
+                                          std::to_string(expected)),
+      found_(found),
+      expected_(expected) {}
+
+std::uint32_t SharedState::layout_version_of(int fd) {
+    struct {
+        std::uint64_t magic;
+        std::uint32_t layout_version;
+    } head{};
+    if (::pread(fd, &head, sizeof head, 0) != static_cast<ssize_t>(sizeof head)) return 0;
+    return head.magic == shm::kMagic ? head.layout_version : 0;
+}
+
+SharedState SharedState::adopt(int fd) {
+    const std::uint32_t version = layout_version_of(fd);
+    if (version != kLayoutVersion) throw LayoutMismatch(version, kLayoutVersion);
+    struct stat st {};
+    if (::fstat(fd, &st) != 0)
+        throw std::system_error(errno, std::generic_category(), "chat: fstat shared state");
+    const int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (own < 0) throw std::system_error(errno, std::generic_category(), "chat: dup shared state");
+    const auto total = static_cast<std::size_t>(st.st_size);
+    void* p = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, own, 0);
+    if (p == MAP_FAILED) {
+        const int e = errno;
+        ::close(own);
+        throw std::system_error(e, std::generic_category(), "chat: mmap shared state");
+    }
+    SharedState s;
+    s.fd_ = own;
+    s.size_ = total;
+    s.hdr_ = static_cast<shm::Header*>(p);
+    if (s.hdr_->total_size != total) throw LayoutMismatch(0, kLayoutVersion);
+    s.options_ = s.hdr_->cfg;
+    Lock lock(s.hdr_);
+    s.generation_ = ++s.hdr_->generation;
+    return s;
+}
+
 SharedState::SharedState(SharedState&& o) noexcept
     : hdr_(std::exchange(o.hdr_, nullptr)),
       size_(std::exchange(o.size_, 0)),
+      fd_(std::exchange(o.fd_, -1)),
+      generation_(o.generation_),
       options_(o.options_) {}
 
 SharedState& SharedState::operator=(SharedState&& o) noexcept {
@@ -417,6 +478,8 @@ SharedState& SharedState::operator=(SharedState&& o) noexcept {
         reset();
         hdr_ = std::exchange(o.hdr_, nullptr);
         size_ = std::exchange(o.size_, 0);
+        fd_ = std::exchange(o.fd_, -1);
+        generation_ = o.generation_;
         options_ = o.options_;
     }
     return *this;
@@ -428,8 +491,10 @@ SharedState::~SharedState() {
 
 void SharedState::reset() noexcept {
     if (hdr_) ::munmap(hdr_, size_);
+    if (fd_ >= 0) ::close(fd_);
     hdr_ = nullptr;
     size_ = 0;
+    fd_ = -1;
 }
 
 SharedState::Status SharedState::claim(std::string_view name, unsigned slot,
@@ -451,6 +516,7 @@ SharedState::Status SharedState::claim(std::string_view name, unsigned slot,
     shm::User& user = t.users()[u];
     user.used = 1;
     user.slot = slot;
+    user.generation = generation_;
     user.login_id = ++hdr_->last_id;
     user.first_member = kNil;
     user.next_free = kNil;
@@ -596,7 +662,22 @@ std::vector<Evicted> SharedState::evict_slot(unsigned slot) {
     Tables t{hdr_};
     for (std::uint32_t u = 0; u < hdr_->user_hw; ++u) {
         const shm::User& user = t.users()[u];
-        if (!user.used || user.slot != slot) continue;
+        if (!user.used || user.slot != slot || user.generation != generation_) continue;
+        std::string name(t.user_name(u));
+        const std::uint64_t login = user.login_id;
+        const std::uint64_t id = t.remove_user(u);
+        out.push_back({std::move(name), id, login});
+    }
+    return out;
+}
+
+std::vector<Evicted> SharedState::evict_generation() {
+    std::vector<Evicted> out;
+    Lock lock(hdr_);
+    Tables t{hdr_};
+    for (std::uint32_t u = 0; u < hdr_->user_hw; ++u) {
+        const shm::User& user = t.users()[u];
+        if (!user.used || user.generation != generation_) continue;
         std::string name(t.user_name(u));
         const std::uint64_t login = user.login_id;
         const std::uint64_t id = t.remove_user(u);

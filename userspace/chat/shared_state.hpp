@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -50,6 +51,22 @@ namespace shm {
 struct Header;
 }
 
+// The version of the mapping's layout (the tables, the header, their meaning). A master that
+// takes over a running one (steerchat --takeover) maps the running one's state only if the
+// versions agree; bump it with every change to the structs in shared_state.cpp.
+inline constexpr std::uint32_t kLayoutVersion = 2;
+
+// adopt() found a mapping of another layout (or no chat state at all).
+class LayoutMismatch : public std::runtime_error {
+  public:
+    LayoutMismatch(std::uint32_t found, std::uint32_t expected);
+    std::uint32_t found() const noexcept { return found_; }
+    std::uint32_t expected() const noexcept { return expected_; }
+
+  private:
+    std::uint32_t found_, expected_;
+};
+
 // Owns the mapping (RAII; move-only). Every method locks the mutex itself and is safe to call
 // from any process that inherited the mapping.
 class SharedState {
@@ -57,6 +74,14 @@ class SharedState {
     // Master, before forking. Throws std::invalid_argument for impossible options,
     // std::system_error when memfd_create/ftruncate/mmap fail.
     static SharedState create(const SharedOptions& options = {});
+    // A new master taking over a running one: maps the state behind `fd` (the running master's
+    // memfd, received over its control socket; this object keeps its own duplicate) and starts a
+    // new owner generation (below). Throws LayoutMismatch when the mapping is of another layout
+    // version, std::system_error when it cannot be mapped.
+    static SharedState adopt(int fd);
+    // The layout version a mapping behind `fd` has (0 if it is no chat state), without mapping
+    // it for use.
+    static std::uint32_t layout_version_of(int fd);
 
     SharedState(SharedState&& o) noexcept;
     SharedState& operator=(SharedState&& o) noexcept;
@@ -65,6 +90,12 @@ class SharedState {
     ~SharedState();
 
     const SharedOptions& options() const noexcept { return options_; }
+    // The memfd behind the mapping (close-on-exec; a worker closes its copy, the mapping stays).
+    int fd() const noexcept { return fd_; }
+    // Users are owned by a worker slot of one master's generation: every master (the first one
+    // and each one that took over) has its own, so a new master's worker k and the old master's
+    // worker k, serving side by side during an upgrade, never free each other's users.
+    std::uint32_t generation() const noexcept { return generation_; }
 
     enum class Status : std::uint8_t { ok, taken, full, absent, not_member };
 
@@ -94,9 +125,12 @@ class SharedState {
     std::vector<std::string> members(std::string_view room);
     std::vector<StoredMessage> history(std::string_view room);
 
-    // Master, after a worker of `slot` died and before it is respawned: unregisters its users,
-    // drops their memberships; each gets an `offline` id. Returns them.
+    // Master, after a worker of `slot` died and before it is respawned: unregisters its users
+    // (of this generation), drops their memberships; each gets an `offline` id. Returns them.
     std::vector<Evicted> evict_slot(unsigned slot);
+    // An old master after a hand-over, once its workers are gone: unregisters every user its
+    // generation still holds (a worker killed before it could log its users out).
+    std::vector<Evicted> evict_generation();
 
     SharedStats stats();
 
@@ -106,6 +140,8 @@ class SharedState {
 
     shm::Header* hdr_ = nullptr;
     std::size_t size_ = 0;
+    int fd_ = -1;
+    std::uint32_t generation_ = 0;
     SharedOptions options_{};
 };
 

@@ -357,6 +357,9 @@ int run_ctl(int argc, const char* const argv[]) {
         "  reload       re-read the configuration file and apply what can change while running "
         "(as SIGHUP); prints what changed and what needs a restart, fails if the file does not "
         "parse\n"
+        "  upgrade      start the binary at the master's path with --takeover: a new binary takes "
+        "over without dropping a connection (give --timeout-ms 60000 if its workers start "
+        "slowly)\n"
         "  help         the commands this master knows\n\n"
         "{}\n"
         "Exit status: 0 done (the answer is printed), 1 failed (the reason on stderr), 2 usage.",

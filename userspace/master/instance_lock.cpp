@@ -61,6 +61,23 @@ InstanceLock::InstanceLock(const std::filesystem::path& run_dir, std::uint16_t p
                                              path_.string(), std::strerror(errno)));
 }
 
+InstanceLock::InstanceLock(const std::filesystem::path& run_dir, std::uint16_t port, UniqueFd fd)
+    : path_(run_dir / fmt::format("{}.lock", port)), fd_(std::move(fd)) {
+    // The received description already holds the lock; taking it again through it succeeds
+    // (an flock is per open file description) and checks that it really is one.
+    if (::flock(fd_.get(), LOCK_EX | LOCK_NB) != 0)
+        throw std::runtime_error(
+            fmt::format("the instance lock handed over by the running server is not held: {}",
+                        std::strerror(errno)));
+}
+
+void InstanceLock::write_pid() {
+    std::string me = fmt::format("{}\n", ::getpid());
+    if (::ftruncate(fd_.get(), 0) != 0 || ::pwrite(fd_.get(), me.data(), me.size(), 0) < 0)
+        throw std::runtime_error(fmt::format("cannot write the instance lock {}: {}",
+                                             path_.string(), std::strerror(errno)));
+}
+
 InstanceLock::~InstanceLock() {
     if (!path_.empty()) ::unlink(path_.c_str());
 }

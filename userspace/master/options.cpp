@@ -69,6 +69,8 @@ struct Raw {
     std::string log_level = "info";
     std::string log_format = "text";
     std::filesystem::path config;
+    bool takeover = false;
+    bool discard_state = false;
 };
 
 // The options only the command line takes.
@@ -80,7 +82,14 @@ po::options_description generic_options(Raw& r) {
         ("version,V", "show the version and the git revision it was built from, and exit")
         ("config,c", po::value(&r.config),
          "read settings from this file (key = value per line, as the long options below); the "
-         "command line overrides it");
+         "command line overrides it")
+        ("takeover", po::bool_switch(&r.takeover),
+         "take over the steerchat running on this port (an upgrade without dropping a "
+         "connection): its listening sockets, steering maps and chat state; its workers drain "
+         "and it exits (`steerchat ctl upgrade` starts the binary this way)")
+        ("discard-state", po::bool_switch(&r.discard_state),
+         "with --takeover: if the running server's chat state has another layout version, start "
+         "with an empty one (every name, room and history is lost) instead of refusing");
     // clang-format on
     return desc;
 }
@@ -149,6 +158,11 @@ po::options_description setting_options(Options& o, Raw& r) {
         ("shutdown-timeout-ms",
          po::value(&o.shutdown_timeout_ms)->default_value(o.shutdown_timeout_ms),
          "on SIGTERM, how long workers may take before they are killed")
+        ("drain-timeout-ms", po::value(&o.drain_timeout_ms)->default_value(o.drain_timeout_ms),
+         "a stopping worker (SIGTERM, or an upgrade handing over to a new binary) stops "
+         "accepting, finishes in-flight requests, ends long polls and closes WebSockets with "
+         "1001; what is still open after this long is cut (below --shutdown-timeout-ms; by "
+         "default half of it when that is 2000 or less)")
         ("ring-size", po::value(&o.ring_bytes)->default_value(o.ring_bytes),
          "bytes of each worker's shared-memory broadcast log (rounded up to a power of two); a "
          "reader more than this far behind is cut loose and told so")
@@ -485,6 +499,18 @@ ParseResult parse_options(int argc, const char* const argv[]) {
         return bad("--ws-max-queued must be at least a quarter of --ws-max-message");
     if (o.ws_ping_interval_ms == 0 || o.ws_ping_timeout_ms == 0)
         return bad("--ws-ping-interval-ms and --ws-ping-timeout-ms must be positive");
+    // The default drain fits a short --shutdown-timeout-ms by itself; a drain given explicitly
+    // must fit.
+    if (vm["drain-timeout-ms"].defaulted() && o.drain_timeout_ms >= o.shutdown_timeout_ms)
+        o.drain_timeout_ms = std::max(100u, o.shutdown_timeout_ms / 2);
+    if (o.drain_timeout_ms < 100 || o.drain_timeout_ms >= o.shutdown_timeout_ms)
+        return bad(fmt::format(
+            "--drain-timeout-ms {} is out of range (100 to --shutdown-timeout-ms {} - 1: the "
+            "master kills a worker that has not drained by then)",
+            o.drain_timeout_ms, o.shutdown_timeout_ms));
+    if (r.discard_state && !r.takeover) return bad("--discard-state goes with --takeover");
+    o.takeover = r.takeover;
+    o.discard_state = r.discard_state;
     o.config = r.config;
     o.pin_cpus = !r.no_cpu_pinning;
     o.ws_cork = !r.ws_no_cork;

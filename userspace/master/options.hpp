@@ -32,6 +32,10 @@ struct Options : app::WorkerOptions {
     unsigned max_restarts = 5;        // deaths within restart_window_s before a slot is drained
     unsigned restart_window_s = 60;
     unsigned shutdown_timeout_ms = 4000;  // SIGTERM -> SIGKILL for workers that do not exit
+    // Command line only: take over the running instance (master/takeover.hpp), and whether a
+    // chat state of another layout is dropped instead of refused.
+    bool takeover = false;
+    bool discard_state = false;
     std::size_t ring_bytes = std::size_t{4} << 20;  // shared-memory log per worker
     // Workers' user and group when the master runs as root (empty: steerchat if that user exists,
     // else nobody; the group: the user's). See master/privileges.hpp.

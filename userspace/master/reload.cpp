@@ -93,6 +93,7 @@ const std::vector<Entry>& entries() {
             field("max-restarts", kLive, &Options::max_restarts),
             field("restart-window", kLive, &Options::restart_window_s),
             field("shutdown-timeout-ms", kLive, &Options::shutdown_timeout_ms),
+            field("drain-timeout-ms", kLive, &Options::drain_timeout_ms),
             // WebSocket (new connections; a connection keeps the options it opened with).
             field("ws-max-message", kLive, &Options::ws_max_message),
             field("ws-max-queued", kLive, &Options::ws_max_queued),

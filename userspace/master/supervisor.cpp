@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <span>
 #include <sstream>
@@ -29,6 +30,7 @@
 
 #include "app/launch.hpp"
 #include "master/reload.hpp"
+#include "master/takeover.hpp"
 #include "master/version.hpp"
 #include "steer/maglev.hpp"
 #include "util/log.hpp"
@@ -122,6 +124,43 @@ void Supervisor::setup() {
     lock_ = std::make_unique<InstanceLock>(opts_.run_dir, opts_.port);
     control_ = std::make_unique<ControlServer>(opts_.run_dir, opts_.port, ::geteuid());
     add_control_commands();
+    setup_process();
+
+    if (opts_.steering == SteeringMode::bpf) {
+        if (steer::remove_stale_pins(opts_.pin_dir()))
+            log::info("removed stale pins at {} left by an instance that did not exit cleanly",
+                      opts_.pin_dir().string());
+        steering_ = std::make_unique<steer::Steering>(
+            steer::SteerConfig{opts_.seed, opts_.workers, opts_.ipv6_prefix64});
+    }
+
+    // Every slot the pool may grow to exists from the start; those beyond --workers are
+    // removed until `steerchat ctl workers N` brings them in.
+    slots_.resize(opts_.max_workers);
+    pool_ = opts_.workers;
+    for (unsigned i = 0; i < slots_.size(); ++i) {
+        slots_[i].removed = i >= pool_;
+        if (i < pool_) slots_[i].listener = make_listener(opts_.bind, opts_.port, opts_.backlog);
+    }
+    if (steering_) {
+        // Fill the maps before the program is attached, so it never runs on empty maps.
+        // Connections that arrive before the attach wait in the queues for the workers.
+        remap_buckets();
+        for (unsigned i = 0; i < opts_.workers; ++i)
+            steering_->set_socket(i, slots_[i].listener.get());
+        steering_->attach(slots_[0].listener.get());
+        steering_->pin(opts_.pin_dir());
+    }
+
+    // Sized for --max-workers: a slot added later has its log and cursors already (the readers
+    // read every log; an unused one is empty). Its pages are touched only once it is used.
+    ring_.emplace(ring::Region::create(opts_.max_workers, opts_.ring_bytes));
+    // The application's host-wide state (the chat directory); also readies libcrypto before
+    // any worker drops its privileges (app/launch.hpp).
+    host_.emplace(app::HostState::create());
+}
+
+void Supervisor::setup_process() {
     drop_ = plan_privilege_drop(opts_.user, opts_.group, ::getpid(), SIGTERM);
     drop_.seccomp = opts_.seccomp;
     log::info("{}{}", drop_.description,
@@ -152,46 +191,11 @@ void Supervisor::setup() {
     ready_write_.reset(ready[1]);
     ::fcntl(ready[0], F_SETFL, ::fcntl(ready[0], F_GETFL) | O_NONBLOCK);
     ::signal(SIGPIPE, SIG_IGN);
-
+    cpus_ = usable_cpus();
     // The host's metrics: one block per slot the pool may grow to (its worker writes it), one
     // for the master.
     metrics_.emplace(metrics::Region::create(opts_.max_workers, kVersion, kGitRevision));
     metrics_->host().steering_bpf = opts_.steering == SteeringMode::bpf ? 1 : 0;
-
-    if (opts_.steering == SteeringMode::bpf) {
-        if (steer::remove_stale_pins(opts_.pin_dir()))
-            log::info("removed stale pins at {} left by an instance that did not exit cleanly",
-                      opts_.pin_dir().string());
-        steering_ = std::make_unique<steer::Steering>(
-            steer::SteerConfig{opts_.seed, opts_.workers, opts_.ipv6_prefix64});
-    }
-
-    // Every slot the pool may grow to exists from the start; those beyond --workers are
-    // removed until `steerchat ctl workers N` brings them in.
-    slots_.resize(opts_.max_workers);
-    pool_ = opts_.workers;
-    for (unsigned i = 0; i < slots_.size(); ++i) {
-        slots_[i].removed = i >= pool_;
-        if (i < pool_) slots_[i].listener = make_listener(opts_.bind, opts_.port, opts_.backlog);
-    }
-    if (steering_) {
-        // Fill the maps before the program is attached, so it never runs on empty maps.
-        // Connections that arrive before the attach wait in the queues for the workers.
-        remap_buckets();
-        for (unsigned i = 0; i < opts_.workers; ++i)
-            steering_->set_socket(i, slots_[i].listener.get());
-        steering_->attach(slots_[0].listener.get());
-        steering_->pin(opts_.pin_dir());
-    }
-    cpus_ = usable_cpus();
-
-    // Sized for --max-workers: a slot added later has its log and cursors already (the readers
-    // read every log; an unused one is empty). Its pages are touched only once it is used.
-    ring_.emplace(ring::Region::create(opts_.max_workers, opts_.ring_bytes));
-
-    // The application's host-wide state (the chat directory); also readies libcrypto before
-    // any worker drops its privileges (app/launch.hpp).
-    host_.emplace(app::HostState::create());
 }
 
 void Supervisor::remap_buckets() {
@@ -335,6 +339,18 @@ void Supervisor::reap() {
         int status = 0;
         pid_t pid = ::waitpid(-1, &status, WNOHANG);
         if (pid <= 0) return;
+        if (pid == upgrade_child_) {
+            const std::string why =
+                fmt::format("the new binary {} before taking over", describe_status(status));
+            if (handover_ && handover_->pid != pid) {
+                // Another new master (started by hand) is taking over: that one goes on.
+                answer_upgrade_client(false, fmt::format("the upgrade failed: {}", why));
+            } else if (!handed_over_) {
+                fail_handover(why);
+            }
+            upgrade_child_ = -1;
+            continue;
+        }
         for (unsigned i = 0; i < slots_.size(); ++i)
             if (slots_[i].pid == pid) on_worker_exit(i, status);
     }
@@ -418,7 +434,7 @@ void Supervisor::notify_readiness(const std::string& extra) {
     const auto live = live_slots();
     const bool all = !live.empty() && std::all_of(live.begin(), live.end(),
                                                   [&](std::uint32_t i) { return slots_[i].ready; });
-    if (all && !notified_ready_) {
+    if (all && !notified_ready_ && !takeover_pending_) {
         notified_ready_ = true;
         log::info("every worker accepts ({} slot(s)); ready", live.size());
         ::sd_notify(0, "READY=1");
@@ -438,6 +454,19 @@ void Supervisor::add_control_commands() {
                   [this](ControlRequest&) { return reload(); });
     control_->add("status", "status", "the slots: state, pid, buckets",
                   [this](ControlRequest&) { return status_command(); });
+    control_->add("upgrade", "upgrade",
+                  "start the binary at this master's path with --takeover: it takes the "
+                  "listeners, maps and chat state over, these workers drain, this master exits",
+                  [this](ControlRequest& req) {
+                      upgrade_command(req);
+                      return ControlReply::success({});
+                  });
+    control_->add("takeover", "takeover PID",
+                  "(used by `steerchat --takeover`) hand this instance over to the new master",
+                  [this](ControlRequest& req) {
+                      takeover_command(req);
+                      return ControlReply::success({});
+                  });
     control_->add(
         "workers", "workers N",
         fmt::format("grow or shrink the pool to N workers (1 to {}); drained slots "
@@ -452,6 +481,349 @@ void Supervisor::add_control_commands() {
                     "usage: workers N, with N from 1 to {} (--max-workers)", opts_.max_workers));
             return resize(n);
         });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upgrade, the old side
+
+namespace {
+constexpr auto kTakeoverReadyTimeout = std::chrono::seconds(60);
+constexpr auto kTakeoverAnswerTimeout = std::chrono::seconds(10);
+}  // namespace
+
+void Supervisor::takeover_command(ControlRequest& req) {
+    UniqueFd conn = req.take();
+    // Who connected (SO_PEERCRED), else who it says it is.
+    const pid_t pid = req.peer.pid > 0       ? req.peer.pid
+                      : req.words.size() > 1 ? std::atoi(req.words[1].c_str())
+                                             : -1;
+    auto refuse = [&](const std::string& why) {
+        log::warn("refusing a takeover by pid {}: {}", pid, why);
+        std::string text = "error\n" + why + "\n";
+        [[maybe_unused]] auto n = ::send(conn.get(), text.data(), text.size(), MSG_NOSIGNAL);
+    };
+    if (handover_) return refuse(fmt::format("a takeover by pid {} is under way", handover_->pid));
+    if (stopping_ || handed_over_) return refuse("this master is stopping");
+    HandoverOut out;
+    out.pid = ::getpid();
+    out.port = opts_.port;
+    out.nslots = static_cast<unsigned>(slots_.size());
+    out.pool = pool_;
+    out.chat_layout = app::HostState::layout_version();
+    for (std::uint32_t i : live_slots())
+        if (slots_[i].listener) out.listeners.emplace_back(i, slots_[i].listener.get());
+    if (steering_) out.maps = steering_->map_fds();
+    out.lock_fd = lock_->fd();
+    out.chat_fd = host_->fd();
+    try {
+        send_state(conn.get(), out);
+    } catch (const std::exception& e) {
+        log::error("takeover by pid {}: {}; still serving", pid, e.what());
+        return;
+    }
+    log::info(
+        "takeover: handed the listeners of {} slot(s), the steering maps and the chat state to "
+        "pid {}; serving on until it says its workers accept",
+        out.listeners.size(), pid);
+    handover_ = Handover{std::move(conn), pid, Clock::now() + kTakeoverReadyTimeout, {}};
+}
+
+void Supervisor::upgrade_command(ControlRequest& req) {
+    UniqueFd client = req.take();
+    auto answer = [&](bool ok, const std::string& text) {
+        std::string msg = (ok ? "ok\n" : "error\n") + text + "\n";
+        [[maybe_unused]] auto n = ::send(client.get(), msg.data(), msg.size(), MSG_NOSIGNAL);
+    };
+    if (handover_ || upgrade_child_ > 0) return answer(false, "an upgrade is already under way");
+    if (stopping_ || handed_over_) return answer(false, "this master is stopping");
+    std::vector<std::string> args{exe_path_};
+    // The command line this master was started with (argv_, as reload re-reads it).
+    for (std::size_t i = 1; i < argv_.size(); ++i)
+        if (argv_[i] != "--takeover" && argv_[i] != "--discard-state") args.push_back(argv_[i]);
+    args.push_back("--takeover");
+    const pid_t pid = ::fork();
+    if (pid < 0) return answer(false, fmt::format("fork: {}", std::strerror(errno)));
+    if (pid == 0) {
+        // The new master: default signal handling, nothing of ours but stdio (every other fd is
+        // close-on-exec), the same arguments plus --takeover.
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, nullptr);
+        ::signal(SIGPIPE, SIG_DFL);
+        std::vector<char*> argv;
+        for (auto& a : args)
+            argv.push_back(a.data());
+        argv.push_back(nullptr);
+        ::execv(exe_path_.c_str(), argv.data());
+        log::error("upgrade: cannot run {}: {}", exe_path_, std::strerror(errno));
+        ::_exit(127);
+    }
+    log::info("upgrade: started {} (pid {}) to take over", exe_path_, pid);
+    upgrade_child_ = pid;
+    upgrade_client_ = std::move(client);
+}
+
+void Supervisor::answer_upgrade_client(bool ok, const std::string& text) {
+    if (!upgrade_client_) return;
+    std::string msg = (ok ? "ok\n" : "error\n") + text + "\n";
+    // Small, and the client waits for it: a blocking write with a short bound.
+    ::fcntl(upgrade_client_.get(), F_SETFL, ::fcntl(upgrade_client_.get(), F_GETFL) & ~O_NONBLOCK);
+    timeval tv{1, 0};
+    ::setsockopt(upgrade_client_.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    [[maybe_unused]] auto n = ::send(upgrade_client_.get(), msg.data(), msg.size(), MSG_NOSIGNAL);
+    upgrade_client_.reset();
+}
+
+void Supervisor::on_handover_readable() {
+    char buf[256];
+    bool eof = false;
+    for (;;) {
+        const ssize_t n = ::recv(handover_->fd.get(), buf, sizeof buf, MSG_DONTWAIT);
+        if (n == 0) {
+            eof = true;  // after its last line ("abort ..." then close): read that line first
+            break;
+        }
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
+            return fail_handover(
+                fmt::format("reading from the new master: {}", std::strerror(errno)));
+        }
+        handover_->in.append(buf, static_cast<std::size_t>(n));
+        if (handover_->in.size() > 4096)
+            return fail_handover("the new master's answer is too long");
+    }
+    const auto nl = handover_->in.find('\n');
+    if (nl == std::string::npos) {
+        if (eof) fail_handover("the new master closed the connection");
+        return;
+    }
+    const std::string line = handover_->in.substr(0, nl);
+    if (line.rfind("ready", 0) == 0) {
+        if (eof) return fail_handover("the new master closed the connection after 'ready'");
+        return commit_handover(handover_->pid);
+    }
+    if (line.rfind("abort", 0) == 0)
+        return fail_handover(line.size() > 6 ? line.substr(6) : std::string("it gave up"));
+    fail_handover(fmt::format("unexpected answer '{}'", line));
+}
+
+void Supervisor::commit_handover(pid_t new_pid) {
+    // Under systemd the main process moves to the new master (NotifyAccess=main accepts it from
+    // us, the main process now); its READY=1 and STATUS= lines count from then on.
+    ::sd_notifyf(0, "MAINPID=%d\nSTATUS=handed over to pid %d; draining the old workers",
+                 static_cast<int>(new_pid), static_cast<int>(new_pid));
+    // The control socket's path first: the new master binds it once it reads "ok".
+    control_.reset();
+    try {
+        send_line(handover_->fd.get(), "ok");
+    } catch (const std::exception& e) {
+        // The new master is gone (or going: without "ok" it gives up by itself). Nothing was
+        // given away yet but the socket's path and the main pid: take them back, serve on.
+        ::sd_notifyf(0, "MAINPID=%d\nSTATUS=serving port %u (a takeover failed)",
+                     static_cast<int>(::getpid()), static_cast<unsigned>(opts_.port));
+        try {
+            control_ = std::make_unique<ControlServer>(opts_.run_dir, opts_.port, ::geteuid());
+            add_control_commands();
+        } catch (const std::exception& c) {
+            log::error("the control socket cannot be made again: {}", c.what());
+        }
+        return fail_handover(fmt::format("telling it to go on failed: {}", e.what()));
+    }
+    // The lock, the pins and the chat state are the new master's now: leave them.
+    lock_->disown();
+    if (steering_) steering_->disown_pins();
+    handed_over_ = true;
+    handover_.reset();
+    log::info("takeover: pid {} serves port {} now; draining this master's workers and exiting",
+              new_pid, opts_.port);
+    answer_upgrade_client(
+        true, fmt::format("upgraded: pid {} serves port {}; the old master (pid {}) drains its "
+                          "workers (--drain-timeout-ms {}) and exits",
+                          new_pid, opts_.port, ::getpid(), opts_.drain_timeout_ms));
+    upgrade_child_ = -1;
+}
+
+void Supervisor::fail_handover(const std::string& why) {
+    const pid_t pid = handover_ ? handover_->pid : upgrade_child_;
+    log::error("takeover by pid {} failed: {}; this master serves on, unchanged", pid, why);
+    handover_.reset();
+    // The `ctl upgrade` waiting is told only about its own new binary.
+    if (pid != upgrade_child_) return;
+    answer_upgrade_client(false, fmt::format("the upgrade failed: {}; the running server (pid {}) "
+                                             "serves on, unchanged (its log says more)",
+                                             why, ::getpid()));
+    upgrade_child_ = -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upgrade, the new side
+
+UniqueFd Supervisor::setup_takeover() {
+    UniqueFd conn;
+    try {
+        conn = control_connect(opts_.run_dir, opts_.port);
+    } catch (const ControlError& e) {
+        throw std::runtime_error(fmt::format(
+            "--takeover: {}; without a running server to take over, start without --takeover",
+            e.what()));
+    }
+    control_send(conn.get(), {"takeover", std::to_string(::getpid())});
+    HandoverIn in = receive_state(conn.get(), kTakeoverAnswerTimeout);
+    auto abort_with = [&](const std::string& why) {
+        try {
+            send_line(conn.get(), "abort " + why);
+        } catch (const std::exception&) {
+        }
+        throw std::runtime_error(why);
+    };
+    if (in.port != opts_.port)
+        abort_with(fmt::format("the running master serves port {}, not {}", in.port, opts_.port));
+    log::info("taking over port {} from pid {}: {} listener(s), {} steering map(s)", in.port,
+              in.pid, in.listeners.size(), in.maps.size());
+    lock_ = std::make_unique<InstanceLock>(opts_.run_dir, opts_.port, std::move(in.lock));
+    try {
+        host_.emplace(app::HostState::adopt(in.chat.get()));
+        log::info("chat state taken over (layout version {}): names, rooms and history carry over",
+                  app::HostState::layout_version());
+    } catch (const app::StateLayoutMismatch& e) {
+        if (!opts_.discard_state) {
+            lock_->disown();
+            abort_with(fmt::format(
+                "{}: this binary cannot read the running server's names, rooms and history. "
+                "Start it with --takeover --discard-state to take over with an empty chat state "
+                "(every user logs in again), or stop the old server first",
+                e.what()));
+        }
+        log::warn(
+            "{}; --discard-state: starting with an empty chat state (every name, room and "
+            "history of the old server is dropped)",
+            e.what());
+        host_.emplace(app::HostState::create());
+    } catch (const std::exception& e) {
+        lock_->disown();
+        abort_with(fmt::format("mapping the chat state failed: {}", e.what()));
+    }
+    // The running master's slots (--max-workers) and pool, whatever this command line says:
+    // `steerchat ctl workers N` changes the pool afterwards.
+    if (in.nslots != opts_.max_workers || in.pool != opts_.workers)
+        log::info(
+            "the running server has {} of {} slot(s) in its pool; they are kept (this command "
+            "line says --workers {} --max-workers {}; `steerchat ctl workers N` resizes)",
+            in.pool, in.nslots, opts_.workers, opts_.max_workers);
+    opts_.max_workers = in.nslots;
+    opts_.workers = in.pool;
+    setup_process();
+    slots_.resize(in.nslots);
+    pool_ = in.pool;
+    for (unsigned i = 0; i < slots_.size(); ++i) {
+        slots_[i].removed = i >= pool_;
+        slots_[i].drained = i < pool_;  // until its listener is among those received
+    }
+    for (auto& [slot, fd] : in.listeners) {
+        if (slot >= pool_) continue;  // cannot happen: the old master sends its pool's
+        slots_[slot].listener = std::move(fd);
+        slots_[slot].drained = false;
+    }
+    if (opts_.steering == SteeringMode::bpf) {
+        try {
+            steering_ = std::make_unique<steer::Steering>(
+                steer::SteerConfig{opts_.seed, opts_.workers, opts_.ipv6_prefix64}, in.map_fds());
+            // The same maps: the buckets are rewritten with the same table, the sockets are
+            // already in their slots (a socket sits in one socket array slot only).
+            remap_buckets();
+            for (std::uint32_t i : live_slots())
+                if (!steering_->holds_socket(i, slots_[i].listener.get()))
+                    steering_->set_socket(i, slots_[i].listener.get());
+        } catch (const std::exception& e) {
+            lock_->disown();
+            abort_with(e.what());
+        }
+    }
+    ring_.emplace(ring::Region::create(opts_.max_workers, opts_.ring_bytes));
+    takeover_pending_ = true;
+    return conn;
+}
+
+bool Supervisor::complete_takeover(int conn) {
+    // Every live slot's new worker must accept before the old master lets go.
+    const auto deadline = Clock::now() + kTakeoverReadyTimeout;
+    std::string why;
+    for (;;) {
+        const auto live = live_slots();
+        if (std::all_of(live.begin(), live.end(), [&](std::uint32_t i) { return slots_[i].ready; }))
+            break;
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+        if (left <= 0) {
+            why = "the new workers did not all start accepting within 60 s";
+            break;
+        }
+        pollfd p[3] = {
+            {signal_fd_.get(), POLLIN, 0}, {ready_read_.get(), POLLIN, 0}, {conn, POLLIN, 0}};
+        ::poll(p, 3, static_cast<int>(std::min<long>(left, 1000)));
+        if (p[1].revents & POLLIN) read_ready_messages();
+        if (p[2].revents & (POLLIN | POLLHUP)) {
+            why = "the old master closed the connection";
+            break;
+        }
+        signalfd_siginfo si;
+        bool signalled = false;
+        while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si)
+            if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) signalled = true;
+        if (signalled) {
+            why = "the new master was told to stop";
+            break;
+        }
+        // A worker that dies now is a failed start: nothing is respawned during a takeover.
+        int status = 0;
+        if (const pid_t pid = ::waitpid(-1, &status, WNOHANG); pid > 0) {
+            for (auto& s : slots_)
+                if (s.pid == pid) s.pid = -1;
+            why = fmt::format("a new worker (pid {}) {} while starting", pid,
+                              describe_status(status));
+            break;
+        }
+    }
+    if (why.empty()) {
+        try {
+            send_line(conn, fmt::format("ready {}", ::getpid()));
+            const std::string answer = receive_line(conn, kTakeoverAnswerTimeout);
+            if (answer != "ok") why = fmt::format("the old master answered '{}'", answer);
+        } catch (const std::exception& e) {
+            why = e.what();
+        }
+    }
+    if (!why.empty()) {
+        try {
+            send_line(conn, "abort " + why);
+        } catch (const std::exception&) {
+        }
+        log::error("takeover failed: {}; the old master serves on; stopping the new workers", why);
+        // Give everything back: no pin was made, the lock and the state stay the old master's.
+        lock_->disown();
+        return false;
+    }
+    // Committed: the old master has let go of the control socket's path, the pins and the lock.
+    takeover_pending_ = false;
+    try {
+        lock_->write_pid();  // the lock is held either way; the file only names its holder
+    } catch (const std::exception& e) {
+        log::warn("{}", e.what());
+    }
+    control_ = std::make_unique<ControlServer>(opts_.run_dir, opts_.port, ::geteuid());
+    add_control_commands();
+    if (steering_) {
+        // This binary's program replaces the old one atomically for the whole group (same maps).
+        for (std::uint32_t i : live_slots()) {
+            steering_->attach(slots_[i].listener.get());
+            break;
+        }
+        steering_->pin(opts_.pin_dir());
+    }
+    log::info("took over port {}: every new worker accepts; the old master drains its workers",
+              opts_.port);
+    notify_readiness();
+    return true;
 }
 
 ControlReply Supervisor::status_command() const {
@@ -486,6 +858,10 @@ ControlReply Supervisor::resize(unsigned n) {
             "workers {}: the pool can hold 1 to {} workers (--max-workers {}, fixed at start; a "
             "larger pool needs a restart with a larger --max-workers)",
             n, opts_.max_workers, opts_.max_workers));
+    // The new master of an upgrade under way has the listeners and the pool as they were sent.
+    if (handover_ || upgrade_child_ > 0)
+        return ControlReply::failure(
+            "an upgrade is under way; resize once it is done (on the new master)");
     // Slots that join (beyond the pool, or drained within it): a fresh listener each, made
     // before anything changes, so a failure leaves the pool as it was.
     std::vector<unsigned> joining;
@@ -700,21 +1076,43 @@ int Supervisor::shutdown() {
     }
     for (auto& s : slots_)
         s.listener.reset();
-    steering_.reset();  // removes the pins
+    steering_.reset();  // removes the pins (unless handed over)
+    if (handed_over_) {
+        // Names a worker of ours still held (killed before it logged its users out).
+        if (const std::size_t n = host_->release_generation(); n != 0)
+            log::info("released {} name(s) this master's workers still held", n);
+        log::info("handed over; stopped");
+        return 0;
+    }
     log::info("stopped");
     return 0;
 }
 
 int Supervisor::run() {
     log::set_slot("master");
-    setup();
-    log::info(
-        "listening on [{}]:{} with {} worker(s), steering {} (seed {:#010x}){}", opts_.bind,
-        opts_.port, opts_.workers,
-        opts_.steering == SteeringMode::bpf ? "bpf" : "kernel (SO_REUSEPORT hash, not sticky)",
-        opts_.seed, steering_ ? fmt::format(", maps pinned at {}", opts_.pin_dir().string()) : "");
-    for (unsigned i = 0; i < pool_; ++i)
-        spawn(i);
+    // `steerchat ctl upgrade` runs the file at this path: after a package upgrade, the new one
+    // (/proc/self/exe would then name the deleted old inode).
+    std::error_code ec;
+    exe_path_ = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+    if (opts_.takeover) {
+        UniqueFd conn = setup_takeover();
+        for (std::uint32_t i : live_slots())
+            spawn(i);
+        if (!complete_takeover(conn.get())) {
+            shutdown();
+            return 1;
+        }
+    } else {
+        setup();
+        log::info(
+            "listening on [{}]:{} with {} worker(s), steering {} (seed {:#010x}){}", opts_.bind,
+            opts_.port, opts_.workers,
+            opts_.steering == SteeringMode::bpf ? "bpf" : "kernel (SO_REUSEPORT hash, not sticky)",
+            opts_.seed,
+            steering_ ? fmt::format(", maps pinned at {}", opts_.pin_dir().string()) : "");
+        for (unsigned i = 0; i < pool_; ++i)
+            spawn(i);
+    }
 
     for (;;) {
         auto now = Clock::now();
@@ -734,13 +1132,29 @@ int Supervisor::run() {
             }
         if (int t = control_->timeout_ms(); t >= 0)
             timeout = timeout < 0 ? t : std::min(timeout, t);
-        std::vector<pollfd> p = {{signal_fd_.get(), POLLIN, 0}, {ready_read_.get(), POLLIN, 0}};
-        const std::size_t nctl = control_->append(p);
+        if (handover_) {
+            const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                handover_->deadline - Clock::now())
+                                .count();
+            const int t = static_cast<int>(std::max<long>(ms, 0));
+            timeout = timeout < 0 ? t : std::min(timeout, t);
+        }
+        std::vector<pollfd> p = {{signal_fd_.get(), POLLIN, 0},
+                                 {ready_read_.get(), POLLIN, 0},
+                                 {handover_ ? handover_->fd.get() : -1, POLLIN, 0}};
+        const std::size_t nctl = control_ ? control_->append(p) : 0;
         int n = ::poll(p.data(), p.size(), timeout);
         if (n < 0 && errno != EINTR)
             throw std::runtime_error(fmt::format("poll: {}", std::strerror(errno)));
         if (n > 0 && (p[1].revents & POLLIN)) read_ready_messages();
-        if (n >= 0) control_->process(std::span<const pollfd>(p).subspan(2, nctl));
+        if (n >= 0 && control_) control_->process(std::span<const pollfd>(p).subspan(3, nctl));
+        if (handover_ && (p[2].revents & (POLLIN | POLLHUP | POLLERR))) on_handover_readable();
+        if (handover_ && Clock::now() >= handover_->deadline)
+            fail_handover("its workers did not all accept within 60 s");
+        if (handed_over_) {
+            ::sd_notify(0, "STATUS=handed over: draining the old workers");
+            return shutdown();
+        }
         signalfd_siginfo si;
         while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
             switch (si.ssi_signo) {

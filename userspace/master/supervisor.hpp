@@ -53,6 +53,8 @@ class Supervisor {
     };
 
     void setup();
+    // The parts of setup() that a takeover shares (rlimits, signals, the ready pipe, privileges).
+    void setup_process();
     void spawn(unsigned slot);
     [[noreturn]] void become_worker(unsigned slot);
     void reap();
@@ -82,6 +84,21 @@ class Supervisor {
     ControlReply resize(unsigned n);
     void remove_slot(unsigned slot);
 
+    // Upgrade, the old side (master/takeover.hpp; docs/architecture.md, "Upgrade"):
+    // `takeover` (from a new master) sends the state and waits for its "ready"; `upgrade` (from
+    // `steerchat ctl`) starts the binary at this master's path with --takeover and answers once
+    // it has taken over or failed.
+    void takeover_command(ControlRequest& req);
+    void upgrade_command(ControlRequest& req);
+    void on_handover_readable();
+    void commit_handover(pid_t new_pid);
+    void fail_handover(const std::string& why);
+    void answer_upgrade_client(bool ok, const std::string& text);
+    // Upgrade, the new side (--takeover): receives the state from the running master, starts
+    // the workers on its listeners, and commits (or gives everything back and exits 1).
+    UniqueFd setup_takeover();
+    bool complete_takeover(int conn);
+
     Options opts_;
     std::vector<std::string> argv_;  // for reload
     int worker_config_fd_ = -1;      // spawn -> become_worker: the child's end of its channel
@@ -102,6 +119,19 @@ class Supervisor {
     UniqueFd ready_read_, ready_write_;  // workers write (slot, pid) here once they accept
     bool notified_ready_ = false;
     std::unique_ptr<ControlServer> control_;  // <run-dir>/<port>.ctl (steerchat ctl)
+    std::string exe_path_;  // this binary's path at start (after a package upgrade: the new file)
+    // Old side of an upgrade under way: the new master's connection and when it must be ready.
+    struct Handover {
+        UniqueFd fd;
+        pid_t pid = -1;
+        Clock::time_point deadline;
+        std::string in;
+    };
+    std::optional<Handover> handover_;
+    UniqueFd upgrade_client_;        // the `steerchat ctl upgrade` waiting for the outcome
+    pid_t upgrade_child_ = -1;       // the new binary this master started for it
+    bool handed_over_ = false;       // the new master serves; this one drains and exits
+    bool takeover_pending_ = false;  // new side: no READY=1 before the old master agreed
 };
 
 }  // namespace steerchat::master

@@ -98,7 +98,10 @@ void HttpSession::disarm_deadline() {
 }
 
 void HttpSession::read() {
-    if (worker_.stopping()) return close();
+    // A stopping worker closes a kept-alive connection before its next request; a fresh one
+    // (accepted just before the stop: its client has sent, or is sending, a request) is served
+    // (answered with Connection: close), so a graceful stop or an upgrade resets no client.
+    if (worker_.stopping() && !first_request_) return close();
     const auto& cfg = worker_.config();
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(cfg.max_header_bytes));
@@ -413,7 +416,9 @@ void HttpSession::stop() {
     // Only an idle connection (waiting for the next request) is cut; a busy one sees stopping()
     // after its response and closes then. (A pending asynchronous answer is its route's to give:
     // routes answer in their stop hook.)
-    if (reading_ && buffer_.size() == 0) stream_.socket().cancel();
+    // A fresh connection is not idle: its request is on its way (it closes after the answer,
+    // or at the first-byte deadline, or when the worker's drain time is over).
+    if (reading_ && buffer_.size() == 0 && !first_request_) stream_.socket().cancel();
 }
 
 void HttpSession::close() {

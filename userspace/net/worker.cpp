@@ -101,6 +101,7 @@ void Worker::update_limits(const WorkerConfig& cfg) {
     cfg_.keepalive_timeout = cfg.keepalive_timeout;
     cfg_.header_timeout = cfg.header_timeout;
     cfg_.body_timeout = cfg.body_timeout;
+    cfg_.drain_timeout = cfg.drain_timeout;  // read when a stop begins
     cfg_.allowed_origins = cfg.allowed_origins;
     cfg_.websocket = cfg.websocket;
     ws_registry_.options() = cfg.websocket;

@@ -98,13 +98,14 @@ class Worker {
 
     const WorkerConfig& config() const { return cfg_; }
     // A reload (SIGHUP to the master): takes the limits and timers of `cfg` that can change while
-    // the worker runs, and nothing else (slot, listener, drain timeout, fairness stay):
+    // the worker runs, and nothing else (slot, listener, fairness stay):
     //   connection limits per address and per worker: checked at accept, so for new
     //     connections (existing ones are never closed for a lower limit, but they count);
     //   max_header_bytes, max_body_bytes, the four request timers: from each connection's next
     //     request (or next phase of it) on, kept-alive connections included;
     //   allowed_origins and the WebSocket options: for upgrades from now on (a WebSocket keeps
     //     the options it was opened with).
+    //   drain_timeout: for a stop that begins afterwards.
     // limits.ipv6_prefix64 is kept (the steering counts addresses the same way).
     void update_limits(const WorkerConfig& cfg);
     WorkerStats& stats() { return *stats_; }

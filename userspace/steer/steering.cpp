@@ -73,7 +73,9 @@ std::vector<std::string> pinned_names() {
     return names;
 }
 
-Steering::Steering(const SteerConfig& cfg) : cfg_(cfg) {
+Steering::Steering(const SteerConfig& cfg) : Steering(cfg, {}) {}
+
+Steering::Steering(const SteerConfig& cfg, const std::vector<NamedFd>& reuse) : cfg_(cfg) {
     if (cfg.nslots == 0 || cfg.nslots > STEER_MAX_SLOTS)
         throw SteerError(
             fmt::format("steering: {} worker slots requested; between 1 and {} are "
@@ -82,6 +84,35 @@ Steering::Steering(const SteerConfig& cfg) : cfg_(cfg) {
     libbpf_set_print(libbpf_print);
     skel_ = steer_bpf::open();
     if (!skel_) fail_privilege("opening the BPF object failed", errno);
+    for (const auto& [name, fd] : reuse) {
+        bpf_map* map = bpf_object__find_map_by_name(skel_->obj, name.c_str());
+        if (!map || bpf_map__is_internal(map)) continue;  // a map this binary no longer has
+        bpf_map_info info{};
+        __u32 len = sizeof info;
+        std::string why;
+        if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0)
+            why = fmt::format("cannot read it: {}", errno_text(errno));
+        else if (info.type != bpf_map__type(map) || info.key_size != bpf_map__key_size(map) ||
+                 info.value_size != bpf_map__value_size(map) ||
+                 info.max_entries != bpf_map__max_entries(map))
+            why = fmt::format(
+                "the running one has type {} key {} value {} entries {}, this binary's type {} "
+                "key {} value {} entries {}",
+                info.type, info.key_size, info.value_size, info.max_entries,
+                static_cast<unsigned>(bpf_map__type(map)), bpf_map__key_size(map),
+                bpf_map__value_size(map), bpf_map__max_entries(map));
+        else if (int err = bpf_map__reuse_fd(map, fd); err)
+            why = fmt::format("reusing it failed: {}", errno_text(err));
+        if (!why.empty()) {
+            steer_bpf::destroy(skel_);
+            skel_ = nullptr;
+            throw SteerError(fmt::format(
+                "the steering map '{}' of the running server cannot be taken over: {}. The new "
+                "binary's maps differ: stop the old server and start the new one instead of an "
+                "upgrade in place",
+                name, why));
+        }
+    }
     if (int err = steer_bpf::load(skel_); err) {
         steer_bpf::destroy(skel_);
         skel_ = nullptr;
@@ -132,6 +163,28 @@ void Steering::set_socket(std::uint32_t slot, int listen_fd) {
             "putting the listener of slot {} into the socket array failed: {} (it must be a "
             "listening TCP socket with SO_REUSEPORT, in one slot only)",
             slot, errno_text(errno)));
+}
+
+bool Steering::holds_socket(std::uint32_t slot, int listen_fd) const {
+    std::uint64_t cookie = 0, want = 0;
+    socklen_t len = sizeof want;
+    if (::getsockopt(listen_fd, SOL_SOCKET, SO_COOKIE, &want, &len) != 0) return false;
+    return bpf_map_lookup_elem(bpf_map__fd(skel_->maps.sockets), &slot, &cookie) == 0 &&
+           cookie == want;
+}
+
+std::vector<NamedFd> Steering::map_fds() const {
+    std::vector<NamedFd> out;
+    bpf_map* map = nullptr;
+    bpf_object__for_each_map(map, skel_->obj) {
+        if (!bpf_map__is_internal(map)) out.push_back({bpf_map__name(map), bpf_map__fd(map)});
+    }
+    return out;
+}
+
+void Steering::disown_pins() noexcept {
+    pinned_.clear();
+    pin_dir_.clear();
 }
 
 void Steering::clear_socket(std::uint32_t slot) {
@@ -212,6 +265,16 @@ void Steering::pin(const std::filesystem::path& dir) {
         throw SteerError(fmt::format("making the pin directory {} private (0700) failed: {}",
                                      dir.string(), errno_text(errno)));
     pin_dir_ = dir;
+    // A hand-over: the old master's pins are replaced by this object's (the same maps, a new
+    // program).
+    bpf_map* m = nullptr;
+    bpf_object__for_each_map(m, skel_->obj) {
+        if (!bpf_map__is_internal(m)) ::unlink((dir / bpf_map__name(m)).c_str());
+    }
+    bpf_program* p = nullptr;
+    bpf_object__for_each_program(p, skel_->obj) {
+        ::unlink((dir / bpf_program__name(p)).c_str());
+    }
     auto pin_one = [&](const char* name, int err_or_zero) {
         if (err_or_zero != 0)
             throw SteerError(fmt::format("pinning {} at {} failed: {}", name, (dir / name).string(),

@@ -40,10 +40,21 @@ struct SteerStats {
 // without loading it (no privileges needed).
 std::vector<std::string> pinned_names();
 
+// A map of a running instance, by its name in bpf/steer.bpf.c (a hand-over: master/takeover.hpp).
+struct NamedFd {
+    std::string name;
+    int fd = -1;
+};
+
 class Steering {
   public:
     // Opens and loads the embedded program. Throws SteerError (e.g. missing CAP_BPF) with a fix.
     explicit Steering(const SteerConfig& cfg);
+    // The same, but the program uses the running instance's maps `reuse` (by name) instead of
+    // new ones: the socket array, the buckets and the counters stay as they are. A map the
+    // object declares that `reuse` lacks is created. Throws SteerError when a map of `reuse`
+    // has another type or size than this binary's (the maps' layout changed).
+    Steering(const SteerConfig& cfg, const std::vector<NamedFd>& reuse);
     ~Steering();
     Steering(const Steering&) = delete;
     Steering& operator=(const Steering&) = delete;
@@ -52,6 +63,8 @@ class Steering {
     void attach(int listen_fd);
     // Puts a listening SO_REUSEPORT socket into `slot` of the socket array.
     void set_socket(std::uint32_t slot, int listen_fd);
+    // Whether `slot` of the socket array holds the socket `listen_fd` (by socket cookie).
+    bool holds_socket(std::uint32_t slot, int listen_fd) const;
     // Empties a slot (the socket itself stays open; shut it down to drain its queue).
     void clear_socket(std::uint32_t slot);
     // Sets the slots in use, 0..n-1 (the program's fallback scan wraps within them).
@@ -65,7 +78,12 @@ class Steering {
     // Pins every map and program of the object under `dir` (see pinned_names; mounting bpffs at
     // its root if needed, mode 0700). The pins are removed by unpin() or the destructor.
     void pin(const std::filesystem::path& dir);
+    // Pins that already exist (a hand-over) are replaced.
     void unpin() noexcept;
+    // After a hand-over: the pins belong to the new master now; this object leaves them.
+    void disown_pins() noexcept;
+    // The object's maps (not libbpf's internal ones) by name, for a hand-over; the fds stay ours.
+    std::vector<NamedFd> map_fds() const;
     const std::filesystem::path& pin_dir() const { return pin_dir_; }
 
   private:

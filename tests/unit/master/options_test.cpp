@@ -238,3 +238,24 @@ TEST(Options, TypingRate) {
     expect_error({"--chat-typing-rate", "nan"}, "--chat-typing-rate");
     expect_error({"--chat-typing-burst", "0"}, "--chat-typing-burst 0 is out of range");
 }
+
+TEST(Options, UpgradeOptions) {
+    auto r = parse({});
+    ASSERT_TRUE(r.options);
+    EXPECT_EQ(r.options->drain_timeout_ms, 2000u);
+    EXPECT_FALSE(r.options->takeover);
+    EXPECT_FALSE(r.options->discard_state);
+    r = parse({"--port", "9000", "--takeover", "--discard-state", "--drain-timeout-ms", "500"});
+    ASSERT_TRUE(r.options) << r.message;
+    EXPECT_TRUE(r.options->takeover);
+    EXPECT_TRUE(r.options->discard_state);
+    EXPECT_EQ(r.options->drain_timeout_ms, 500u);
+    // The default drain fits a short shutdown timeout; an explicit one must.
+    r = parse({"--shutdown-timeout-ms", "1000"});
+    ASSERT_TRUE(r.options) << r.message;
+    EXPECT_EQ(r.options->drain_timeout_ms, 500u);
+    expect_error({"--shutdown-timeout-ms", "1000", "--drain-timeout-ms", "1000"},
+                 "--drain-timeout-ms 1000 is out of range");
+    expect_error({"--drain-timeout-ms", "50"}, "--drain-timeout-ms 50 is out of range");
+    expect_error({"--discard-state"}, "--discard-state goes with --takeover");
+}
