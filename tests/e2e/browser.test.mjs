@@ -257,6 +257,15 @@ test('static files: caching, compression, security headers, --status-page off', 
     assert.equal((await request(server.port, '/status.json')).status, 404);
     assert.equal((await request(server.port, '/status.js')).status, 404);
     assert.equal((await request(server.port, '/favicon.svg')).status, 200);
+
+    // Counted in /metrics by result.
+    const metrics = (await request(server.port, '/metrics')).body.toString();
+    const count = (result) => Number(metrics.match(
+      new RegExp(`^steerchat_web_responses_total\\{[^}]*result="${result}"[^}]*\\} (\\d+)$`, 'm'))?.[1]);
+    assert.equal(count('not_modified'), 2);
+    assert.equal(count('gzip'), 1);
+    assert.equal(count('refused'), 3);  // POST /, /status, /status.js (/status.json: the app's)
+    assert.equal(count('ok'), 6);
   } finally {
     await server.stop();
   }

@@ -6,6 +6,7 @@
 #include <fmt/core.h>
 #include <boost/beast/http/field.hpp>
 
+#include "metrics/metrics.hpp"
 #include "net/exchange.hpp"
 #include "net/worker.hpp"
 
@@ -24,6 +25,14 @@ std::string_view content_type(std::string_view name) {
     if (ends(".json")) return "application/json";
     return "application/octet-stream";
 }
+
+// In the worker's slot block: every worker renders every worker's (metrics.hpp).
+struct Stats {
+    metrics::Counter ok;            // 200, identity
+    metrics::Counter gzip;          // 200, gzip
+    metrics::Counter not_modified;  // 304
+    metrics::Counter refused;       // 404 (--status-page off), 405
+};
 
 std::string_view trim(std::string_view s) {
     while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
@@ -120,19 +129,44 @@ net::Response respond(const Asset& asset, const net::Request& req) {
 }
 
 void add_routes(net::Worker& worker, std::function<bool()> status_page) {
-    auto serve = [&worker](std::string path, const Asset* asset, std::function<bool()> enabled) {
+    auto stats = std::make_shared<metrics::Cell<Stats>>(&worker.metrics());
+    worker.add_metrics_source([stats, &worker](std::string& out) {
+        metrics::Text t(out);
+        t.per_worker("steerchat_web_responses_total", "counter",
+                     "Answers of the web pages' files (/, /status, /chat.js, ...): ok (200), gzip "
+                     "(200, compressed), not_modified (304, If-None-Match), refused (404 with "
+                     "--status-page off, 405).",
+                     worker.metrics().peers(**stats), "result",
+                     {{"ok", &Stats::ok},
+                      {"gzip", &Stats::gzip},
+                      {"not_modified", &Stats::not_modified},
+                      {"refused", &Stats::refused}});
+    });
+    auto serve = [&worker, stats](std::string path, const Asset* asset,
+                                  std::function<bool()> enabled) {
         if (!asset) return;
-        worker.add_http_route(std::move(path), [asset, enabled = std::move(enabled)](
-                                                   const std::shared_ptr<net::Exchange>& ex) {
+        worker.add_http_route(std::move(path), [asset, enabled = std::move(enabled),
+                                                stats](const std::shared_ptr<net::Exchange>& ex) {
             const net::Request& req = ex->request();
+            Stats& s = **stats;
             if (enabled && !enabled()) {
+                ++s.refused;
                 ex->respond(net::make_response(
                     http::status::not_found, req.version(), req.keep_alive(), false,
                     "no such resource: the status page is off (--status-page on)\n",
                     "text/plain; charset=utf-8"));
                 return;
             }
-            ex->respond(respond(*asset, req));
+            net::Response res = respond(*asset, req);
+            if (res.result() == http::status::not_modified)
+                ++s.not_modified;
+            else if (res.result() != http::status::ok)
+                ++s.refused;
+            else if (res.count(http::field::content_encoding))
+                ++s.gzip;
+            else
+                ++s.ok;
+            ex->respond(std::move(res));
         });
     };
     for (const Asset& a : assets())
