@@ -141,8 +141,10 @@ test('the chat and status pages in chromium: two addresses, reload, restart', as
     await a.locator('#conv-title', { hasText: '@bob' }).waitFor({ timeout: T });
     await say(a, 'psst, bob');
     await b.locator('#rooms [data-dm="ada"] .badge', { hasText: '1' }).waitFor({ timeout: T });
-    await b.locator('#rooms [data-dm="ada"]').click();
+    await b.locator('#rooms [data-dm="ada"]').focus();  // by keyboard: the lists are buttons
+    await b.keyboard.press('Enter');
     await logEntry(b, 'psst, bob').waitFor({ timeout: T });
+    assert.equal(await b.evaluate(() => document.activeElement.id), 'text', 'focus moves to the input');
 
     // The status page: a tile per worker; its numbers move when messages flow.
     const s = await ctxA.newPage();
