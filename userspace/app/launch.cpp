@@ -1,8 +1,14 @@
 #include "app/launch.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <fmt/core.h>
 #include <boost/json.hpp>
 
+#include <cerrno>
+#include <cstring>
 #include <exception>
 #include <limits>
 #include <type_traits>
@@ -12,6 +18,7 @@
 #include "chat/chat.hpp"
 #include "chat/shared_state.hpp"
 #include "net/limits.hpp"
+#include "tls/context.hpp"
 #include "util/log.hpp"
 #include "ws/handshake.hpp"
 
@@ -48,6 +55,41 @@ std::string check_edge_limits(WorkerOptions& o, bool max_conns_per_worker_given,
 }
 
 namespace {
+
+// The whole file, or an error message naming the option and the file.
+bool read_file(const std::string& option, const std::string& path, std::string& out,
+               std::string& err) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        const int e = errno;
+        err = fmt::format("{} {}: cannot open it: {}{}", option, path, std::strerror(e),
+                          e == EACCES ? " (the master reads it before dropping privileges: make "
+                                        "it readable by the user steerchat starts as)"
+                                      : "");
+        return false;
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ::close(fd);
+        err = fmt::format("{} {}: not a regular file (name the PEM file itself)", option, path);
+        return false;
+    }
+    out.clear();
+    char buf[16384];
+    for (;;) {
+        const ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n == 0) break;
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            err = fmt::format("{} {}: cannot read it: {}", option, path, std::strerror(errno));
+            ::close(fd);
+            return false;
+        }
+        out.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+    return true;
+}
 
 // Every field of WorkerOptions with its name, for serialize and parse_config_update (a field
 // missing here would not reach a running worker on reload: launch_test's round trip sets every
@@ -91,6 +133,14 @@ void for_each_field(Options& o, F&& f) {
     f("chat_typing_burst", o.chat_typing_burst);
     f("log_level", o.log_level);
     f("log_format", o.log_format);
+    f("tls_cert_file", o.tls_cert_file);
+    f("tls_key_file", o.tls_key_file);
+    f("tls_cert_pem", o.tls_cert_pem);
+    f("tls_key_pem", o.tls_key_pem);
+    f("tls_handshake_timeout_ms", o.tls_handshake_timeout_ms);
+    f("tls_max_handshakes", o.tls_max_handshakes);
+    f("tls_max_handshakes_per_ip", o.tls_max_handshakes_per_ip);
+    f("tls_port", o.tls_port);
 }
 
 std::string_view format_name(log::Format f) {
@@ -173,6 +223,34 @@ std::enable_if_t<std::is_unsigned_v<T>, bool> from_json(const boost::json::value
 }
 
 }  // namespace
+
+std::string load_tls(WorkerOptions& o, std::string& warning, std::string& summary) {
+    if (o.tls_cert_file.empty() && o.tls_key_file.empty()) return {};
+    if (o.tls_cert_file.empty() || o.tls_key_file.empty())
+        return "TLS needs both --tls-cert (the certificate chain, PEM) and --tls-key (its "
+               "private key, PEM)";
+    if (o.tls_handshake_timeout_ms < 100 || o.tls_handshake_timeout_ms > 600'000)
+        return fmt::format("--tls-handshake-timeout-ms {} is out of range (100 to 600000)",
+                           o.tls_handshake_timeout_ms);
+    if (o.tls_max_handshakes == 0) return "--tls-max-handshakes must be at least 1";
+    if (o.tls_max_handshakes_per_ip == 0) return "--tls-max-handshakes-per-ip must be at least 1";
+    std::string err;
+    if (!read_file("--tls-cert", o.tls_cert_file, o.tls_cert_pem, err) ||
+        !read_file("--tls-key", o.tls_key_file, o.tls_key_pem, err))
+        return err;
+    try {
+        tls::ServerContext ctx(tls::ServerConfig{o.tls_cert_pem, o.tls_key_pem,
+                                                 "--tls-cert " + o.tls_cert_file,
+                                                 "--tls-key " + o.tls_key_file});
+        warning = ctx.warning();
+        const auto& info = ctx.certificate();
+        summary = fmt::format("TLS certificate {} ({} chain certificate(s)), valid until {}",
+                              info.subject, info.chain_length, info.not_after);
+    } catch (const tls::TlsError& e) {
+        return e.what();
+    }
+    return {};
+}
 
 std::string serialize(const ConfigUpdate& update) {
     boost::json::object options;
@@ -283,6 +361,13 @@ WorkerContext worker_context(const WorkerOptions& opts, unsigned nslots) {
     net.keepalive_timeout = std::chrono::milliseconds(opts.http_keepalive_timeout_ms);
     net.header_timeout = std::chrono::milliseconds(opts.http_header_timeout_ms);
     net.body_timeout = std::chrono::milliseconds(opts.http_body_timeout_ms);
+    if (!opts.tls_cert_pem.empty())
+        net.tls = std::make_shared<const tls::ServerContext>(tls::ServerConfig{
+            opts.tls_cert_pem, opts.tls_key_pem, "--tls-cert " + opts.tls_cert_file,
+            "--tls-key " + opts.tls_key_file});
+    net.tls_handshake_timeout = std::chrono::milliseconds(opts.tls_handshake_timeout_ms);
+    net.tls_max_handshakes = opts.tls_max_handshakes;
+    net.tls_max_handshakes_per_address = opts.tls_max_handshakes_per_ip;
     net.drain_timeout = std::chrono::milliseconds(opts.drain_timeout_ms);
 
     // The application: chat adapters, Engine.IO / Socket.IO.
@@ -317,6 +402,7 @@ void run_worker(const WorkerLaunch& launch) {
     WorkerContext ctx = worker_context(*launch.options, launch.nslots);
     ctx.slot = launch.slot;
     ctx.listen_fd = launch.listen_fd;
+    ctx.tls_listen_fd = launch.tls_listen_fd;
     ctx.ring = launch.ring;
     ctx.chat = &launch.host->parts_->chat;
     ctx.ready_fd = launch.ready_fd;

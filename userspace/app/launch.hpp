@@ -69,6 +69,16 @@ struct WorkerOptions {
     unsigned chat_max_rooms = 100;        // per user; 0: no limit
     double chat_typing_rate = 2;          // typing events/s per user; 0: no limit
     unsigned chat_typing_burst = 5;
+    // TLS (docs/operations.md, "TLS"): the files named, and their contents, read by the master
+    // (load_tls) so that workers open no file. Empty: plain HTTP.
+    std::string tls_cert_file;
+    std::string tls_key_file;
+    std::string tls_cert_pem;
+    std::string tls_key_pem;
+    unsigned tls_handshake_timeout_ms = 10000;
+    std::size_t tls_max_handshakes = 256;        // per worker, in progress at once
+    std::size_t tls_max_handshakes_per_ip = 16;  // ... from one client address
+    std::uint16_t tls_port = 0;                  // 0 or --port: TLS only, on --port
     // Logging (every process: the master's own and its workers')
     log::Level log_level = log::Level::info;
     log::Format log_format = log::Format::text;
@@ -102,6 +112,12 @@ std::size_t fd_headroom() noexcept;
 // max_conns_per_worker when it was not given. Empty if fine, else what is wrong and how to fix it.
 std::string check_edge_limits(WorkerOptions& o, bool max_conns_per_worker_given,
                               std::uint64_t nofile);
+
+// TLS: reads --tls-cert and --tls-key into o.tls_cert_pem/tls_key_pem and checks them (the
+// certificate and key parse, the key belongs to the certificate). Nothing to do without them.
+// Empty if fine, else what is wrong and how to fix it. `warning` gets a warning for the log (an
+// expired certificate), `summary` a line describing the certificate.
+std::string load_tls(WorkerOptions& o, std::string& warning, std::string& summary);
 
 // The host-wide state of the worker application, created by the master before the first fork
 // and inherited by every worker: the chat's cluster directory (a memfd mapping: names, rooms,
@@ -152,7 +168,8 @@ class StateLayoutMismatch : public std::runtime_error {
 struct WorkerLaunch {
     unsigned slot = 0;
     unsigned nslots = 1;
-    int listen_fd = -1;            // this slot's listener, owned by the worker
+    int listen_fd = -1;            // this slot's listener (plain HTTP), owned by the worker
+    int tls_listen_fd = -1;        // this slot's TLS listener, owned by the worker
     ring::Region* ring = nullptr;  // the shared-memory logs (inherited mapping)
     HostState* host = nullptr;     // the host-wide state (inherited mapping)
     const WorkerOptions* options = nullptr;

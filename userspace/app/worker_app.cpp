@@ -348,6 +348,7 @@ net::WorkerConfig worker_config(const WorkerContext& ctx) {
     cfg.slot = ctx.slot;
     cfg.nslots = ctx.nslots;
     cfg.listen_fd = ctx.listen_fd;
+    cfg.tls_listen_fd = ctx.tls_listen_fd;
     cfg.metrics = ctx.metrics;
     cfg.max_body_bytes = std::max(cfg.max_body_bytes, ctx.app.engine.max_payload + 1024);
     return cfg;

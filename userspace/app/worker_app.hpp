@@ -44,7 +44,8 @@ struct AppOptions {
 struct WorkerContext {
     unsigned slot = 0;
     unsigned nslots = 1;
-    int listen_fd = -1;                  // this slot's listener, owned by the worker
+    int listen_fd = -1;                  // this slot's listener (plain HTTP), owned by the worker
+    int tls_listen_fd = -1;              // this slot's TLS listener, owned by the worker
     ring::Region* ring = nullptr;        // the shared-memory logs (inherited mapping)
     chat::SharedState* chat = nullptr;   // the cluster directory (inherited mapping)
     metrics::Region* metrics = nullptr;  // the host's metrics (inherited mapping); nullptr: private

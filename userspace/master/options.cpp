@@ -59,6 +59,7 @@ struct Raw {
     std::string steering = "bpf";
     std::string seed;
     unsigned port = 8080;
+    unsigned tls_port = 0;
     unsigned workers = 0;
     unsigned max_workers = 0;
     bool no_cpu_pinning = false;
@@ -134,6 +135,27 @@ po::options_description setting_options(Options& o, Raw& r) {
          "at most 128)")
         ("bind,b", po::value(&o.bind)->default_value(o.bind),
          "address to listen on; :: is dual stack (IPv6 and IPv4)")
+        ("tls-cert", po::value(&o.tls_cert_file),
+         "serve TLS (https:// and wss://) with this certificate chain: a PEM file, the "
+         "server's certificate first, then its intermediates; needs --tls-key. On --port "
+         "(which then speaks TLS only) unless --tls-port names another port")
+        ("tls-port", po::value(&r.tls_port),
+         "serve TLS on this port and plain HTTP on --port, side by side, each port steered "
+         "alike (a client address reaches the same worker on both); default: TLS on --port")
+        ("tls-key", po::value(&o.tls_key_file),
+         "the private key of --tls-cert (PEM, unencrypted; may be readable by root only)")
+        ("tls-handshake-timeout-ms",
+         po::value(&o.tls_handshake_timeout_ms)->default_value(o.tls_handshake_timeout_ms),
+         "time from accepting a TLS connection to the end of its handshake; then it is closed")
+        ("tls-max-handshakes",
+         po::value(&o.tls_max_handshakes)->default_value(o.tls_max_handshakes),
+         "TLS handshakes one worker runs at once; more connections are closed at once, so a "
+         "flood of handshakes cannot starve established connections")
+        ("tls-max-handshakes-per-ip",
+         po::value(&o.tls_max_handshakes_per_ip)->default_value(o.tls_max_handshakes_per_ip),
+         "TLS handshakes one client address (IPv4, or an IPv6 /64 with --ipv6-prefix64) runs "
+         "at once on its worker; more of its connections are closed at once, so one address's "
+         "flood leaves the other addresses their handshakes")
         ("steering,s", po::value(&steering)->default_value(steering),
          "bpf: the kernel keeps each client IP on one worker (needs CAP_BPF); "
          "kernel: plain SO_REUSEPORT, balanced but not sticky")
@@ -442,6 +464,11 @@ ParseResult parse_options(int argc, const char* const argv[]) {
     if (port == 0 || port > 65535)
         return bad(fmt::format("--port {} is not a TCP port (1-65535)", port));
     o.port = static_cast<std::uint16_t>(port);
+    if (r.tls_port > 65535)
+        return bad(fmt::format("--tls-port {} is not a port (1 to 65535)", r.tls_port));
+    if (r.tls_port != 0 && o.tls_cert_file.empty())
+        return bad("--tls-port needs --tls-cert and --tls-key (the certificate to serve there)");
+    o.tls_port = r.tls_port == port ? 0 : static_cast<std::uint16_t>(r.tls_port);
 
     if (vm.count("workers")) {
         if (workers == 0 || workers > STEER_MAX_SLOTS)
@@ -611,6 +638,8 @@ ParseResult parse_options(int argc, const char* const argv[]) {
                                           open_files_hard_limit());
         !err.empty())
         return bad(err);
+    // TLS: the files are read and checked now (exit 2 on a bad one, not a worker crash later).
+    if (auto err = app::load_tls(o, o.tls_warning, o.tls_summary); !err.empty()) return bad(err);
     return {o, 0, {}};
 }
 

@@ -44,8 +44,14 @@ struct Options : app::WorkerOptions {
     bool seccomp = false;          // workers: a syscall allowlist (anything else kills the worker)
     std::filesystem::path config;  // --config FILE (empty: none); re-read on reload (SIGHUP)
     // log_level, log_format: app::WorkerOptions (the workers log too, and reload changes them)
+    // TLS (app::load_tls): a warning for the log (an expired certificate), a line naming it.
+    std::string tls_warning;
+    std::string tls_summary;
 
     std::filesystem::path pin_dir() const { return bpffs_dir / std::to_string(port); }
+    // TLS on a port of its own (--tls-port), beside plain HTTP on --port.
+    bool tls_beside() const { return tls_port != 0; }
+    std::filesystem::path tls_pin_dir() const { return bpffs_dir / std::to_string(tls_port); }
 };
 
 // The result of parsing: options to run with, or an exit (help, version, or a usage error).

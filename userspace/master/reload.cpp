@@ -1,6 +1,7 @@
 #include "master/reload.hpp"
 
 #include <functional>
+#include <string_view>
 #include <type_traits>
 
 #include <fmt/core.h>
@@ -69,6 +70,24 @@ Entry field(const char* key, bool live, T C::*m, bool negated = false) {
 constexpr bool kLive = true;
 constexpr bool kRestart = false;
 
+// --tls-cert / --tls-key: the file name and the contents the master read from it (a renewed
+// certificate usually keeps its name). Shown by name, or "(contents changed)".
+Entry tls_file(const char* key, std::string app::WorkerOptions::*file,
+               std::string app::WorkerOptions::*pem) {
+    Entry e{key, kLive, nullptr, nullptr, nullptr};
+    e.same = [file, pem](const Options& a, const Options& b) {
+        return a.*file == b.*file && a.*pem == b.*pem;
+    };
+    e.text = [file](const Options& o) { return show(o.*file); };
+    e.take = [file, pem](Options& to, const Options& from) {
+        to.*file = from.*file;
+        to.*pem = from.*pem;
+        to.tls_summary = from.tls_summary;
+        to.tls_warning = from.tls_warning;
+    };
+    return e;
+}
+
 const std::vector<Entry>& entries() {
     static const std::vector<Entry> all = [] {
         std::vector<Entry> v{
@@ -136,6 +155,15 @@ const std::vector<Entry>& entries() {
             // Logging, the master's and the workers'.
             field("log-level", kLive, &Options::log_level),
             field("log-format", kLive, &Options::log_format),
+            // TLS: a new certificate and key (new contents under the same names included) for
+            // new connections; existing ones keep theirs. Turning TLS on or off, or moving
+            // it to another port, changes the listeners: a restart (plan_reload).
+            tls_file("tls-cert", &Options::tls_cert_file, &Options::tls_cert_pem),
+            tls_file("tls-key", &Options::tls_key_file, &Options::tls_key_pem),
+            field("tls-port", kRestart, &Options::tls_port),
+            field("tls-handshake-timeout-ms", kLive, &Options::tls_handshake_timeout_ms),
+            field("tls-max-handshakes", kLive, &Options::tls_max_handshakes),
+            field("tls-max-handshakes-per-ip", kLive, &Options::tls_max_handshakes_per_ip),
         };
         return v;
     }();
@@ -146,6 +174,20 @@ const std::vector<Entry>& entries() {
 
 ReloadPlan plan_reload(const Options& running, const Options& reread) {
     ReloadPlan plan{running, {}, {}};
+    // TLS turned on or off: the listeners would change (a plain acceptor is not a TLS one).
+    if (running.tls_cert_pem.empty() != reread.tls_cert_pem.empty()) {
+        Options same_tls = reread;
+        for (const char* key : {"tls-cert", "tls-key"})
+            for (const auto& e : entries())
+                if (std::string_view(e.key) == key) {
+                    if (!e.same(running, reread))
+                        plan.kept.push_back({key, e.text(running), e.text(reread)});
+                    e.take(same_tls, running);
+                }
+        ReloadPlan rest = plan_reload(running, same_tls);
+        rest.kept.insert(rest.kept.begin(), plan.kept.begin(), plan.kept.end());
+        return rest;
+    }
     for (const auto& e : entries()) {
         if (e.same(running, reread)) continue;
         if (e.live) {

@@ -122,6 +122,8 @@ std::vector<std::uint32_t> Supervisor::live_slots() const {
 
 void Supervisor::setup() {
     lock_ = std::make_unique<InstanceLock>(opts_.run_dir, opts_.port);
+    if (opts_.tls_beside())
+        tls_lock_ = std::make_unique<InstanceLock>(opts_.run_dir, opts_.tls_port);
     control_ = std::make_unique<ControlServer>(opts_.run_dir, opts_.port, ::geteuid());
     add_control_commands();
     setup_process();
@@ -132,6 +134,13 @@ void Supervisor::setup() {
                       opts_.pin_dir().string());
         steering_ = std::make_unique<steer::Steering>(
             steer::SteerConfig{opts_.seed, opts_.workers, opts_.ipv6_prefix64});
+        if (opts_.tls_beside()) {
+            if (steer::remove_stale_pins(opts_.tls_pin_dir()))
+                log::info("removed stale pins at {} left by an instance that did not exit cleanly",
+                          opts_.tls_pin_dir().string());
+            tls_steering_ = std::make_unique<steer::Steering>(
+                steer::SteerConfig{opts_.seed, opts_.workers, opts_.ipv6_prefix64});
+        }
     }
 
     // Every slot the pool may grow to exists from the start; those beyond --workers are
@@ -140,16 +149,20 @@ void Supervisor::setup() {
     pool_ = opts_.workers;
     for (unsigned i = 0; i < slots_.size(); ++i) {
         slots_[i].removed = i >= pool_;
-        if (i < pool_) slots_[i].listener = make_listener(opts_.bind, opts_.port, opts_.backlog);
+        if (i < pool_) make_listeners(slots_[i]);
     }
     if (steering_) {
         // Fill the maps before the program is attached, so it never runs on empty maps.
         // Connections that arrive before the attach wait in the queues for the workers.
         remap_buckets();
         for (unsigned i = 0; i < opts_.workers; ++i)
-            steering_->set_socket(i, slots_[i].listener.get());
+            set_sockets(i);
         steering_->attach(slots_[0].listener.get());
         steering_->pin(opts_.pin_dir());
+        if (tls_steering_) {
+            tls_steering_->attach(slots_[0].tls_listener.get());
+            tls_steering_->pin(opts_.tls_pin_dir());
+        }
     }
 
     // Sized for --max-workers: a slot added later has its log and cursors already (the readers
@@ -204,7 +217,38 @@ void Supervisor::remap_buckets() {
     if (live.empty()) return;
     const auto table = steer::maglev_table(live);
     steering_->set_buckets(table);
+    if (tls_steering_) tls_steering_->set_buckets(table);
     if (metrics_) count_buckets(table);
+}
+
+void Supervisor::make_listeners(Slot& s) {
+    // Both or neither: a failure leaves the slot without listeners.
+    UniqueFd plain = make_listener(opts_.bind, opts_.port, opts_.backlog);
+    if (opts_.tls_beside())
+        s.tls_listener = make_listener(opts_.bind, opts_.tls_port, opts_.backlog);
+    s.listener = std::move(plain);
+}
+
+void Supervisor::set_sockets(unsigned slot) {
+    if (steering_) steering_->set_socket(slot, slots_[slot].listener.get());
+    if (tls_steering_) tls_steering_->set_socket(slot, slots_[slot].tls_listener.get());
+}
+
+void Supervisor::clear_sockets(unsigned slot) {
+    if (steering_) steering_->clear_socket(slot);
+    if (tls_steering_) tls_steering_->clear_socket(slot);
+}
+
+void Supervisor::set_nslots(std::uint32_t n) {
+    if (steering_) steering_->set_nslots(n);
+    if (tls_steering_) tls_steering_->set_nslots(n);
+}
+
+void Supervisor::shut_listeners(Slot& s) {
+    for (UniqueFd* l : {&s.listener, &s.tls_listener}) {
+        if (*l) ::shutdown(l->get(), SHUT_RDWR);
+        l->reset();
+    }
 }
 
 void Supervisor::count_buckets(std::span<const std::uint32_t> table) {
@@ -319,7 +363,9 @@ void Supervisor::become_worker(unsigned slot) {
     }
     // Keep only this slot's listener and the shared-memory logs' fds: no copy of the other
     // listeners, the BPF maps or the lock.
+    const int tls_fd = slots_[slot].tls_listener.get();
     std::vector<int> keep{fd, ring_->fd(), ready_write_.get(), worker_config_fd_};
+    if (tls_fd >= 0) keep.push_back(tls_fd);
     for (unsigned i = 0; i < ring_->workers(); ++i)
         keep.push_back(ring_->wake_fd(i));
     close_all_but(keep);
@@ -330,7 +376,10 @@ void Supervisor::become_worker(unsigned slot) {
         log::error("fatal: {}; the worker exits rather than serve with privileges", e.what());
         ::_exit(1);
     }
-    app::run_worker(app::WorkerLaunch{slot, pool_, fd, &*ring_, &*host_, &opts_, ready_write_.get(),
+    // TLS only on --port: its listener is the TLS one.
+    const bool tls_only = !opts_.tls_cert_pem.empty() && !opts_.tls_beside();
+    app::run_worker(app::WorkerLaunch{slot, pool_, tls_only ? -1 : fd, tls_only ? fd : tls_fd,
+                                      &*ring_, &*host_, &opts_, ready_write_.get(),
                                       worker_config_fd_, reloads_, &*metrics_});
 }
 
@@ -410,11 +459,10 @@ void Supervisor::drain(unsigned slot, const std::string& why) {
     if (steering_) {
         // New connections of its clients go to the remaining slots first ...
         remap_buckets();
-        steering_->clear_socket(slot);
+        clear_sockets(slot);
     }
     // ... then its queue migrates to live listeners (select-or-migrate program), and it closes.
-    ::shutdown(s.listener.get(), SHUT_RDWR);
-    s.listener.reset();
+    shut_listeners(s);
     notify_readiness(fmt::format("; slot {} drained", slot));
 }
 
@@ -504,6 +552,10 @@ void Supervisor::takeover_command(ControlRequest& req) {
     };
     if (handover_) return refuse(fmt::format("a takeover by pid {} is under way", handover_->pid));
     if (stopping_ || handed_over_) return refuse("this master is stopping");
+    if (opts_.tls_beside())
+        return refuse(fmt::format(
+            "a takeover hands over --port's listeners only, not --tls-port {}'s: restart instead",
+            opts_.tls_port));
     HandoverOut out;
     out.pid = ::getpid();
     out.port = opts_.port;
@@ -536,6 +588,10 @@ void Supervisor::upgrade_command(ControlRequest& req) {
     };
     if (handover_ || upgrade_child_ > 0) return answer(false, "an upgrade is already under way");
     if (stopping_ || handed_over_) return answer(false, "this master is stopping");
+    if (opts_.tls_beside())
+        return answer(false, fmt::format("upgrade does not hand over --tls-port {}'s listeners "
+                                         "yet: restart instead (systemctl restart steerchat)",
+                                         opts_.tls_port));
     std::vector<std::string> args{exe_path_};
     // The command line this master was started with (argv_, as reload re-reads it).
     for (std::size_t i = 1; i < argv_.size(); ++i)
@@ -874,9 +930,9 @@ ControlReply Supervisor::resize(unsigned n) {
                     i, slots_[i].pid, opts_.shutdown_timeout_ms));
             joining.push_back(i);
         }
-    std::vector<UniqueFd> listeners;
+    std::vector<Slot> listeners(joining.size());  // their listeners only
     for (std::size_t k = 0; k < joining.size(); ++k)
-        listeners.push_back(make_listener(opts_.bind, opts_.port, opts_.backlog));
+        make_listeners(listeners[k]);
     std::vector<unsigned> leaving;
     for (unsigned i = pool_; i-- > n;)
         leaving.push_back(i);
@@ -890,13 +946,14 @@ ControlReply Supervisor::resize(unsigned n) {
     // Joining: a listener in the group and in the socket array before any bucket points there.
     for (std::size_t k = 0; k < joining.size(); ++k) {
         Slot& s = slots_[joining[k]];
-        s.listener = std::move(listeners[k]);
+        s.listener = std::move(listeners[k].listener);
+        s.tls_listener = std::move(listeners[k].tls_listener);
         s.drained = s.removed = false;
         s.deaths.clear();
         s.quick_failures = 0;
         s.respawn_at.reset();
         s.kill_at.reset();
-        if (steering_) steering_->set_socket(joining[k], s.listener.get());
+        set_sockets(joining[k]);
     }
     // Leaving: out of the pool, its buckets remapped to the others first ...
     for (unsigned i : leaving) {
@@ -906,9 +963,9 @@ ControlReply Supervisor::resize(unsigned n) {
     }
     pool_ = n;
     if (steering_) {
-        if (n > old_pool) steering_->set_nslots(n);
+        if (n > old_pool) set_nslots(n);
         remap_buckets();
-        if (n < old_pool) steering_->set_nslots(n);
+        if (n < old_pool) set_nslots(n);
     }
     // ... then each leaving slot stops accepting and drains.
     for (unsigned i : leaving)
@@ -938,7 +995,7 @@ ControlReply Supervisor::resize(unsigned n) {
 
 void Supervisor::remove_slot(unsigned slot) {
     Slot& s = slots_[slot];
-    if (steering_) steering_->clear_socket(slot);
+    clear_sockets(slot);
     // The worker stops accepting and closes its connections (WebSockets: 1001 going away);
     // its users go offline when it has exited (on_worker_exit).
     if (s.pid > 0) {
@@ -948,9 +1005,8 @@ void Supervisor::remove_slot(unsigned slot) {
     } else {
         set_slot_state(slot, metrics::SlotState::removed, -1);
     }
-    // Connections queued on its listener migrate to the others (select-or-migrate program).
-    if (s.listener) ::shutdown(s.listener.get(), SHUT_RDWR);
-    s.listener.reset();
+    // Connections queued on its listeners migrate to the others (select-or-migrate program).
+    shut_listeners(s);
     s.ready = false;
 }
 
@@ -1021,6 +1077,10 @@ ControlReply Supervisor::reload() {
         log::info("{}", summary);
         report += summary;
         plan.next.workers = opts_.workers;  // as started (pool_ is the running size)
+        if (plan.next.tls_summary != opts_.tls_summary ||
+            plan.next.tls_cert_pem != opts_.tls_cert_pem)
+            log::info("reload: new TLS connections get the {}", plan.next.tls_summary);
+        if (!plan.next.tls_warning.empty()) log::warn("{}", plan.next.tls_warning);
         opts_ = std::move(plan.next);
         log::configure(opts_.log_level, opts_.log_format);
     }
@@ -1074,9 +1134,12 @@ int Supervisor::shutdown() {
         }
         reap();
     }
-    for (auto& s : slots_)
+    for (auto& s : slots_) {
         s.listener.reset();
-    steering_.reset();  // removes the pins (unless handed over)
+        s.tls_listener.reset();
+    }
+    tls_steering_.reset();  // removes its pins (a takeover refuses --tls-port)
+    steering_.reset();      // removes the pins (unless handed over)
     if (handed_over_) {
         // Names a worker of ours still held (killed before it logged its users out).
         if (const std::size_t n = host_->release_generation(); n != 0)
@@ -1110,6 +1173,15 @@ int Supervisor::run() {
             opts_.steering == SteeringMode::bpf ? "bpf" : "kernel (SO_REUSEPORT hash, not sticky)",
             opts_.seed,
             steering_ ? fmt::format(", maps pinned at {}", opts_.pin_dir().string()) : "");
+        if (opts_.tls_beside())
+            log::info("TLS on port {} (steered alike{}), plain HTTP on port {}: {}", opts_.tls_port,
+                      tls_steering_
+                          ? fmt::format(", maps pinned at {}", opts_.tls_pin_dir().string())
+                          : "",
+                      opts_.port, opts_.tls_summary);
+        else if (!opts_.tls_summary.empty())
+            log::info("port {} speaks TLS only: {}", opts_.port, opts_.tls_summary);
+        if (!opts_.tls_warning.empty()) log::warn("{}", opts_.tls_warning);
         for (unsigned i = 0; i < pool_; ++i)
             spawn(i);
     }

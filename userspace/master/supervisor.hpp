@@ -40,6 +40,7 @@ class Supervisor {
     using Clock = std::chrono::steady_clock;
     struct Slot {
         UniqueFd listener;
+        UniqueFd tls_listener;  // --tls-port: the slot's socket in that port's group
         pid_t pid = -1;
         Clock::time_point started{};
         std::deque<Clock::time_point> deaths;  // within the restart window
@@ -83,6 +84,13 @@ class Supervisor {
     // `workers N`: grows or shrinks the pool to slots 0..N-1 and brings drained ones back.
     ControlReply resize(unsigned n);
     void remove_slot(unsigned slot);
+    // A slot's listeners: --port's, and --tls-port's if TLS has a port of its own.
+    void make_listeners(Slot& s);
+    void set_sockets(unsigned slot);
+    void clear_sockets(unsigned slot);
+    void set_nslots(std::uint32_t n);
+    // Stops a slot's listeners; their queues migrate (select-or-migrate).
+    static void shut_listeners(Slot& s);
 
     // Upgrade, the old side (master/takeover.hpp; docs/architecture.md, "Upgrade"):
     // `takeover` (from a new master) sends the state and waits for its "ready"; `upgrade` (from
@@ -105,6 +113,11 @@ class Supervisor {
     app::ReloadCounts reloads_;
     std::unique_ptr<InstanceLock> lock_;
     std::unique_ptr<steer::Steering> steering_;
+    // --tls-port: that port's reuseport group has its own program instance and maps (a
+    // sockarray holds one group's sockets), with the same seed and bucket table: a client
+    // address reaches the same slot on both ports.
+    std::unique_ptr<steer::Steering> tls_steering_;
+    std::unique_ptr<InstanceLock> tls_lock_;
     // Cross-worker state, created before the first fork and inherited by every worker.
     std::optional<ring::Region> ring_;
     std::optional<app::HostState> host_;

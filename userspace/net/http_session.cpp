@@ -50,9 +50,9 @@ http::message_generator upgrade_refusal(http::status status, const Request& req,
 
 }  // namespace
 
-HttpSession::HttpSession(boost::asio::ip::tcp::socket&& socket, Worker& worker, Lease slot,
-                         const AddressKey& key, const boost::asio::ip::tcp::endpoint& remote)
-    : stream_(std::move(socket)),
+HttpSession::HttpSession(tls::Stream&& stream, Worker& worker, Lease slot, const AddressKey& key,
+                         const boost::asio::ip::tcp::endpoint& remote)
+    : stream_(std::move(stream)),
       timer_(stream_.get_executor()),
       worker_(worker),
       slot_(std::move(slot)),
@@ -106,8 +106,6 @@ void HttpSession::read() {
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(cfg.max_header_bytes));
     parser_->body_limit(cfg.max_body_bytes);
-    // Our own deadlines time the reading (a write's leaves no timer behind).
-    stream_.expires_never();
     timed_out_ = Phase::none;
     reading_ = true;
     // Bytes of a pipelined request are here already: the request has begun.
@@ -166,12 +164,13 @@ void HttpSession::on_read_timeout(Phase phase) {
         case Phase::body:
             break;
         case Phase::none:
+        case Phase::write:
             return close();
     }
     const bool header = phase == Phase::header;
     ++(header ? stats.header_timeouts : stats.body_timeouts);
     const auto limit = header ? worker_.config().header_timeout : worker_.config().body_timeout;
-    stream_.expires_after(std::chrono::seconds(5));
+    arm_deadline(Phase::write, std::chrono::seconds(5));
     beast::async_write(
         stream_,
         error_response(http::status::request_timeout, 11, false,
@@ -198,7 +197,7 @@ void HttpSession::on_read(beast::error_code ec, std::size_t) {
             status = http::status::request_header_fields_too_large;
             ++worker_.stats().header_too_large;
         }
-        stream_.expires_after(std::chrono::seconds(5));
+        arm_deadline(Phase::write, std::chrono::seconds(5));
         beast::async_write(
             stream_,
             error_response(status, 11, false, fmt::format("bad request: {}", ec.message())),
@@ -222,13 +221,14 @@ void HttpSession::handle_request() {
     bool keep_alive = req.keep_alive() && !worker_.stopping();
     auto msg = route(std::move(req), worker_);
     keep_alive = keep_alive && msg.keep_alive();
-    stream_.expires_after(std::chrono::seconds(30));
+    arm_write_deadline();
     beast::async_write(
         stream_, std::move(msg),
         beast::bind_front_handler(&HttpSession::on_write, shared_from_this(), keep_alive));
 }
 
 void HttpSession::on_write(bool keep_alive, beast::error_code ec, std::size_t) {
+    disarm_deadline();
     if (ec || !keep_alive) return close();
     // The next request is read now, or once this client address has waited its turn
     // (FairShare): until then its bytes wait in the socket and cost this worker nothing.
@@ -254,12 +254,16 @@ void HttpSession::dispatch(Request&& req, const HttpHandler& handler) {
     }
     if (ex->finished_ || exchange_ != ex) return;
     // Held for later (a long poll): no idle timeout, but notice the client leaving.
-    stream_.expires_never();
     watch_abort();
 }
 
 void HttpSession::watch_abort() {
     if (watching_) return;
+    // TLS: a decrypted next request already waits in the stream: the client is still there.
+    if (stream_.has_buffered_input()) {
+        hold_ = shared_from_this();
+        return;
+    }
     watching_ = true;
     const auto generation = ++watch_generation_;
     stream_.socket().async_wait(
@@ -270,12 +274,10 @@ void HttpSession::watch_abort() {
             if (!self->exchange_ || self->exchange_->finished_) return;
             if (ec == boost::asio::error::operation_aborted) return;
             if (!ec) {
-                char c;
-                const auto n =
-                    ::recv(self->stream_.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
                 // Bytes of a pipelined next request: the client is still there; they wait in
-                // the socket until the pending answer is written.
-                if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) {
+                // the socket until the pending answer is written. (TLS: a close_notify means
+                // gone; any other record, still there.)
+                if (!self->stream_.peer_gone()) {
                     self->hold_ = self;  // nothing else holds the session until the answer
                     return;
                 }
@@ -303,7 +305,7 @@ void HttpSession::answer(Response&& res) {
     const bool keep_alive = res.keep_alive() && !worker_.stopping();
     res.keep_alive(keep_alive);
     end_exchange();
-    stream_.expires_after(std::chrono::seconds(30));
+    arm_write_deadline();
     beast::async_write(
         stream_, http::message_generator(std::move(res)),
         beast::bind_front_handler(&HttpSession::on_write, shared_from_this(), keep_alive));
@@ -340,7 +342,7 @@ void Exchange::upgrade(std::unique_ptr<ws::MessageHandler> handler,
 void HttpSession::upgrade(Request&& req, WebSocketFactory factory,
                           const ws::ConnectionOptions* options,
                           const std::vector<std::string>* origins) {
-    stream_.expires_after(std::chrono::seconds(30));
+    arm_write_deadline();
     WorkerStats& stats = worker_.stats();
     auto refuse = [&](http::status status, bool keep_alive, std::string_view reason) {
         switch (status) {
@@ -396,6 +398,7 @@ void HttpSession::upgrade(Request&& req, WebSocketFactory factory,
 }
 
 void HttpSession::on_upgraded(beast::error_code ec, std::size_t) {
+    disarm_deadline();
     upgrade_response_.reset();
     if (ec) return close();
     ++worker_.stats().ws_handshake_accepted;
@@ -403,7 +406,7 @@ void HttpSession::on_upgraded(beast::error_code ec, std::size_t) {
     // already in our buffer: the connection parses them first.
     const auto rest = buffer_.data();
     auto conn = ws::WebSocketConnection::create(
-        stream_.release_socket(), worker_.websocket_registry(), std::move(upgrade_handler_),
+        std::move(stream_), worker_.websocket_registry(), std::move(upgrade_handler_),
         upgrade_options_ ? *upgrade_options_ : worker_.config().websocket);
     // The connection keeps this client's slot until it finishes.
     conn->hold(std::move(slot_));
@@ -424,8 +427,8 @@ void HttpSession::stop() {
 void HttpSession::close() {
     disarm_deadline();
     beast::error_code ec;
-    stream_.socket().shutdown(boost::asio::ip::tcp::socket::shutdown_send, ec);
-    stream_.socket().close(ec);
+    stream_.shutdown_send(ec);  // TLS: close_notify first
+    stream_.close(ec);
 }
 
 }  // namespace steerchat::net

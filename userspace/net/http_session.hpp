@@ -14,7 +14,6 @@
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
@@ -22,6 +21,7 @@
 #include "net/exchange.hpp"
 #include "net/router.hpp"
 #include "net/worker.hpp"
+#include "tls/stream.hpp"
 #include "util/lease.hpp"
 #include "ws/connection.hpp"
 
@@ -34,8 +34,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     // `slot`: the connection's place in the worker's ConnectionTracker, held until it closes.
     // `key`: the client address as counted (limits.hpp), for FairShare. `remote`: the peer's
     // address as the worker read it at accept (one getpeername per connection, not per request).
-    HttpSession(boost::asio::ip::tcp::socket&& socket, Worker& worker, Lease slot = {},
-                const AddressKey& key = {}, const boost::asio::ip::tcp::endpoint& remote = {});
+    // `stream`: plain, or TLS with its handshake done.
+    HttpSession(tls::Stream&& stream, Worker& worker, Lease slot = {}, const AddressKey& key = {},
+                const boost::asio::ip::tcp::endpoint& remote = {});
     ~HttpSession();
     void start();
     // Graceful stop: an idle connection closes now, a busy one after its current response.
@@ -43,7 +44,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
   private:
     // What the request deadline (timer_) is timing.
-    enum class Phase : std::uint8_t { none, first_byte, keepalive, header, body };
+    enum class Phase : std::uint8_t { none, first_byte, keepalive, header, body, write };
 
     void read();
     void on_first_bytes(boost::beast::error_code ec, std::size_t n);
@@ -52,6 +53,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     void on_read(boost::beast::error_code ec, std::size_t);
     void handle_request();  // a complete request, its address's turn come
     void arm_deadline(Phase phase, std::chrono::milliseconds after);
+    // A response (or 101) being written: the connection is cut if it takes longer than this.
+    void arm_write_deadline() { arm_deadline(Phase::write, std::chrono::seconds(30)); }
     void disarm_deadline();
     // The deadline passed while reading: 408 if part of a request came, else close.
     void on_read_timeout(Phase phase);
@@ -74,8 +77,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     void watch_abort();
     void end_exchange();
 
-    boost::beast::tcp_stream stream_;
-    boost::asio::steady_timer timer_;  // the phase deadline of reading a request
+    tls::Stream stream_;
+    boost::asio::steady_timer timer_;  // the phase deadline of reading or writing
     Phase phase_ = Phase::none;        // what timer_ times
     Phase timed_out_ = Phase::none;    // the phase whose deadline cancelled the read
     std::uint64_t timer_generation_ = 0;

@@ -239,6 +239,31 @@ std::string metrics_body(Worker& w) {
                 "acceptance by this worker's chat core (its publish, or its read from another "
                 "worker's log) to the gather write that put its frame on the socket.",
                 latency);
+    if (w.tls()) {
+        metric("steerchat_tls_handshakes_total", "counter",
+               "TLS handshakes completed (resumed ones included).", &WorkerStats::tls_handshakes);
+        metric("steerchat_tls_resumed_total", "counter",
+               "TLS handshakes that resumed a session (no certificate, no key exchange signature).",
+               &WorkerStats::tls_resumed);
+        metric("steerchat_tls13_handshakes_total", "counter",
+               "TLS handshakes completed with TLS 1.3 (the others: TLS 1.2).",
+               &WorkerStats::tls13_handshakes);
+        t.per_worker("steerchat_tls_handshake_failures_total", "counter",
+                     "TLS handshakes that did not complete: failed (bad or unsupported client "
+                     "hello, the client gave up), timeout (over --tls-handshake-timeout-ms), "
+                     "refused (over --tls-max-handshakes in progress: closed at once), "
+                     "refused_per_ip (its address over --tls-max-handshakes-per-ip), plaintext "
+                     "(plain HTTP on the TLS port: answered 400 and closed).",
+                     http, "reason",
+                     {{"failed", &WorkerStats::tls_failures},
+                      {"timeout", &WorkerStats::tls_timeouts},
+                      {"refused", &WorkerStats::tls_refused},
+                      {"refused_per_ip", &WorkerStats::tls_refused_per_address},
+                      {"plaintext", &WorkerStats::tls_plaintext}});
+        metric("steerchat_tls_handshakes_in_progress", "gauge",
+               "TLS handshakes under way (at most --tls-max-handshakes).",
+               &WorkerStats::tls_in_progress);
+    }
     for (const auto& source : w.metrics_sources())
         source(out);
     return out;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "net/http_session.hpp"
+#include "tls/stream.hpp"
 #include "util/log.hpp"
 #include "ws/echo.hpp"
 
@@ -62,11 +63,96 @@ void refuse_fd(int fd, bool per_address) {
     ::shutdown(fd, SHUT_WR);
 }
 
+// The answer to plain HTTP on the TLS port (OpenSSL recognises the request line).
+constexpr std::string_view kPlaintextOnTls =
+    "HTTP/1.1 400 Bad Request\r\n"
+    "Server: steerchat\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n"
+    "Content-Length: 45\r\n"
+    "Connection: close\r\n"
+    "\r\n"
+    "this port speaks TLS: use https:// or wss://\n";
+
 const char* reason_name(Refusal why) {
     return why == Refusal::per_address ? "per_ip" : "per_worker";
 }
 
 }  // namespace
+
+// One connection's TLS handshake, bounded by the handshake timeout; then an HttpSession.
+class TlsHandshake : public std::enable_shared_from_this<TlsHandshake> {
+  public:
+    TlsHandshake(tls::Stream&& stream, Worker& worker, Lease slot, const AddressKey& key,
+                 const tcp::endpoint& remote)
+        : stream_(std::move(stream)),
+          timer_(stream_.get_executor()),
+          worker_(worker),
+          slot_(std::move(slot)),
+          key_(key),
+          remote_(remote) {
+        worker_.add_handshake(this, key_);
+        ++worker_.stats().tls_in_progress;
+    }
+    ~TlsHandshake() {
+        worker_.remove_handshake(this, key_);
+        --worker_.stats().tls_in_progress;
+    }
+
+    void start() {
+        timer_.expires_after(worker_.config().tls_handshake_timeout);
+        timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+            if (ec || self->done_) return;
+            self->timed_out_ = true;
+            self->cancel();
+        });
+        stream_.async_handshake([self = shared_from_this()](const boost::system::error_code& ec,
+                                                            std::size_t) { self->on_done(ec); });
+    }
+    void cancel() {
+        boost::system::error_code e;
+        stream_.socket().cancel(e);
+    }
+
+  private:
+    void on_done(const boost::system::error_code& ec) {
+        done_ = true;
+        timer_.cancel();
+        auto& st = worker_.stats();
+        if (!ec && !worker_.stopping()) {
+            ++st.tls_handshakes;
+            if (stream_.resumed()) ++st.tls_resumed;
+            if (std::string_view(stream_.version()) == "TLSv1.3") ++st.tls13_handshakes;
+            std::make_shared<HttpSession>(std::move(stream_), worker_, std::move(slot_), key_,
+                                          remote_)
+                ->start();
+            return;
+        }
+        boost::system::error_code e;
+        if (timed_out_) {
+            ++st.tls_timeouts;
+        } else if (tls::Stream::is_plaintext_http(ec)) {
+            ++st.tls_plaintext;
+            const int fd = stream_.socket().native_handle();
+            (void)::send(fd, kPlaintextOnTls.data(), kPlaintextOnTls.size(),
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+            ::shutdown(fd, SHUT_WR);
+        } else if (ec) {
+            ++st.tls_failures;
+            log::debug("TLS handshake with {} failed: {}", remote_.address().to_string(),
+                       ec.message());
+        }
+        stream_.close(e);  // the slot is released with this object
+    }
+
+    tls::Stream stream_;
+    asio::steady_timer timer_;
+    Worker& worker_;
+    Lease slot_;
+    AddressKey key_;
+    tcp::endpoint remote_;
+    bool done_ = false;
+    bool timed_out_ = false;
+};
 
 Worker::Worker(WorkerConfig cfg)
     : cfg_(std::move(cfg)),
@@ -75,14 +161,18 @@ Worker::Worker(WorkerConfig cfg)
       connections_(cfg_.limits, &metrics_),
       ws_registry_(cfg_.websocket, &metrics_),
       acceptor_(ioc_),
+      tls_acceptor_(ioc_),
       drain_timer_(ioc_),
       fair_share_(ioc_.get_executor(), cfg_.requests_per_address_per_turn,
                   &stats_->requests_deferred) {
     if (cfg_.listen_fd >= 0) acceptor_.assign(protocol_of(cfg_.listen_fd), cfg_.listen_fd);
+    if (cfg_.tls_listen_fd >= 0)
+        tls_acceptor_.assign(protocol_of(cfg_.tls_listen_fd), cfg_.tls_listen_fd);
     ws_registry_.set_on_empty([this] { maybe_done(); });
     // Synchronous accept4 on the listener (shed_with_spare_fd) must never block.
     boost::system::error_code ec;
     acceptor_.non_blocking(true, ec);
+    tls_acceptor_.non_blocking(true, ec);
     spare_fd_.reset(::eventfd(0, EFD_CLOEXEC));
     add_websocket_route("/echo",
                         [](const Request&) { return std::make_unique<ws::EchoHandler>(); });
@@ -105,6 +195,16 @@ void Worker::update_limits(const WorkerConfig& cfg) {
     cfg_.allowed_origins = cfg.allowed_origins;
     cfg_.websocket = cfg.websocket;
     ws_registry_.options() = cfg.websocket;
+    // TLS: a new certificate or key for connections accepted from now on (a connection keeps
+    // the context it began with); the same files keep the running context and its session
+    // cache. TLS on or off needs a restart (the listeners' kind).
+    if (cfg_.tls && cfg.tls && cfg.tls->source() != cfg_.tls->source()) {
+        cfg_.tls = cfg.tls;
+        log::info("TLS: serving {} to new connections", cfg_.tls->certificate().subject);
+    }
+    cfg_.tls_handshake_timeout = cfg.tls_handshake_timeout;
+    cfg_.tls_max_handshakes = cfg.tls_max_handshakes;
+    cfg_.tls_max_handshakes_per_address = cfg.tls_max_handshakes_per_address;
 }
 
 void Worker::add_websocket_route(std::string path, WebSocketFactory factory) {
@@ -137,15 +237,16 @@ int Worker::run() {
         log::info("received signal {}; finishing in-flight requests", sig);
         stop();
     });
-    if (acceptor_.is_open()) accept();
+    if (acceptor_.is_open()) accept(acceptor_, false);
+    if (tls_acceptor_.is_open()) accept(tls_acceptor_, true);
     log::info("serving (pid {})", ::getpid());
     ioc_.run();
     done_ = true;
     return 0;
 }
 
-void Worker::accept() {
-    acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
+void Worker::accept(tcp::acceptor& acceptor, bool tls) {
+    acceptor.async_accept([this, &acceptor, tls](boost::system::error_code ec, tcp::socket socket) {
         if (stopping_) return;
         if (ec == asio::error::invalid_argument) {
             // The master shut this slot's listener down (the slot is drained or removed from
@@ -158,23 +259,34 @@ void Worker::accept() {
             if (ec != asio::error::connection_aborted) {
                 const bool out_of_files = ec == asio::error::no_descriptors ||
                                           ec == boost::system::errc::too_many_files_open_in_system;
-                if (out_of_files && shed_with_spare_fd()) return accept();
-                // Anything else: a short pause instead of a busy loop.
+                if (out_of_files && shed_with_spare_fd(acceptor, tls)) return accept(acceptor, tls);
+                // Anything else: a short pause instead of a busy loop (a timer per pause: the
+                // two accept loops may pause at once).
                 log::warn("accept failed: {}; retrying in 50 ms", ec.message());
-                drain_timer_.expires_after(std::chrono::milliseconds(50));
-                drain_timer_.async_wait([this](const boost::system::error_code& e) {
-                    if (!e) accept();
-                });
+                auto pause =
+                    std::make_shared<asio::steady_timer>(ioc_, std::chrono::milliseconds(50));
+                pause->async_wait(
+                    [this, &acceptor, tls, pause](const boost::system::error_code& e) {
+                        if (!e && !stopping_) accept(acceptor, tls);
+                    });
                 return;
             }
         } else {
-            serve(std::move(socket));
+            serve(std::move(socket), tls);
         }
-        accept();
+        accept(acceptor, tls);
     });
 }
 
 void Worker::serve(tcp::socket socket) {
+    serve(std::move(socket), false);
+}
+
+void Worker::serve_tls(tcp::socket socket) {
+    serve(std::move(socket), true);
+}
+
+void Worker::serve(tcp::socket socket, bool tls) {
     ++stats_->accepted;
     boost::system::error_code ec;
     // A peer without an IP address (a socketpair in tests and fuzzers; a client already gone)
@@ -186,27 +298,68 @@ void Worker::serve(tcp::socket socket) {
     Refusal why = Refusal::none;
     Lease slot = connections_.acquire(from, why);
     if (!slot) {
-        refuse_fd(socket.native_handle(), why == Refusal::per_address);
+        // TLS: no plaintext answer a client could read; the connection just closes.
+        if (!tls) refuse_fd(socket.native_handle(), why == Refusal::per_address);
         note_refusal(why, &from);
         return;  // the socket closes here
     }
+    const auto endpoint = ec ? tcp::endpoint{} : remote;
     socket.set_option(tcp::no_delay(true), ec);  // fails harmlessly on a non-TCP stream
-    std::make_shared<HttpSession>(std::move(socket), *this, std::move(slot),
-                                  ConnectionTracker::key_of(from, cfg_.limits.ipv6_prefix64),
-                                  ec ? tcp::endpoint{} : remote)
+    const auto key = ConnectionTracker::key_of(from, cfg_.limits.ipv6_prefix64);
+    if (tls && cfg_.tls) return handshake(std::move(socket), std::move(slot), key, endpoint);
+    std::make_shared<HttpSession>(tls::Stream(std::move(socket)), *this, std::move(slot), key,
+                                  endpoint)
         ->start();
 }
 
-bool Worker::shed_with_spare_fd() {
+void Worker::handshake(tcp::socket socket, Lease slot, const AddressKey& key,
+                       const tcp::endpoint& remote) {
+    // A handshake costs this worker's CPU (a signature, a key exchange): at most this many at
+    // once, so a flood of them cannot starve established connections. Over it: closed at once.
+    if (handshakes_.size() >= cfg_.tls_max_handshakes) {
+        ++stats_->tls_refused;
+        return;  // the socket closes (a reset for the client: its hello is unread), slot freed
+    }
+    // One address flooding handshakes fills its own share, not the worker's: other addresses'
+    // new connections still get theirs.
+    if (auto it = handshakes_per_address_.find(key);
+        it != handshakes_per_address_.end() && it->second >= cfg_.tls_max_handshakes_per_address) {
+        ++stats_->tls_refused_per_address;
+        return;
+    }
+    std::shared_ptr<TlsHandshake> hs;
+    try {
+        hs = std::make_shared<TlsHandshake>(tls::Stream(std::move(socket), *cfg_.tls), *this,
+                                            std::move(slot), key, remote);
+    } catch (const std::bad_alloc&) {
+        ++stats_->tls_failures;
+        return;
+    }
+    hs->start();
+}
+
+void Worker::add_handshake(TlsHandshake* h, const AddressKey& key) {
+    handshakes_.insert(h);
+    ++handshakes_per_address_[key];
+}
+
+void Worker::remove_handshake(TlsHandshake* h, const AddressKey& key) {
+    handshakes_.erase(h);
+    if (auto it = handshakes_per_address_.find(key);
+        it != handshakes_per_address_.end() && --it->second == 0)
+        handshakes_per_address_.erase(it);
+}
+
+bool Worker::shed_with_spare_fd(tcp::acceptor& acceptor, bool tls) {
     if (!spare_fd_) return false;
     spare_fd_.reset();
     const int fd =
-        ::accept4(acceptor_.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     const int err = errno;
     if (fd >= 0) {
         ++stats_->accepted;
         ++connections_.stats().refused_open_files;
-        refuse_fd(fd, false);
+        if (!tls) refuse_fd(fd, false);
         ::close(fd);
     }
     spare_fd_.reset(::eventfd(0, EFD_CLOEXEC));
@@ -241,6 +394,7 @@ void Worker::stop() {
     stopping_ = true;
     boost::system::error_code ec;
     acceptor_.close(ec);
+    tls_acceptor_.close(ec);
     if (signals_) signals_->cancel(ec);
     for (auto& hook : stop_hooks_)
         hook();
@@ -248,6 +402,10 @@ void Worker::stop() {
     std::vector<HttpSession*> sessions(sessions_.begin(), sessions_.end());
     for (auto* s : sessions)
         s->stop();
+    // Handshakes in progress end (their connections close without a session).
+    std::vector<TlsHandshake*> handshakes(handshakes_.begin(), handshakes_.end());
+    for (auto* h : handshakes)
+        h->cancel();
     // WebSocket clients get a Close 1001; each connection waits (bounded) for the reply.
     if (ws_registry_.size() > 0)
         log::info("closing {} WebSocket connection(s) (1001 going away)", ws_registry_.size());

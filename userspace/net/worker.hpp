@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -22,6 +23,7 @@
 #include "metrics/metrics.hpp"
 #include "net/limits.hpp"
 #include "net/router.hpp"
+#include "tls/context.hpp"
 #include "util/unique_fd.hpp"
 #include "ws/connection.hpp"
 
@@ -31,8 +33,11 @@ struct WorkerConfig {
     unsigned slot = 0;
     unsigned nslots = 1;
     // The listener, owned by the worker from now on; -1: none (connections come only through
-    // serve(), as in tests and fuzzers).
+    // serve(), as in tests and fuzzers). Its connections speak plain HTTP.
     int listen_fd = -1;
+    // A listener whose connections speak TLS (`tls` below), owned by the worker; -1: none.
+    // Both may be set (plain and TLS side by side on two ports).
+    int tls_listen_fd = -1;
     std::vector<std::string> allowed_origins;
     std::size_t max_header_bytes = 16 * 1024;       // request line and headers; larger: 431
     std::size_t max_body_bytes = 1024 * 1024;       // larger: 413
@@ -46,6 +51,12 @@ struct WorkerConfig {
     std::chrono::milliseconds body_timeout{30'000};        // header end -> body end: 408
     std::chrono::milliseconds drain_timeout{2000};  // graceful stop: in-flight requests finish
     ws::ConnectionOptions websocket;                // limits and timers of WebSocket connections
+    // The TLS configuration of tls_listen_fd's connections (and serve_tls). A reload swaps it
+    // (set_tls_context).
+    std::shared_ptr<const tls::ServerContext> tls;
+    std::chrono::milliseconds tls_handshake_timeout{10'000};  // accept -> handshake done: close
+    std::size_t tls_max_handshakes = 256;  // handshakes in progress at once; more: closed at once
+    std::size_t tls_max_handshakes_per_address = 16;  // ... from one client address (limits.hpp)
     // The host's metrics mapping (inherited from the master): this worker's counters go into
     // block `slot`, and /metrics, /healthz?all show every worker's. nullptr: private counters.
     metrics::Region* metrics = nullptr;
@@ -79,9 +90,20 @@ struct WorkerStats {
     metrics::Counter ws_handshake_version;      // 426: Sec-WebSocket-Version not 13
     metrics::Counter ws_handshake_forbidden;    // 403: Origin not allowed, or the route refused
     metrics::Counter ws_handshake_unavailable;  // 503: the worker is stopping
+    // TLS handshakes (net::TlsHandshake; Prometheus: steerchat_tls_*)
+    metrics::Counter tls_handshakes;           // completed
+    metrics::Counter tls_resumed;              // ... of which resumed a session
+    metrics::Counter tls13_handshakes;         // ... of which TLS 1.3 (the rest TLS 1.2)
+    metrics::Counter tls_failures;             // failed (bad client hello, no shared cipher, EOF)
+    metrics::Counter tls_timeouts;             // not done within the handshake timeout
+    metrics::Counter tls_refused;              // closed at once: too many handshakes in progress
+    metrics::Counter tls_refused_per_address;  // ... from the connection's client address
+    metrics::Counter tls_plaintext;            // plain HTTP on the TLS port: answered 400, closed
+    metrics::Counter tls_in_progress;          // gauge
 };
 
 class HttpSession;
+class TlsHandshake;
 
 class Worker {
   public:
@@ -95,6 +117,8 @@ class Worker {
     // fuzzers); its peer address is then unknown (remote endpoints are unspecified). It takes
     // a connection slot for its address (limits.hpp) or is refused at once (429/503).
     void serve(boost::asio::ip::tcp::socket socket);
+    // The same for a connection that speaks TLS: the handshake (config().tls), then HTTP.
+    void serve_tls(boost::asio::ip::tcp::socket socket);
 
     const WorkerConfig& config() const { return cfg_; }
     // A reload (SIGHUP to the master): takes the limits and timers of `cfg` that can change while
@@ -109,6 +133,12 @@ class Worker {
     // limits.ipv6_prefix64 is kept (the steering counts addresses the same way).
     void update_limits(const WorkerConfig& cfg);
     WorkerStats& stats() { return *stats_; }
+    // The TLS configuration for connections accepted from now on (a reload); nullptr: plain.
+    // Connections already open keep theirs.
+    void set_tls_context(std::shared_ptr<const tls::ServerContext> ctx) {
+        cfg_.tls = std::move(ctx);
+    }
+    bool tls() const { return cfg_.tls != nullptr; }
     // This worker's block of the host's metrics, and the view of the other workers' blocks.
     metrics::Slot& metrics() { return metrics_; }
     // Connection slots per client address and in all (limits.hpp).
@@ -119,6 +149,9 @@ class Worker {
     boost::asio::io_context& io() { return ioc_; }
 
     void add(HttpSession* s) { sessions_.insert(s); }
+    // TLS handshakes in progress (cut on stop), and how many per client address.
+    void add_handshake(TlsHandshake* h, const AddressKey& key);
+    void remove_handshake(TlsHandshake* h, const AddressKey& key);
     void remove(HttpSession* s);
 
     // WebSocket routes: a GET of `path` (exact, query ignored) with a valid upgrade becomes a
@@ -145,11 +178,15 @@ class Worker {
     const std::vector<MetricsSource>& metrics_sources() const { return metrics_sources_; }
 
   private:
-    void accept();
+    void accept(boost::asio::ip::tcp::acceptor& acceptor, bool tls);
+    void serve(boost::asio::ip::tcp::socket socket, bool tls);
     // Accept hit the open-files limit: free the spare descriptor, accept and refuse one
     // connection with it, take the spare back. False if even that failed.
-    bool shed_with_spare_fd();
+    bool shed_with_spare_fd(boost::asio::ip::tcp::acceptor& acceptor, bool tls);
     void note_refusal(Refusal why, const boost::asio::ip::address* from);
+    // Starts the TLS handshake of an admitted connection; its HttpSession starts once it is done.
+    void handshake(boost::asio::ip::tcp::socket socket, Lease slot, const AddressKey& key,
+                   const boost::asio::ip::tcp::endpoint& remote);
     void maybe_done();
 
     WorkerConfig cfg_;
@@ -158,6 +195,8 @@ class Worker {
     metrics::Cell<WorkerStats> stats_;
     ConnectionTracker connections_;  // before anything holding its leases
     std::unordered_set<HttpSession*> sessions_;
+    std::unordered_set<TlsHandshake*> handshakes_;
+    std::unordered_map<AddressKey, std::size_t, AddressHash> handshakes_per_address_;
     ws::ConnectionRegistry ws_registry_;
     std::map<std::string, WebSocketFactory, std::less<>> ws_routes_;
     std::map<std::string, HttpHandler, std::less<>> http_routes_;
@@ -167,6 +206,7 @@ class Worker {
     bool done_ = false;  // the loop has returned
     boost::asio::io_context ioc_{1};
     boost::asio::ip::tcp::acceptor acceptor_;
+    boost::asio::ip::tcp::acceptor tls_acceptor_;
     std::optional<boost::asio::signal_set> signals_;  // run() only: in-process users keep theirs
     boost::asio::steady_timer drain_timer_;
     FairShare fair_share_;  // after the io_context, whose executor it posts to

@@ -69,28 +69,28 @@ void ConnectionRegistry::close_all(std::uint16_t code, std::string_view reason) 
 // WebSocketConnection
 
 std::shared_ptr<WebSocketConnection> WebSocketConnection::create(
-    tcp::socket socket, ConnectionRegistry& registry, std::unique_ptr<MessageHandler> handler) {
-    return create(std::move(socket), registry, std::move(handler), registry.options());
+    tls::Stream stream, ConnectionRegistry& registry, std::unique_ptr<MessageHandler> handler) {
+    return create(std::move(stream), registry, std::move(handler), registry.options());
 }
 
 std::shared_ptr<WebSocketConnection> WebSocketConnection::create(
-    tcp::socket socket, ConnectionRegistry& registry, std::unique_ptr<MessageHandler> handler,
+    tls::Stream stream, ConnectionRegistry& registry, std::unique_ptr<MessageHandler> handler,
     const ConnectionOptions& options) {
-    return std::make_shared<WebSocketConnection>(Private{}, std::move(socket), registry,
+    return std::make_shared<WebSocketConnection>(Private{}, std::move(stream), registry,
                                                  std::move(handler), options);
 }
 
-WebSocketConnection::WebSocketConnection(Private, tcp::socket socket, ConnectionRegistry& registry,
+WebSocketConnection::WebSocketConnection(Private, tls::Stream stream, ConnectionRegistry& registry,
                                          std::unique_ptr<MessageHandler> handler,
                                          const ConnectionOptions& options)
-    : socket_(std::move(socket)),
-      timer_(socket_.get_executor()),
+    : stream_(std::move(stream)),
+      timer_(stream_.get_executor()),
       registry_(registry),
       handler_(std::move(handler)),
       options_(options),
       parser_(ParserOptions{options.max_message_size}) {
     boost::system::error_code ec;
-    remote_ = socket_.remote_endpoint(ec);
+    remote_ = stream_.socket().remote_endpoint(ec);
     registry_.add(this);
 }
 
@@ -105,7 +105,7 @@ void WebSocketConnection::start(ByteView initial) {
     started_ = true;
     last_rx_ = Clock::now();
     boost::system::error_code ec;
-    socket_.non_blocking(true, ec);
+    stream_.socket().non_blocking(true, ec);
     if (ec) {
         finish();
         return;
@@ -127,10 +127,10 @@ void WebSocketConnection::start(ByteView initial) {
 void WebSocketConnection::wait_readable() {
     if (reading_ || state_ == State::finished) return;
     reading_ = true;
-    socket_.async_wait(tcp::socket::wait_read,
-                       [self = shared_from_this()](const boost::system::error_code& ec) {
-                           self->on_readable(ec);
-                       });
+    // TLS: decrypted bytes may wait in the stream, which no readiness would announce.
+    stream_.async_wait_readable([self = shared_from_this()](const boost::system::error_code& ec) {
+        self->on_readable(ec);
+    });
 }
 
 void WebSocketConnection::on_readable(const boost::system::error_code& ec) {
@@ -140,7 +140,7 @@ void WebSocketConnection::on_readable(const boost::system::error_code& ec) {
     auto& buf = registry_.read_buffer_;
     for (int i = 0; i < kReadsPerWakeup; ++i) {
         boost::system::error_code rec;
-        const std::size_t n = socket_.read_some(asio::buffer(buf), rec);
+        const std::size_t n = stream_.read_some(asio::buffer(buf), rec);
         if (rec == asio::error::would_block || rec == asio::error::try_again) break;
         if (rec) return finish();  // EOF or reset: on_close gets close_code_ (1006 if open)
         registry_.stats_->bytes_in += n;
@@ -148,7 +148,9 @@ void WebSocketConnection::on_readable(const boost::system::error_code& ec) {
         ping_outstanding_ = false;
         if (state_ != State::draining) process(ByteView(buf.data(), n));
         if (state_ == State::finished) return;
-        if (n < buf.size()) break;  // the socket is most likely empty now
+        // Plain: the socket is most likely empty now. TLS reads a record at a time: go on until
+        // it would block (then the socket is empty, and its next readiness will come).
+        if (!stream_.is_tls() && n < buf.size()) break;
     }
     wait_readable();
 }
@@ -238,7 +240,7 @@ void WebSocketConnection::maybe_shutdown() {
     // deadline, so unread client bytes do not turn our close into a reset.
     state_ = State::draining;
     boost::system::error_code ec;
-    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    stream_.shutdown_send(ec);  // TLS: close_notify first
     if (ec) finish();
 }
 
@@ -273,7 +275,7 @@ bool WebSocketConnection::enqueue(SharedFrame&& frame) {
 void WebSocketConnection::schedule_flush() {
     if (flush_posted_ || writing_) return;  // a write in flight flushes again when it completes
     flush_posted_ = true;
-    asio::post(socket_.get_executor(), [self = shared_from_this()] {
+    asio::post(stream_.get_executor(), [self = shared_from_this()] {
         self->flush_posted_ = false;
         self->flush();
     });
@@ -296,9 +298,12 @@ void WebSocketConnection::flush() {
     writing_ = true;
     ++writes_;
     ++registry_.stats_->writes;
-    asio::async_write(socket_, BufferSpan{iov_.data(), iov_.data() + iov_.size()},
-                      [self = shared_from_this()](const boost::system::error_code& ec,
-                                                  std::size_t n) { self->on_written(ec, n); });
+    // TLS: the stream coalesces the frames into records of 16 KiB (tls/stream.hpp).
+    stream_.async_write_all(
+        BufferSpan{iov_.data(), iov_.data() + iov_.size()},
+        [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
+            self->on_written(ec, n);
+        });
 }
 
 void WebSocketConnection::on_written(const boost::system::error_code& ec, std::size_t n) {
@@ -365,7 +370,7 @@ void WebSocketConnection::finish() {
     state_ = State::finished;
     boost::system::error_code ec;
     timer_.cancel();
-    socket_.close(ec);  // cancels the pending wait and write
+    stream_.close(ec);  // cancels the pending wait and write
     queued_bytes_ -= pending_bytes_;
     pending_bytes_ = 0;
     pending_.clear();  // inflight_ stays until the write's handler runs

@@ -26,6 +26,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "metrics/metrics.hpp"
+#include "tls/stream.hpp"
 #include "util/lease.hpp"
 #include "ws/frame.hpp"
 
@@ -129,12 +130,12 @@ class WebSocketConnection : public std::enable_shared_from_this<WebSocketConnect
         finished,  // socket closed, on_close delivered
     };
 
-    // The socket must be connected (TCP_NODELAY is the caller's business). Options default to
-    // the registry's.
-    static std::shared_ptr<WebSocketConnection> create(boost::asio::ip::tcp::socket socket,
+    // The stream must be connected, its TLS handshake (if any) done (TCP_NODELAY is the
+    // caller's business). Options default to the registry's.
+    static std::shared_ptr<WebSocketConnection> create(tls::Stream stream,
                                                        ConnectionRegistry& registry,
                                                        std::unique_ptr<MessageHandler> handler);
-    static std::shared_ptr<WebSocketConnection> create(boost::asio::ip::tcp::socket socket,
+    static std::shared_ptr<WebSocketConnection> create(tls::Stream stream,
                                                        ConnectionRegistry& registry,
                                                        std::unique_ptr<MessageHandler> handler,
                                                        const ConnectionOptions& options);
@@ -179,7 +180,7 @@ class WebSocketConnection : public std::enable_shared_from_this<WebSocketConnect
 
   public:
     // Use create().
-    WebSocketConnection(Private, boost::asio::ip::tcp::socket socket, ConnectionRegistry& registry,
+    WebSocketConnection(Private, tls::Stream stream, ConnectionRegistry& registry,
                         std::unique_ptr<MessageHandler> handler, const ConnectionOptions& options);
 
   private:
@@ -199,7 +200,7 @@ class WebSocketConnection : public std::enable_shared_from_this<WebSocketConnect
     void on_timer(const boost::system::error_code& ec);
     void finish();
 
-    boost::asio::ip::tcp::socket socket_;
+    tls::Stream stream_;
     boost::asio::steady_timer timer_;
     boost::asio::ip::tcp::endpoint remote_;
     ConnectionRegistry& registry_;

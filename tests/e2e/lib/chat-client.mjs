@@ -1,13 +1,16 @@
 // A native-protocol chat client over the npm `ws` library, bound to a chosen source address so
 // the kernel's steering puts it on the worker of that address.
 import http from 'node:http';
+import https from 'node:https';
 
 import WebSocket from 'ws';
 
 export class ChatClient {
-  static async connect(port, localAddress, { handshakeTimeout } = {}) {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`,
-                             { localAddress, ...(handshakeTimeout ? { handshakeTimeout } : {}) });
+  // `ca` (PEM): wss://, trusting that CA.
+  static async connect(port, localAddress, { handshakeTimeout, ca } = {}) {
+    const ws = new WebSocket(`${ca ? 'wss' : 'ws'}://127.0.0.1:${port}/ws`,
+                             { localAddress, ...(handshakeTimeout ? { handshakeTimeout } : {}),
+                               ...(ca ? { ca } : {}) });
     const c = new ChatClient(ws, localAddress);
     await new Promise((resolve, reject) => {
       ws.once('open', resolve);
@@ -101,9 +104,10 @@ export function getFrom(port, localAddress, path) {
 }
 
 // Which worker (slot, pid) serves connections from `localAddress`.
-export function healthzFrom(port, localAddress) {
+export function healthzFrom(port, localAddress, ca) {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/healthz', localAddress, agent: false },
+    const req = (ca ? https : http).get({ host: '127.0.0.1', port, path: '/healthz', localAddress,
+                                          agent: false, ...(ca ? { ca } : {}) },
                          (res) => {
                            let body = '';
                            res.on('data', (d) => (body += d));

@@ -2,6 +2,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 
 export function binaryPath() {
@@ -25,9 +26,11 @@ function freePort() {
   });
 }
 
-export function get(port, path) {
+// `ca` (PEM): over HTTPS, trusting that CA.
+export function get(port, path, ca) {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+    const req = (ca ? https : http).get({ host: '127.0.0.1', port, path, agent: false,
+                                          ...(ca ? { ca } : {}) }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d) => (body += d));
@@ -56,9 +59,10 @@ export function sanitizerReport(log) {
 
 export class Server {
   // `steering`: 'bpf' or 'kernel' (default: steeringMode()). `wrap`: a command that runs the
-  // binary (e.g. ['prlimit', '--nofile=4096:4096']).
+  // binary (e.g. ['prlimit', '--nofile=4096:4096']). `ca` (PEM): the server speaks TLS (args
+  // name its --tls-cert and --tls-key) with a certificate of this CA.
   // `bind`: the listen address; `port`: a fixed port (a restart on the same one), else a free one.
-  static async start({ workers = 2, args = [], steering = steeringMode(), wrap = [],
+  static async start({ workers = 2, args = [], steering = steeringMode(), wrap = [], ca,
                        bind = '127.0.0.1', port: fixedPort } = {}) {
     const bin = binaryPath();
     let lastError;
@@ -68,6 +72,7 @@ export class Server {
         '--port', String(port), '--workers', String(workers), '--bind', bind,
         '--steering', steering, ...args,
       ]);
+      s.ca = ca;
       try {
         await s.#ready();
         return s;
@@ -103,7 +108,7 @@ export class Server {
                         `serving:\n${this.log}`);
       }
       try {
-        const r = await get(this.port, '/healthz');
+        const r = await get(this.port, '/healthz', this.ca);
         if (r.status === 200) return;
       } catch {
         // not listening yet

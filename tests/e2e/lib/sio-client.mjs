@@ -10,6 +10,7 @@
 // HTTP request is a new TCP connection, i.e. a new SYN the kernel steers on its own, which is the
 // hard case for stickiness. It also counts the TCP connections it opened (`agent.connections`).
 import http from 'node:http';
+import https from 'node:https';
 import { createRequire } from 'node:module';
 
 import { io as ioV4 } from 'socket.io-client';
@@ -17,9 +18,10 @@ import { io as ioV4 } from 'socket.io-client';
 const require = createRequire(import.meta.url);
 const ioV2 = require('socket.io-client-v2');
 
-export class BoundAgent extends http.Agent {
-  constructor(localAddress) {
-    super({ keepAlive: false, localAddress });
+// `Base`: http.Agent, or https.Agent (its options may name a `ca` to trust).
+const bound = (Base) => class extends Base {
+  constructor(localAddress, options = {}) {
+    super({ keepAlive: false, localAddress, ...options });
     this.localAddress = localAddress;
     this.connections = 0;   // TCP connections established
     this.requests = [];     // "METHOD path" of every request sent through this agent
@@ -44,7 +46,9 @@ export class BoundAgent extends http.Agent {
     });
     return super.addRequest(req, options);
   }
-}
+};
+export const BoundAgent = bound(http.Agent);
+export const BoundHttpsAgent = bound(https.Agent);
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -54,22 +58,24 @@ export class SioClient {
   // Connects and waits for the namespace CONNECT (rejects on connect_error / timeout).
   //   version: 4 (socket.io-client 4) or 2 (socket.io-client 2, Engine.IO 3)
   //   transports: e.g. ['websocket'] for websocket-only; default polling then upgrade
+  //   ca: PEM of a CA to trust: https:// and wss:// (the server speaks TLS)
   static async connect(port, { ip, nsp = '/', version = 4, transports, auth, extraHeaders,
-                               timeoutMs = 10000, path = '/socket.io' } = {}) {
+                               timeoutMs = 10000, path = '/socket.io', ca } = {}) {
     const c = SioClient.create(port, { ip, nsp, version, transports, auth, extraHeaders,
-                                       timeoutMs, path });
+                                       timeoutMs, path, ca });
     await c.connected(timeoutMs);
     return c;
   }
 
   // Creates the client without waiting (for tests that expect failures).
   static create(port, { ip, nsp = '/', version = 4, transports, auth, extraHeaders,
-                        timeoutMs = 10000, path = '/socket.io' } = {}) {
+                        timeoutMs = 10000, path = '/socket.io', ca } = {}) {
     if (!ip) throw new Error('SioClient needs a source address (ip)');
-    const agent = new BoundAgent(ip);
-    const url = `http://127.0.0.1:${port}${nsp === '/' ? '' : nsp}`;
+    const agent = ca ? new BoundHttpsAgent(ip, { ca }) : new BoundAgent(ip);
+    const url = `${ca ? 'https' : 'http'}://127.0.0.1:${port}${nsp === '/' ? '' : nsp}`;
     const opts = {
       agent, localAddress: ip, path, forceNew: true, reconnection: false, timeout: timeoutMs,
+      ...(ca ? { ca } : {}),
       ...(transports ? { transports } : {}),
       ...(extraHeaders ? { extraHeaders } : {}),
     };

@@ -2,15 +2,18 @@
 // request, from a chosen source address), a WebSocket that queues what it receives (npm `ws`),
 // and per-worker /metrics.
 import http from 'node:http';
+import https from 'node:https';
 
 import WebSocket from 'ws';
 
 // One HTTP request on its own TCP connection. Resolves to { status, headers, body } (body: utf8).
+// `ca` (PEM): HTTPS, trusting that CA.
 export function request(port, { method = 'GET', path, headers = {}, body, localAddress,
-                                timeoutMs = 5000 } = {}) {
+                                timeoutMs = 5000, ca } = {}) {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path, headers, localAddress,
-                               agent: false }, (res) => {
+    const req = (ca ? https : http).request({ host: '127.0.0.1', port, method, path, headers,
+                                              localAddress, agent: false, ...(ca ? { ca } : {}) },
+                                            (res) => {
       const chunks = [];
       res.on('data', (d) => chunks.push(d));
       res.on('end', () => resolve({ status: res.statusCode, headers: res.headers,

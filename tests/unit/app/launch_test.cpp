@@ -75,6 +75,14 @@ app::WorkerOptions all_changed() {
     o.chat_typing_burst = 19;
     o.log_level = log::Level::debug;
     o.log_format = log::Format::json;
+    o.tls_cert_file = "/etc/steerchat/chain.pem";
+    o.tls_key_file = "/etc/steerchat/key.pem";
+    o.tls_cert_pem = "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n";
+    o.tls_key_pem = "-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----\n";
+    o.tls_handshake_timeout_ms = 2500;
+    o.tls_max_handshakes = 64;
+    o.tls_max_handshakes_per_ip = 4;
+    o.tls_port = 8443;
     return o;
 }
 
