@@ -17,6 +17,7 @@ STEERCHAT_PACKAGES=(
     libgtest-dev libbenchmark-dev
     iproute2 util-linux jq curl procps
     prometheus                           # promtool: integration.Metrics checks a real /metrics scrape
+    chromium                             # e2e.browser drives the web pages (playwright-core)
 )
 
 log() { printf '==> %s\n' "$*" >&2; }

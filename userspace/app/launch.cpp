@@ -112,6 +112,7 @@ void for_each_field(Options& o, F&& f) {
     f("sio_namespaces", o.sio_namespaces);
     f("sio_connect_timeout_ms", o.sio_connect_timeout_ms);
     f("protocol_test", o.protocol_test);
+    f("status_page", o.status_page);
     f("ipv6_prefix64", o.ipv6_prefix64);
     f("max_conns_per_ip", o.max_conns_per_ip);
     f("max_conns_per_worker", o.max_conns_per_worker);
@@ -393,6 +394,7 @@ WorkerContext worker_context(const WorkerOptions& opts, unsigned nslots) {
     app.socketio.connect_timeout = std::chrono::milliseconds(opts.sio_connect_timeout_ms);
     app.sio_namespaces = opts.sio_namespaces;
     app.protocol_test = opts.protocol_test;
+    app.status_page = opts.status_page;
     return ctx;
 }
 

@@ -47,6 +47,7 @@ struct WorkerOptions {
     std::vector<std::string> sio_namespaces;  // served besides "/"
     unsigned sio_connect_timeout_ms = 45000;
     bool protocol_test = false;  // the public protocol test suites' server
+    bool status_page = true;     // the workers' live view at /status (web/)
     // HTTP edge limits (docs/reliability.md)
     bool ipv6_prefix64 = false;            // count (and steer) native IPv6 clients by their /64
     std::size_t max_conns_per_ip = 256;    // per client address per worker; 0: no limit

@@ -14,11 +14,14 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 
+#include "app/status.hpp"
 #include "chat/chat.hpp"
 #include "native/native.hpp"
+#include "net/exchange.hpp"
 #include "sio/protocol_test.hpp"
 #include "socketio_chat/socketio_chat.hpp"
 #include "util/log.hpp"
+#include "web/static_files.hpp"
 
 namespace steerchat::app {
 
@@ -142,6 +145,7 @@ struct WorkerApp::Parts {
     socketio_chat::Service sio_chat;
     std::optional<sio::ProtocolTest> protocol_test;
     std::optional<sio::Server> sio_server;
+    bool status_page = true;  // --status-page (live: a reload turns it on or off)
 };
 
 WorkerApp::WorkerApp(net::Worker& worker, ring::Region& ring, chat::SharedState& chat,
@@ -183,6 +187,37 @@ WorkerApp::WorkerApp(net::Worker& worker, ring::Region& ring, chat::SharedState&
         t.sample("steerchat_chat_state_generation", -1, "",
                  std::uint64_t{p.hub.state_generation()});
     });
+    // The browser pages (web/): the chat at /, the workers' live view at /status and the JSON
+    // it polls, /status.json (composed here: the parts' counters are known here only).
+    p.status_page = options.status_page;
+    web::add_routes(worker, [&p] { return p.status_page; });
+    worker.add_http_route(
+        "/status.json", [&p, &worker, &ring](const std::shared_ptr<net::Exchange>& ex) {
+            namespace http = boost::beast::http;
+            const net::Request& req = ex->request();
+            const bool get = req.method() == http::verb::get || req.method() == http::verb::head;
+            if (!p.status_page || !get) {
+                ex->respond(net::make_response(
+                    p.status_page ? http::status::method_not_allowed : http::status::not_found,
+                    req.version(), req.keep_alive(), false,
+                    p.status_page ? "use GET or HEAD\n"
+                                  : "no such resource: the status page is off (--status-page on)\n",
+                    "text/plain; charset=utf-8"));
+                return;
+            }
+            const StatusSources sources{worker,
+                                        p.hub.stats(),
+                                        p.native_chat.stats(),
+                                        p.sio_chat.stats(),
+                                        p.sio_server ? &p.sio_server->engine().stats() : nullptr,
+                                        ring};
+            auto res = net::make_response(http::status::ok, req.version(), req.keep_alive(),
+                                          req.method() == http::verb::head, status_json(sources),
+                                          "application/json");
+            res.set(http::field::cache_control, "no-store");
+            web::set_security_headers(res);
+            ex->respond(std::move(res));
+        });
 }
 
 WorkerApp::~WorkerApp() = default;
@@ -194,6 +229,7 @@ chat::Hub& WorkerApp::hub() noexcept {
 void WorkerApp::update(const AppOptions& options) {
     Parts& p = *parts_;
     p.hub.set_limits(options.chat_limits);
+    p.status_page = options.status_page;
     // The protocol test suites' servers keep the options the suites expect.
     if (p.sio_server) {
         p.sio_server->engine().update_options(options.engine);

@@ -36,6 +36,7 @@ struct AppOptions {
     sio::Options socketio;     // Socket.IO: connect timeout
     std::vector<std::string> sio_namespaces;  // served besides "/"
     bool protocol_test = false;               // the public protocol test suites' server
+    bool status_page = true;                  // GET /status and /status.json (web/)
 };
 
 // Everything one worker needs: what run_worker(const WorkerLaunch&) builds from the master's

@@ -250,6 +250,9 @@ po::options_description setting_options(Options& o, Raw& r) {
         ("protocol-test", po::bool_switch(&r.protocol_test), "serve what the public Engine.IO / Socket.IO protocol test suites "
          "expect (echo at /engine.io/, test events at /socket.io/) instead of the chat; run "
          "them with --port 3000 --eio-ping-interval-ms 300 --eio-ping-timeout-ms 200")
+        ("status-page", po::value(&o.status_page)->default_value(o.status_page, "on"),
+         "on|off: the read-only live view of the workers at /status (and /status.json); the chat "
+         "page at / is always served")
         ("user", po::value(&o.user),
          "user the workers run as when the master is root (default: steerchat if that user "
          "exists, else nobody); never root")

@@ -125,6 +125,7 @@ const std::vector<Entry>& entries() {
             field("socketio-path", kRestart, &Options::socketio_path),
             field("sio-namespace", kRestart, &Options::sio_namespaces),
             field("protocol-test", kRestart, &Options::protocol_test),
+            field("status-page", kLive, &Options::status_page),
             // Engine.IO and Socket.IO (heartbeat and payload: new sessions).
             field("eio-ping-interval-ms", kLive, &Options::eio_ping_interval_ms),
             field("eio-ping-timeout-ms", kLive, &Options::eio_ping_timeout_ms),

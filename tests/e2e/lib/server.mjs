@@ -61,13 +61,15 @@ export class Server {
   // `steering`: 'bpf' or 'kernel' (default: steeringMode()). `wrap`: a command that runs the
   // binary (e.g. ['prlimit', '--nofile=4096:4096']). `ca` (PEM): the server speaks TLS (args
   // name its --tls-cert and --tls-key) with a certificate of this CA.
-  static async start({ workers = 2, args = [], steering = steeringMode(), wrap = [], ca } = {}) {
+  // `bind`: the listen address; `port`: a fixed port (a restart on the same one), else a free one.
+  static async start({ workers = 2, args = [], steering = steeringMode(), wrap = [], ca,
+                       bind = '127.0.0.1', port: fixedPort } = {}) {
     const bin = binaryPath();
     let lastError;
     for (let attempt = 0; attempt < 3; attempt++) {
-      const port = await freePort();
+      const port = fixedPort ?? await freePort();
       const s = new Server(bin, port, wrap, [
-        '--port', String(port), '--workers', String(workers), '--bind', '127.0.0.1',
+        '--port', String(port), '--workers', String(workers), '--bind', bind,
         '--steering', steering, ...args,
       ]);
       s.ca = ca;

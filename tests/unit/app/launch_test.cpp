@@ -54,6 +54,7 @@ app::WorkerOptions all_changed() {
     o.sio_namespaces = {"/admin", "/x \"quoted\" \\ name"};
     o.sio_connect_timeout_ms = 6666;
     o.protocol_test = true;
+    o.status_page = false;
     o.ipv6_prefix64 = true;
     o.max_conns_per_ip = 7;
     o.max_conns_per_worker = std::size_t{1} << 40;  // beyond 32 bits

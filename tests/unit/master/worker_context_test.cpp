@@ -85,6 +85,9 @@ TEST(WorkerContext, CarriesEveryWorkerOption) {
     EXPECT_EQ(ctx.app.chat_limits.typing_rate, 3);
     EXPECT_EQ(ctx.app.chat_limits.typing_burst, 7u);
     EXPECT_TRUE(worker_context(parse({"--protocol-test"})).app.protocol_test);
+    EXPECT_TRUE(ctx.app.status_page);
+    EXPECT_FALSE(worker_context(parse({"--status-page", "off"})).app.status_page);
+    EXPECT_TRUE(worker_context(parse({"--status-page", "on"})).app.status_page);
 }
 
 TEST(WorkerContext, HttpBodiesMakeRoomForEngineIoPayloads) {
