@@ -552,10 +552,6 @@ void Supervisor::takeover_command(ControlRequest& req) {
     };
     if (handover_) return refuse(fmt::format("a takeover by pid {} is under way", handover_->pid));
     if (stopping_ || handed_over_) return refuse("this master is stopping");
-    if (opts_.tls_beside())
-        return refuse(fmt::format(
-            "a takeover hands over --port's listeners only, not --tls-port {}'s: restart instead",
-            opts_.tls_port));
     HandoverOut out;
     out.pid = ::getpid();
     out.port = opts_.port;
@@ -563,10 +559,19 @@ void Supervisor::takeover_command(ControlRequest& req) {
     out.pool = pool_;
     out.chat_layout = app::HostState::layout_version();
     for (std::uint32_t i : live_slots())
-        if (slots_[i].listener) out.listeners.emplace_back(i, slots_[i].listener.get());
+        if (slots_[i].listener) {
+            out.listeners.emplace_back(i, slots_[i].listener.get());
+            if (opts_.tls_beside()) out.tls_listeners.emplace_back(i, slots_[i].tls_listener.get());
+        }
     if (steering_) out.maps = steering_->map_fds();
     out.lock_fd = lock_->fd();
     out.chat_fd = host_->fd();
+    if (opts_.tls_beside()) {
+        // The second reuseport group: its lock, listeners and its own program's maps.
+        out.tls_port = opts_.tls_port;
+        out.tls_lock_fd = tls_lock_->fd();
+        if (tls_steering_) out.tls_maps = tls_steering_->map_fds();
+    }
     try {
         send_state(conn.get(), out);
     } catch (const std::exception& e) {
@@ -574,9 +579,11 @@ void Supervisor::takeover_command(ControlRequest& req) {
         return;
     }
     log::info(
-        "takeover: handed the listeners of {} slot(s), the steering maps and the chat state to "
+        "takeover: handed the listeners of {} slot(s){}, the steering maps and the chat state to "
         "pid {}; serving on until it says its workers accept",
-        out.listeners.size(), pid);
+        out.listeners.size(),
+        opts_.tls_beside() ? fmt::format(" on ports {} and {}", opts_.port, opts_.tls_port) : "",
+        pid);
     handover_ = Handover{std::move(conn), pid, Clock::now() + kTakeoverReadyTimeout, {}};
 }
 
@@ -588,10 +595,6 @@ void Supervisor::upgrade_command(ControlRequest& req) {
     };
     if (handover_ || upgrade_child_ > 0) return answer(false, "an upgrade is already under way");
     if (stopping_ || handed_over_) return answer(false, "this master is stopping");
-    if (opts_.tls_beside())
-        return answer(false, fmt::format("upgrade does not hand over --tls-port {}'s listeners "
-                                         "yet: restart instead (systemctl restart steerchat)",
-                                         opts_.tls_port));
     std::vector<std::string> args{exe_path_};
     // The command line this master was started with (argv_, as reload re-reads it).
     for (std::size_t i = 1; i < argv_.size(); ++i)
@@ -687,7 +690,9 @@ void Supervisor::commit_handover(pid_t new_pid) {
     }
     // The lock, the pins and the chat state are the new master's now: leave them.
     lock_->disown();
+    if (tls_lock_) tls_lock_->disown();
     if (steering_) steering_->disown_pins();
+    if (tls_steering_) tls_steering_->disown_pins();
     handed_over_ = true;
     handover_.reset();
     log::info("takeover: pid {} serves port {} now; draining this master's workers and exiting",
@@ -725,6 +730,11 @@ UniqueFd Supervisor::setup_takeover() {
     }
     control_send(conn.get(), {"takeover", std::to_string(::getpid())});
     HandoverIn in = receive_state(conn.get(), kTakeoverAnswerTimeout);
+    // Gives the locks back to the running master (the files stay; it holds them on).
+    auto disown_locks = [&] {
+        if (lock_) lock_->disown();
+        if (tls_lock_) tls_lock_->disown();
+    };
     auto abort_with = [&](const std::string& why) {
         try {
             send_line(conn.get(), "abort " + why);
@@ -734,16 +744,30 @@ UniqueFd Supervisor::setup_takeover() {
     };
     if (in.port != opts_.port)
         abort_with(fmt::format("the running master serves port {}, not {}", in.port, opts_.port));
-    log::info("taking over port {} from pid {}: {} listener(s), {} steering map(s)", in.port,
-              in.pid, in.listeners.size(), in.maps.size());
+    // Both sides must agree on the TLS port beside: the listeners are the running master's.
+    if (in.tls_port != opts_.tls_port)
+        abort_with(fmt::format(
+            "the running master serves {}, this command line says {}: an upgrade keeps the "
+            "ports; restart to change --tls-port",
+            in.tls_port ? fmt::format("--tls-port {}", in.tls_port) : "no --tls-port beside --port",
+            opts_.tls_port ? fmt::format("--tls-port {}", opts_.tls_port)
+                           : "no --tls-port beside --port"));
+    log::info("taking over port {} from pid {}: {} listener(s), {} steering map(s){}", in.port,
+              in.pid, in.listeners.size(), in.maps.size(),
+              in.tls_port ? fmt::format("; TLS port {}: {} listener(s), {} steering map(s)",
+                                        in.tls_port, in.tls_listeners.size(), in.tls_maps.size())
+                          : "");
     lock_ = std::make_unique<InstanceLock>(opts_.run_dir, opts_.port, std::move(in.lock));
+    if (in.tls_port)
+        tls_lock_ =
+            std::make_unique<InstanceLock>(opts_.run_dir, in.tls_port, std::move(in.tls_lock));
     try {
         host_.emplace(app::HostState::adopt(in.chat.get()));
         log::info("chat state taken over (layout version {}): names, rooms and history carry over",
                   app::HostState::layout_version());
     } catch (const app::StateLayoutMismatch& e) {
         if (!opts_.discard_state) {
-            lock_->disown();
+            disown_locks();
             abort_with(fmt::format(
                 "{}: this binary cannot read the running server's names, rooms and history. "
                 "Start it with --takeover --discard-state to take over with an empty chat state "
@@ -756,7 +780,7 @@ UniqueFd Supervisor::setup_takeover() {
             e.what());
         host_.emplace(app::HostState::create());
     } catch (const std::exception& e) {
-        lock_->disown();
+        disown_locks();
         abort_with(fmt::format("mapping the chat state failed: {}", e.what()));
     }
     // The running master's slots (--max-workers) and pool, whatever this command line says:
@@ -780,18 +804,28 @@ UniqueFd Supervisor::setup_takeover() {
         slots_[slot].listener = std::move(fd);
         slots_[slot].drained = false;
     }
+    for (auto& [slot, fd] : in.tls_listeners)
+        if (slot < pool_) slots_[slot].tls_listener = std::move(fd);
     if (opts_.steering == SteeringMode::bpf) {
         try {
             steering_ = std::make_unique<steer::Steering>(
                 steer::SteerConfig{opts_.seed, opts_.workers, opts_.ipv6_prefix64}, in.map_fds());
             // The same maps: the buckets are rewritten with the same table, the sockets are
             // already in their slots (a socket sits in one socket array slot only).
+            // The TLS port's group has its own program and maps (pinned under its port).
+            if (opts_.tls_beside())
+                tls_steering_ = std::make_unique<steer::Steering>(
+                    steer::SteerConfig{opts_.seed, opts_.workers, opts_.ipv6_prefix64},
+                    in.tls_map_fds());
             remap_buckets();
-            for (std::uint32_t i : live_slots())
+            for (std::uint32_t i : live_slots()) {
                 if (!steering_->holds_socket(i, slots_[i].listener.get()))
                     steering_->set_socket(i, slots_[i].listener.get());
+                if (tls_steering_ && !tls_steering_->holds_socket(i, slots_[i].tls_listener.get()))
+                    tls_steering_->set_socket(i, slots_[i].tls_listener.get());
+            }
         } catch (const std::exception& e) {
-            lock_->disown();
+            disown_locks();
             abort_with(e.what());
         }
     }
@@ -855,14 +889,16 @@ bool Supervisor::complete_takeover(int conn) {
         } catch (const std::exception&) {
         }
         log::error("takeover failed: {}; the old master serves on; stopping the new workers", why);
-        // Give everything back: no pin was made, the lock and the state stay the old master's.
+        // Give everything back: no pin was made, the locks and the state stay the old master's.
         lock_->disown();
+        if (tls_lock_) tls_lock_->disown();
         return false;
     }
     // Committed: the old master has let go of the control socket's path, the pins and the lock.
     takeover_pending_ = false;
     try {
         lock_->write_pid();  // the lock is held either way; the file only names its holder
+        if (tls_lock_) tls_lock_->write_pid();
     } catch (const std::exception& e) {
         log::warn("{}", e.what());
     }
@@ -872,9 +908,11 @@ bool Supervisor::complete_takeover(int conn) {
         // This binary's program replaces the old one atomically for the whole group (same maps).
         for (std::uint32_t i : live_slots()) {
             steering_->attach(slots_[i].listener.get());
+            if (tls_steering_) tls_steering_->attach(slots_[i].tls_listener.get());
             break;
         }
         steering_->pin(opts_.pin_dir());
+        if (tls_steering_) tls_steering_->pin(opts_.tls_pin_dir());
     }
     log::info("took over port {}: every new worker accepts; the old master drains its workers",
               opts_.port);
@@ -1138,7 +1176,7 @@ int Supervisor::shutdown() {
         s.listener.reset();
         s.tls_listener.reset();
     }
-    tls_steering_.reset();  // removes its pins (a takeover refuses --tls-port)
+    tls_steering_.reset();  // removes its pins (unless handed over)
     steering_.reset();      // removes the pins (unless handed over)
     if (handed_over_) {
         // Names a worker of ours still held (killed before it logged its users out).

@@ -76,17 +76,28 @@ void read_all(int fd, char* data, std::size_t size, Clock::time_point deadline) 
 
 }  // namespace
 
-std::vector<steer::NamedFd> HandoverIn::map_fds() const {
+namespace {
+std::vector<steer::NamedFd> named(const std::vector<std::pair<std::string, UniqueFd>>& maps) {
     std::vector<steer::NamedFd> out;
     for (const auto& [name, fd] : maps)
         out.push_back({name, fd.get()});
     return out;
 }
+}  // namespace
+
+std::vector<steer::NamedFd> HandoverIn::map_fds() const {
+    return named(maps);
+}
+std::vector<steer::NamedFd> HandoverIn::tls_map_fds() const {
+    return named(tls_maps);
+}
 
 void send_state(int fd, const HandoverOut& s) {
+    // Version 1's message exactly when there is no TLS port beside: an older binary takes it.
+    const unsigned proto = s.tls_port != 0 ? 2 : 1;
     std::string text =
         fmt::format("steerchat-handover {}\npid {}\nport {}\nslots {}\npool {}\nchat-layout {}\n",
-                    kHandoverProtocol, s.pid, s.port, s.nslots, s.pool, s.chat_layout);
+                    proto, s.pid, s.port, s.nslots, s.pool, s.chat_layout);
     std::vector<int> fds;
     fds.push_back(s.lock_fd);
     text += "fd lock\n";
@@ -99,6 +110,19 @@ void send_state(int fd, const HandoverOut& s) {
     for (const auto& m : s.maps) {
         fds.push_back(m.fd);
         text += fmt::format("fd map {}\n", m.name);
+    }
+    if (s.tls_port != 0) {
+        text += fmt::format("tls-port {}\n", s.tls_port);
+        fds.push_back(s.tls_lock_fd);
+        text += "fd tls-lock\n";
+        for (const auto& [slot, lfd] : s.tls_listeners) {
+            fds.push_back(lfd);
+            text += fmt::format("fd tls-listener {}\n", slot);
+        }
+        for (const auto& m : s.tls_maps) {
+            fds.push_back(m.fd);
+            text += fmt::format("fd tls-map {}\n", m.name);
+        }
     }
     if (fds.size() > kMaxFds)
         fail(fmt::format("{} descriptors to pass, at most {}", fds.size(), kMaxFds));
@@ -192,11 +216,12 @@ HandoverIn receive_state(int fd, std::chrono::milliseconds timeout) {
         if (key == "steerchat-handover") {
             unsigned proto = 0;
             words >> proto;
-            if (proto != kHandoverProtocol)
+            if (proto == 0 || proto > kHandoverProtocol)
                 fail(fmt::format(
                     "the running master speaks hand-over protocol {}, this binary {}: stop the "
                     "old server and start the new one instead of an upgrade in place",
                     proto, kHandoverProtocol));
+            in.protocol = proto;
             header = true;
         } else if (key == "pid") {
             words >> in.pid;
@@ -208,6 +233,8 @@ HandoverIn receive_state(int fd, std::chrono::milliseconds timeout) {
             words >> in.pool;
         } else if (key == "chat-layout") {
             words >> in.chat_layout;
+        } else if (key == "tls-port") {
+            words >> in.tls_port;
         } else if (key == "fd") {
             if (next_fd >= fds.size())
                 fail(fmt::format("the state names more descriptors than the {} received",
@@ -224,10 +251,18 @@ HandoverIn receive_state(int fd, std::chrono::milliseconds timeout) {
                 words >> slot;
                 if (slot >= in.nslots) fail(fmt::format("listener of slot {} out of range", slot));
                 in.listeners.emplace_back(slot, std::move(f));
-            } else if (kind == "map") {
+            } else if (kind == "map" || kind == "tls-map") {
                 std::string name;
                 words >> name;
-                in.maps.emplace_back(std::move(name), std::move(f));
+                (kind == "map" ? in.maps : in.tls_maps).emplace_back(std::move(name), std::move(f));
+            } else if (kind == "tls-lock") {
+                in.tls_lock = std::move(f);
+            } else if (kind == "tls-listener") {
+                unsigned slot = ~0u;
+                words >> slot;
+                if (slot >= in.nslots)
+                    fail(fmt::format("TLS listener of slot {} out of range", slot));
+                in.tls_listeners.emplace_back(slot, std::move(f));
             } else {
                 fail(fmt::format("unknown descriptor kind '{}'", kind));
             }
@@ -239,6 +274,8 @@ HandoverIn receive_state(int fd, std::chrono::milliseconds timeout) {
         fail(fmt::format("a pool of {} of {} slots is not one", in.pool, in.nslots));
     if (!in.lock || !in.chat || in.listeners.empty())
         fail("the state lacks the lock, the chat state or the listeners");
+    if (in.tls_port != 0 && (!in.tls_lock || in.tls_listeners.size() != in.listeners.size()))
+        fail(fmt::format("the state lacks --tls-port {}'s lock or listeners", in.tls_port));
     return in;
 }
 

@@ -3,7 +3,8 @@
 //
 //   old -> new   send_state: the listening socket of every live slot, the instance lock's open
 //                file, the chat state's memfd with its layout version, the steering maps by
-//                name (SCM_RIGHTS), and what they are (a text description).
+//                name (SCM_RIGHTS), and what they are (a text description); with a --tls-port
+//                beside --port, that port's lock, listeners and steering maps too.
 //   new -> old   "ready" once the new master's workers all accept on the received listeners,
 //                or "abort <reason>" (the old master then keeps serving, untouched).
 //   old -> new   "ok": the old master commits: it stops its workers (they drain) and exits
@@ -25,8 +26,11 @@
 
 namespace steerchat::master {
 
-// The version of this exchange; a master refuses a peer of another.
-inline constexpr unsigned kHandoverProtocol = 1;
+// The version of this exchange. A master sends the lowest version that describes its state:
+// 1 without a --tls-port beside --port, 2 with one (the TLS port's lock, listeners and maps).
+// A receiver takes every version up to its own and refuses a newer one with a message that
+// says to restart instead (so a binary of version 1 refuses a server with --tls-port).
+inline constexpr unsigned kHandoverProtocol = 2;
 
 // What the old master hands over; the fds stay the caller's (they are duplicated by the kernel).
 struct HandoverOut {
@@ -39,6 +43,11 @@ struct HandoverOut {
     std::vector<steer::NamedFd> maps;                 // empty without BPF steering
     int lock_fd = -1;
     int chat_fd = -1;
+    // The --tls-port beside --port (0: none; then the rest of these stay empty).
+    std::uint16_t tls_port = 0;
+    std::vector<std::pair<unsigned, int>> tls_listeners;  // (slot, fd), the same slots
+    std::vector<steer::NamedFd> tls_maps;                 // its own copy of the program's maps
+    int tls_lock_fd = -1;
 };
 
 // What the new master receives: its own copies of the descriptors.
@@ -52,8 +61,14 @@ struct HandoverIn {
     std::vector<std::pair<std::string, UniqueFd>> maps;
     UniqueFd lock;
     UniqueFd chat;
+    unsigned protocol = 0;  // the version the sender spoke
+    std::uint16_t tls_port = 0;
+    std::vector<std::pair<unsigned, UniqueFd>> tls_listeners;
+    std::vector<std::pair<std::string, UniqueFd>> tls_maps;
+    UniqueFd tls_lock;
 
     std::vector<steer::NamedFd> map_fds() const;
+    std::vector<steer::NamedFd> tls_map_fds() const;
 };
 
 // Old side. Throws std::runtime_error when the socket fails.
