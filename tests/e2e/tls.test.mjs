@@ -118,6 +118,20 @@ function raw(port, ip, bytes, timeoutMs = 5000) {
   });
 }
 
+function alive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function ppidOf(pid) {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+}
+
 function freePort() {
   return new Promise((resolve) => {
     const probe = net.createServer().listen(0, '127.0.0.1', () => {
@@ -429,14 +443,29 @@ describe('--tls-port: plain HTTP on --port and TLS on --tls-port, side by side, 
          { skip: sticky ? false : 'needs root for --steering bpf' }, () => {
   let server;
   let tlsPort;
-  const ctl = (...words) => spawnSync(binaryPath(), ['ctl', '--port', String(server.port), ...words],
-                                      { encoding: 'utf8', timeout: 10000 });
+  let newPid = null;  // the master after `ctl upgrade`
+  // A run directory and pins of our own (the BPF filesystem is not per network namespace).
+  const runDir = fs.mkdtempSync('/tmp/steerchat-tls-run-');
+  const bpffsDir = `/sys/fs/bpf/steerchat-tls-test-${process.pid}`;
+  const ctl = (...words) => spawnSync(binaryPath(), ['ctl', '--port', String(server.port), '--run-dir', runDir,
+                                                     '--timeout-ms', '30000', ...words],
+                                      { encoding: 'utf8', timeout: 40000 });
   before(async () => {
     tlsPort = await freePort();
-    server = await Server.start({ workers: WORKERS, args: ['--tls-port', String(tlsPort), ...tlsArgs()] });
+    server = await Server.start({
+      workers: WORKERS,
+      args: ['--tls-port', String(tlsPort), ...tlsArgs(), '--run-dir', runDir, '--bpffs-dir', bpffsDir,
+             '--drain-timeout-ms', '1500'],
+    });
   });
   after(async () => {
+    if (newPid && alive(newPid)) {
+      process.kill(newPid, 'SIGKILL');
+      for (let i = 0; i < 50 && alive(newPid); i++) await sleep(100);
+    }
     if (server) await server.stop();
+    fs.rmSync(runDir, { recursive: true, force: true });
+    fs.rmSync(bpffsDir, { recursive: true, force: true });
   });
 
   // Every address's worker on both ports; returns the workers seen.
@@ -495,12 +524,90 @@ describe('--tls-port: plain HTTP on --port and TLS on --tls-port, side by side, 
     assert.equal((await sameWorkerOnBothPorts(60, 700)).size, WORKERS);
   });
 
-  test('ctl upgrade is refused with --tls-port (the hand-over carries --port\'s listeners only)',
+  // Each address's worker slot on both ports (asserting they agree).
+  async function slotsOf(count, base) {
+    const out = new Map();
+    for (let i = 0; i < count; i++) {
+      const ip = ipOf(base + i);
+      const plain = await healthzFrom(server.port, ip);
+      const secure = await healthzFrom(tlsPort, ip, ca);
+      assert.equal(secure.worker, plain.worker, `${ip}: worker ${plain.worker} on port ${server.port}, ` +
+                   `${secure.worker} on ${tlsPort}`);
+      out.set(ip, plain.worker);
+    }
+    return out;
+  }
+
+  test('ctl upgrade hands over both ports: connect loops on each see nothing refused or reset, ' +
+       'every address keeps its worker slot on both, the pins of both ports move, stop removes them',
        async () => {
+    const before = await slotsOf(60, 900);
+    assert.equal(new Set(before.values()).size, WORKERS);
+    // Connect loops on both ports (a new TCP connection, and on the TLS port a new handshake,
+    // per GET /healthz) through the whole upgrade.
+    const counts = {};
+    const examples = [];
+    let done = false;
+    const loop = async (port, k, useCa) => {
+      const c = (counts[`${port}`] ??= { ok: 0, refused: 0, reset: 0, other: 0 });
+      for (let n = 0; !done; n++) {
+        try {
+          await healthzFrom(port, ipOf(1000 + k * 16 + (n % 16)), useCa ? ca : undefined);
+          c.ok++;
+        } catch (e) {
+          const kind = e.code === 'ECONNREFUSED' ? 'refused'
+            : e.code === 'ECONNRESET' || e.code === 'EPIPE' ? 'reset' : 'other';
+          c[kind]++;
+          if (examples.length < 5) examples.push(`${port}: ${e.code ?? e.message}`);
+        }
+      }
+    };
+    const loops = [loop(server.port, 0, false), loop(server.port, 1, false), loop(tlsPort, 2, true),
+                   loop(tlsPort, 3, true)];
+    await sleep(500);
+    const okBefore = { plain: counts[server.port].ok, tls: counts[tlsPort].ok };
     const r = ctl('upgrade');
-    assert.notEqual(r.status, 0, r.stdout + r.stderr);
-    assert.match(r.stdout + r.stderr, /does not hand over --tls-port \d+'s listeners yet: restart instead/);
-    assert.equal((await sameWorkerOnBothPorts(10, 800)).size > 0, true);
+    console.log(`ctl upgrade: exit ${r.status}: ${r.stdout}${r.stderr}`);
+    try {
+      assert.equal(r.status, 0, `${r.stdout}${r.stderr}\n${server.log}`);
+      const m = /upgraded: pid (\d+) serves port/.exec(r.stdout);
+      assert.ok(m, r.stdout);
+      newPid = Number(m[1]);
+      const oldExit = await Promise.race([server.exited, sleep(15000).then(() => 'timeout')]);
+      assert.deepEqual(oldExit, { code: 0, signal: null }, 'the old master exits 0');
+      await sleep(500);
+    } finally {
+      done = true;
+      await Promise.all(loops);
+    }
+    console.log(`connect loops: ${JSON.stringify(counts)}; ${JSON.stringify(examples)}`);
+    for (const port of [server.port, tlsPort]) {
+      const c = counts[port];
+      assert.equal(c.refused + c.reset + c.other, 0, `port ${port}: ${JSON.stringify(c)} ${JSON.stringify(examples)}`);
+    }
+    assert.ok(counts[server.port].ok > okBefore.plain + 10, 'the plain loops ran through the upgrade');
+    assert.ok(counts[tlsPort].ok > okBefore.tls + 10, 'the TLS loops ran through the upgrade');
+    assert.match(server.log, /handed the listeners of 4 slot\(s\) on ports \d+ and \d+/);
+
+    // The same slot for every address, on both ports, served by the new master's workers.
+    const after = await slotsOf(60, 900);
+    assert.deepEqual([...after], [...before]);
+    const { pid } = await healthzFrom(tlsPort, ipOf(900), ca);
+    assert.equal(ppidOf(pid), newPid, 'the TLS port is served by a new worker');
+    // The new master holds both locks and both ports' pins.
+    for (const port of [server.port, tlsPort]) {
+      assert.equal(fs.readFileSync(path.join(runDir, `${port}.lock`), 'utf8').trim(), String(newPid));
+      const pins = fs.readdirSync(path.join(bpffsDir, String(port)));
+      for (const name of ['sockets', 'buckets', 'config', 'steer']) assert.ok(pins.includes(name), `${port}: ${pins}`);
+    }
+    // Removed on stop.
+    process.kill(newPid, 'SIGTERM');
+    for (let i = 0; i < 100 && alive(newPid); i++) await sleep(100);
+    assert.ok(!alive(newPid), 'the new master stops on SIGTERM');
+    for (const port of [server.port, tlsPort]) {
+      const d = path.join(bpffsDir, String(port));
+      assert.ok(!fs.existsSync(d) || fs.readdirSync(d).length === 0, `pins left at ${d}: ${fs.existsSync(d) && fs.readdirSync(d)}`);
+    }
   });
 });
 

@@ -118,7 +118,9 @@ class TlsHandshake : public std::enable_shared_from_this<TlsHandshake> {
         done_ = true;
         timer_.cancel();
         auto& st = worker_.stats();
-        if (!ec && !worker_.stopping()) {
+        // Also while the worker stops (drains): a fresh connection's request is on its way, as
+        // on a plain one; its session answers it and then closes.
+        if (!ec) {
             ++st.tls_handshakes;
             if (stream_.resumed()) ++st.tls_resumed;
             if (std::string_view(stream_.version()) == "TLSv1.3") ++st.tls13_handshakes;
@@ -348,6 +350,7 @@ void Worker::remove_handshake(TlsHandshake* h, const AddressKey& key) {
     if (auto it = handshakes_per_address_.find(key);
         it != handshakes_per_address_.end() && --it->second == 0)
         handshakes_per_address_.erase(it);
+    maybe_done();
 }
 
 bool Worker::shed_with_spare_fd(tcp::acceptor& acceptor, bool tls) {
@@ -402,10 +405,9 @@ void Worker::stop() {
     std::vector<HttpSession*> sessions(sessions_.begin(), sessions_.end());
     for (auto* s : sessions)
         s->stop();
-    // Handshakes in progress end (their connections close without a session).
-    std::vector<TlsHandshake*> handshakes(handshakes_.begin(), handshakes_.end());
-    for (auto* h : handshakes)
-        h->cancel();
+    // Handshakes in progress go on (bounded by the handshake timeout and the drain time): a
+    // client that connected before the stop (an upgrade hands the listeners on meanwhile) gets
+    // its answer, not a reset.
     // WebSocket clients get a Close 1001; each connection waits (bounded) for the reply.
     if (ws_registry_.size() > 0)
         log::info("closing {} WebSocket connection(s) (1001 going away)", ws_registry_.size());
@@ -414,9 +416,9 @@ void Worker::stop() {
     drain_timer_.expires_after(cfg_.drain_timeout);
     drain_timer_.async_wait([this](const boost::system::error_code& e) {
         if (e) return;
-        if (!sessions_.empty() || ws_registry_.size() > 0)
+        if (!sessions_.empty() || ws_registry_.size() > 0 || !handshakes_.empty())
             log::warn("{} connection(s) still busy after the drain timeout; closing them",
-                      sessions_.size() + ws_registry_.size());
+                      sessions_.size() + ws_registry_.size() + handshakes_.size());
         ioc_.stop();
     });
     maybe_done();
@@ -429,7 +431,8 @@ void Worker::remove(HttpSession* s) {
 
 void Worker::maybe_done() {
     // Drained before the timeout. (After the loop returned, teardown is under way: no stop.)
-    if (stopping_ && !done_ && sessions_.empty() && ws_registry_.size() == 0) ioc_.stop();
+    if (stopping_ && !done_ && sessions_.empty() && ws_registry_.size() == 0 && handshakes_.empty())
+        ioc_.stop();
 }
 
 }  // namespace steerchat::net
