@@ -221,3 +221,73 @@ TEST(Takeover, LinesGoBothWays) {
     p.old_side.reset();
     EXPECT_THROW(master::receive_line(p.new_side.get(), 1s), std::runtime_error);
 }
+
+// With a --tls-port beside --port, the TLS port's lock and listeners ride along (protocol 2);
+// without one the message is protocol 1's, which an older binary takes.
+TEST(Takeover, TheTlsPortRidesAlongInProtocol2AndAPlainServerSpeaks1) {
+    const auto dir = temp_dir();
+    auto lock = std::make_unique<master::InstanceLock>(dir, 18012);
+    auto tls_lock = std::make_unique<master::InstanceLock>(dir, 18013);
+    auto l0 = master::make_listener("::1", 0, 16);
+    auto t0 = master::make_listener("::1", 0, 16);
+    auto state = chat::SharedState::create({.max_users = 8, .max_rooms = 4});
+    master::HandoverOut out;
+    out.pid = ::getpid();
+    out.port = 18012;
+    out.nslots = 2;
+    out.pool = 1;
+    out.chat_layout = chat::kLayoutVersion;
+    out.listeners = {{0, l0.get()}};
+    out.lock_fd = lock->fd();
+    out.chat_fd = state.fd();
+    {
+        Pair p;
+        master::send_state(p.old_side.get(), out);
+        auto in = master::receive_state(p.new_side.get(), 2s);
+        EXPECT_EQ(in.protocol, 1u);
+        EXPECT_EQ(in.tls_port, 0);
+        EXPECT_TRUE(in.tls_listeners.empty());
+        EXPECT_FALSE(in.tls_lock);
+    }
+    out.tls_port = 18013;
+    out.tls_listeners = {{0, t0.get()}};
+    out.tls_lock_fd = tls_lock->fd();
+    {
+        Pair p;
+        master::send_state(p.old_side.get(), out);
+        auto in = master::receive_state(p.new_side.get(), 2s);
+        EXPECT_EQ(in.protocol, 2u);
+        EXPECT_EQ(in.tls_port, 18013);
+        ASSERT_EQ(in.listeners.size(), 1u);
+        ASSERT_EQ(in.tls_listeners.size(), 1u);
+        EXPECT_EQ(in.tls_listeners[0].first, 0u);
+        EXPECT_TRUE(same_file(in.listeners[0].second.get(), l0.get()));
+        EXPECT_TRUE(same_file(in.tls_listeners[0].second.get(), t0.get()));
+        EXPECT_TRUE(same_file(in.tls_lock.get(), tls_lock->fd()));
+        EXPECT_TRUE(same_file(in.lock.get(), lock->fd()));
+    }
+    {
+        // A TLS port without its listeners is not a state.
+        Pair p;
+        out.tls_listeners.clear();
+        master::send_state(p.old_side.get(), out);
+        EXPECT_THROW(master::receive_state(p.new_side.get(), 2s), std::runtime_error);
+    }
+    std::filesystem::remove_all(dir);
+}
+
+TEST(Takeover, ANewerProtocolIsRefusedSayingToRestart) {
+    Pair p;
+    const std::string text = "steerchat-handover 99\npid 1\nport 1\nslots 1\npool 1\n";
+    const auto len = static_cast<std::uint32_t>(text.size());
+    std::string msg(reinterpret_cast<const char*>(&len), sizeof len);
+    msg += text;
+    ASSERT_EQ(::write(p.old_side.get(), msg.data(), msg.size()), static_cast<ssize_t>(msg.size()));
+    try {
+        (void)master::receive_state(p.new_side.get(), 1s);
+        FAIL() << "took a state of protocol 99";
+    } catch (const std::runtime_error& e) {
+        EXPECT_NE(std::string(e.what()).find("protocol 99, this binary 2"), std::string::npos)
+            << e.what();
+    }
+}
