@@ -19,6 +19,7 @@ if (!fs.existsSync(path.join(here, 'node_modules', 'socket.io-client', 'package.
 const { Server, steeringMode } = await import('./lib/server.mjs');
 const { ChatClient, healthzFrom } = await import('./lib/chat-client.mjs');
 const { SioClient } = await import('./lib/sio-client.mjs');
+const { metricsFrom } = await import('./lib/sio-raw.mjs');
 
 const bpf = steeringMode() === 'bpf';
 
@@ -134,6 +135,11 @@ describe('room members across workers', { skip: !bpf && 'needs --steering bpf (r
     assert.deepEqual(d.take('memberJoined'), [], 'dan: none of his own join');
     assert.deepEqual(d.take('memberLeft'), [], 'dan: no memberLeft for cat');
     assert.deepEqual(outsider.take(isMember), [], 'not to a non-member');
+
+    // Counted as every event is; stale ones (none here) have their own counter.
+    const m = await metricsFrom(server.port, onA[0]);
+    assert.ok(m.steerchat_chat_events_total > 0);
+    assert.equal(m.steerchat_chat_stale_records_total, 0);
 
     // The registry agrees with what the members derived.
     assert.deepEqual(await nativeJoin(outsider, room), ['amy', 'dan', 'out']);

@@ -169,7 +169,7 @@ struct HubStats {
     metrics::Counter records_out;     // ring records published
     metrics::Counter deliveries;      // Client::deliver calls
     metrics::Counter events;          // distinct events (serials) delivered
-    metrics::Counter stale_presence;  // presence records dropped as stale
+    metrics::Counter stale_presence;  // presence and joined/left records dropped as stale
     metrics::Counter bad_records;     // undecodable ring records (a bug if non-zero)
     metrics::Counter losses;          // ring Loss reports: this worker missed records
     metrics::Counter lost_records;
