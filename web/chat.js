@@ -207,10 +207,6 @@
       }
       case 'message': {
         const r = room(m.room);
-        if (!r.members.has(m.from)) {
-          r.members.add(m.from);
-          push(r, 'room', m.room, notice(`${m.from} is in ${m.room}`), false);
-        }
         r.typing.delete(m.from);
         push(r, 'room', m.room, { from: m.from, text: m.text, ts: m.ts }, m.from !== state.name);
         break;
@@ -218,6 +214,25 @@
       case 'dm': {
         const peer = m.from === state.name ? m.to : m.from;
         push(dm(peer), 'dm', peer, { from: m.from, text: m.text, ts: m.ts }, m.from !== state.name);
+        break;
+      }
+      // Another member joined or left one of this page's rooms (the server sends them to the
+      // members who joined before; the join's member list holds the older ones). Going offline
+      // sends no member_left: 'offline' below means leaving every room.
+      case 'member_joined': {
+        const r = state.rooms.get(m.room);
+        if (r && !r.members.has(m.name)) {
+          r.members.add(m.name);
+          push(r, 'room', m.room, notice(`${m.name} joined ${m.room}`), false);
+        }
+        break;
+      }
+      case 'member_left': {
+        const r = state.rooms.get(m.room);
+        if (r && r.members.delete(m.name)) {
+          push(r, 'room', m.room, notice(`${m.name} left ${m.room}`), false);
+        }
+        if (r) r.typing.delete(m.name);
         break;
       }
       case 'online':

@@ -3,8 +3,9 @@
 // address (see there): a page opened at http://127.0.0.K:PORT/ is a client at 127.0.0.K, so two
 // browser contexts are two client addresses, steered by the BPF program like two hosts.
 //
-// Two users on two different workers log in, see each other, join a room, exchange room
-// messages, a typing indicator and a direct message; markup in a message stays text; one reloads
+// Two users on two different workers log in, see each other, join a room (each sees the
+// other's join and leave live, in the members list and as notices), exchange room messages, a
+// typing indicator and a direct message; markup in a message stays text; one reloads
 // and gets the room's history and the same worker; the status page shows every worker and its
 // numbers move; the server restarts under both pages, which reconnect and chat on. No console
 // errors (but the refused reconnects while the server is down). Screenshots go to BROWSER_OUTPUT.
@@ -126,6 +127,11 @@ test('the chat and status pages in chromium: two addresses, reload, restart', as
     // A room: messages both ways, the typing indicator, markup shown as text.
     await join(a, 'kitchen');
     await join(b, 'kitchen');
+    // The members list is live: bob's join reaches ada's page (another worker) before he says
+    // anything, with a notice in the room.
+    await logEntry(a, 'bob joined kitchen').waitFor({ timeout: T });
+    await a.locator('#members', { hasText: 'members: ada, bob' }).waitFor({ timeout: T });
+    await b.locator('#members', { hasText: 'members: ada, bob' }).waitFor({ timeout: T });
     await say(a, 'hello from ada');
     await logEntry(b, 'hello from ada').waitFor({ timeout: T });
     await b.locator('#text').pressSequentially('typing...', { delay: 20 });
@@ -135,6 +141,16 @@ test('the chat and status pages in chromium: two addresses, reload, restart', as
     await logEntry(a, markup).waitFor({ timeout: T });
     assert.equal(await a.locator('#log img').count(), 0, 'markup in a message is not rendered');
     assert.equal(await logEntry(a, markup).locator('.text').textContent(), markup);
+
+    // Joins and leaves of another member, live in the room's notices and members list.
+    await join(b, 'attic');
+    await b.locator('#members', { hasText: 'members: bob' }).waitFor({ timeout: T });
+    await join(a, 'attic');
+    await logEntry(b, 'ada joined attic').waitFor({ timeout: T });
+    await b.locator('#members', { hasText: 'members: ada, bob' }).waitFor({ timeout: T });
+    await a.locator('#leave').click();
+    await logEntry(b, 'ada left attic').waitFor({ timeout: T });
+    await b.locator('#members', { hasText: /^members: bob$/ }).waitFor({ timeout: T });
 
     // A direct message, with its unread count at the recipient.
     await a.locator('#users [data-user="bob"]').click();

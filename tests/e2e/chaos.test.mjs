@@ -212,6 +212,8 @@ function nativeHook(inc) {
         return true;
       case 'online':
       case 'offline':
+      case 'member_joined':
+      case 'member_left':
         counts.presence++;
         return true;
       case 'error': {
@@ -256,6 +258,8 @@ function sioHook(inc) {
       }
       case 'newClientOnline':
       case 'clientOffline':
+      case 'memberJoined':
+      case 'memberLeft':
         counts.presence++;
         return true;
       case 'chaterror':

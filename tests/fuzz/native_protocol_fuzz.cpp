@@ -27,6 +27,8 @@
 //     over the rate limit gets one rate_limited error, or its connection is closed with 1008;
 //   - a reply to a request of type T is T's answer or an error;
 //   - a say's "cid" comes back on its answer (unchanged, floating-point aside);
+//   - member_joined / member_left are {type, room, name} and never reach the requester as
+//     (part of) the answer to its own join or leave (they go to the other members only);
 //   - nothing is sent to a session after it was closed.
 #include <boost/asio/io_context.hpp>
 #include <boost/json.hpp>
@@ -77,8 +79,8 @@ json::object check_frame(const ws::SharedFrame& f) {
     const json::value* type = o.if_contains("type");
     FUZZ_CHECK(type && type->is_string());
     const std::string_view t = type->get_string();
-    FUZZ_CHECK(one_of(
-        t, {"welcome", "joined", "left", "message", "dm", "online", "offline", "typing", "error"}));
+    FUZZ_CHECK(one_of(t, {"welcome", "joined", "left", "message", "dm", "online", "offline",
+                          "typing", "member_joined", "member_left", "error"}));
     if (t == "error") {
         const json::value* code = o.if_contains("code");
         FUZZ_CHECK(code && code->is_string());
@@ -93,6 +95,11 @@ json::object check_frame(const ws::SharedFrame& f) {
         FUZZ_CHECK(o.contains("from") && o.at("from").is_string());
         FUZZ_CHECK(o.contains("text") && o.at("text").is_string());
         FUZZ_CHECK(o.contains("id") && o.at("id").is_number());
+    }
+    if (t == "member_joined" || t == "member_left") {
+        FUZZ_CHECK(o.size() == 3);
+        FUZZ_CHECK(o.contains("room") && o.at("room").is_string());
+        FUZZ_CHECK(o.contains("name") && o.at("name").is_string());
     }
     if (t == "typing") {
         FUZZ_CHECK(o.size() == 3);

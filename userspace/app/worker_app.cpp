@@ -43,6 +43,10 @@ void append_chat_metrics(std::string& out, metrics::Slot& m, const chat::HubStat
            "Records read from other workers' shared-memory logs.", &S::records_in);
     metric("steerchat_ring_records_out_total", "counter",
            "Records published into this worker's shared-memory log.", &S::records_out);
+    metric("steerchat_chat_stale_records_total", "counter",
+           "Presence and room join/leave records dropped: a newer login of the name overtook "
+           "them across the workers' logs.",
+           &S::stale_presence);
     metric("steerchat_ring_lost_records_total", "counter",
            "Records this worker missed because it fell behind (cut loose).", &S::lost_records);
     metric("steerchat_chat_rate_limited_total", "counter",

@@ -14,9 +14,9 @@
 //   killed inside a critical section cannot corrupt a heap, only leave one table entry
 //   half-written.
 // * Ids: one counter, incremented under the mutex for every state change that is announced
-//   (online, offline, room message, dm). So ids are unique and increase host-wide, and an id
-//   orders an event against every snapshot (welcome users, join members/history) taken under the
-//   same mutex:
+//   (online, offline, room message, dm, a room joined or left). So ids are unique and increase
+//   host-wide, and an id orders an event against every snapshot (welcome users, join
+//   members/history) taken under the same mutex:
 //     - a session that logged in at id L receives presence events with id > L only (the welcome
 //       list already reflects the older ones);
 //     - a session that joined room R at id J receives R's messages with id > J only (history
@@ -38,6 +38,15 @@
 //   may send it. Each session has its own token bucket for it (Limits::typing_rate /
 //   typing_burst; a name has one session): typing over it is dropped silently and counted
 //   (HubStats::typing_drops), since a lost hint costs nothing.
+// * Room members (EventType::joined / left): a new membership and a leave each take an id in
+//   the same critical section as the change (SharedState::join / leave), so they order against
+//   join snapshots like messages do: a member who joined at id J gets the joined/left events
+//   with id > J (its member list already holds the older ones). A record of an older login of
+//   the name (overtaken across logs by a newer login) is dropped like stale presence. Logging
+//   out or going offline (a disconnect, a dead worker) sends no `left` per room: `offline(N)`
+//   means N left every room, and clients derive it. A user in 100 rooms going offline is one
+//   record and one delivery per session instead of 100 records, and a dead worker's evicted
+//   users (announced by the master, which knows no rooms) need nothing more.
 // * Presence across logs is not ordered (N logs out on worker A, logs in again on B: a third
 //   worker may read B's `online` before A's `offline`). A reader therefore drops a presence
 //   record that a newer login has overtaken: `online(N, id)` unless N is still registered with
@@ -160,7 +169,7 @@ struct HubStats {
     metrics::Counter records_out;     // ring records published
     metrics::Counter deliveries;      // Client::deliver calls
     metrics::Counter events;          // distinct events (serials) delivered
-    metrics::Counter stale_presence;  // presence records dropped as stale
+    metrics::Counter stale_presence;  // presence and joined/left records dropped as stale
     metrics::Counter bad_records;     // undecodable ring records (a bug if non-zero)
     metrics::Counter losses;          // ring Loss reports: this worker missed records
     metrics::Counter lost_records;

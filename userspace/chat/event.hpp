@@ -21,6 +21,8 @@ enum class EventType : std::uint8_t {
     online,   // presence of `from`: to every logged-in session
     offline,  // ditto; ends the login `login`
     typing,   // `from` is typing in `room`: to every other member (a hint: no id, no history)
+    joined,   // `from` (login `login`) joined `room`: to every other member who joined before
+    left,     // `from` (login `login`) left `room`: ditto (not sent on logout: offline implies it)
 };
 
 struct Event {
@@ -30,9 +32,9 @@ struct Event {
     std::uint64_t serial = 0;
     std::uint64_t id = 0;     // host-wide, increasing (0 for typing)
     std::int64_t ts = 0;      // ms since the epoch (message, dm)
-    std::uint64_t login = 0;  // offline: the id of the online event it ends
-    std::string_view room;    // message, typing
-    std::string_view from;    // message, dm, typing; the user for online/offline
+    std::uint64_t login = 0;  // offline, joined, left: the id of the online event of `from`
+    std::string_view room;    // message, typing, joined, left
+    std::string_view from;    // message, dm, typing; the user for online/offline/joined/left
     std::string_view to;      // dm
     std::string_view text;    // message, dm
     std::string_view cid;     // message: only the sender's copy, and only if the sender gave one

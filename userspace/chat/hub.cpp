@@ -253,6 +253,8 @@ bool Hub::travels(const Event& ev) const {
         case EventType::online:
         case EventType::offline:
         case EventType::typing:
+        case EventType::joined:
+        case EventType::left:
             return true;
         case EventType::dm:
             return !users_.contains(ev.to);
@@ -293,6 +295,13 @@ bool Hub::stale(const Event& ev) const {
         }
         case EventType::offline:
             return state_->lookup(ev.from) > ev.id;
+        case EventType::joined:
+        case EventType::left: {
+            // Of an older login of the name (A left R on worker 1, logged in again on worker 2
+            // and rejoined R: a reader of worker 2's log first must not then apply the old left).
+            const std::uint64_t current = state_->lookup(ev.from);
+            return current != ev.login && current != 0;
+        }
     }
     return false;
 }
@@ -346,6 +355,17 @@ void Hub::deliver(Event& ev, Participant* origin) {
             // Every member but the typist (a hint: no id, no history to order it against).
             if (const auto it = rooms_.find(ev.room); it != rooms_.end())
                 fan_out(it->second, ev, [&](const Participant& s) { return &s != origin; });
+            return;
+        case EventType::joined:
+        case EventType::left:
+            // Every other member who joined before it (a later joiner's member list already
+            // reflects it: it was taken in the same critical section as its own join's id).
+            if (const auto it = rooms_.find(ev.room); it != rooms_.end())
+                fan_out(it->second, ev, [&](const Participant& s) {
+                    if (&s == origin || s.name() == ev.from) return false;
+                    const auto mark = s.joined_at(ev.room);
+                    return mark && *mark < ev.id;
+                });
             return;
     }
 }
@@ -470,8 +490,9 @@ Error Participant::join(std::string_view room, Joined* out) {
     if (!valid_room(room)) return Error::bad_room;
     if (!hub_.may_join(*this, room)) return Error::too_many_rooms;
     std::uint64_t mark = 0;
+    bool added = false;
     switch (hub_.state().join(room, name_, &mark, out ? &out->members : nullptr,
-                              out ? &out->history : nullptr)) {
+                              out ? &out->history : nullptr, &added)) {
         case SharedState::Status::ok:
             break;
         case SharedState::Status::full:
@@ -480,6 +501,15 @@ Error Participant::join(std::string_view room, Joined* out) {
             return Error::not_logged_in;  // our name was evicted
     }
     if (rooms_.emplace(std::string(room), mark).second) hub_.add_member(*this, room);
+    if (added) {
+        Event ev;
+        ev.type = EventType::joined;
+        ev.id = mark;
+        ev.login = login_id_;
+        ev.room = room;
+        ev.from = name_;
+        hub_.publish(ev, this);
+    }
     return Error::none;
 }
 
@@ -489,7 +519,16 @@ Error Participant::leave(std::string_view room) {
     if (mine == rooms_.end()) return Error::not_in_room;
     rooms_.erase(mine);
     hub_.remove_member(*this, room);
-    hub_.state().leave(room, name_);
+    std::uint64_t id = 0;
+    if (hub_.state().leave(room, name_, &id) != SharedState::Status::ok)
+        return Error::none;  // evicted meanwhile: the offline says it
+    Event ev;
+    ev.type = EventType::left;
+    ev.id = id;
+    ev.login = login_id_;
+    ev.room = room;
+    ev.from = name_;
+    hub_.publish(ev, this);
     return Error::none;
 }
 

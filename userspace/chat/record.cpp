@@ -110,6 +110,12 @@ std::uint32_t encode(const Event& ev, std::vector<std::byte>& out) {
             put_str(out, ev.room);
             put_str(out, ev.from);
             break;
+        case EventType::joined:
+        case EventType::left:
+            put_u64(out, ev.login);
+            put_str(out, ev.room);
+            put_str(out, ev.from);
+            break;
     }
     return wire_type(ev.type);
 }
@@ -143,6 +149,12 @@ std::optional<Event> decode(std::uint32_t wire, std::span<const std::byte> paylo
             ev.from = in.str();
             break;
         case EventType::typing:
+            ev.room = in.str();
+            ev.from = in.str();
+            break;
+        case EventType::joined:
+        case EventType::left:
+            ev.login = ts;
             ev.room = in.str();
             ev.from = in.str();
             break;

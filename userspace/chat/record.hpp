@@ -1,14 +1,15 @@
 // The ring record of a chat event: how a worker tells the others about a room message, a DM to a
-// user on another worker, an online, an offline or a typing hint (see chat.hpp, "One event
+// user on another worker, an online, an offline, a typing hint
+// or a member joining or leaving a room (see chat.hpp, "One event
 // model, one path").
 //
 // Layout (host byte order: every worker is the same binary on the same host), after the ring's
 // own header (which carries the record type, wire_type() below):
 //   u64 id, u64 ts, then each string as u32 length + bytes:
 //     message: room, from, text      dm: to, from, text      online, offline: name
-//     typing: room, from (id and ts 0)
-//   An offline carries the login id it ends in the ts field. The cid of a message is not sent
-//   (only the sender's own copy, on the sender's worker, has it).
+//     typing: room, from (id and ts 0)      joined, left: room, from
+//   An offline, joined or left carries the login id of `from` in the ts field. The cid of a message
+//   is not sent (only the sender's own copy, on the sender's worker, has it).
 //
 // Records come from shared memory that other processes write: decode() checks every length
 // against the record's size and rejects unknown types, truncated records and trailing bytes.
@@ -43,6 +44,10 @@ constexpr std::uint32_t wire_type(EventType type) noexcept {
             return 4;
         case EventType::typing:
             return 5;
+        case EventType::joined:
+            return 6;
+        case EventType::left:
+            return 7;
     }
     return 0;
 }

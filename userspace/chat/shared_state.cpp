@@ -555,7 +555,8 @@ std::uint64_t SharedState::lookup(std::string_view name, unsigned* slot) {
 
 SharedState::Status SharedState::join(std::string_view room, std::string_view name,
                                       std::uint64_t* mark, std::vector<std::string>* members,
-                                      std::vector<StoredMessage>* history) {
+                                      std::vector<StoredMessage>* history, bool* added) {
+    if (added) *added = false;
     if (room.size() > kMaxRoomBytes) throw std::length_error("chat: room name too long");
     Lock lock(hdr_);
     Tables t{hdr_};
@@ -588,7 +589,8 @@ SharedState::Status SharedState::join(std::string_view room, std::string_view na
         us.first_member = m;
         ++rm.member_count;
         ++hdr_->memberships;
-        rm.last_activity = hdr_->last_id;
+        rm.last_activity = ++hdr_->last_id;  // the `joined` event's id
+        if (added) *added = true;
     }
     if (mark) *mark = hdr_->last_id;
     if (members) {
@@ -603,7 +605,8 @@ SharedState::Status SharedState::join(std::string_view room, std::string_view na
     return Status::ok;
 }
 
-SharedState::Status SharedState::leave(std::string_view room, std::string_view name) {
+SharedState::Status SharedState::leave(std::string_view room, std::string_view name,
+                                       std::uint64_t* id) {
     Lock lock(hdr_);
     Tables t{hdr_};
     const std::uint32_t u = t.find_user(name);
@@ -612,6 +615,8 @@ SharedState::Status SharedState::leave(std::string_view room, std::string_view n
     const std::uint32_t m = t.membership(u, r);
     if (m == kNil) return Status::not_member;
     t.unlink_member(m);
+    const std::uint64_t left_id = ++hdr_->last_id;  // the `left` event's id
+    if (id) *id = left_id;
     return Status::ok;
 }
 

@@ -109,13 +109,15 @@ class SharedState {
     // The login id of `name` if registered (0 if not), and its slot.
     std::uint64_t lookup(std::string_view name, unsigned* slot = nullptr);
 
-    // Adds `name` (registered) to `room` (created if needed). *mark = the last id allocated at
-    // that moment; *members/*history (if given) the snapshot. ok (also when already a member),
-    // full, absent (name not registered).
+    // Adds `name` (registered) to `room` (created if needed). A new membership takes an id (the
+    // `joined` event's; *added = true); *mark = the last id allocated at that moment (that id if
+    // new); *members/*history (if given) the snapshot. ok (also when already a member), full,
+    // absent (name not registered).
     Status join(std::string_view room, std::string_view name, std::uint64_t* mark,
-                std::vector<std::string>* members, std::vector<StoredMessage>* history);
-    // ok or not_member.
-    Status leave(std::string_view room, std::string_view name);
+                std::vector<std::string>* members, std::vector<StoredMessage>* history,
+                bool* added = nullptr);
+    // ok (the membership is gone and took an id, the `left` event's: *id) or not_member.
+    Status leave(std::string_view room, std::string_view name, std::uint64_t* id = nullptr);
     // Appends a message to the room's history and allocates its id (*id). ok or not_member.
     Status post(std::string_view room, std::string_view from, std::string_view text,
                 std::int64_t ts, std::uint64_t* id);

@@ -104,6 +104,13 @@ json::object event_object(const chat::Event& ev) {
             o["room"] = jsv(ev.room);
             o["from"] = jsv(ev.from);
             break;
+        case chat::EventType::joined:
+        case chat::EventType::left:
+            // Not "joined"/"left": those answer the client's own join/leave.
+            o["type"] = ev.type == chat::EventType::joined ? "member_joined" : "member_left";
+            o["room"] = jsv(ev.room);
+            o["name"] = jsv(ev.from);
+            break;
     }
     return o;
 }

@@ -5,7 +5,13 @@
 //   {"type":"login","name":N}                 {"type":"welcome","name":N,"users":[...]}
 //   {"type":"join","room":R}                  {"type":"joined","room":R,"members":[...],
 //                                               "history":[message objects, oldest first]}
-//   {"type":"leave","room":R}                 {"type":"left","room":R}
+//                                             every other member of R who joined before, on
+//                                             any worker: {"type":"member_joined","room":R,
+//                                             "name":N}
+//   {"type":"leave","room":R}                 {"type":"left","room":R}; ditto
+//                                             {"type":"member_left","room":R,"name":N} (a logout
+//                                             or disconnect sends "offline" only: it means N left
+//                                             every room)
 //   {"type":"say","room":R,"text":T,"cid":C}  {"type":"message","room":R,"from":N,"text":T,
 //                                               "id":ID,"ts":MS} (+"cid":C on the sender's copy)
 //   {"type":"dm","to":M,"text":T}             M gets {"type":"dm","from":N,"to":M,"text":T,

@@ -74,6 +74,12 @@ json::array event_args(const chat::Event& ev) {
         case chat::EventType::typing:
             args = {"typing", json::object{{"room", ev.room}, {"from", ev.from}}};
             break;
+        case chat::EventType::joined:
+            args = {"memberJoined", json::object{{"room", ev.room}, {"name", ev.from}}};
+            break;
+        case chat::EventType::left:
+            args = {"memberLeft", json::object{{"room", ev.room}, {"name", ev.from}}};
+            break;
     }
     return args;
 }

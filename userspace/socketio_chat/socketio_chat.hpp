@@ -10,8 +10,11 @@
 //                                             or to the sender: clientNotFound "<to>"
 //   logout                                    loggedOut; everyone else: clientOffline "<name>"
 //   join room | {room}            (ack)       ack {ok:true, room, members, history:[{id,ts,from,
-//                                               text}]}
-//   leave room | {room}           (ack)       ack {ok:true, room}
+//                                               text}]}; every other member who joined before,
+//                                             on any worker: memberJoined {room, name}
+//   leave room | {room}           (ack)       ack {ok:true, room}; ditto memberLeft {room, name}
+//                                             (a logout or disconnect sends clientOffline only:
+//                                             it means the user left every room)
 //   say {room, text[, cid]}       (ack)       ack {ok:true, id, ts}; every member of the room,
 //                                             the sender included: message {room, from, text,
 //                                             id, ts} (+cid on the sender's copy)

@@ -286,6 +286,82 @@ TEST_F(ChatHub, TypingReachesTheOtherMembersOnEveryWorkerAndIsNotStored) {
     EXPECT_EQ(hub(0).stats().typing_drops, 0u);
 }
 
+// Room members (joined / left): every other member on every worker who joined before gets
+// each change once, never the mover; a member's list (its join snapshot plus the events, minus
+// the names that went offline) ends equal to the registry's, even when joins on different
+// workers interleave with the ring reads; logging out sends no `left`.
+TEST_F(ChatHub, MemberEventsKeepEveryMembersListTrue) {
+    std::vector<std::unique_ptr<User>> users;
+    std::vector<std::vector<std::string>> lists(9);  // each user's view of room r's members
+    std::vector<std::size_t> seen(9, 0);             // events already applied to it
+    auto join = [&](unsigned i) {
+        chat::Joined j;
+        ASSERT_EQ(users[i]->session.join("r", &j), Error::none);
+        lists[i] = j.members;
+        seen[i] = users[i]->client.got.size();  // what came before is in the snapshot or older
+    };
+    auto apply = [&](unsigned i) {
+        auto& got = users[i]->client.got;
+        for (; seen[i] < got.size(); ++seen[i]) {
+            const Got& g = got[seen[i]];
+            auto& l = lists[i];
+            if (g.type == EventType::joined && g.room == "r") {
+                EXPECT_EQ(std::count(l.begin(), l.end(), g.from), 0) << i << " twice " << g.from;
+                l.push_back(g.from);
+            } else if (g.type == EventType::left || g.type == EventType::offline) {
+                if (g.type == EventType::left) {
+                    EXPECT_EQ(g.room, "r");
+                }
+                std::erase(l, g.from);
+            }
+        }
+    };
+    for (unsigned i = 0; i < 9; ++i)
+        users.push_back(user(i % 3, "u" + std::to_string(i)));
+    pump_for(io, 20ms);
+    // Joins on the three workers without pumping between some: records cross snapshots.
+    for (unsigned i = 0; i < 9; ++i) {
+        join(i);
+        if (i % 4 == 3) pump_for(io, 5ms);
+    }
+    ASSERT_EQ(users[4]->session.leave("r"), Error::none);
+    ASSERT_EQ(users[4]->session.leave("r"), Error::not_in_room);  // nothing more announced
+    ASSERT_EQ(users[5]->session.join("r"), Error::none);          // again: nothing announced
+    users[7]->session.logout();                                   // offline only
+    join(4);                                                      // back
+    pump_for(io, 50ms);
+    std::vector<std::string> truth = state.members("r");
+    std::sort(truth.begin(), truth.end());
+    ASSERT_EQ(truth.size(), 8u);
+    for (unsigned i = 0; i < 9; ++i) {
+        if (i == 7) continue;
+        apply(i);
+        std::vector<std::string> l = lists[i];
+        std::sort(l.begin(), l.end());
+        EXPECT_EQ(l, truth) << "u" << i;
+        for (const Got& g : users[i]->client.got)
+            if (g.type == EventType::joined || g.type == EventType::left) {
+                EXPECT_NE(g.from, "u" + std::to_string(i)) << "not to the mover";
+                EXPECT_GT(g.id, 0u);
+            }
+    }
+    // Counts: u0 saw every later join once (u1..u8 and u4 again), u4's leave, and no left for u7.
+    EXPECT_EQ(users[0]->client.count(EventType::joined), 9u);
+    EXPECT_EQ(users[0]->client.count(EventType::left), 1u);
+    EXPECT_EQ(users[8]->client.count(EventType::joined), 1u) << "u4's return only";
+    // Encode once: the recipients of one record on one worker share its serial.
+    const auto l0 = users[0]->client.of(EventType::left);
+    const auto l3 = users[3]->client.of(EventType::left);
+    ASSERT_EQ(l3.size(), 1u);
+    EXPECT_EQ(l0[0].serial, l3[0].serial);
+    EXPECT_EQ(l0[0].from, "u4");
+    // Outsiders get nothing.
+    auto out = user(1, "out");
+    ASSERT_EQ(users[2]->session.leave("r"), Error::none);
+    pump_for(io, 20ms);
+    EXPECT_EQ(out->client.count(EventType::joined) + out->client.count(EventType::left), 0u);
+}
+
 TEST_F(ChatHub, PerSenderOrderAcrossWorkers) {
     auto a = user(0, "a");
     auto b = user(1, "b");

@@ -55,6 +55,12 @@ Event sample(EventType t) {
             ev.room = "lobby";
             ev.from = "dave \xC3\xA9";
             break;
+        case EventType::joined:
+        case EventType::left:
+            ev.login = 42;
+            ev.room = "lobby";
+            ev.from = "erin";
+            break;
     }
     return ev;
 }
@@ -101,12 +107,14 @@ TEST(ChatRecord, WireTypesAreTheFormatsNumbersAndDistinct) {
     EXPECT_EQ(record::wire_type(EventType::online), 3u);
     EXPECT_EQ(record::wire_type(EventType::offline), 4u);
     EXPECT_EQ(record::wire_type(EventType::typing), 5u);
+    EXPECT_EQ(record::wire_type(EventType::joined), 6u);
+    EXPECT_EQ(record::wire_type(EventType::left), 7u);
     for (std::uint32_t w = 0; w < 64; ++w)
         if (const auto t = record::event_type(w)) {
             EXPECT_EQ(record::wire_type(*t), w);
         }
     EXPECT_FALSE(record::event_type(0).has_value());
-    EXPECT_FALSE(record::event_type(6).has_value());
+    EXPECT_FALSE(record::event_type(8).has_value());
     EXPECT_FALSE(record::event_type(0xFFFFFFFFu).has_value());
 }
 
@@ -143,6 +151,21 @@ TEST(ChatRecord, TypingIsRoomThenFrom) {
     Event o = sample(EventType::online);
     record::encode(o, online);
     EXPECT_FALSE(record::decode(5, online).has_value());
+}
+
+TEST(ChatRecord, MemberEventsAreLoginThenRoomThenFrom) {
+    std::vector<std::byte> buf;
+    for (const EventType t : {EventType::joined, EventType::left}) {
+        const Event ev = sample(t);
+        record::encode(ev, buf);
+        ASSERT_EQ(buf.size(), 8u + 8u + 4u + ev.room.size() + 4u + ev.from.size());
+        std::uint64_t login = 0;
+        std::memcpy(&login, buf.data() + 8, 8);
+        EXPECT_EQ(login, 42u);  // the login of `from`, in the ts field
+        std::uint32_t n = 0;
+        std::memcpy(&n, buf.data() + 16, 4);
+        EXPECT_EQ(std::string_view(reinterpret_cast<const char*>(buf.data() + 20), n), ev.room);
+    }
 }
 
 TEST(ChatRecord, UnknownTypesAreRejected) {

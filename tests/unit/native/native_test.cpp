@@ -178,7 +178,11 @@ TEST_F(Native, JoinSayLeaveAcrossWorkers) {
 
     expect_error(a->send(R"({"type":"say","room":"elsewhere","text":"x"})"), "not_in_room");
     a->send_quiet(R"({"type":"say","room":"lobby","text":"hi \"all\"\n","cid":{"n":1}})");
-    ASSERT_EQ(a->sink.frames.size(), 4u);  // joined, two errors, own copy
+    // joined, bad_room, member_joined c (same worker: at once; b's comes through the ring
+    // later), not_in_room, own copy
+    ASSERT_EQ(a->sink.frames.size(), 5u);
+    EXPECT_EQ(a->sink.at(2),
+              (json::object{{"type", "member_joined"}, {"room", "lobby"}, {"name", "c"}}));
     json::object own = a->sink.last();
     EXPECT_EQ(own.at("type"), "message");
     EXPECT_EQ(own.at("room"), "lobby");
@@ -188,10 +192,13 @@ TEST_F(Native, JoinSayLeaveAcrossWorkers) {
     EXPECT_TRUE(own.at("id").is_number());
     EXPECT_GT(own.at("ts").to_number<std::int64_t>(), 1'600'000'000'000);
 
-    ASSERT_TRUE(pump_until([&] { return b->sink.frames.size() == 2; }));
+    ASSERT_TRUE(pump_until([&] { return b->sink.frames.size() == 3; }));
     pump();
+    // b: joined, member_joined c, the message; c (the last to join): joined, the message.
+    EXPECT_EQ(b->sink.at(1).at("type"), "member_joined");
+    EXPECT_EQ(b->sink.at(1).at("name"), "c");
+    ASSERT_EQ(c->sink.frames.size(), 2u);
     for (Client* r : {b.get(), c.get()}) {
-        ASSERT_EQ(r->sink.frames.size(), 2u);
         json::object m = r->sink.last();
         EXPECT_EQ(m.at("text"), "hi \"all\"\n");
         EXPECT_EQ(m.at("id"), own.at("id"));
@@ -354,6 +361,66 @@ TEST_F(Native, TypingWireShape) {
         const json::object j = d->send(R"({"type":"join","room":"lobby"})");
         EXPECT_EQ(j.at("history"), json::array{});
     }
+}
+
+// Room members: {"type":"member_joined"|"member_left","room":R,"name":N} to every other member
+// of R on either worker who joined before; never to the mover or to non-members; a second join
+// says nothing; a logout sends only "offline" (which means: left every room).
+TEST_F(Native, MemberEventsWireShape) {
+    auto a = login(svc0, "a");
+    auto b = login(svc1, "b");
+    auto c = login(svc0, "c");
+    auto d = login(svc1, "d");  // not in the room until late
+    EXPECT_EQ(a->send(R"({"type":"join","room":"lobby"})").at("members"), json::array{"a"});
+    pump();
+    for (Client* u : {a.get(), b.get(), c.get(), d.get()})
+        u->sink.frames.clear();
+    auto types = [](Client& u) {
+        std::vector<std::string> t;
+        for (std::size_t i = 0; i < u.sink.frames.size(); ++i)
+            t.emplace_back(u.sink.at(i).at("type").as_string());
+        return t;
+    };
+
+    EXPECT_EQ(b->send(R"({"type":"join","room":"lobby"})").at("members"), (json::array{"a", "b"}));
+    ASSERT_TRUE(pump_until([&] { return !a->sink.frames.empty(); }));
+    EXPECT_EQ(ws::as_string(a->sink.frames[0].payload()),
+              R"({"type":"member_joined","room":"lobby","name":"b"})");
+    EXPECT_EQ(b->send(R"({"type":"join","room":"lobby"})").at("type"), "joined");  // again
+    EXPECT_EQ(c->send(R"({"type":"join","room":"lobby"})").at("members"),
+              (json::array{"a", "b", "c"}));
+    ASSERT_TRUE(pump_until([&] { return b->sink.frames.size() == 3; }));
+    pump();
+    EXPECT_EQ(a->sink.last(),
+              (json::object{{"type", "member_joined"}, {"room", "lobby"}, {"name", "c"}}));
+    EXPECT_EQ(b->sink.last(),
+              (json::object{{"type", "member_joined"}, {"room", "lobby"}, {"name", "c"}}));
+    EXPECT_EQ(types(*a), (std::vector<std::string>{"member_joined", "member_joined"}));
+    EXPECT_EQ(types(*b), (std::vector<std::string>{"joined", "joined", "member_joined"}));
+    EXPECT_EQ(types(*c), std::vector<std::string>{"joined"});
+    EXPECT_TRUE(d->sink.frames.empty()) << "not a member";
+
+    for (Client* u : {a.get(), b.get(), c.get(), d.get()})
+        u->sink.frames.clear();
+    EXPECT_EQ(b->send(R"({"type":"leave","room":"lobby"})").at("type"), "left");
+    ASSERT_TRUE(pump_until([&] { return a->sink.frames.size() == 1; }));
+    pump();
+    const json::object left{{"type", "member_left"}, {"room", "lobby"}, {"name", "b"}};
+    EXPECT_EQ(a->sink.last(), left);
+    ASSERT_EQ(c->sink.frames.size(), 1u);
+    EXPECT_EQ(c->sink.last(), left);
+    EXPECT_EQ(types(*b), std::vector<std::string>{"left"});
+    EXPECT_TRUE(d->sink.frames.empty());
+
+    // A logout: "offline" only, to everyone (members derive that c left the room).
+    for (Client* u : {a.get(), b.get(), c.get(), d.get()})
+        u->sink.frames.clear();
+    c->send_quiet(R"({"type":"logout"})");
+    ASSERT_TRUE(pump_until([&] { return d->sink.frames.size() == 1; }));
+    pump();
+    for (Client* u : {a.get(), b.get(), d.get()})
+        EXPECT_EQ(types(*u), std::vector<std::string>{"offline"});
+    EXPECT_EQ(a->send(R"({"type":"join","room":"lobby"})").at("members"), json::array{"a"});
 }
 
 TEST_F(Native, RateLimitedThenClosed1008) {

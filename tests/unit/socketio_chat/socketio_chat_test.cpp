@@ -194,10 +194,10 @@ TEST_F(SocketIoChat, RoomMessageEncodedOnceForEveryRecipient) {
     }
     auto sender = login(svc0, "sender");
     sender->request({"join", "r"});
-    // The sender's `online` reaches worker 1 first.
+    // The sender's `online` and join reach worker 1 first.
     ASSERT_TRUE(pump_until([&] {
-        return got(*members[0], "newClientOnline") &&
-               members[0]->sink.last_event().at(1).at("email") == "sender";
+        return got(*members[0], "memberJoined") &&
+               members[0]->sink.last_event().at(1).at("name") == "sender";
     }));
     const chat::AdapterStats before = svc1.stats();
     sender->request({"say", {{"room", "r"}, {"text", "to all"}}});
@@ -297,7 +297,8 @@ TEST_F(SocketIoChat, TypingReachesTheOtherMembersOnly) {
     auto outsider = login(svc0, "o");
     for (Client* x : {a.get(), b.get(), c.get()})
         x->request({"join", "lobby"});
-    ASSERT_TRUE(pump_until([&] { return a->sink.sent.size() == 3; }));  // online b, c, o
+    // online b, c, o; memberJoined b, c
+    ASSERT_TRUE(pump_until([&] { return a->sink.sent.size() == 5; }));
     pump();
     const std::size_t a_sent = a->sink.sent.size();
     const std::size_t o_sent = outsider->sink.sent.size();
@@ -313,6 +314,52 @@ TEST_F(SocketIoChat, TypingReachesTheOtherMembersOnly) {
 
     expect_error(outsider->request({"typing", {{"room", "lobby"}}}), "not_in_room");
     expect_error(outsider->request({"typing", 7}), "bad_request");
+}
+
+// memberJoined / memberLeft {room, name}: to every other member of the room on either worker
+// who joined before; not to the mover, not to non-members; a logout sends clientOffline only.
+TEST_F(SocketIoChat, MemberEventsReachTheOtherMembersOnly) {
+    auto a = login(svc0, "a");
+    auto b = login(svc1, "b");
+    auto c = login(svc0, "c");
+    auto outsider = login(svc1, "o");
+    a->request({"join", "lobby"});
+    ASSERT_TRUE(pump_until([&] { return a->sink.sent.size() == 3; }));  // online b, c, o
+    pump();
+    const std::size_t o_sent = outsider->sink.sent.size();
+    auto count = [](const Client& x, std::string_view name) {
+        std::size_t n = 0;
+        for (std::size_t i = 0; i < x.sink.sent.size(); ++i)
+            if (x.sink.event(i).at(0) == json::value(name)) ++n;
+        return n;
+    };
+
+    EXPECT_EQ(b->request({"join", "lobby"}).at("members"), (json::array{"a", "b"}));
+    const json::array b_joined{"memberJoined", {{"room", "lobby"}, {"name", "b"}}};
+    ASSERT_TRUE(pump_until([&] { return got(*a, "memberJoined"); }));
+    EXPECT_EQ(a->sink.last_event(), b_joined) << "a member on the other worker";
+    c->request({"join", {{"room", "lobby"}}});
+    const json::array c_joined{"memberJoined", {{"room", "lobby"}, {"name", "c"}}};
+    EXPECT_EQ(a->sink.last_event(), c_joined) << "a member on the same worker";
+    ASSERT_TRUE(pump_until([&] { return b->sink.last_event() == c_joined; }));
+    pump();
+    EXPECT_EQ(count(*c, "memberJoined"), 0u) << "c's member list came with its join";
+
+    EXPECT_EQ(c->request({"leave", "lobby"}), (json::object{{"ok", true}, {"room", "lobby"}}));
+    const json::array c_left{"memberLeft", {{"room", "lobby"}, {"name", "c"}}};
+    EXPECT_EQ(a->sink.last_event(), c_left);
+    ASSERT_TRUE(pump_until([&] { return b->sink.last_event() == c_left; }));
+    EXPECT_EQ(count(*c, "memberLeft"), 0u);
+    pump();
+    EXPECT_EQ(outsider->sink.sent.size(), o_sent) << "not to a non-member";
+
+    EXPECT_EQ(b->request({"logout"}), (json::object{{"ok", true}}));
+    EXPECT_EQ(b->sink.emits.back(), json::array{"loggedOut"});
+    ASSERT_TRUE(pump_until([&] { return got(*a, "clientOffline"); }));
+    pump();
+    EXPECT_EQ(a->sink.last_event(), (json::array{"clientOffline", "b"}));
+    EXPECT_EQ(count(*a, "memberLeft"), 1u) << "c's leave only: offline implies leaving every room";
+    EXPECT_EQ(count(*a, "memberJoined"), 2u);
 }
 
 TEST_F(SocketIoChat, BadInputIsAnsweredWithTheErrorEvent) {
