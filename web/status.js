@@ -1,6 +1,7 @@
-// steerchat's status page: polls /status.json (composed by the worker this browser reaches, from
-// the host's shared metrics) every second, turns counters into rates and draws the tiles and the
-// chart with the page's own code (SVG).
+// steerchat's status page: a WebSocket to /status/ws pushes the /status.json document (composed by
+// the worker this browser reaches, from the host's shared metrics) at once and then every second;
+// the page turns counters into rates and draws the tiles and the chart with its own code (SVG).
+// When the socket closes it reconnects with exponential backoff and jitter.
 'use strict';
 
 (() => {
@@ -127,19 +128,33 @@
     );
   }
 
-  async function poll() {
-    try {
-      const r = await fetch('/status.json', { cache: 'no-store' });
-      if (!r.ok) throw new Error(`HTTP ${r.status}`);
-      render(await r.json());
-      $('conn').textContent = 'live';
-      $('conn').className = 'pill online';
-    } catch (e) {
-      $('conn').textContent = `offline (${e.message}): retrying`;
-      $('conn').className = 'pill offline';
-    }
-    setTimeout(poll, 1000);
+  let attempt = 0;
+
+  function offline(why) {
+    $('conn').textContent = `offline (${why}): reconnecting`;
+    $('conn').className = 'pill offline';
   }
 
-  poll();
+  function connect() {
+    const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/status/ws`);
+    ws.onmessage = (ev) => {
+      attempt = 0;
+      try {
+        render(JSON.parse(ev.data));
+      } catch (e) {
+        offline(e.message);
+        return;
+      }
+      $('conn').textContent = 'live';
+      $('conn').className = 'pill online';
+    };
+    ws.onclose = (ev) => {
+      offline(ev.code === 1006 ? 'connection lost' : `closed ${ev.code}${ev.reason ? ': ' + ev.reason : ''}`);
+      // 0.5 s, 1 s, 2 s ... up to 15 s, each with up to 50 % jitter.
+      const base = Math.min(15000, 500 * 2 ** attempt++);
+      setTimeout(connect, base * (0.5 + Math.random() * 0.5));
+    };
+  }
+
+  connect();
 })();

@@ -16,6 +16,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 
 import { chromium } from 'playwright-core';
+import WebSocket from 'ws';
 
 import { Server } from './lib/server.mjs';
 
@@ -165,6 +166,11 @@ test('the chat and status pages in chromium: two addresses, reload, restart', as
     // The status page: a tile per worker; its numbers move when messages flow.
     const s = await ctxA.newPage();
     watch(s, 'status', errors, phase);
+    // Live by push: one WebSocket to /status/ws, no polling of /status.json.
+    const statusSockets = [];
+    let statusJsonRequests = 0;
+    s.on('websocket', (w) => statusSockets.push(w.url()));
+    s.on('request', (r) => { if (new URL(r.url()).pathname === '/status.json') statusJsonRequests++; });
     await s.goto(`http://${ipA}:${port}/status`);
     await s.locator('#tiles .tile[data-slot]').nth(WORKERS - 1).waitFor({ timeout: T });
     assert.equal(await s.locator('#tiles .tile[data-slot]').count(), WORKERS);
@@ -182,6 +188,9 @@ test('the chat and status pages in chromium: two addresses, reload, restart', as
       await s.waitForTimeout(300);
     }
     await s.screenshot({ path: path.join(OUT, 'status.png') });
+    assert.deepEqual(statusSockets, [`ws://${ipA}:${port}/status/ws`], 'the status page uses one WebSocket');
+    assert.equal(statusJsonRequests, 0, 'the status page does not poll /status.json');
+    assert.equal(await s.locator('#conn').textContent(), 'live');
 
     // A reload: the same worker, the room's history back.
     await a.locator('#rooms [data-room="kitchen"]').click();
@@ -200,7 +209,10 @@ test('the chat and status pages in chromium: two addresses, reload, restart', as
     await server.stop();
     await a.locator('#conn.offline').waitFor({ timeout: T });
     await b.locator('#conn.offline').waitFor({ timeout: T });
+    await s.locator('#conn.offline').waitFor({ timeout: T });
     server = await Server.start({ workers: WORKERS, bind: '0.0.0.0', port });
+    await s.locator('#conn.online').waitFor({ timeout: 20000 });  // the status feed reconnected
+    assert.ok(statusSockets.length >= 2 && statusSockets.every((u) => u.endsWith('/status/ws')));
     await a.locator('#conn.online').waitFor({ timeout: 20000 });
     await b.locator('#conn.online').waitFor({ timeout: 20000 });
     await a.locator('#me', { hasText: 'ada' }).waitFor({ timeout: T });
@@ -219,6 +231,54 @@ test('the chat and status pages in chromium: two addresses, reload, restart', as
   } finally {
     await browser.close();
     await server.stop();
+  }
+});
+
+// The status page's feed without a browser: the /status.json document at once and then every
+// second, the same-origin check, and --status-page off by a reload (open feeds closed with 1008,
+// new ones refused with 403).
+test('status feed over a WebSocket: push, origin check, turned off by a reload', async () => {
+  const conf = path.join(OUT, `status-feed-${process.pid}.conf`);
+  fs.mkdirSync(OUT, { recursive: true });
+  fs.writeFileSync(conf, 'status-page = on\n');
+  const server = await Server.start({ workers: 2, args: ['--config', conf] });
+  const url = `ws://127.0.0.1:${server.port}/status/ws`;
+  const refusal = (headers) => new Promise((resolve, reject) => {
+    const w = new WebSocket(url, { headers });
+    w.on('open', () => reject(new Error('the upgrade was accepted')));
+    w.on('unexpected-response', (_req, res) => { resolve(res.statusCode); w.terminate(); });
+    w.on('error', () => {});
+  });
+  try {
+    const w = new WebSocket(url, { headers: { origin: `http://127.0.0.1:${server.port}` } });
+    const docs = [];
+    const closed = new Promise((resolve) => w.on('close', (code) => resolve(code)));
+    await new Promise((resolve, reject) => {
+      w.on('message', (data) => {
+        docs.push({ at: Date.now(), doc: JSON.parse(data.toString()) });
+        if (docs.length === 3) resolve();
+      });
+      w.on('error', reject);
+      setTimeout(() => reject(new Error(`${docs.length} messages in 5 s`)), 5000);
+    });
+    for (const { doc } of docs) {
+      assert.deepEqual(doc.slots.map((x) => x.slot).sort(), [0, 1], 'a slot per worker');
+      assert.equal(typeof doc.total.deliveries, 'number');
+    }
+    const gap = docs[2].at - docs[1].at;
+    assert.ok(gap > 700 && gap < 1500, `a message a second (${gap} ms apart)`);
+    assert.ok(docs[2].doc.time_ms > docs[1].doc.time_ms);
+    // Same-origin only, like the other WebSocket routes.
+    assert.equal(await refusal({ origin: 'http://evil.example' }), 403);
+
+    // Turned off by a reload: the open feed closes with 1008, a new one is refused.
+    fs.writeFileSync(conf, 'status-page = off\n');
+    server.proc.kill('SIGHUP');
+    assert.equal(await closed, 1008);
+    assert.equal(await refusal({}), 403);
+  } finally {
+    await server.stop();
+    fs.rmSync(conf, { force: true });
   }
 });
 

@@ -6,13 +6,18 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <optional>
+#include <unordered_set>
 #include <utility>
+#include <vector>
 
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "app/status.hpp"
 #include "chat/chat.hpp"
@@ -22,10 +27,54 @@
 #include "socketio_chat/socketio_chat.hpp"
 #include "util/log.hpp"
 #include "web/static_files.hpp"
+#include "ws/connection.hpp"
 
 namespace steerchat::app {
 
 namespace {
+
+// GET /status/ws: the status page's live feed. Sends the /status.json document at once on open,
+// then every second, until the connection ends; the client sends nothing (its messages are
+// ignored). Lifetimes (docs/architecture.md): the connection owns this handler; the timer's wait
+// holds a weak_ptr to the connection and touches the handler only while the connection lives and
+// is open (a destroyed handler's timer completes with operation_aborted or finds the weak_ptr
+// expired). `live` lists the open feeds (a raw-pointer set: each removes itself in on_close), so
+// a reload that turns the status page off can close them.
+class StatusFeed final : public ws::MessageHandler {
+  public:
+    using Set = std::unordered_set<ws::WebSocketConnection*>;
+    StatusFeed(const boost::asio::any_io_executor& ex, const std::function<std::string()>& compose,
+               Set& live)
+        : timer_(ex), compose_(compose), live_(live) {}
+
+    void on_open(ws::WebSocketConnection& conn) override {
+        live_.insert(&conn);
+        conn_ = conn.weak_from_this();
+        push(conn);
+    }
+    void on_message(ws::WebSocketConnection&, ws::Opcode, std::string_view) override {}
+    void on_close(ws::WebSocketConnection& conn, std::uint16_t) override {
+        live_.erase(&conn);
+        timer_.cancel();
+    }
+
+  private:
+    void push(ws::WebSocketConnection& conn) {
+        if (!conn.send_text(compose_())) return;  // closing, or its queue overflowed (1008)
+        timer_.expires_after(std::chrono::seconds(1));
+        timer_.async_wait([this, weak = conn_](const boost::system::error_code& ec) {
+            if (ec) return;
+            const auto c = weak.lock();
+            if (!c || !c->is_open()) return;
+            push(*c);
+        });
+    }
+
+    boost::asio::steady_timer timer_;
+    const std::function<std::string()>& compose_;
+    Set& live_;
+    std::weak_ptr<ws::WebSocketConnection> conn_;
+};
 
 void append_chat_metrics(std::string& out, metrics::Slot& m, const chat::HubStats& mine) {
     using S = chat::HubStats;
@@ -149,7 +198,9 @@ struct WorkerApp::Parts {
     socketio_chat::Service sio_chat;
     std::optional<sio::ProtocolTest> protocol_test;
     std::optional<sio::Server> sio_server;
-    bool status_page = true;  // --status-page (live: a reload turns it on or off)
+    bool status_page = true;                  // --status-page (live: a reload turns it on or off)
+    std::function<std::string()> status_doc;  // the /status.json document
+    StatusFeed::Set status_feeds;             // open /status/ws connections
 };
 
 WorkerApp::WorkerApp(net::Worker& worker, ring::Region& ring, chat::SharedState& chat,
@@ -191,37 +242,47 @@ WorkerApp::WorkerApp(net::Worker& worker, ring::Region& ring, chat::SharedState&
         t.sample("steerchat_chat_state_generation", -1, "",
                  std::uint64_t{p.hub.state_generation()});
     });
-    // The browser pages (web/): the chat at /, the workers' live view at /status and the JSON
-    // it polls, /status.json (composed here: the parts' counters are known here only).
+    // The browser pages (web/): the chat at /, the workers' live view at /status, its live feed
+    // /status/ws and the same JSON for scripts, /status.json (composed here: the parts' counters
+    // are known here only).
     p.status_page = options.status_page;
     web::add_routes(worker, [&p] { return p.status_page; });
-    worker.add_http_route(
-        "/status.json", [&p, &worker, &ring](const std::shared_ptr<net::Exchange>& ex) {
-            namespace http = boost::beast::http;
-            const net::Request& req = ex->request();
-            const bool get = req.method() == http::verb::get || req.method() == http::verb::head;
-            if (!p.status_page || !get) {
-                ex->respond(net::make_response(
-                    p.status_page ? http::status::method_not_allowed : http::status::not_found,
-                    req.version(), req.keep_alive(), false,
-                    p.status_page ? "use GET or HEAD\n"
-                                  : "no such resource: the status page is off (--status-page on)\n",
-                    "text/plain; charset=utf-8"));
-                return;
-            }
-            const StatusSources sources{worker,
-                                        p.hub.stats(),
-                                        p.native_chat.stats(),
-                                        p.sio_chat.stats(),
-                                        p.sio_server ? &p.sio_server->engine().stats() : nullptr,
-                                        ring};
-            auto res = net::make_response(http::status::ok, req.version(), req.keep_alive(),
-                                          req.method() == http::verb::head, status_json(sources),
-                                          "application/json");
-            res.set(http::field::cache_control, "no-store");
-            web::set_security_headers(res);
-            ex->respond(std::move(res));
-        });
+    p.status_doc = [&p, &worker, &ring] {
+        const StatusSources sources{worker,
+                                    p.hub.stats(),
+                                    p.native_chat.stats(),
+                                    p.sio_chat.stats(),
+                                    p.sio_server ? &p.sio_server->engine().stats() : nullptr,
+                                    ring};
+        return status_json(sources);
+    };
+    // The status page's live feed: refused with 403 while the status page is off (the
+    // allowed-origins check applies first, as on every WebSocket route).
+    worker.add_websocket_route("/status/ws", [&p, &worker](const net::Request&) {
+        return p.status_page ? std::make_unique<StatusFeed>(worker.io().get_executor(),
+                                                            p.status_doc, p.status_feeds)
+                             : nullptr;
+    });
+    worker.add_http_route("/status.json", [&p](const std::shared_ptr<net::Exchange>& ex) {
+        namespace http = boost::beast::http;
+        const net::Request& req = ex->request();
+        const bool get = req.method() == http::verb::get || req.method() == http::verb::head;
+        if (!p.status_page || !get) {
+            ex->respond(net::make_response(
+                p.status_page ? http::status::method_not_allowed : http::status::not_found,
+                req.version(), req.keep_alive(), false,
+                p.status_page ? "use GET or HEAD\n"
+                              : "no such resource: the status page is off (--status-page on)\n",
+                "text/plain; charset=utf-8"));
+            return;
+        }
+        auto res = net::make_response(http::status::ok, req.version(), req.keep_alive(),
+                                      req.method() == http::verb::head, p.status_doc(),
+                                      "application/json");
+        res.set(http::field::cache_control, "no-store");
+        web::set_security_headers(res);
+        ex->respond(std::move(res));
+    });
 }
 
 WorkerApp::~WorkerApp() = default;
@@ -234,6 +295,15 @@ void WorkerApp::update(const AppOptions& options) {
     Parts& p = *parts_;
     p.hub.set_limits(options.chat_limits);
     p.status_page = options.status_page;
+    if (!p.status_page && !p.status_feeds.empty()) {
+        // Turned off: the open live feeds close with 1008 (their page reconnects and is refused).
+        std::vector<std::shared_ptr<ws::WebSocketConnection>> feeds;
+        for (ws::WebSocketConnection* c : p.status_feeds)
+            feeds.push_back(c->shared_from_this());
+        for (const auto& c : feeds)
+            c->close(ws::close_code::policy_violation, "the status page is off");
+        log::info("closed {} status page feed(s): the status page is off", feeds.size());
+    }
     // The protocol test suites' servers keep the options the suites expect.
     if (p.sio_server) {
         p.sio_server->engine().update_options(options.engine);
