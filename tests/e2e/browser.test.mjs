@@ -252,7 +252,11 @@ test('status feed over a WebSocket: push, origin check, turned off by a reload',
   try {
     const w = new WebSocket(url, { headers: { origin: `http://127.0.0.1:${server.port}` } });
     const docs = [];
-    const closed = new Promise((resolve) => w.on('close', (code) => resolve(code)));
+    const closed = new Promise((resolve, reject) => {
+      w.on('close', (code) => resolve(code));
+      setTimeout(() => reject(new Error('the feed did not close within 10 s')), 10000);
+    });
+    closed.catch(() => {});
     await new Promise((resolve, reject) => {
       w.on('message', (data) => {
         docs.push({ at: Date.now(), doc: JSON.parse(data.toString()) });
