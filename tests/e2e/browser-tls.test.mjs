@@ -144,7 +144,15 @@ test('the chat page over https and wss in chromium: two users on two workers', a
     await logEntry(a, 'and back').waitFor({ timeout: T });
     await a.screenshot({ path: path.join(OUT, 'chat-tls.png') });
 
-    assert.ok(sockets.length >= 2, `WebSockets opened: ${sockets}`);
+    // The status page's live feed over wss.
+    const st = await ctxA.newPage();
+    watch(st, 'status', errors, sockets);
+    await st.goto(`https://${ipA}:${port}/status`);
+    await st.locator('#tiles .tile[data-slot]').nth(WORKERS - 1).waitFor({ timeout: T });
+    await st.locator('#conn.online').waitFor({ timeout: T });
+    assert.ok(sockets.includes(`wss://${ipA}:${port}/status/ws`), `WebSockets opened: ${sockets}`);
+
+    assert.ok(sockets.length >= 3, `WebSockets opened: ${sockets}`);
     for (const url of sockets) assert.match(url, /^wss:\/\//);
     assert.deepEqual(errors, [], 'no console errors or page errors');
   } finally {
