@@ -1,7 +1,5 @@
 #include "app/status.hpp"
 
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdint>
 
@@ -51,24 +49,10 @@ std::string status_json(const StatusSources& src) {
     std::uint64_t t_http = 0, t_native = 0, t_sio = 0, t_sessions = 0, t_requests = 0,
                   t_deliveries = 0, t_lag = 0, t_cpu = 0, t_rss = 0;
     unsigned serving = 0;
-    const unsigned first = region ? 0 : w.config().slot;
-    const unsigned end = region ? region->max_slots() : first + 1;
-    for (unsigned i = first; i < end; ++i) {
+    for (const auto& listed : metrics::listed_slots(region, w.config().slot)) {
+        const unsigned i = listed.slot;
+        const std::uint64_t cpu = listed.cpu_ns, rss = listed.rss_bytes;
         boost::json::object s;
-        std::string_view state = "serving";
-        std::uint64_t pid = static_cast<std::uint64_t>(::getpid());
-        std::uint64_t restarts = 0, cpu = 0, rss = 0, buckets = 0;
-        if (region) {
-            const auto& info = region->info(i);
-            const auto st = static_cast<metrics::SlotState>(info.state.load());
-            if (st == metrics::SlotState::empty || st == metrics::SlotState::removed) continue;
-            state = metrics::state_name(st);
-            pid = info.pid.load();
-            restarts = info.restarts.load();
-            cpu = info.cpu_ns.load();
-            rss = info.rss_bytes.load();
-            buckets = info.steer_buckets.load();
-        }
         const auto* h = find(http, i);
         const auto* e = find(engine, i);
         const auto* hs = find(hub, i);
@@ -83,12 +67,12 @@ std::string status_json(const StatusSources& src) {
         const std::uint64_t deliveries = hs ? hs->deliveries.load() : 0;
         const std::uint64_t lag = h && i < src.ring.workers() ? src.ring.lag_bytes(i) : 0;
         s["slot"] = i;
-        s["pid"] = pid;
-        s["state"] = state;
-        s["restarts"] = restarts;
+        s["pid"] = listed.pid;
+        s["state"] = listed.state;
+        s["restarts"] = listed.restarts;
         s["cpu_ns"] = cpu;
         s["rss_bytes"] = rss;
-        s["buckets"] = buckets;
+        s["buckets"] = listed.buckets;
         s["connections"] = {{"http", c_http}, {"native", c_native}, {"socketio", c_sio}};
         s["sessions"] = sessions;
         s["requests"] = requests;

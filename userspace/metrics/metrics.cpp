@@ -288,4 +288,20 @@ void append_host_metrics(std::string& out, const Region& region) {
         t.sample("steerchat_steer_buckets", i, "", region.info(i).steer_buckets.load());
 }
 
+std::vector<ListedSlot> listed_slots(const Region* region, unsigned self) {
+    std::vector<ListedSlot> out;
+    if (!region) {
+        out.push_back({self, "serving", static_cast<std::uint64_t>(::getpid())});
+        return out;
+    }
+    for (unsigned i = 0; i < region->max_slots(); ++i) {
+        const auto& info = region->info(i);
+        const auto st = static_cast<SlotState>(info.state.load());
+        if (st == SlotState::empty || st == SlotState::removed) continue;
+        out.push_back({i, state_name(st), info.pid.load(), info.restarts.load(), info.cpu_ns.load(),
+                       info.rss_bytes.load(), info.steer_buckets.load()});
+    }
+    return out;
+}
+
 }  // namespace steerchat::metrics

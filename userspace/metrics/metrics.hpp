@@ -155,6 +155,18 @@ struct HostBlock {
 // Bytes of one slot's block. The parts' stats take a few KiB; make() throws past it.
 inline constexpr std::size_t kSlotBytes = 32 * 1024;
 
+class Region;
+
+// One slot as a host view (/healthz?all, /status.json) lists it, with the master's figures.
+struct ListedSlot {
+    unsigned slot = 0;
+    std::string_view state = "serving";
+    std::uint64_t pid = 0, restarts = 0, cpu_ns = 0, rss_bytes = 0, buckets = 0;
+};
+// The slots of `region` that have or had a worker in the pool (neither empty nor removed), in
+// slot order. Without a region (in-process tests and fuzzers) only `self`: serving, this pid.
+std::vector<ListedSlot> listed_slots(const Region* region, unsigned self);
+
 // Owns the mapping (RAII, move-only).
 class Region {
   public:

@@ -55,26 +55,14 @@ std::string host_healthz_body(Worker& w) {
             if (s == slot) return p;
         return nullptr;
     };
-    // Without the shared mapping (in-process tests) only this worker is known.
-    const unsigned first = region ? 0 : w.config().slot;
-    const unsigned end = region ? region->max_slots() : first + 1;
-    for (unsigned i = first; i < end; ++i) {
+    for (const auto& listed : metrics::listed_slots(region, w.config().slot)) {
+        const unsigned i = listed.slot;
         boost::json::object slot;
         slot["slot"] = i;
-        std::string_view state = "serving";
-        std::uint64_t pid = static_cast<std::uint64_t>(::getpid()), slot_restarts = 0;
-        if (region) {
-            const auto& info = region->info(i);
-            const auto st = static_cast<metrics::SlotState>(info.state.load());
-            if (st == metrics::SlotState::empty || st == metrics::SlotState::removed) continue;
-            state = metrics::state_name(st);
-            pid = info.pid.load();
-            slot_restarts = info.restarts.load();
-        }
-        slot["pid"] = pid;
-        slot["state"] = state;
-        slot["restarts"] = slot_restarts;
-        restarts += slot_restarts;
+        slot["pid"] = listed.pid;
+        slot["state"] = listed.state;
+        slot["restarts"] = listed.restarts;
+        restarts += listed.restarts;
         const WorkerStats* h = find(http, i);
         const ws::Stats* s = find(ws, i);
         const std::uint64_t open_ws = s ? s->open.load() : 0;
