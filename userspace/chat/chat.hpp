@@ -346,6 +346,9 @@ class Participant {
     Client& client() const noexcept { return client_; }
 
   private:
+    // Tells the room's other members that this user joined or left it (`id`: the change's id).
+    void publish_membership(EventType type, std::uint64_t id, std::string_view room);
+
     Hub& hub_;
     Client& client_;
     std::string name_;

@@ -501,16 +501,18 @@ Error Participant::join(std::string_view room, Joined* out) {
             return Error::not_logged_in;  // our name was evicted
     }
     if (rooms_.emplace(std::string(room), mark).second) hub_.add_member(*this, room);
-    if (added) {
-        Event ev;
-        ev.type = EventType::joined;
-        ev.id = mark;
-        ev.login = login_id_;
-        ev.room = room;
-        ev.from = name_;
-        hub_.publish(ev, this);
-    }
+    if (added) publish_membership(EventType::joined, mark, room);
     return Error::none;
+}
+
+void Participant::publish_membership(EventType type, std::uint64_t id, std::string_view room) {
+    Event ev;
+    ev.type = type;
+    ev.id = id;
+    ev.login = login_id_;
+    ev.room = room;
+    ev.from = name_;
+    hub_.publish(ev, this);
 }
 
 Error Participant::leave(std::string_view room) {
@@ -522,13 +524,7 @@ Error Participant::leave(std::string_view room) {
     std::uint64_t id = 0;
     if (hub_.state().leave(room, name_, &id) != SharedState::Status::ok)
         return Error::none;  // evicted meanwhile: the offline says it
-    Event ev;
-    ev.type = EventType::left;
-    ev.id = id;
-    ev.login = login_id_;
-    ev.room = room;
-    ev.from = name_;
-    hub_.publish(ev, this);
+    publish_membership(EventType::left, id, room);
     return Error::none;
 }
 

@@ -189,24 +189,27 @@ std::string Text::label_pair(std::string_view label, std::string_view value) {
     return fmt::format("{}=\"{}\"", label, value);
 }
 
-void Text::sample(std::string_view name, long worker, std::string_view labels, std::uint64_t v) {
+namespace {
+// One sample line: `name{worker="N",labels} v` (worker < 0: no worker label).
+template <class Value>
+void append_sample(std::string& out, std::string_view name, long worker, std::string_view labels,
+                   Value v) {
     if (worker >= 0)
-        out_ += fmt::format("{}{{worker=\"{}\"{}{}}} {}\n", name, worker, labels.empty() ? "" : ",",
-                            labels, v);
+        out += fmt::format("{}{{worker=\"{}\"{}{}}} {}\n", name, worker, labels.empty() ? "" : ",",
+                           labels, v);
     else if (!labels.empty())
-        out_ += fmt::format("{}{{{}}} {}\n", name, labels, v);
+        out += fmt::format("{}{{{}}} {}\n", name, labels, v);
     else
-        out_ += fmt::format("{} {}\n", name, v);
+        out += fmt::format("{} {}\n", name, v);
+}
+}  // namespace
+
+void Text::sample(std::string_view name, long worker, std::string_view labels, std::uint64_t v) {
+    append_sample(out_, name, worker, labels, v);
 }
 
 void Text::sample(std::string_view name, long worker, std::string_view labels, double v) {
-    if (worker >= 0)
-        out_ += fmt::format("{}{{worker=\"{}\"{}{}}} {}\n", name, worker, labels.empty() ? "" : ",",
-                            labels, v);
-    else if (!labels.empty())
-        out_ += fmt::format("{}{{{}}} {}\n", name, labels, v);
-    else
-        out_ += fmt::format("{} {}\n", name, v);
+    append_sample(out_, name, worker, labels, v);
 }
 
 void Text::histogram(std::string_view name, std::string_view help,
