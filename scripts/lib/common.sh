@@ -13,6 +13,8 @@ STEERCHAT_PACKAGES=(
     libbpf-dev libelf-dev zlib1g-dev bpftool
     libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev
     libfmt-dev libssl-dev libseccomp-dev libsystemd-dev
+    libhiredis-dev                       # the bridge between hosts (--redis)
+    redis-server                         # e2e.redis_* start a real one (three hosts, one Redis)
     help2man man-db groff-base systemd   # man page at build time; tests/install checks the unit
     libgtest-dev libbenchmark-dev
     iproute2 util-linux jq curl procps

@@ -1,5 +1,7 @@
 #include "app/launch.hpp"
 
+#include "bridge/bridge.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -300,11 +302,14 @@ HostState::HostState(HostState&&) noexcept = default;
 HostState& HostState::operator=(HostState&&) noexcept = default;
 HostState::~HostState() = default;
 
-HostState HostState::create() {
+HostState HostState::create(unsigned host_bits, unsigned host_id) {
     // libcrypto reads its configuration file on first use (the WebSocket handshake's SHA-1): do
     // it here, so no worker opens a file after its drop (--seccomp allows no open at all).
     ws::compute_accept_key("dGhlIHNhbXBsZSBub25jZQ==");
-    return HostState(std::make_unique<Parts>(Parts{chat::SharedState::create({})}));
+    chat::SharedOptions o;
+    o.host_bits = host_bits;
+    o.host_id = host_id;
+    return HostState(std::make_unique<Parts>(Parts{chat::SharedState::create(o)}));
 }
 
 HostState HostState::adopt(int fd) {
@@ -396,6 +401,24 @@ WorkerContext worker_context(const WorkerOptions& opts, unsigned nslots) {
     app.protocol_test = opts.protocol_test;
     app.status_page = opts.status_page;
     return ctx;
+}
+
+std::string check_redis_url(const std::string& url) {
+    try {
+        bridge::parse_url(url);
+    } catch (const std::invalid_argument& e) {
+        return e.what();
+    }
+    return {};
+}
+
+int run_bridge(const BridgeLaunch& launch) {
+    bridge::Config cfg;
+    cfg.url = launch.url;
+    cfg.host_id = launch.host_id;
+    cfg.lease_ms = launch.lease_ms;
+    cfg.buffer = launch.buffer;
+    return bridge::run(cfg, *launch.ring, launch.slot, launch.host->parts_->chat, launch.metrics);
 }
 
 void run_worker(const WorkerLaunch& launch) {

@@ -125,8 +125,9 @@ std::string load_tls(WorkerOptions& o, std::string& warning, std::string& summar
 // use, for the WebSocket handshake's SHA-1), so no worker opens a file after its privilege drop.
 class HostState {
   public:
-    // std::system_error when the mapping cannot be created.
-    static HostState create();
+    // std::system_error when the mapping cannot be created. Between hosts (--redis), ids carry
+    // the host's number (`host_bits` low bits: `host_id`; chat/shared_state.hpp).
+    static HostState create(unsigned host_bits = 0, unsigned host_id = 0);
     // A new master taking over a running one (master/takeover.hpp): maps the running master's
     // state behind `fd` (this object keeps its own duplicate) under a new owner generation, so
     // names, rooms and history carry over. Throws StateLayoutMismatch when the running binary's
@@ -152,6 +153,7 @@ class HostState {
     struct Parts;
     explicit HostState(std::unique_ptr<Parts> parts);
     friend void run_worker(const WorkerLaunch& launch);
+    friend int run_bridge(const struct BridgeLaunch& launch);
     std::unique_ptr<Parts> parts_;
 };
 
@@ -180,5 +182,23 @@ struct WorkerLaunch {
     ReloadCounts reloads;                // the master's counters at spawn
     metrics::Region* metrics = nullptr;  // the host's metrics (inherited mapping; block `slot`)
 };
+
+// Between hosts (userspace/bridge): empty if `url` is a usable --redis URL, else what is wrong
+// with it and how to fix it.
+std::string check_redis_url(const std::string& url);
+
+// What the master hands the forked bridge process.
+struct BridgeLaunch {
+    unsigned slot = 0;             // the bridge's ring slot (the last one)
+    ring::Region* ring = nullptr;  // the shared-memory logs (inherited mapping)
+    HostState* host = nullptr;
+    std::string url;
+    unsigned host_id = 0;
+    unsigned lease_ms = 3000;
+    std::size_t buffer = 100000;
+    metrics::Region* metrics = nullptr;
+};
+// Runs the bridge until SIGTERM; returns the process's exit status.
+int run_bridge(const BridgeLaunch& launch);
 
 }  // namespace steerchat::app

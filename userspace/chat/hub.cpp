@@ -313,10 +313,11 @@ void Hub::deliver(Event& ev, Participant* origin) {
             if (const auto it = rooms_.find(ev.room); it != rooms_.end()) {
                 const std::string_view cid = std::exchange(ev.cid, {});
                 const bool has_cid = std::exchange(ev.has_cid, false);
+                const std::uint64_t order = ev.seq != 0 ? ev.seq : ev.id;
                 fan_out(it->second, ev, [&](const Participant& s) {
                     if (&s == origin) return false;
                     const auto mark = s.joined_at(ev.room);
-                    return mark && *mark < ev.id;
+                    return mark && *mark < order;
                 });
                 ev.cid = cid;
                 ev.has_cid = has_cid;

@@ -8,6 +8,8 @@
 //   u64 id, u64 ts, then each string as u32 length + bytes:
 //     message: room, from, text      dm: to, from, text      online, offline: name
 //     typing: room, from (id and ts 0)      joined, left: room, from
+//   A message of another host (written by the bridge, userspace/bridge) adds u64 seq: the
+//   local id that orders it against join snapshots (its id is the one its own host gave it).
 //   An offline, joined or left carries the login id of `from` in the ts field. The cid of a message
 //   is not sent (only the sender's own copy, on the sender's worker, has it).
 //

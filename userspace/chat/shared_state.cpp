@@ -115,6 +115,14 @@ std::uint64_t hash(std::string_view s) noexcept {
 // Accessors over a mapped Header.
 struct Tables {
     Header* h;
+    // A new id: the Lamport clock (the bits above cfg.host_bits) moves on, the host's id fills
+    // the bits below it, so ids of different hosts never collide (see SharedOptions).
+    std::uint64_t new_id() const {
+        const std::uint32_t bits = h->cfg.host_bits;
+        const std::uint64_t clock = (h->last_id >> bits) + 1;
+        h->last_id = (clock << bits) | h->cfg.host_id;
+        return h->last_id;
+    }
     std::byte* base() const { return reinterpret_cast<std::byte*>(h); }
     User* users() const { return reinterpret_cast<User*>(base() + h->users_off); }
     std::uint32_t* user_index() const {
@@ -228,7 +236,7 @@ struct Tables {
         user.next_free = h->user_free;
         h->user_free = u;
         --h->users;
-        return ++h->last_id;
+        return new_id();
     }
 
     void copy_history(std::uint32_t r, std::vector<StoredMessage>& out) const {
@@ -250,6 +258,12 @@ struct Tables {
             std::memcpy(m.text.data() + first, text(r), e.text_len - first);
             out.push_back(std::move(m));
         }
+        // Messages of other hosts are appended as they arrive; ordered by id (Lamport clock,
+        // then host), every host shows one room's history in the same order.
+        if (h->cfg.host_bits != 0)
+            std::stable_sort(
+                out.begin(), out.end(),
+                [](const StoredMessage& a, const StoredMessage& b) { return a.id < b.id; });
     }
 
     void drop_oldest(Room& room) const {
@@ -354,6 +368,8 @@ SharedState SharedState::create(const SharedOptions& o) {
         throw std::invalid_argument("chat: max_users, max_rooms, max_memberships, history_len > 0");
     if (o.max_users >= kNil / 2 || o.max_rooms >= kNil / 2 || o.max_memberships >= kNil / 2)
         throw std::invalid_argument("chat: table sizes must be below 2^31");
+    if (o.host_bits > 16 || o.host_id >= (1u << o.host_bits))
+        throw std::invalid_argument("chat: host_id must fit in host_bits (at most 16)");
     if (o.max_text == 0 || o.history_bytes < o.max_text)
         throw std::invalid_argument("chat: need 0 < max_text <= history_bytes");
 
@@ -517,7 +533,7 @@ SharedState::Status SharedState::claim(std::string_view name, unsigned slot,
     user.used = 1;
     user.slot = slot;
     user.generation = generation_;
-    user.login_id = ++hdr_->last_id;
+    user.login_id = t.new_id();
     user.first_member = kNil;
     user.next_free = kNil;
     user.name_len = static_cast<std::uint32_t>(name.size());
@@ -589,7 +605,7 @@ SharedState::Status SharedState::join(std::string_view room, std::string_view na
         us.first_member = m;
         ++rm.member_count;
         ++hdr_->memberships;
-        rm.last_activity = ++hdr_->last_id;  // the `joined` event's id
+        rm.last_activity = t.new_id();  // the `joined` event's id
         if (added) *added = true;
     }
     if (mark) *mark = hdr_->last_id;
@@ -615,7 +631,7 @@ SharedState::Status SharedState::leave(std::string_view room, std::string_view n
     const std::uint32_t m = t.membership(u, r);
     if (m == kNil) return Status::not_member;
     t.unlink_member(m);
-    const std::uint64_t left_id = ++hdr_->last_id;  // the `left` event's id
+    const std::uint64_t left_id = t.new_id();  // the `left` event's id
     if (id) *id = left_id;
     return Status::ok;
 }
@@ -629,7 +645,7 @@ SharedState::Status SharedState::post(std::string_view room, std::string_view fr
     const std::uint32_t u = t.find_user(from);
     const std::uint32_t r = t.find_room(room);
     if (u == kNil || r == kNil || t.membership(u, r) == kNil) return Status::not_member;
-    const std::uint64_t new_id = ++hdr_->last_id;
+    const std::uint64_t new_id = t.new_id();
     t.append_history(r, new_id, ts, from, text);
     if (id) *id = new_id;
     return Status::ok;
@@ -637,7 +653,30 @@ SharedState::Status SharedState::post(std::string_view room, std::string_view fr
 
 std::uint64_t SharedState::next_id() {
     Lock lock(hdr_);
-    return ++hdr_->last_id;
+    return Tables{hdr_}.new_id();
+}
+
+void SharedState::observe(std::uint64_t remote_id) {
+    Lock lock(hdr_);
+    const std::uint32_t bits = hdr_->cfg.host_bits;
+    if ((remote_id >> bits) > (hdr_->last_id >> bits))
+        hdr_->last_id = ((remote_id >> bits) << bits) | hdr_->cfg.host_id;
+}
+
+std::uint64_t SharedState::post_remote(std::string_view room, std::string_view from,
+                                       std::string_view text, std::int64_t ts, std::uint64_t id) {
+    if (text.size() > options_.max_text || from.size() > kMaxNameBytes ||
+        room.size() > kMaxRoomBytes)
+        return 0;
+    Lock lock(hdr_);
+    Tables t{hdr_};
+    const std::uint32_t bits = hdr_->cfg.host_bits;
+    if ((id >> bits) > (hdr_->last_id >> bits))
+        hdr_->last_id = ((id >> bits) << bits) | hdr_->cfg.host_id;
+    const std::uint32_t r = t.get_or_create_room(room);
+    if (r == kNil) return 0;
+    t.append_history(r, id, ts, from, text);
+    return t.new_id();
 }
 
 std::vector<std::string> SharedState::members(std::string_view room) {
@@ -649,6 +688,21 @@ std::vector<std::string> SharedState::members(std::string_view room) {
     for (std::uint32_t m = t.rooms()[r].first_member; m != kNil; m = t.members()[m].next_in_room)
         out.emplace_back(t.user_name(t.members()[m].user));
     std::reverse(out.begin(), out.end());
+    return out;
+}
+
+std::vector<UserView> SharedState::users_except(unsigned slot) {
+    std::vector<UserView> out;
+    Lock lock(hdr_);
+    Tables t{hdr_};
+    for (std::uint32_t u = 0; u < hdr_->user_hw; ++u) {
+        const shm::User& user = t.users()[u];
+        if (!user.used || user.slot == slot) continue;
+        UserView v{std::string(t.user_name(u)), user.login_id, {}};
+        for (std::uint32_t m = user.first_member; m != kNil; m = t.members()[m].next_of_user)
+            v.rooms.emplace_back(t.room_name(t.members()[m].room));
+        out.push_back(std::move(v));
+    }
     return out;
 }
 

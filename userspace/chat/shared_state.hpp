@@ -20,6 +20,11 @@ struct SharedOptions {
     std::uint32_t history_len = 100;           // messages kept per room
     std::uint32_t history_bytes = 256 * 1024;  // text bytes kept per room (oldest dropped first)
     std::uint32_t max_text = 4096;             // bytes of one message's text
+    // Between hosts (--redis): every id is (Lamport clock << host_bits) | host_id, so ids of
+    // different hosts never collide and a host's clock moves past every id it observes. 0 and
+    // 0 on one host alone (ids 1, 2, 3, ...).
+    std::uint32_t host_bits = 0;
+    std::uint32_t host_id = 0;
 };
 
 inline constexpr std::size_t kMaxNameBytes = 128;  // 32 code points of up to 4 bytes
@@ -39,6 +44,13 @@ struct StoredMessage {
     std::string text;
 };
 
+// A registered user and its rooms (SharedState::users_except).
+struct UserView {
+    std::string name;
+    std::uint64_t login_id = 0;
+    std::vector<std::string> rooms;
+};
+
 struct SharedStats {
     std::uint32_t users = 0;
     std::uint32_t rooms = 0;
@@ -54,7 +66,7 @@ struct Header;
 // The version of the mapping's layout (the tables, the header, their meaning). A master that
 // takes over a running one (steerchat --takeover) maps the running one's state only if the
 // versions agree; bump it with every change to the structs in shared_state.cpp.
-inline constexpr std::uint32_t kLayoutVersion = 2;
+inline constexpr std::uint32_t kLayoutVersion = 3;
 
 // adopt() found a mapping of another layout (or no chat state at all).
 class LayoutMismatch : public std::runtime_error {
@@ -123,8 +135,18 @@ class SharedState {
                 std::int64_t ts, std::uint64_t* id);
     // Allocates a fresh id (dm).
     std::uint64_t next_id();
+    // Between hosts: the clock moves past an id made on another host (a dm's).
+    void observe(std::uint64_t remote_id);
+    // Between hosts: a message of another host (`id`: its own) into the room's history (the room
+    // is created if needed; no membership is checked: its host did). Returns the local id that
+    // orders it against this host's join snapshots (0: no room could be created, or too long).
+    std::uint64_t post_remote(std::string_view room, std::string_view from, std::string_view text,
+                              std::int64_t ts, std::uint64_t id);
 
     std::vector<std::string> members(std::string_view room);
+    // Every registered user not owned by `slot` (of any generation), with its rooms: what this
+    // host announces to the others when it (re)joins them (userspace/bridge).
+    std::vector<UserView> users_except(unsigned slot);
     std::vector<StoredMessage> history(std::string_view room);
 
     // Master, after a worker of `slot` died and before it is respawned: unregisters its users

@@ -188,6 +188,18 @@ po::options_description setting_options(Options& o, Raw& r) {
         ("ring-size", po::value(&o.ring_bytes)->default_value(o.ring_bytes),
          "bytes of each worker's shared-memory broadcast log (rounded up to a power of two); a "
          "reader more than this far behind is cut loose and told so")
+        ("redis", po::value(&o.redis_url),
+         "one chat across hosts through this Redis (redis://[:password@]host[:port][/db] or "
+         "unix:///path; rediss:// is not available with Debian 12's hiredis): a bridge process "
+         "per host, one Redis connection; off by default (docs/scaling.md)")
+        ("host-id", po::value(&o.host_id)->default_value(o.host_id),
+         "with --redis: this host's number, 0 to 255, different on every host of one chat")
+        ("host-lease", po::value(&o.host_lease_ms)->default_value(o.host_lease_ms),
+         "with --redis: milliseconds after which a host that stopped renewing its lease (dead, "
+         "or cut off from Redis) is gone for the others: its users offline, names free")
+        ("redis-buffer", po::value(&o.redis_buffer)->default_value(o.redis_buffer),
+         "with --redis: events for other hosts kept while Redis is unreachable, sent in order "
+         "once it is back; past it, newer ones are dropped, counted and logged")
         ("ws-max-message", po::value(&o.ws_max_message)->default_value(o.ws_max_message),
          "largest WebSocket message a client may send, in bytes (larger: close 1009)")
         ("ws-max-queued", po::value(&o.ws_max_queued)->default_value(o.ws_max_queued),
@@ -519,6 +531,17 @@ ParseResult parse_options(int argc, const char* const argv[]) {
     if (o.ring_bytes < (std::size_t{64} << 10) || o.ring_bytes > (std::size_t{1} << 30))
         return bad(
             fmt::format("--ring-size {} is out of range (65536 to 1073741824)", o.ring_bytes));
+    if (!o.redis_url.empty()) {
+        if (std::string why = app::check_redis_url(o.redis_url); !why.empty()) return bad(why);
+    }
+    if (o.host_id > 255)
+        return bad(fmt::format("--host-id {} is out of range (0 to 255)", o.host_id));
+    if (o.host_lease_ms < 500 || o.host_lease_ms > 600000)
+        return bad(
+            fmt::format("--host-lease {} is out of range (500 to 600000 ms)", o.host_lease_ms));
+    if (o.redis_buffer == 0 || o.redis_buffer > 100000000)
+        return bad(
+            fmt::format("--redis-buffer {} is out of range (1 to 100000000)", o.redis_buffer));
     if (o.ws_max_message < 125 || o.ws_max_message > (std::size_t{1} << 30))
         return bad(fmt::format("--ws-max-message {} is out of range (125 to 1073741824)",
                                o.ws_max_message));

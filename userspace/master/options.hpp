@@ -37,6 +37,11 @@ struct Options : app::WorkerOptions {
     bool takeover = false;
     bool discard_state = false;
     std::size_t ring_bytes = std::size_t{4} << 20;  // shared-memory log per worker
+    // Between hosts (userspace/bridge): off while redis_url is empty.
+    std::string redis_url;
+    unsigned host_id = 0;               // 0..255, unique per host of one chat
+    unsigned host_lease_ms = 3000;      // a host silent this long is gone for the others
+    std::size_t redis_buffer = 100000;  // events kept for other hosts while Redis is away
     // Workers' user and group when the master runs as root (empty: steerchat if that user exists,
     // else nobody; the group: the user's). See master/privileges.hpp.
     std::string user;

@@ -167,10 +167,13 @@ void Supervisor::setup() {
 
     // Sized for --max-workers: a slot added later has its log and cursors already (the readers
     // read every log; an unused one is empty). Its pages are touched only once it is used.
-    ring_.emplace(ring::Region::create(opts_.max_workers, opts_.ring_bytes));
+    // With --redis, one log more: the bridge's (slot max_workers), which every worker reads.
+    const bool bridged = !opts_.redis_url.empty();
+    ring_.emplace(ring::Region::create(opts_.max_workers + (bridged ? 1 : 0), opts_.ring_bytes));
     // The application's host-wide state (the chat directory); also readies libcrypto before
-    // any worker drops its privileges (app/launch.hpp).
-    host_.emplace(app::HostState::create());
+    // any worker drops its privileges (app/launch.hpp). Between hosts, ids carry the host's
+    // number in their low 8 bits.
+    host_.emplace(app::HostState::create(bridged ? 8 : 0, opts_.host_id));
 }
 
 void Supervisor::setup_process() {
@@ -383,11 +386,57 @@ void Supervisor::become_worker(unsigned slot) {
                                       worker_config_fd_, reloads_, &*metrics_});
 }
 
+void Supervisor::spawn_bridge() {
+    bridge_respawn_at_.reset();
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+        log::error("fork for the bridge failed: {}; retrying in 1 s", std::strerror(errno));
+        bridge_respawn_at_ = Clock::now() + std::chrono::seconds(1);
+        return;
+    }
+    if (pid == 0) become_bridge();
+    bridge_pid_ = pid;
+}
+
+void Supervisor::become_bridge() {
+    log::set_slot("bridge");
+    ::prctl(PR_SET_NAME, "steerchat-bridge");
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    std::vector<int> keep{ring_->fd()};
+    for (unsigned i = 0; i < ring_->workers(); ++i)
+        keep.push_back(ring_->wake_fd(i));
+    close_all_but(keep);
+    // As unprivileged as a worker (it reads what other hosts wrote); no seccomp allowlist: it
+    // opens sockets to Redis.
+    DropSpec drop = drop_;
+    drop.seccomp = false;
+    try {
+        drop_privileges(drop);
+    } catch (const std::exception& e) {
+        log::error("fatal: {}; the bridge exits rather than run with privileges", e.what());
+        ::_exit(1);
+    }
+    ::_exit(app::run_bridge(app::BridgeLaunch{opts_.max_workers, &*ring_, &*host_, opts_.redis_url,
+                                              opts_.host_id, opts_.host_lease_ms,
+                                              opts_.redis_buffer, &*metrics_}));
+}
+
 void Supervisor::reap() {
     for (;;) {
         int status = 0;
         pid_t pid = ::waitpid(-1, &status, WNOHANG);
         if (pid <= 0) return;
+        if (pid == bridge_pid_) {
+            bridge_pid_ = -1;
+            metrics_->host().bridge.link_up = 0;
+            if (stopping_) continue;
+            log::error(
+                "the bridge to Redis {}; respawning it in 1 s (other hosts get this "
+                "host's events once it is back)",
+                describe_status(status));
+            bridge_respawn_at_ = Clock::now() + std::chrono::seconds(1);
+            continue;
+        }
         if (pid == upgrade_child_) {
             const std::string why =
                 fmt::format("the new binary {} before taking over", describe_status(status));
@@ -1172,6 +1221,20 @@ int Supervisor::shutdown() {
         }
         reap();
     }
+    if (bridge_pid_ > 0) {
+        // After the workers: their users' logouts reach the other hosts first.
+        ::kill(bridge_pid_, SIGTERM);
+        const auto until = Clock::now() + std::chrono::seconds(3);
+        while (bridge_pid_ > 0 && Clock::now() < until) {
+            pollfd p{signal_fd_.get(), POLLIN, 0};
+            ::poll(&p, 1, 50);
+            signalfd_siginfo si;
+            while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
+            }
+            reap();
+        }
+        if (bridge_pid_ > 0) ::kill(bridge_pid_, SIGKILL);
+    }
     for (auto& s : slots_) {
         s.listener.reset();
         s.tls_listener.reset();
@@ -1220,6 +1283,7 @@ int Supervisor::run() {
         else if (!opts_.tls_summary.empty())
             log::info("port {} speaks TLS only: {}", opts_.port, opts_.tls_summary);
         if (!opts_.tls_warning.empty()) log::warn("{}", opts_.tls_warning);
+        if (!opts_.redis_url.empty()) spawn_bridge();
         for (unsigned i = 0; i < pool_; ++i)
             spawn(i);
     }
@@ -1232,6 +1296,12 @@ int Supervisor::run() {
         }
         int timeout = static_cast<int>(
             std::chrono::duration_cast<std::chrono::milliseconds>(next_sample_ - now).count());
+        if (bridge_respawn_at_) {
+            const auto ms =
+                std::chrono::duration_cast<std::chrono::milliseconds>(*bridge_respawn_at_ - now)
+                    .count();
+            timeout = std::min(timeout, static_cast<int>(std::max<long>(ms, 0)));
+        }
         for (auto& s : slots_)
             if (s.respawn_at || s.kill_at) {
                 auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -1283,6 +1353,7 @@ int Supervisor::run() {
         }
         reap();
         now = Clock::now();
+        if (bridge_respawn_at_ && *bridge_respawn_at_ <= now) spawn_bridge();
         for (unsigned i = 0; i < slots_.size(); ++i) {
             Slot& s = slots_[i];
             if (s.respawn_at && *s.respawn_at <= now) spawn(i);

@@ -141,8 +141,13 @@ class Supervisor {
         std::string in;
     };
     std::optional<Handover> handover_;
-    UniqueFd upgrade_client_;        // the `steerchat ctl upgrade` waiting for the outcome
-    pid_t upgrade_child_ = -1;       // the new binary this master started for it
+    UniqueFd upgrade_client_;   // the `steerchat ctl upgrade` waiting for the outcome
+    pid_t upgrade_child_ = -1;  // the new binary this master started for it
+    // Between hosts (--redis): the bridge process (ring slot max_workers), respawned if it dies.
+    pid_t bridge_pid_ = -1;
+    std::optional<std::chrono::steady_clock::time_point> bridge_respawn_at_;
+    void spawn_bridge();
+    [[noreturn]] void become_bridge();
     bool handed_over_ = false;       // the new master serves; this one drains and exits
     bool takeover_pending_ = false;  // new side: no READY=1 before the old master agreed
 };

@@ -271,6 +271,49 @@ void append_host_metrics(std::string& out, const Region& region) {
     for (unsigned i : serving)
         t.sample("steerchat_worker_resident_memory_bytes", i, "", region.info(i).rss_bytes.load());
 
+    if (host.bridge.enabled.load() != 0) {
+        const BridgeBlock& b = host.bridge;
+        t.family("steerchat_redis_link_up", "gauge",
+                 "1 while this host's bridge is linked to Redis (--redis), 0 while it is not.");
+        t.sample("steerchat_redis_link_up", -1, "", b.link_up.load());
+        t.family("steerchat_redis_buffered_events", "gauge",
+                 "Events for other hosts waiting to be sent to Redis (at most --redis-buffer).");
+        t.sample("steerchat_redis_buffered_events", -1, "", b.buffered.load());
+        const std::pair<const char*, const Counter*> counters[] = {
+            {"steerchat_redis_sent_events_total", &b.sent},
+            {"steerchat_redis_received_events_total", &b.received},
+            {"steerchat_redis_dropped_events_total", &b.dropped},
+            {"steerchat_redis_ring_lost_records_total", &b.ring_lost},
+            {"steerchat_redis_links_total", &b.links},
+            {"steerchat_redis_epochs_total", &b.epochs},
+            {"steerchat_redis_name_conflicts_total", &b.name_conflicts},
+            {"steerchat_redis_hosts_lost_total", &b.hosts_lost},
+        };
+        const char* helps[] = {
+            "Events this host appended to its Redis stream.",
+            "Events of other hosts applied here.",
+            "Events for other hosts dropped because --redis-buffer was full (Redis away too "
+            "long); other hosts never got them.",
+            "Ring records the bridge missed (it fell behind a worker's log).",
+            "Links made to Redis (the first one and every reconnect).",
+            "Streams this host started: its first, then one after each lease it lost.",
+            "A name found online on two hosts at once (the later one was not registered here).",
+            "Other hosts found gone (lease expired, or back with a new epoch): their users went "
+            "offline here.",
+        };
+        for (std::size_t i = 0; i < std::size(counters); ++i) {
+            t.family(counters[i].first, "counter", helps[i]);
+            t.sample(counters[i].first, -1, "", counters[i].second->load());
+        }
+        t.family("steerchat_redis_remote_lag_seconds", "gauge",
+                 "Per other host: how old its last event was when this host applied it.");
+        const auto n = std::min<std::uint64_t>(b.remotes.load(), kMaxRemoteHosts);
+        for (std::uint64_t i = 0; i < n; ++i)
+            t.sample("steerchat_redis_remote_lag_seconds", -1,
+                     Text::label_pair("host", std::to_string(b.remote_host[i].load())),
+                     b.remote_lag_ms[i].load() / 1e3);
+    }
+
     if (host.steering_bpf.load() == 0) return;
     t.family("steerchat_steer_connections_total", "counter",
              "Outcomes of the BPF steering program (per SYN or migrated request): ipv4/ipv6 by "

@@ -140,6 +140,25 @@ inline constexpr std::size_t kSteerOutcomes = 6;
 inline constexpr std::string_view kSteerOutcomeNames[kSteerOutcomes] = {
     "ipv4", "ipv6", "selected", "fallback", "migrated", "failed"};
 
+// Between hosts (userspace/bridge): written by the bridge process only.
+inline constexpr std::size_t kMaxRemoteHosts = 16;
+struct BridgeBlock {
+    Counter enabled;         // 1 with --redis
+    Counter link_up;         // 1 while linked to Redis
+    Counter buffered;        // events waiting to be sent to Redis
+    Counter sent;            // events appended to this host's stream
+    Counter received;        // events of other hosts applied here
+    Counter dropped;         // events for other hosts dropped: --redis-buffer was full
+    Counter ring_lost;       // ring records the bridge missed (it fell behind a worker's log)
+    Counter links;           // links made to Redis (the first and every reconnect)
+    Counter epochs;          // streams this host started (its first, then after lease losses)
+    Counter name_conflicts;  // a name online on two hosts at once (one kept)
+    Counter hosts_lost;      // other hosts found gone (lease expired or a new epoch)
+    Counter remotes;         // other hosts read now (entries below)
+    Counter remote_host[kMaxRemoteHosts];
+    Counter remote_lag_ms[kMaxRemoteHosts];  // age of its last entry when applied here
+};
+
 struct HostBlock {
     Counter magic;
     Counter max_slots;
@@ -147,6 +166,7 @@ struct HostBlock {
     Counter steering_bpf;  // 1: the BPF steering counters below are meaningful
     Counter sampled_ns;    // monotonic_ns() of the master's last sample (CPU, RSS, BPF)
     Counter steer_outcomes[kSteerOutcomes];
+    BridgeBlock bridge;
     char version[32];  // set before the first fork, then constant
     char revision[64];
     // SlotInfo slots[max_slots] follows
