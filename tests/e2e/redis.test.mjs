@@ -1,0 +1,192 @@
+// One chat across three hosts through a real redis-server (issue 13): three steerchat instances
+// on this machine (own ports, pin and run directories, --host-id 1..3), each with its bridge,
+// native and Socket.IO clients on all three.
+//   STEERCHAT_BINARY=build/steerchat node --test tests/e2e/redis.test.mjs
+// Checks: presence and member events cross hosts; every room message reaches every member on
+// every host exactly once and in per-sender order; DMs cross hosts exactly once; a late joiner
+// gets the same history (same ids, same order) on every host; message ids are unique.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+if (!fs.existsSync(path.join(here, 'node_modules', 'socket.io-client', 'package.json'))) {
+  throw new Error(`${here}/node_modules lacks socket.io-client: run tests/e2e/setup.sh (npm ci)`);
+}
+const { ChatClient } = await import('./lib/chat-client.mjs');
+const { SioClient } = await import('./lib/sio-client.mjs');
+const { RedisServer, startHost, metric } = await import('./lib/redis.mjs');
+
+async function native(host, ip, name) {
+  const c = await ChatClient.connect(host.port, ip);
+  const w = await c.request({ type: 'login', name }, ['welcome', 'error']);
+  assert.equal(w.type, 'welcome', JSON.stringify(w));
+  c.name = name;
+  c.users = w.users;
+  return c;
+}
+
+async function sio(host, ip, name) {
+  const c = await SioClient.connect(host.port, { ip });
+  c.emit('createsession', { email: name });
+  await c.next('accessgranted');
+  c.name = name;
+  return c;
+}
+
+describe('three hosts through Redis', () => {
+  let redis;
+  const hosts = [];
+  const clients = [];
+  const keep = (c) => (clients.push(c), c);
+
+  before(async () => {
+    redis = await RedisServer.start();
+    for (const id of [1, 2, 3]) hosts.push(await startHost(id, redis.url));
+  });
+  after(async () => {
+    for (const c of clients) c.close();
+    for (const h of hosts) await h.stop();
+    if (redis) await redis.stop();
+  });
+
+  test('presence, members, room messages, DMs and history across hosts', async () => {
+    // Users: amy (native, host 1), bob (Socket.IO, host 2), cat (native, host 3),
+    // dan (native, host 2).
+    const amy = keep(await native(hosts[0], '127.0.13.1', 'amy'));
+    const bob = keep(await sio(hosts[1], '127.0.13.2', 'bob'));
+    const cat = keep(await native(hosts[2], '127.0.13.3', 'cat'));
+    const dan = keep(await native(hosts[1], '127.0.13.4', 'dan'));
+
+    // Presence crosses hosts: amy hears of bob, cat and dan (each once).
+    for (const n of ['bob', 'cat', 'dan'])
+      await amy.next((m) => m.type === 'online' && m.name === n, 5000, `online ${n} on host 1`);
+    await cat.next((m) => m.type === 'online' && m.name === 'dan', 5000, 'online dan on host 3');
+    // A name held on one host is known on the others (a DM to it is accepted).
+    const room = 'across';
+    let j = await amy.request({ type: 'join', room }, ['joined', 'error']);
+    assert.deepEqual(j.members, ['amy']);
+    // Members cross hosts: cat (host 3) joins once amy's join reached host 3.
+    let probes = 0;
+    const waitMember = async (host, name) => {
+      const probe = keep(await native(host, `127.0.13.${90 + host.hostId}`, `probe${++probes}`));
+      for (let i = 0; i < 100; i++) {
+        const r = await probe.request({ type: 'join', room: `${room}` }, ['joined', 'error']);
+        await probe.request({ type: 'leave', room }, ['left', 'error']);
+        if (r.members.includes(name)) {
+          probe.close();
+          return;
+        }
+        await new Promise((res) => setTimeout(res, 50));
+      }
+      throw new Error(`${name} never a member on host ${host.hostId}`);
+    };
+    await waitMember(hosts[2], 'amy');
+    j = await cat.request({ type: 'join', room }, ['joined', 'error']);
+    assert.ok(j.members.includes('amy') && j.members.includes('cat'), JSON.stringify(j.members));
+    await amy.next((m) => m.type === 'member_joined' && m.name === 'cat', 5000,
+                   'member_joined cat on host 1');
+    const [bj] = await bob.emitAck('join', room);
+    assert.ok(bj.members.includes('bob'), JSON.stringify(bj));
+    j = await dan.request({ type: 'join', room }, ['joined', 'error']);
+    for (const [c, others] of [[amy, ['bob', 'dan']], [cat, ['bob', 'dan']]])
+      for (const n of others)
+        await c.next((m) => m.type === 'member_joined' && m.name === n, 5000,
+                     `member_joined ${n} on ${c.name}'s host`);
+    // Everybody is in the room on every host before anyone talks.
+    for (const h of hosts) for (const n of ['amy', 'bob', 'cat', 'dan']) await waitMember(h, n);
+
+    // Concurrent room messages from three hosts, both protocols.
+    const N = 20;
+    const sends = [];
+    for (let i = 0; i < N; i++) {
+      amy.send({ type: 'say', room, text: `amy ${i}` });
+      sends.push(bob.emitAck('say', { room, text: `bob ${i}` }));
+      cat.send({ type: 'say', room, text: `cat ${i}` });
+    }
+    await Promise.all(sends);
+    const total = 3 * N;
+    // Native recipients: every message of the room once (their own too, as the sender's copy).
+    const collect = async (c) => {
+      const got = [];
+      while (got.length < total)
+        got.push(await c.next((m) => m.type === 'message' && m.room === room, 10000,
+                              `message ${got.length + 1}/${total} for ${c.name}`));
+      return got;
+    };
+    const collectSio = async (c) => {
+      const got = [];
+      while (got.length < total) {
+        const [m] = await c.next('message', (x) => x.room === room, 10000);
+        got.push(m);
+      }
+      return got;
+    };
+    const views = { amy: await collect(amy), cat: await collect(cat), dan: await collect(dan),
+                    bob: await collectSio(bob) };
+    await new Promise((r) => setTimeout(r, 300));  // anything extra would be here by now
+    assert.equal(amy.take((m) => m.type === 'message').length, 0, 'amy: no duplicates');
+    assert.equal(cat.take((m) => m.type === 'message').length, 0, 'cat: no duplicates');
+    assert.equal(dan.take((m) => m.type === 'message').length, 0, 'dan: no duplicates');
+    assert.equal(bob.take('message').length, 0, 'bob: no duplicates');
+    const ids = new Map();  // text -> id, the same on every host
+    for (const [who, got] of Object.entries(views)) {
+      const texts = got.map((m) => m.text);
+      assert.equal(new Set(texts).size, total, `${who}: each message once`);
+      for (const sender of ['amy', 'bob', 'cat']) {
+        const mine = texts.filter((t) => t.startsWith(`${sender} `));
+        assert.deepEqual(mine, Array.from({ length: N }, (_, i) => `${sender} ${i}`),
+                         `${who}: ${sender}'s messages in order`);
+      }
+      for (const m of got) {
+        if (ids.has(m.text)) assert.equal(ids.get(m.text), m.id, `${who}: id of "${m.text}"`);
+        else ids.set(m.text, m.id);
+      }
+    }
+    assert.equal(new Set(ids.values()).size, total, 'message ids are unique across hosts');
+
+    // DMs across hosts, both protocols, exactly once.
+    amy.send({ type: 'dm', to: 'bob', text: 'amy to bob' });
+    bob.emit('newMessage', { to: 'cat', message: 'bob to cat' });
+    cat.send({ type: 'dm', to: 'amy', text: 'cat to amy' });
+    dan.send({ type: 'dm', to: 'cat', text: 'dan to cat' });
+    const [bd] = await bob.next('newMessage', (m) => m.text === 'amy to bob', 5000);
+    assert.equal(bd.from, 'amy');
+    const cd = await cat.next((m) => m.type === 'dm' && m.text === 'bob to cat', 5000, 'dm bob->cat');
+    assert.equal(cd.from, 'bob');
+    await cat.next((m) => m.type === 'dm' && m.text === 'dan to cat', 5000, 'dm dan->cat');
+    const ad = await amy.next((m) => m.type === 'dm' && m.text === 'cat to amy', 5000, 'dm cat->amy');
+    assert.equal(ad.from, 'cat');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(amy.take((m) => m.type === 'dm').length, 0, 'amy: one DM');
+    assert.equal(cat.take((m) => m.type === 'dm').length, 0, 'cat: two DMs, once each');
+    assert.equal(bob.take('newMessage').length, 0, 'bob: one DM');
+    assert.equal(dan.take((m) => m.type === 'dm').length, 0, 'dan: none');
+
+    // History: a late joiner on each host sees the same messages with the same ids, in the
+    // same order.
+    const histories = [];
+    for (const h of hosts) {
+      const late = keep(await native(h, `127.0.13.${20 + h.hostId}`, `late${h.hostId}`));
+      const r = await late.request({ type: 'join', room }, ['joined', 'error']);
+      histories.push(r.history.map((m) => `${m.id} ${m.from} ${m.text}`));
+    }
+    assert.equal(histories[0].length, total, 'history holds every message');
+    assert.deepEqual(histories[1], histories[0], 'host 2 history = host 1 history');
+    assert.deepEqual(histories[2], histories[0], 'host 3 history = host 1 history');
+
+    // Offline crosses hosts too; the name is free again everywhere.
+    cat.close();
+    await amy.next((m) => m.type === 'offline' && m.name === 'cat', 5000, 'offline cat on host 1');
+    await dan.next((m) => m.type === 'offline' && m.name === 'cat', 5000, 'offline cat on host 2');
+
+    // The link is up on every host, nothing was dropped; each host sent and received.
+    for (const h of hosts) {
+      assert.equal(await metric(h.port, 'steerchat_redis_link_up'), 1, `host ${h.hostId} link`);
+      assert.equal(await metric(h.port, 'steerchat_redis_dropped_events_total'), 0);
+      assert.ok(await metric(h.port, 'steerchat_redis_received_events_total') > 0);
+    }
+  });
+});
