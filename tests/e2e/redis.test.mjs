@@ -17,7 +17,9 @@ if (!fs.existsSync(path.join(here, 'node_modules', 'socket.io-client', 'package.
 }
 const { ChatClient } = await import('./lib/chat-client.mjs');
 const { SioClient } = await import('./lib/sio-client.mjs');
-const { RedisServer, startHost, metric } = await import('./lib/redis.mjs');
+const { RedisServer, startHost, killHost, metric } = await import('./lib/redis.mjs');
+
+const LEASE = 1500;
 
 async function native(host, ip, name) {
   const c = await ChatClient.connect(host.port, ip);
@@ -44,7 +46,7 @@ describe('three hosts through Redis', () => {
 
   before(async () => {
     redis = await RedisServer.start();
-    for (const id of [1, 2, 3]) hosts.push(await startHost(id, redis.url));
+    for (const id of [1, 2, 3]) hosts.push(await startHost(id, redis.url, { lease: LEASE }));
   });
   after(async () => {
     for (const c of clients) c.close();
@@ -188,5 +190,40 @@ describe('three hosts through Redis', () => {
       assert.equal(await metric(h.port, 'steerchat_redis_dropped_events_total'), 0);
       assert.ok(await metric(h.port, 'steerchat_redis_received_events_total') > 0);
     }
+  });
+
+  test('kill -9 of a whole host: its users offline elsewhere within the lease, names free; ' +
+       'it rejoins with a new lease', async () => {
+    const amy = clients.find((c) => c.name === 'amy');
+    const dan = clients.find((c) => c.name === 'dan');
+    const eve = keep(await native(hosts[2], '127.0.13.5', 'eve'));
+    await amy.next((m) => m.type === 'online' && m.name === 'eve', 5000, 'online eve on host 1');
+    const epochsBefore = await metric(hosts[1].port, 'steerchat_redis_hosts_lost_total');
+    const killedAt = Date.now();
+    assert.ok(await killHost(hosts[2]) >= 4, 'master, 2 workers and the bridge');
+    await amy.next((m) => m.type === 'offline' && m.name === 'eve', LEASE + 2000,
+                   'offline eve on host 1 after host 3 died');
+    const took = Date.now() - killedAt;
+    assert.ok(took <= LEASE + 1000, `offline within the lease (+ a check period): ${took} ms`);
+    await dan.next((m) => m.type === 'offline' && m.name === 'eve', 2000, 'offline eve on host 2');
+    assert.equal(await metric(hosts[1].port, 'steerchat_redis_hosts_lost_total'), epochsBefore + 1);
+    // eve's name is free: she logs in on host 2.
+    const eve2 = keep(await native(hosts[1], '127.0.13.6', 'eve'));
+    await amy.next((m) => m.type === 'online' && m.name === 'eve', 5000, 'eve online again (host 2)');
+    eve.close();
+
+    // Host 3 comes back (same id and port): a new epoch; users of both sides see each other.
+    hosts[2] = await startHost(3, redis.url, { lease: LEASE, port: hosts[2].port });
+    const fay = keep(await native(hosts[2], '127.0.13.7', 'fay'));
+    await amy.next((m) => m.type === 'online' && m.name === 'fay', 5000, 'online fay (new host 3)');
+    for (let i = 0; ; i++) {
+      const w = await fay.request({ type: 'dm', to: 'eve', text: 'welcome back' }, ['error'], 300)
+        .catch(() => null);
+      if (w === null) break;  // no error: accepted (eve is known on the new host 3)
+      assert.ok(i < 30, `eve never known on the new host 3: ${JSON.stringify(w)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const d = await eve2.next((m) => m.type === 'dm' && m.from === 'fay', 5000, 'dm fay->eve');
+    assert.equal(d.text, 'welcome back');
   });
 });

@@ -1,6 +1,6 @@
 // A real redis-server for the tests between hosts (issue 13), and several steerchat "hosts" on
 // this machine linked through it: each its own port, pin directory, run directory and --host-id.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -126,10 +126,11 @@ export class Relay {
 }
 
 // Starts steerchat host `id` linked to `url`, with its own run and pin directories.
-export async function startHost(id, url, { workers = 2, lease = 1500, args = [] } = {}) {
+export async function startHost(id, url, { workers = 2, lease = 1500, args = [], port } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `steerchat-host${id}-`));
   const s = await Server.start({
     workers,
+    port,
     args: ['--redis', url, '--host-id', String(id), '--host-lease', String(lease),
            '--run-dir', path.join(dir, 'run'), '--bpffs-dir', `/sys/fs/bpf/steerchat-e2e-h${id}-${process.pid}`,
            ...args],
@@ -137,6 +138,26 @@ export async function startHost(id, url, { workers = 2, lease = 1500, args = [] 
   s.hostId = id;
   s.dir = dir;
   return s;
+}
+
+// kill -9 of a whole host: its master and every process it started (workers, bridge).
+export async function killHost(server) {
+  const pids = [server.proc.pid];
+  try {
+    pids.push(...execFileSync('pgrep', ['-P', String(server.proc.pid)]).toString().trim()
+      .split('\n').filter(Boolean).map(Number));
+  } catch {
+    // no children
+  }
+  for (const p of pids) {
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
+  await server.exited;
+  return pids.length;
 }
 
 // The value of a sample of /metrics (the first line starting with `prefix`), or null.
