@@ -17,7 +17,7 @@ if (!fs.existsSync(path.join(here, 'node_modules', 'socket.io-client', 'package.
 }
 const { ChatClient } = await import('./lib/chat-client.mjs');
 const { SioClient } = await import('./lib/sio-client.mjs');
-const { RedisServer, startHost, killHost, metric } = await import('./lib/redis.mjs');
+const { RedisServer, Relay, startHost, killHost, metric, until } = await import('./lib/redis.mjs');
 
 const LEASE = 1500;
 
@@ -40,17 +40,61 @@ async function sio(host, ip, name) {
 
 describe('three hosts through Redis', () => {
   let redis;
+  let relay;  // host 3's link to Redis, from the second test on
   const hosts = [];
   const clients = [];
   const keep = (c) => (clients.push(c), c);
+  const by = (name) => clients.find((c) => c.name === name && !c.closed);
+  // Until `host`'s shared state lists `name` in `room` (a probe user joins and leaves).
+  let probes = 0;
+  const waitMember = async (host, name, room = 'across') => {
+    const probe = keep(await native(host, `127.0.13.${90 + host.hostId}`, `probe${++probes}`));
+    for (let i = 0; i < 100; i++) {
+      const r = await probe.request({ type: 'join', room }, ['joined', 'error']);
+      await probe.request({ type: 'leave', room }, ['left', 'error']);
+      if (r.members.includes(name)) {
+        probe.close();
+        return;
+      }
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    throw new Error(`${name} never a member of ${room} on host ${host.hostId}`);
+  };
+  // `senders` each send `n` messages to `room`, one every `gapMs`; `during()` runs meanwhile.
+  // Then every client of `readers` must get every message once, in per-sender order.
+  const storm = async (room, senders, readers, n, gapMs, during) => {
+    const sending = (async () => {
+      for (let i = 0; i < n; i++) {
+        for (const c of senders) c.send({ type: 'say', room, text: `${c.name} ${room} ${i}` });
+        await new Promise((r) => setTimeout(r, gapMs));
+      }
+    })();
+    await during();
+    await sending;
+    const total = n * senders.length;
+    for (const c of readers) {
+      const got = [];
+      while (got.length < total)
+        got.push((await c.next((m) => m.type === 'message' && m.room === room, 15000,
+                               `${room} message ${got.length + 1}/${total} for ${c.name}`)).text);
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(c.take((m) => m.type === 'message' && m.room === room).length, 0,
+                   `${c.name}: no duplicates`);
+      for (const s of senders)
+        assert.deepEqual(got.filter((t) => t.startsWith(`${s.name} `)),
+                         Array.from({ length: n }, (_, i) => `${s.name} ${room} ${i}`),
+                         `${c.name}: ${s.name}'s messages once each, in order`);
+    }
+  };
 
   before(async () => {
-    redis = await RedisServer.start();
+    redis = await RedisServer.start({ persist: true });
     for (const id of [1, 2, 3]) hosts.push(await startHost(id, redis.url, { lease: LEASE }));
   });
   after(async () => {
     for (const c of clients) c.close();
     for (const h of hosts) await h.stop();
+    if (relay) await relay.cut();
     if (redis) await redis.stop();
   });
 
@@ -71,20 +115,6 @@ describe('three hosts through Redis', () => {
     let j = await amy.request({ type: 'join', room }, ['joined', 'error']);
     assert.deepEqual(j.members, ['amy']);
     // Members cross hosts: cat (host 3) joins once amy's join reached host 3.
-    let probes = 0;
-    const waitMember = async (host, name) => {
-      const probe = keep(await native(host, `127.0.13.${90 + host.hostId}`, `probe${++probes}`));
-      for (let i = 0; i < 100; i++) {
-        const r = await probe.request({ type: 'join', room: `${room}` }, ['joined', 'error']);
-        await probe.request({ type: 'leave', room }, ['left', 'error']);
-        if (r.members.includes(name)) {
-          probe.close();
-          return;
-        }
-        await new Promise((res) => setTimeout(res, 50));
-      }
-      throw new Error(`${name} never a member on host ${host.hostId}`);
-    };
     await waitMember(hosts[2], 'amy');
     j = await cat.request({ type: 'join', room }, ['joined', 'error']);
     assert.ok(j.members.includes('amy') && j.members.includes('cat'), JSON.stringify(j.members));
@@ -213,7 +243,10 @@ describe('three hosts through Redis', () => {
     eve.close();
 
     // Host 3 comes back (same id and port): a new epoch; users of both sides see each other.
-    hosts[2] = await startHost(3, redis.url, { lease: LEASE, port: hosts[2].port });
+    // Its link goes through a relay the third test cuts.
+    relay = await Relay.start(redis.port);
+    hosts[2] = await startHost(3, `redis://127.0.0.1:${relay.port}`,
+                               { lease: LEASE, port: hosts[2].port });
     const fay = keep(await native(hosts[2], '127.0.13.7', 'fay'));
     await amy.next((m) => m.type === 'online' && m.name === 'fay', 5000, 'online fay (new host 3)');
     for (let i = 0; ; i++) {
@@ -225,5 +258,49 @@ describe('three hosts through Redis', () => {
     }
     const d = await eve2.next((m) => m.type === 'dm' && m.from === 'fay', 5000, 'dm fay->eve');
     assert.equal(d.text, 'welcome back');
+  });
+
+  test('Redis restarts in the middle of traffic: nothing lost, nothing twice', async () => {
+    const amy = by('amy');
+    const dan = by('dan');
+    const fay = by('fay');
+    const room = 'restart';
+    for (const c of [amy, dan, fay]) await c.request({ type: 'join', room }, ['joined', 'error']);
+    for (const h of hosts) for (const n of ['amy', 'dan', 'fay']) await waitMember(h, n, room);
+    await storm(room, [amy, fay], [amy, dan, fay], 60, 15, async () => {
+      await new Promise((r) => setTimeout(r, 300));
+      await redis.restart();
+    });
+    for (const h of hosts) {
+      assert.equal(await metric(h.port, 'steerchat_redis_link_up'), 1, `host ${h.hostId} relinked`);
+      assert.ok(await metric(h.port, 'steerchat_redis_links_total') >= 2, 'a reconnect happened');
+      assert.equal(await metric(h.port, 'steerchat_redis_dropped_events_total'), 0);
+    }
+  });
+
+  test('a host cut off from Redis (shorter than its lease) and healed: nothing lost, nothing ' +
+       'twice; its link state shows', async () => {
+    const amy = by('amy');
+    const dan = by('dan');
+    const fay = by('fay');
+    const room = 'cut';
+    for (const c of [amy, dan, fay]) await c.request({ type: 'join', room }, ['joined', 'error']);
+    for (const h of hosts) for (const n of ['amy', 'dan', 'fay']) await waitMember(h, n, room);
+    let buffered = 0;
+    await storm(room, [amy, fay], [amy, dan, fay], 60, 15, async () => {
+      await new Promise((r) => setTimeout(r, 200));
+      await relay.cut();
+      await until(async () => (await metric(hosts[2].port, 'steerchat_redis_link_up')) === 0,
+                  3000, 'host 3 reports its link down');
+      buffered = await until(async () => metric(hosts[2].port, 'steerchat_redis_buffered_events'),
+                             3000, 'host 3 buffers events');
+      await new Promise((r) => setTimeout(r, 300));
+      await relay.heal();
+    });
+    assert.ok(buffered > 0, 'events were buffered during the cut');
+    assert.equal(await metric(hosts[2].port, 'steerchat_redis_link_up'), 1);
+    assert.equal(await metric(hosts[2].port, 'steerchat_redis_buffered_events'), 0);
+    // Nobody went offline: the cut was shorter than the lease.
+    assert.equal(amy.take((m) => m.type === 'offline' && m.name === 'fay').length, 0);
   });
 });

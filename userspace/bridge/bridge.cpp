@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/time.h>
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -179,6 +180,7 @@ struct RemoteUser {
     unsigned host = 0;
     std::uint64_t remote_login = 0;
     std::uint64_t local_login = 0;
+    bool resync = false;  // its host rejoined: kept only if its snapshot lists it
 };
 
 struct RemoteHost {
@@ -217,7 +219,7 @@ class Bridge {
             if (!ctx_) {
                 const auto now = Clock::now();
                 if (now >= next_connect_) {
-                    next_connect_ = now + std::chrono::milliseconds(500);
+                    next_connect_ = now + std::chrono::milliseconds(250);
                     try {
                         connect();
                     } catch (const LinkError& e) {
@@ -266,8 +268,8 @@ class Bridge {
                 "hosts are kept (up to {}) until it is back",
                 describe_url(), why, cfg_.buffer);
         } else if (!down_logged_) {
-            log::error("bridge: cannot reach Redis at {}: {}; retrying every 0.5 s", describe_url(),
-                       why);
+            log::error("bridge: cannot reach Redis at {}: {}; retrying every 0.25 s",
+                       describe_url(), why);
         }
         down_logged_ = true;
         link_up_ = false;
@@ -349,9 +351,9 @@ class Bridge {
     }
 
     void new_epoch() {
-        Reply r = command({"INCR", key("epoch")});
-        if (r->type != REDIS_REPLY_INTEGER) throw LinkError("INCR epoch: not an integer");
-        epoch_ = static_cast<std::uint64_t>(r->integer);
+        // Unique per host without asking Redis (a Redis restarted without its data would hand
+        // out an old number again): the wall clock in ms, past the previous epoch.
+        epoch_ = std::max<std::uint64_t>(epoch_ + 1, static_cast<std::uint64_t>(wall_ms()));
         ++stats_.epochs;
         stream_ = fmt::format("{}:stream:{}:{}", cfg_.prefix, cfg_.host_id, epoch_);
         next_entry_ = 1;
@@ -361,6 +363,9 @@ class Bridge {
         std::deque<Outgoing> queued;
         queued.swap(out_);
         snapshot();
+        // The end of the snapshot: a reader that knew an older epoch of this host drops the
+        // users the snapshot did not list (so a rejoin after a short loss does not flap them).
+        out_.push_back({{"t", "synced"}});
         for (auto& o : queued)
             out_.push_back(std::move(o));
     }
@@ -457,9 +462,18 @@ class Bridge {
         for (const auto& [h, epoch] : seen) {
             const bool alive = lease[h] == epoch;
             auto it = remotes_.find(h);
-            if (it != remotes_.end() && it->second.epoch != epoch && !it->second.dead) {
-                // Came back (a new epoch) before we saw its lease expire.
-                drop_host(h, "rejoined with a new epoch");
+            if (it != remotes_.end() && it->second.epoch != epoch && !it->second.dead && alive) {
+                // Came back (a new epoch: it lost its lease, or Redis lost its data) before we
+                // saw its lease expire: its users stay until its snapshot says who is still
+                // there ("synced").
+                for (auto& [name, u] : users_)
+                    if (u.host == h) u.resync = true;
+                log::info("bridge: host {} rejoined (epoch {} -> {})", h, it->second.epoch, epoch);
+                RemoteHost rh;
+                rh.epoch = epoch;
+                rh.key = fmt::format("{}:stream:{}:{}", cfg_.prefix, h, epoch);
+                it->second = std::move(rh);
+                continue;
             }
             if (it != remotes_.end() && it->second.epoch == epoch) {
                 if (!alive && !it->second.dead) {
@@ -635,6 +649,20 @@ class Bridge {
             const std::int64_t age = wall_ms() - static_cast<std::int64_t>(ms);
             remotes_[host].lag_ms = age > 0 ? static_cast<std::uint64_t>(age) : 0;
         }
+        if (t == "synced") {
+            std::size_t n = 0;
+            for (auto it = users_.begin(); it != users_.end();) {
+                if (it->second.host == host && it->second.resync) {
+                    release(it->first, it->second);
+                    it = users_.erase(it);
+                    ++n;
+                } else {
+                    ++it;
+                }
+            }
+            if (n != 0) log::info("bridge: {} user(s) of host {} left while it was away", n, host);
+            return;
+        }
         const std::optional<chat::EventType> kind = kind_of(t);
         if (!kind || !chat::valid_name(from)) return;
         chat::Event ev;
@@ -643,7 +671,10 @@ class Bridge {
         switch (*kind) {
             case chat::EventType::online: {
                 if (auto it = users_.find(std::string(from)); it != users_.end()) {
-                    if (it->second.host == host && it->second.remote_login == login) return;
+                    if (it->second.host == host && it->second.remote_login == login) {
+                        it->second.resync = false;
+                        return;
+                    }
                     if (it->second.host == host) {
                         // A newer login of the name on that host overtook the older one.
                         release(it->first, it->second);

@@ -38,20 +38,26 @@ export function redisCommand(port, ...args) {
 }
 
 export class RedisServer {
-  static async start(port) {
-    const r = new RedisServer(port ?? await freePort());
+  // `persist`: an append-only file (fsync always) in a directory of its own, so a restart keeps
+  // the streams, as a production Redis would.
+  static async start({ port, persist = false } = {}) {
+    const r = new RedisServer(port ?? await freePort(), persist);
     await r.start();
     return r;
   }
 
-  constructor(port) {
+  constructor(port, persist) {
     this.port = port;
     this.log = '';
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'steerchat-redis-'));
+    this.persist = persist;
   }
 
   async start() {
     this.proc = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1',
-                                        '--save', '', '--appendonly', 'no'],
+                                        '--dir', this.dir, '--save', '',
+                                        '--appendonly', this.persist ? 'yes' : 'no',
+                                        '--appendfsync', 'always'],
                       { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc.stdout.on('data', (d) => (this.log += d));
     this.proc.stderr.on('data', (d) => (this.log += d));
@@ -68,10 +74,16 @@ export class RedisServer {
     }
   }
 
-  async stop() {
+  async stop(signal = 'SIGKILL') {
     if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) return;
-    this.proc.kill('SIGKILL');
+    this.proc.kill(signal);
     await this.exited;
+  }
+
+  // A clean restart on the same port (SIGTERM: Redis finishes its append-only file).
+  async restart() {
+    await this.stop('SIGTERM');
+    await this.start();
   }
 
   get url() {
