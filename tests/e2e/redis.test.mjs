@@ -304,3 +304,48 @@ describe('three hosts through Redis', () => {
     assert.equal(amy.take((m) => m.type === 'offline' && m.name === 'fay').length, 0);
   });
 });
+
+describe('past --redis-buffer', () => {
+  let redis;
+  let relay;
+  const hosts = [];
+  const clients = [];
+  before(async () => {
+    redis = await RedisServer.start();
+    relay = await Relay.start(redis.port);
+    hosts.push(await startHost(1, redis.url, { lease: 10000 }));
+    hosts.push(await startHost(2, `redis://127.0.0.1:${relay.port}`,
+                               { lease: 10000, args: ['--redis-buffer', '10'] }));
+  });
+  after(async () => {
+    for (const c of clients) c.close();
+    for (const h of hosts) await h.stop();
+    if (relay) await relay.cut();
+    if (redis) await redis.stop();
+  });
+
+  test('events over the bound are dropped, counted and logged; the rest arrive in order',
+       async () => {
+    const ann = await native(hosts[0], '127.0.14.1', 'ann');
+    clients.push(ann);
+    const ben = await native(hosts[1], '127.0.14.2', 'ben');
+    clients.push(ben);
+    await ann.next((m) => m.type === 'online' && m.name === 'ben', 5000, 'online ben');
+    await relay.cut();
+    await until(async () => (await metric(hosts[1].port, 'steerchat_redis_link_up')) === 0,
+                3000, 'host 2 reports its link down');
+    for (let i = 0; i < 30; i++) ben.send({ type: 'dm', to: 'ann', text: `dm ${i}` });
+    await until(async () => (await metric(hosts[1].port,
+                                          'steerchat_redis_dropped_events_total')) === 20,
+                3000, '20 of 30 DMs dropped past --redis-buffer 10');
+    assert.equal(await metric(hosts[1].port, 'steerchat_redis_buffered_events'), 10);
+    await relay.heal();
+    const got = [];
+    for (let i = 0; i < 10; i++)
+      got.push((await ann.next((m) => m.type === 'dm', 5000, `dm ${i}`)).text);
+    assert.deepEqual(got, Array.from({ length: 10 }, (_, i) => `dm ${i}`));
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(ann.take((m) => m.type === 'dm').length, 0, 'the dropped ones never come');
+    assert.match(hosts[1].log, /dropping new ones/);
+  });
+});

@@ -161,7 +161,8 @@ po::options_description setting_options(Options& o, Raw& r) {
          "kernel: plain SO_REUSEPORT, balanced but not sticky")
         ("seed", po::value(&seed),
          "32-bit jhash seed for client addresses (default: derived from /etc/machine-id, so "
-         "hosts behind one L4 balancer choose workers independently)")
+         "hosts behind one L4 balancer choose workers independently; give each host its own "
+         "seed, docs/scaling.md)")
         ("ipv6-prefix64", po::bool_switch(&o.ipv6_prefix64),
          "steer IPv6 clients by their /64 prefix instead of the whole address")
         ("backlog", po::value(&o.backlog)->default_value(o.backlog),

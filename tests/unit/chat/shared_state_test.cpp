@@ -177,3 +177,47 @@ TEST(SharedState, RejectsImpossibleOptions) {
 }
 
 }  // namespace
+
+namespace {
+
+// Between hosts (--redis): ids carry the host in their low bits and a Lamport clock above.
+TEST(SharedState, IdsOfHostsNeverCollideAndTheClockPassesRemoteIds) {
+    auto a = chat::SharedState::create({.host_bits = 8, .host_id = 1});
+    auto b = chat::SharedState::create({.host_bits = 8, .host_id = 2});
+    const std::uint64_t a1 = a.next_id(), b1 = b.next_id();
+    EXPECT_EQ(a1 & 0xff, 1u);
+    EXPECT_EQ(b1 & 0xff, 2u);
+    EXPECT_NE(a1, b1);
+    // b applies a's messages: its clock moves past them, so its next id is larger.
+    for (int i = 0; i < 10; ++i)
+        a.next_id();
+    const std::uint64_t a_late = a.next_id();
+    b.observe(a_late);
+    EXPECT_GT(b.next_id(), a_late);
+    EXPECT_THROW(chat::SharedState::create({.host_bits = 8, .host_id = 256}),
+                 std::invalid_argument);
+}
+
+// A remote message keeps its id in history, takes a local order id, and history comes back
+// sorted by id on every host.
+TEST(SharedState, RemoteMessagesKeepTheirIdsAndHistoryIsOrderedById) {
+    auto s = chat::SharedState::create({.host_bits = 8, .host_id = 2});
+    std::uint64_t login = 0, mark = 0, own = 0;
+    ASSERT_EQ(s.claim("bob", 0, &login, nullptr), Status::ok);
+    ASSERT_EQ(s.join("r", "bob", &mark, nullptr, nullptr), Status::ok);
+    const std::uint64_t remote = (std::uint64_t{500} << 8) | 1;  // host 1, clock 500
+    const std::uint64_t seq = s.post_remote("r", "amy", "from afar", 42, remote);
+    EXPECT_GT(seq, remote) << "the local order id is past the remote id";
+    EXPECT_GT(seq, mark) << "so a member who joined before gets it live";
+    ASSERT_EQ(s.post("r", "bob", "mine", 43, &own), Status::ok);
+    const std::uint64_t older = (std::uint64_t{400} << 8) | 3;  // arrives late, ordered first
+    EXPECT_NE(s.post_remote("r", "cat", "older", 41, older), 0u);
+    const auto h = s.history("r");
+    ASSERT_EQ(h.size(), 3u);
+    EXPECT_EQ(h[0].id, older);
+    EXPECT_EQ(h[1].id, remote);
+    EXPECT_EQ(h[1].from, "amy");
+    EXPECT_EQ(h[2].id, own);
+}
+
+}  // namespace
