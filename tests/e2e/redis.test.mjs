@@ -303,6 +303,39 @@ describe('three hosts through Redis', () => {
     // Nobody went offline: the cut was shorter than the lease.
     assert.equal(amy.take((m) => m.type === 'offline' && m.name === 'fay').length, 0);
   });
+
+  test('names are unique across hosts: a second login elsewhere gets name_taken, a name raced ' +
+       'from two hosts has exactly one winner', async () => {
+    const fay = by('fay');  // host 3
+    const again = await ChatClient.connect(hosts[1].port, '127.0.13.30');
+    clients.push(again);
+    const r = await again.request({ type: 'login', name: 'amy' }, ['welcome', 'error']);
+    assert.equal(r.code, 'name_taken', `amy is on host 1: ${JSON.stringify(r)}`);
+    for (let k = 0; k < 5; k++) {
+      const name = `zed${k}`;
+      const a = keep(await ChatClient.connect(hosts[0].port, `127.0.13.${40 + k}`));
+      const b = keep(await ChatClient.connect(hosts[1].port, `127.0.13.${50 + k}`));
+      a.send({ type: 'login', name });
+      b.send({ type: 'login', name });
+      const first = await Promise.all([a, b].map((c) =>
+        c.next((m) => m.type === 'welcome' || m.type === 'error', 5000, 'login answer')));
+      // Give a revocation time to arrive (a lease check period plus the stream's delay).
+      await new Promise((res) => setTimeout(res, 800));
+      const holds = [a, b].map((c, i) => first[i].type === 'welcome' &&
+        c.take((m) => m.type === 'error' && m.code === 'name_taken').length === 0);
+      assert.equal(holds.filter(Boolean).length, 1,
+                   `${name}: exactly one login holds it (${JSON.stringify(first)}, ${holds})`);
+      const winner = holds[0] ? a : b;
+      const loser = holds[0] ? b : a;
+      // The loser is logged out (asking for anything says so); the winner gets DMs from host 3.
+      const e = await loser.request({ type: 'join', room: 'x' }, ['error', 'joined']);
+      assert.equal(e.code, 'not_logged_in', JSON.stringify(e));
+      fay.send({ type: 'dm', to: name, text: `to ${name}` });
+      const d = await winner.next((m) => m.type === 'dm', 5000, `dm to ${name}`);
+      assert.equal(d.text, `to ${name}`);
+      assert.equal(loser.take((m) => m.type === 'dm').length, 0);
+    }
+  });
 });
 
 describe('past --redis-buffer', () => {

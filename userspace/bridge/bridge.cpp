@@ -152,6 +152,8 @@ std::string_view kind_name(chat::EventType t) {
             return "joined";
         case chat::EventType::left:
             return "left";
+        case chat::EventType::revoked:
+            return "revoked";
     }
     return "?";
 }
@@ -171,9 +173,40 @@ std::uint64_t to_u64(std::string_view s) {
 }
 
 // One event to send: the stream entry's fields, made from a ring record.
+// The name claim in Redis that goes with an entry (an online claims, an offline releases).
+enum class NameOp : std::uint8_t { none, claim, release };
+
 struct Outgoing {
+    Outgoing() = default;
+    explicit Outgoing(std::vector<std::string> f, NameOp o = NameOp::none, std::string n = {},
+                      std::uint64_t l = 0)
+        : fields(std::move(f)), op(o), name(std::move(n)), login(l) {}
     std::vector<std::string> fields;  // name, value, name, value, ...
+    NameOp op = NameOp::none;
+    std::string name;
+    std::uint64_t login = 0;
 };
+
+// KEYS[1] the name's key; ARGV: this host, "host:epoch:login", the lease key prefix. The name is
+// this host's unless another host holds it under an epoch whose lease is still that epoch.
+constexpr const char* kClaimScript = R"(
+local v = redis.call('GET', KEYS[1])
+if v then
+  local h, e = string.match(v, '^(%d+):(%d+):')
+  if h and h ~= ARGV[1] and redis.call('GET', ARGV[3] .. h) == e then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+)";
+// KEYS[1] the name's key; ARGV: this host, the login. Deleted if that login of this host holds it.
+constexpr const char* kReleaseScript = R"(
+local v = redis.call('GET', KEYS[1])
+if v then
+  local h, l = string.match(v, '^(%d+):%d+:(%d+)$')
+  if h == ARGV[1] and l == ARGV[2] then redis.call('DEL', KEYS[1]) return 1 end
+end
+return 0
+)";
 
 // A remote user registered here under the bridge's slot.
 struct RemoteUser {
@@ -365,7 +398,7 @@ class Bridge {
         snapshot();
         // The end of the snapshot: a reader that knew an older epoch of this host drops the
         // users the snapshot did not list (so a rejoin after a short loss does not flap them).
-        out_.push_back({{"t", "synced"}});
+        out_.emplace_back(std::vector<std::string>{"t", "synced"});
         for (auto& o : queued)
             out_.push_back(std::move(o));
     }
@@ -373,10 +406,13 @@ class Bridge {
     // This host's users and rooms at the start of a stream (a new epoch).
     void snapshot() {
         for (const chat::UserView& u : state_.users_except(slot_)) {
-            out_.push_back({{"t", "online", "login", std::to_string(u.login_id), "from", u.name}});
+            out_.emplace_back(std::vector<std::string>{"t", "online", "login",
+                                                       std::to_string(u.login_id), "from", u.name},
+                              NameOp::claim, u.name, u.login_id);
             for (const auto& room : u.rooms)
-                out_.push_back({{"t", "joined", "login", std::to_string(u.login_id), "from", u.name,
-                                 "room", room}});
+                out_.emplace_back(std::vector<std::string>{"t", "joined", "login",
+                                                           std::to_string(u.login_id), "from",
+                                                           u.name, "room", room});
         }
     }
 
@@ -412,29 +448,105 @@ class Bridge {
     }
 
     void send_queued() {
-        // Pipelined: up to 256 XADDs, then their replies.
-        std::size_t n = 0;
-        for (auto it = out_.begin(); it != out_.end() && n < 256; ++it, ++n) {
-            std::vector<std::string> args{"XADD",
-                                          stream_,
-                                          "MAXLEN",
-                                          "~",
-                                          std::to_string(cfg_.stream_len),
-                                          fmt::format("1-{}", next_entry_ + n)};
-            args.insert(args.end(), it->fields.begin(), it->fields.end());
-            append(args);
+        for (int round = 0; round < 8 && !out_.empty(); ++round) {
+            // A name claim or release goes to Redis before its entry: a login that lost its
+            // name to another host is revoked here and its entries are never sent.
+            if (out_.front().op != NameOp::none && !name_op(out_.front())) continue;
+            // Pipelined: up to 256 XADDs (up to the next entry with a name operation), then
+            // their replies.
+            std::size_t n = 0;
+            for (auto it = out_.begin(); it != out_.end() && n < 256; ++it, ++n) {
+                if (n != 0 && it->op != NameOp::none) break;
+                std::vector<std::string> args{"XADD",
+                                              stream_,
+                                              "MAXLEN",
+                                              "~",
+                                              std::to_string(cfg_.stream_len),
+                                              fmt::format("1-{}", next_entry_ + n)};
+                args.insert(args.end(), it->fields.begin(), it->fields.end());
+                append(args);
+            }
+            for (std::size_t i = 0; i < n; ++i) {
+                Reply r = get_reply();
+                // An id at or below the stream's top: Redis took this entry before the link
+                // broke (its reply was lost). Taken once, not twice.
+                if (r->type == REDIS_REPLY_ERROR &&
+                    std::string_view(r->str, r->len).find("equal or smaller") ==
+                        std::string_view::npos)
+                    throw LinkError(fmt::format("XADD: {}", std::string_view(r->str, r->len)));
+                out_.pop_front();
+                ++next_entry_;
+                ++stats_.sent;
+            }
         }
-        for (std::size_t i = 0; i < n; ++i) {
-            Reply r = get_reply();
-            // An id at or below the stream's top: Redis took this entry before the link broke
-            // (its reply was lost). Taken once, not twice.
-            if (r->type == REDIS_REPLY_ERROR &&
-                std::string_view(r->str, r->len).find("equal or smaller") == std::string_view::npos)
-                throw LinkError(fmt::format("XADD: {}", std::string_view(r->str, r->len)));
-            out_.pop_front();
-            ++next_entry_;
-            ++stats_.sent;
+    }
+
+    // The claim (or release) of `o`'s name in Redis. false: the claim was lost, the login is
+    // revoked and its entries are gone from the queue.
+    bool name_op(const Outgoing& o) {
+        if (o.op == NameOp::release) {
+            command({"EVAL", kReleaseScript, "1", key("name:" + o.name),
+                     std::to_string(cfg_.host_id), std::to_string(o.login)});
+            return true;
         }
+        Reply r =
+            command({"EVAL", kClaimScript, "1", key("name:" + o.name), std::to_string(cfg_.host_id),
+                     fmt::format("{}:{}:{}", cfg_.host_id, epoch_, o.login), key("lease:")});
+        if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) return true;
+        revoke(o.name, o.login);
+        return false;
+    }
+
+    // A local login lost its name to another host: offline for this host, the session told and
+    // logged out (the revoked record), its queued events dropped; the other host's user, if
+    // already announced, takes the name here.
+    void revoke(const std::string& name, std::uint64_t login) {
+        ++stats_.name_conflicts;
+        unsigned owner = 0;
+        if (state_.lookup(name, &owner) == login && owner != slot_) {
+            if (const std::uint64_t id = state_.release(name, owner, login); id != 0)
+                publish_offline(name, id, login);
+            chat::Event ev;
+            ev.type = chat::EventType::revoked;
+            ev.login = login;
+            ev.from = name;
+            publish(ev);
+        }
+        std::size_t dropped = 0;
+        for (auto it = out_.begin(); it != out_.end();) {
+            bool mine = false;
+            for (std::size_t i = 0; i + 1 < it->fields.size(); i += 2)
+                if (it->fields[i] == "from" && it->fields[i + 1] == name) mine = true;
+            if (mine) {
+                it = out_.erase(it);
+                ++dropped;
+            } else {
+                ++it;
+            }
+        }
+        log::warn(
+            "bridge: '{}' logged in on another host at the same time and won the name; "
+            "the login here (id {}) was told name_taken ({} event(s) not sent)",
+            name, login, dropped);
+        if (const auto p = pending_.find(name); p != pending_.end()) {
+            const auto [host, remote_login] = p->second;
+            pending_.erase(p);
+            register_remote(name, host, remote_login);
+        }
+    }
+
+    // A user of another host into this host's registry, announced online here.
+    bool register_remote(const std::string& name, unsigned host, std::uint64_t login) {
+        std::uint64_t local = 0;
+        if (state_.claim(name, slot_, &local, nullptr) != chat::SharedState::Status::ok)
+            return false;
+        users_[name] = RemoteUser{host, login, local};
+        chat::Event ev;
+        ev.type = chat::EventType::online;
+        ev.id = local;
+        ev.from = name;
+        publish(ev);
+        return true;
     }
 
     void check_hosts() {
@@ -573,6 +685,7 @@ class Bridge {
 
     void forward(const chat::Event& ev) {
         using chat::EventType;
+        if (ev.type == EventType::revoked) return;  // the bridge's own kind
         if (ev.type == EventType::dm) {
             unsigned owner = 0;
             if (state_.lookup(ev.to, &owner) == 0 || owner != slot_) return;  // not remote
@@ -601,14 +714,24 @@ class Bridge {
                 break;
             case EventType::online:
                 f.insert(f.end(), {"login", std::to_string(ev.id), "from", std::string(ev.from)});
+                o.op = NameOp::claim;
+                o.name = std::string(ev.from);
+                o.login = ev.id;
                 break;
+            case EventType::revoked:
+                return;
             case EventType::offline:
             case EventType::joined:
             case EventType::left:
                 f.insert(f.end(),
                          {"login", std::to_string(ev.login), "from", std::string(ev.from)});
-                if (ev.type != EventType::offline)
+                if (ev.type != EventType::offline) {
                     f.insert(f.end(), {"room", std::string(ev.room)});
+                } else {
+                    o.op = NameOp::release;
+                    o.name = std::string(ev.from);
+                    o.login = ev.login;
+                }
                 break;
             case EventType::typing:
                 f.insert(f.end(), {"room", std::string(ev.room), "from", std::string(ev.from)});
@@ -680,30 +803,39 @@ class Bridge {
                         release(it->first, it->second);
                         users_.erase(it);
                     } else {
-                        ++stats_.name_conflicts;
-                        log::warn("bridge: '{}' is online on hosts {} and {}", from,
-                                  it->second.host, host);
+                        // Two other hosts raced for it: the one that loses the claim in Redis
+                        // sends its offline, then the other takes the name here.
+                        pending_[std::string(from)] = {host, login};
                         return;
                     }
                 }
-                std::uint64_t local = 0;
-                if (state_.claim(from, slot_, &local, nullptr) != chat::SharedState::Status::ok) {
-                    ++stats_.name_conflicts;
-                    log::warn("bridge: '{}' of host {} is taken here (or the registry is full)",
-                              from, host);
-                    return;
+                if (!register_remote(std::string(from), host, login)) {
+                    // Held here by a local login: both logged in at once. The claim in Redis
+                    // decides; if ours loses, this one takes the name (revoke()).
+                    pending_[std::string(from)] = {host, login};
+                    log::info(
+                        "bridge: '{}' of host {} is logged in here too; the name claim in "
+                        "Redis decides",
+                        from, host);
                 }
-                users_[std::string(from)] = RemoteUser{host, login, local};
-                ev.id = local;
-                break;
+                return;
             }
             case chat::EventType::offline: {
+                if (const auto p = pending_.find(std::string(from));
+                    p != pending_.end() && p->second == std::pair{host, login})
+                    pending_.erase(p);
                 const auto it = users_.find(std::string(from));
                 if (it == users_.end() || it->second.host != host ||
                     it->second.remote_login != login)
                     return;
                 release(it->first, it->second);
                 users_.erase(it);
+                // Another host's login of the name waited for this one to go.
+                if (const auto p = pending_.find(std::string(from)); p != pending_.end()) {
+                    const auto [h, l] = p->second;
+                    pending_.erase(p);
+                    register_remote(std::string(from), h, l);
+                }
                 return;
             }
             case chat::EventType::joined:
@@ -755,6 +887,8 @@ class Bridge {
                 if (!chat::valid_room(room)) return;
                 ev.room = room;
                 break;
+            case chat::EventType::revoked:
+                return;
         }
         publish(ev);
         ++stats_.received;
@@ -808,6 +942,8 @@ class Bridge {
     std::deque<Outgoing> out_;
     std::map<unsigned, RemoteHost> remotes_;
     std::unordered_map<std::string, RemoteUser> users_;
+    // name -> (host, login) of a remote login of a name held by a local login (a race)
+    std::unordered_map<std::string, std::pair<unsigned, std::uint64_t>> pending_;
     std::vector<std::byte> scratch_;
     Clock::time_point next_connect_{}, next_lease_{}, next_hosts_{};
     bool link_up_ = false, down_logged_ = false;

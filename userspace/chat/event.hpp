@@ -23,6 +23,10 @@ enum class EventType : std::uint8_t {
     typing,   // `from` is typing in `room`: to every other member (a hint: no id, no history)
     joined,   // `from` (login `login`) joined `room`: to every other member who joined before
     left,     // `from` (login `login`) left `room`: ditto (not sent on logout: offline implies it)
+    // Between hosts: `from` (login `login`) lost its name to a login on another host (the name
+    // claim in Redis, userspace/bridge): its session here is told name_taken and logged out.
+    // Written only by the bridge, after the name's `offline`.
+    revoked,
 };
 
 struct Event {

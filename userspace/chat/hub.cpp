@@ -255,6 +255,7 @@ bool Hub::travels(const Event& ev) const {
         case EventType::typing:
         case EventType::joined:
         case EventType::left:
+        case EventType::revoked:
             return true;
         case EventType::dm:
             return !users_.contains(ev.to);
@@ -288,6 +289,7 @@ bool Hub::stale(const Event& ev) const {
         case EventType::message:
         case EventType::dm:
         case EventType::typing:
+        case EventType::revoked:
             return false;
         case EventType::online: {
             const std::uint64_t current = state_->lookup(ev.from);
@@ -356,6 +358,16 @@ void Hub::deliver(Event& ev, Participant* origin) {
             // Every member but the typist (a hint: no id, no history to order it against).
             if (const auto it = rooms_.find(ev.room); it != rooms_.end())
                 fan_out(it->second, ev, [&](const Participant& s) { return &s != origin; });
+            return;
+        case EventType::revoked:
+            // The session of that login (on this worker, if any) is told, then logged out (its
+            // name is no longer registered: the logout publishes nothing).
+            if (const auto it = users_.find(ev.from);
+                it != users_.end() && it->second->login_id() == ev.login) {
+                Participant* s = it->second;
+                deliver_one(*s, ev);
+                s->logout();
+            }
             return;
         case EventType::joined:
         case EventType::left:

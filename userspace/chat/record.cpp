@@ -104,6 +104,7 @@ std::uint32_t encode(const Event& ev, std::vector<std::byte>& out) {
             put_str(out, ev.from);
             break;
         case EventType::offline:
+        case EventType::revoked:
             put_u64(out, ev.login);
             put_str(out, ev.from);
             break;
@@ -148,6 +149,7 @@ std::optional<Event> decode(std::uint32_t wire, std::span<const std::byte> paylo
             ev.from = in.str();
             break;
         case EventType::offline:
+        case EventType::revoked:
             ev.login = ts;
             ev.from = in.str();
             break;

@@ -7,11 +7,11 @@
 // own header (which carries the record type, wire_type() below):
 //   u64 id, u64 ts, then each string as u32 length + bytes:
 //     message: room, from, text      dm: to, from, text      online, offline: name
-//     typing: room, from (id and ts 0)      joined, left: room, from
+//     typing: room, from (id and ts 0)      joined, left: room, from      revoked: name
 //   A message of another host (written by the bridge, userspace/bridge) adds u64 seq: the
 //   local id that orders it against join snapshots (its id is the one its own host gave it).
-//   An offline, joined or left carries the login id of `from` in the ts field. The cid of a message
-//   is not sent (only the sender's own copy, on the sender's worker, has it).
+//   An offline, revoked, joined or left carries the login id of `from` in the ts field. The cid of
+//   a message is not sent (only the sender's own copy, on the sender's worker, has it).
 //
 // Records come from shared memory that other processes write: decode() checks every length
 // against the record's size and rejects unknown types, truncated records and trailing bytes.
@@ -50,6 +50,8 @@ constexpr std::uint32_t wire_type(EventType type) noexcept {
             return 6;
         case EventType::left:
             return 7;
+        case EventType::revoked:
+            return 8;
     }
     return 0;
 }

@@ -104,6 +104,12 @@ json::object event_object(const chat::Event& ev) {
             o["room"] = jsv(ev.room);
             o["from"] = jsv(ev.from);
             break;
+        case chat::EventType::revoked:
+            // Logged out: the name was taken on another host at the same time (docs/scaling.md).
+            o["type"] = "error";
+            o["code"] = "name_taken";
+            o["message"] = "that name was taken on another host at the same time: log in again";
+            break;
         case chat::EventType::joined:
         case chat::EventType::left:
             // Not "joined"/"left": those answer the client's own join/leave.

@@ -80,6 +80,11 @@ json::array event_args(const chat::Event& ev) {
         case chat::EventType::left:
             args = {"memberLeft", json::object{{"room", ev.room}, {"name", ev.from}}};
             break;
+        case chat::EventType::revoked:
+            // Logged out: the name was taken on another host at the same time.
+            args = {"usernametaken", json::object{{"err", "Username is taken: choose another one"},
+                                                  {"address", ev.from}}};
+            break;
     }
     return args;
 }

@@ -47,6 +47,7 @@ Event sample(EventType t) {
             ev.from = "carol";
             break;
         case EventType::offline:
+        case EventType::revoked:
             ev.login = 77;
             ev.from = "carol";
             break;
