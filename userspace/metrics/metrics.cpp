@@ -297,7 +297,8 @@ void append_host_metrics(std::string& out, const Region& region) {
             "Ring records the bridge missed (it fell behind a worker's log).",
             "Links made to Redis (the first one and every reconnect).",
             "Streams this host started: its first, then one after each lease it lost.",
-            "A name found online on two hosts at once (the later one was not registered here).",
+            "Logins on this host that lost a race for their name to another host (told "
+            "name_taken and logged out).",
             "Other hosts found gone (lease expired, or back with a new epoch): their users went "
             "offline here.",
         };

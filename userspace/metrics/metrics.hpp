@@ -152,7 +152,7 @@ struct BridgeBlock {
     Counter ring_lost;       // ring records the bridge missed (it fell behind a worker's log)
     Counter links;           // links made to Redis (the first and every reconnect)
     Counter epochs;          // streams this host started (its first, then after lease losses)
-    Counter name_conflicts;  // a name online on two hosts at once (one kept)
+    Counter name_conflicts;  // logins here that lost their name to another host (revoked)
     Counter hosts_lost;      // other hosts found gone (lease expired or a new epoch)
     Counter remotes;         // other hosts read now (entries below)
     Counter remote_host[kMaxRemoteHosts];

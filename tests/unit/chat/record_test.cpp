@@ -110,12 +110,13 @@ TEST(ChatRecord, WireTypesAreTheFormatsNumbersAndDistinct) {
     EXPECT_EQ(record::wire_type(EventType::typing), 5u);
     EXPECT_EQ(record::wire_type(EventType::joined), 6u);
     EXPECT_EQ(record::wire_type(EventType::left), 7u);
+    EXPECT_EQ(record::wire_type(EventType::revoked), 8u);
     for (std::uint32_t w = 0; w < 64; ++w)
         if (const auto t = record::event_type(w)) {
             EXPECT_EQ(record::wire_type(*t), w);
         }
     EXPECT_FALSE(record::event_type(0).has_value());
-    EXPECT_FALSE(record::event_type(8).has_value());
+    EXPECT_FALSE(record::event_type(9).has_value());
     EXPECT_FALSE(record::event_type(0xFFFFFFFFu).has_value());
 }
 
