@@ -6,7 +6,7 @@ LISTEN_FDS=1, LISTEN_PID=<this process>), so any number of copies share one port
 kernel keeps each client address on one copy:
 
     steerchat balance --port 8000 --workers 4 -- python3 examples/balance/python/server.py
-    curl -s localhost:8000/        # {"pid": 1234, "slot": 2, "client": "127.0.0.1"}
+    curl -s localhost:8000/        # {"pid": 1234, "slot": 2, "workers": 4, "client": ...}
 
 Run by hand without a parent it listens on $PORT (default 8000) itself.
 Paths: / answers who served the request; /exit makes this copy exit (status 3) after the
@@ -19,6 +19,8 @@ import socket
 import sys
 
 SD_LISTEN_FDS_START = 3
+# The descriptors this process started with (what its parent let it inherit).
+INHERITED = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))[:-1]  # less listdir's own
 
 
 def inherited_listener():
@@ -40,7 +42,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = json.dumps({
             "pid": os.getpid(),
             "slot": int(os.environ.get("STEERCHAT_SLOT", "-1")),
+            "workers": int(os.environ.get("STEERCHAT_WORKERS", "0")),
             "client": self.client_address[0],
+            "inherited_fds": INHERITED,
         }).encode() + b"\n"
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
