@@ -19,8 +19,22 @@ import socket
 import sys
 
 SD_LISTEN_FDS_START = 3
-# The descriptors this process started with (what its parent let it inherit).
-INHERITED = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))[:-1]  # less listdir's own
+
+
+def open_fds():
+    """The descriptors open now (listdir's own, closed by the time it returns, left out)."""
+    fds = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            os.readlink(f"/proc/self/fd/{name}")
+            fds.append(int(name))
+        except OSError:
+            pass
+    return sorted(fds)
+
+
+# The descriptors this process started with: what its parent let it inherit.
+INHERITED = open_fds()
 
 
 def inherited_listener():
