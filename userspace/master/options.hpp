@@ -74,7 +74,7 @@ struct BalanceOptions {
     std::string admin_bind = "127.0.0.1";
     // A child that has lived this long has started; one that exits sooner during the pool's
     // first start stops the whole balance (exit 1) instead of being respawned.
-    unsigned start_grace_ms = 1000;
+    unsigned start_grace_ms = 3000;
 };
 
 struct BalanceParseResult {

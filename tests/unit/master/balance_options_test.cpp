@@ -39,7 +39,7 @@ TEST(BalanceOptions, MasterSettingsAndCommand) {
     EXPECT_EQ(r.options->max_restarts, 2u);
     EXPECT_EQ(r.balance->admin_port, 9100);
     EXPECT_EQ(r.balance->admin_bind, "127.0.0.1");
-    EXPECT_EQ(r.balance->start_grace_ms, 1000u);
+    EXPECT_EQ(r.balance->start_grace_ms, 3000u);
     // Everything after "--" is the command's, options included.
     EXPECT_EQ(r.balance->command, (std::vector<std::string>{"sh", "-c", "exec --port 1"}));
     EXPECT_TRUE(r.balance->program.ends_with("/sh")) << r.balance->program;
