@@ -1,0 +1,34 @@
+// Peer "balance" of scripts/bench: the same socket.io 4 app as node-cluster-redis.js's workers
+// (chat.js, rooms across processes through @socket.io/redis-adapter and a redis-server), run as N
+// independent processes by `steerchat balance`: each takes its listening socket from its parent
+// as fd 3 (LISTEN_FDS=1, LISTEN_PID=<its pid>) and the kernel's BPF steering keeps every client
+// address on one process. No process sits between the clients and the workers.
+//   steerchat balance --port 18705 --workers 2 -- node balance-worker.js   (REDIS_URL, as below)
+"use strict";
+
+const http = require("node:http");
+const { attachChat, serverOptions } = require("./chat");
+
+(async () => {
+  if (process.env.LISTEN_PID !== String(process.pid) || process.env.LISTEN_FDS !== "1") {
+    throw new Error("run me under steerchat balance: no inherited socket (LISTEN_PID/LISTEN_FDS)");
+  }
+  const { createClient } = require("redis");
+  const { createAdapter } = require("@socket.io/redis-adapter");
+  const { Server } = require("socket.io");
+  const pub = createClient({ url: process.env.REDIS_URL || "redis://127.0.0.1:6379" });
+  const sub = pub.duplicate();
+  for (const c of [pub, sub]) c.on("error", (e) => console.error(`redis: ${e.message}`));
+  await Promise.all([pub.connect(), sub.connect()]);
+
+  const httpServer = http.createServer((req, res) => {
+    res.writeHead(404).end();
+  });
+  const io = new Server(httpServer, serverOptions({ adapter: createAdapter(pub, sub) }));
+  attachChat(io);
+  httpServer.listen({ fd: 3 });
+  process.on("SIGTERM", () => process.exit(0));
+})().catch((e) => {
+  console.error(`balance worker: ${e.stack || e}`);
+  process.exit(1);
+});
