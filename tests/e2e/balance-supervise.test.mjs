@@ -86,6 +86,37 @@ describe('steerchat balance over a Python server (3 copies)', { skip: root ? fal
     assert.equal(h.slots.find((s) => s.slot === old.slot).restarts, 1);
   });
 
+  test('steerchat ctl workers N resizes the pool live; the copies are told their pool size',
+       async () => {
+    const ctl = (...words) => spawnSync(binaryPath(), ['ctl', '--port', String(PORT), '--run-dir',
+                                                       b.runDir, ...words], { encoding: 'utf8' });
+    let r = ctl('workers', '4');
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /workers 3 -> 4; started slot\(s\) 3/);
+    await b.ready(4);
+    const added = (await b.healthz()).slots.find((s) => s.slot === 3);
+    let moved = 0;
+    for (let k = 0; k < ADDRESSES; k++) {
+      const a = await who(k);
+      if (a.slot === 3) {
+        moved++;
+        assert.equal(a.pid, added.pid);
+        assert.equal(a.workers, 4, 'STEERCHAT_WORKERS of the new copy');
+      } else {
+        assert.equal(a.slot, slotOf[k], `${ipOf(k)} moved between the old slots`);
+      }
+    }
+    assert.ok(moved > 0 && moved < ADDRESSES / 2, `${moved} of ${ADDRESSES} addresses moved`);
+    r = ctl('workers', '3');
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    await waitFor(`slot 3's copy (pid ${added.pid}) stopped`, () => !alive(added.pid));
+    for (let k = 0; k < ADDRESSES; k++) assert.equal((await who(k)).slot, slotOf[k], `${ipOf(k)}`);
+    // What balance cannot do, it says.
+    r = ctl('reload');
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /nothing to reload/);
+  });
+
   test('a copy that keeps dying is drained: its clients move to the other copies', async () => {
     const i = slotOf.findIndex((s) => s === 2);
     const pids = [];
@@ -110,7 +141,9 @@ describe('steerchat balance over a Python server (3 copies)', { skip: root ? fal
     // /metrics on the admin port has the steering and the slot's state.
     const m = (await getFrom(ADMIN, '/metrics')).body;
     assert.match(m, /steerchat_worker_state\{worker="2",state="drained"\} 1/);
-    assert.match(m, /steerchat_steer_outcomes_total|steerchat_steer/);
+    const selected = m.match(/^steerchat_steer_connections_total\{outcome="selected"\} (\d+)$/m);
+    assert.ok(selected && Number(selected[1]) >= ADDRESSES, `steering counters: ${selected}`);
+    assert.match(m, /^steerchat_steer_buckets\{worker="2"\} 0$/m);
   });
 
   test('SIGTERM stops every copy and removes the pins', async () => {
