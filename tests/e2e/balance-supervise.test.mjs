@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
@@ -144,6 +145,22 @@ describe('steerchat balance over a Python server (3 copies)', { skip: root ? fal
     const selected = m.match(/^steerchat_steer_connections_total\{outcome="selected"\} (\d+)$/m);
     assert.ok(selected && Number(selected[1]) >= ADDRESSES, `steering counters: ${selected}`);
     assert.match(m, /^steerchat_steer_buckets\{worker="2"\} 0$/m);
+    assert.match(m, /^steerchat_admin_requests_total [1-9]\d*$/m);
+  });
+
+  test('the admin port: 404 elsewhere, a silent client is closed after 2 s and counted', async () => {
+    assert.equal((await getFrom(ADMIN, '/nothing')).status, 404);
+    const t0 = Date.now();
+    await new Promise((resolve, reject) => {
+      const s = net.connect(ADMIN, '127.0.0.1');
+      s.on('error', reject);
+      s.on('close', resolve);
+      s.resume();
+    });
+    const took = Date.now() - t0;
+    assert.ok(took >= 1500 && took < 5000, `closed after ${took} ms`);
+    const m = (await getFrom(ADMIN, '/metrics')).body;
+    assert.match(m, /^steerchat_admin_connections_closed_total\{reason="timeout"\} 1$/m);
   });
 
   test('SIGTERM stops every copy and removes the pins', async () => {

@@ -104,7 +104,10 @@ void AdminServer::process(std::span<const pollfd> fds) {
             done[i] = !on_readable(c);
         else if (ev & POLLOUT)
             done[i] = !on_writable(c);
-        if (!done[i] && now >= c.deadline) done[i] = true;  // too slow: closed
+        if (!done[i] && now >= c.deadline) {  // too slow: closed
+            done[i] = true;
+            ++timed_out_;
+        }
     }
     std::size_t k = 0;
     for (std::size_t i = 0; i < conns_.size(); ++i)
@@ -120,7 +123,10 @@ void AdminServer::accept_all() {
             if (errno == EINTR || errno == ECONNABORTED) continue;
             return;
         }
-        if (conns_.size() >= kMaxAdminConnections) continue;  // closed: busy
+        if (conns_.size() >= kMaxAdminConnections) {  // closed: busy
+            ++refused_;
+            continue;
+        }
         Connection c;
         c.fd = std::move(fd);
         c.deadline = Clock::now() + kAdminTimeout;

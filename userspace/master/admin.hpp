@@ -50,6 +50,10 @@ class AdminServer {
     int timeout_ms() const;
 
     std::uint64_t requests() const noexcept { return requests_; }
+    // Connections closed at accept because kMaxAdminConnections were open, or closed for being
+    // slower than kAdminTimeout.
+    std::uint64_t refused() const noexcept { return refused_; }
+    std::uint64_t timed_out() const noexcept { return timed_out_; }
 
   private:
     using Clock = std::chrono::steady_clock;
@@ -68,6 +72,8 @@ class AdminServer {
     UniqueFd listener_;
     std::vector<Connection> conns_;
     std::uint64_t requests_ = 0;
+    std::uint64_t refused_ = 0;
+    std::uint64_t timed_out_ = 0;
 };
 
 }  // namespace steerchat::master

@@ -582,6 +582,17 @@ AdminReply Supervisor::admin_request(std::string_view path) const {
     if (path == "/metrics") {
         std::string out;
         metrics::append_host_metrics(out, *metrics_);
+        metrics::Text t(out);
+        t.family("steerchat_admin_requests_total", "counter",
+                 "Requests the master's --admin-port listener answered (steerchat balance).");
+        t.sample("steerchat_admin_requests_total", -1, "", admin_ ? admin_->requests() : 0);
+        t.family("steerchat_admin_connections_closed_total", "counter",
+                 "Admin connections closed unanswered: busy (16 open at once) or too slow (no "
+                 "request within 2 s).");
+        t.sample("steerchat_admin_connections_closed_total", -1, "reason=\"busy\"",
+                 admin_ ? admin_->refused() : 0);
+        t.sample("steerchat_admin_connections_closed_total", -1, "reason=\"timeout\"",
+                 admin_ ? admin_->timed_out() : 0);
         return {200, "text/plain; version=0.0.4; charset=utf-8", std::move(out)};
     }
     if (path == "/healthz") {
