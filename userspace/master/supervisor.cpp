@@ -438,6 +438,7 @@ bool Supervisor::spawn_command(unsigned slot) {
         ::fcntl(f->get(), F_SETFL, ::fcntl(f->get(), F_GETFL) | O_NONBLOCK);
     s.out = std::move(out_r);
     s.err = std::move(err_r);
+    s.output_pid = pid;
     s.out_part.clear();
     s.err_part.clear();
     s.pid = pid;
@@ -533,7 +534,20 @@ void Supervisor::become_command(unsigned slot, int out, int err, int status) {
 void Supervisor::relay_output(unsigned slot, bool final) {
     Slot& s = slots_[slot];
     const std::string prefix = fmt::format("[slot {}] ", slot);
+    const std::string name = fmt::format("slot {}", slot);
     constexpr std::size_t kMaxLine = 16 * 1024;
+    timespec now{};
+    ::clock_gettime(CLOCK_REALTIME, &now);
+    // One output line for `line` (without its newline).
+    auto format = [&](std::string_view line) {
+        if (opts_.log_format == log::Format::json)
+            return log::format_line(log::Level::info, line, now, s.output_pid, name,
+                                    log::Format::json, false);
+        std::string out = prefix;
+        out += line;
+        out += '\n';
+        return out;
+    };
     for (auto [fd, part, to] : {std::tuple{&s.out, &s.out_part, 1}, {&s.err, &s.err_part, 2}}) {
         if (!*fd) continue;
         bool eof = false;
@@ -556,12 +570,12 @@ void Supervisor::relay_output(unsigned slot, bool final) {
             if (nl == std::string::npos) {
                 if (part->size() - begin < kMaxLine && !eof && !final) break;
                 if (begin == part->size()) break;
-                lines += prefix + part->substr(begin) + "\n";  // overlong or unfinished: as is
+                // Overlong or unfinished: as it is.
+                lines += format(std::string_view(*part).substr(begin));
                 begin = part->size();
                 break;
             }
-            lines += prefix;
-            lines.append(*part, begin, nl + 1 - begin);
+            lines += format(std::string_view(*part).substr(begin, nl - begin));
             begin = nl + 1;
         }
         part->erase(0, begin);
@@ -662,7 +676,7 @@ void Supervisor::on_worker_exit(unsigned slot, int status) {
         if (fatal_.empty())
             fatal_ = fmt::format(
                 "slot {}: '{}' {} within --start-grace-ms {} of its start (its output, if any, is "
-                "above, prefixed [slot {}]); fix the command and start again",
+                "above, marked slot {}); fix the command and start again",
                 slot, fmt::join(balance_->command, " "), describe_status(status),
                 balance_->start_grace_ms, slot);
         return;

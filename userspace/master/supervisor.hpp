@@ -63,6 +63,7 @@ class Supervisor {
         // ends of its stdout and stderr pipes and their unfinished lines; when it has started.
         UniqueFd out, err;
         std::string out_part, err_part;
+        pid_t output_pid = -1;  // the child that writes into out and err
         std::optional<Clock::time_point> ready_at;
     };
 
@@ -77,8 +78,9 @@ class Supervisor {
     // A signal to a slot's worker: under balance its whole process group.
     // False (errno set) if kill() failed.
     bool signal_worker(const Slot& s, int sig) const;
-    // balance: writes out what the slot's child printed, each line prefixed "[slot N] "; with
-    // `final`, also an unfinished last line, and closes the pipes.
+    // balance: writes out what the slot's child printed, each line prefixed "[slot N] " (with
+    // --log-format json: one JSON object per line, slot "slot N", the child's pid); with `final`,
+    // also an unfinished last line, and closes the pipes.
     void relay_output(unsigned slot, bool final);
     AdminReply admin_request(std::string_view path) const;
     void reap();
