@@ -223,6 +223,18 @@ describe('steerchat balance: stopping, and bad COMMANDs', { skip: root ? false :
     assert.ok(!fs.existsSync(`/sys/fs/bpf/steerchat/${PORT + 4}`), 'pins left behind');
   });
 
+  test('a COMMAND only root may run: the unprivileged copies cannot exec it, exit 1 naming why',
+       () => {
+    const dir = fs.mkdtempSync('/tmp/steerchat-balance-');  // 0700, root's
+    const script = path.join(dir, 'server.sh');
+    fs.writeFileSync(script, '#!/bin/sh\nexec sleep 60\n', { mode: 0o755 });
+    const r = run(['--', script]);
+    assert.equal(r.status, 1, r.out);
+    assert.match(r.out, /cannot run .*server\.sh as slot \d: Permission denied \(the children run as \S+; they need to read and execute it\)/);
+    assert.doesNotMatch(r.out, /respawning/);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
   test('no COMMAND, or a setting of the built-in workers: exit 2 naming the fix', () => {
     let r = run([]);
     assert.equal(r.status, 2, r.out);
