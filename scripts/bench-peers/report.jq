@@ -31,7 +31,7 @@ def ratio: if . == null or (type != "number") then "–" elif . >= 100 then "\(f
 | ["node-cluster-redis", "balance", "nginx-node", "sticky", "nginx", "steerchat-kernel", "steerchat-bpf"] as $order
 | {
     "node-cluster-redis": "Node cluster; the primary accepts with `pauseOnConnect` and hands each socket to worker FNV-1a(ip) % N; socket.io 4 in the workers; rooms across workers via `@socket.io/redis-adapter` and a redis-server on a Unix socket (its CPU counted)",
-    "balance": "the same socket.io 4 app and Redis adapter as node-cluster-redis, as N processes under `steerchat balance` (BPF steering, each process its own listener as fd 3: no process in the data path; the master's CPU counted)",
+    "balance": "the same socket.io 4 app and Redis adapter as node-cluster-redis, as N processes under `steerchat balance` (BPF steering, each process its own listener as fd 3: no process in the data path; the master's and Redis's CPU counted)",
     "nginx-node": "the balance peer's Node app as N processes on ports of their own behind nginx `hash $remote_addr consistent` (rooms through a redis-server on a Unix socket); CPU of nginx, Node and Redis",
     "sticky": "socket.io 4 with `@socket.io/sticky` (`least-connection`: it has no IP-hash method) and `@socket.io/cluster-adapter`",
     "nginx": "nginx, `hash $remote_addr consistent`, over N single-worker steerchat processes (`--steering kernel`); CPU of nginx and the backends",
