@@ -38,6 +38,7 @@
 #include "bench_common.hpp"
 #include "bench_options.hpp"
 #include "scenarios.hpp"
+#include "ws_client.hpp"
 
 namespace steerchat::bench {
 
@@ -54,6 +55,8 @@ int main(int argc, char** argv) {
     using namespace steerchat::bench;
     const Options opt = parse_options(argc, argv);
     try {
+        if (opt.tls)
+            set_client_tls(std::make_unique<TlsClient>(opt.ca_file, opt.server_name, opt.resume));
         switch (opt.scenario) {
             case Scenario::broadcast:
                 return run_broadcast(opt);
