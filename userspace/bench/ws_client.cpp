@@ -259,12 +259,11 @@ void WsClient::read_upgrade() {
             // A refusal may carry a body: keep what came with the head for the message.
             if (!check_upgrade(got)) return;
             // TLS 1.3 sends its session (ticket) after the handshake: by now it has arrived.
+            // A copy: OpenSSL marks the connection's own session not resumable when the
+            // connection ends without a close_notify (a RST here).
             if (tls_ && env_.tls->resume) {
-                SSL_SESSION* s = SSL_get1_session(tls_->native_handle());
-                if (s && SSL_SESSION_is_resumable(s))
-                    session_.reset(s);
-                else if (s)
-                    SSL_SESSION_free(s);
+                const SSL_SESSION* s = SSL_get0_session(tls_->native_handle());
+                if (s && SSL_SESSION_is_resumable(s)) session_.reset(SSL_SESSION_dup(s));
             }
             const std::size_t used = end + 4;
             std::memmove(rbuf_.data(), rbuf_.data() + used, rlen_ - used);
