@@ -63,11 +63,11 @@ def median: sort | if length == 0 then null
     "",
     "### Idle memory per connection",
     "",
-    "| peer | protocol | KiB per connection (server PSS) | kernel TCP KiB per connection |",
+    "| peer | protocol | KiB per connection (server PSS) | RSS KiB per connection |",
     "|---|---|---|---|",
     ($peers[] as $p | ("sio", "native") as $proto
      | select((results($p; "idle"; $proto) | length) > 0)
-     | "| \($p) | \($proto) | \(show($p; "idle"; $proto; .bytes_per_connection; kib)) | \(show($p; "idle"; $proto; .kernel_tcp_mem_bytes_per_connection; kib)) |"),
+     | "| \($p) | \($proto) | \(show($p; "idle"; $proto; .bytes_per_connection; kib)) | \(show($p; "idle"; $proto; .rss_bytes_per_connection; kib)) |"),
     "",
     "### Ratios: steerchat-tls against each peer (medians; > 1: steerchat-tls better)",
     "",
@@ -78,6 +78,13 @@ def median: sort | if length == 0 then null
      | "| \($p) | \(rat(med($t; "connect"; "sio"; .connections_per_server_cpu_s); med($p; "connect"; "sio"; .connections_per_server_cpu_s)) | ratio) | \(rat(med($t; "connect_resume"; "sio"; .connections_per_server_cpu_s); med($p; "connect_resume"; "sio"; .connections_per_server_cpu_s)) | ratio) | \(rat(med($t; "broadcast"; "sio"; .deliveries_per_server_cpu_s); med($p; "broadcast"; "sio"; .deliveries_per_server_cpu_s)) | ratio) | \(rat(med($p; "broadcast"; "sio"; .latency_ms.p99); med($t; "broadcast"; "sio"; .latency_ms.p99)) | ratio) | \(rat(med($p; "idle"; "sio"; .bytes_per_connection); med($t; "idle"; "sio"; .bytes_per_connection)) | ratio) |"),
     "",
     "Against plain steerchat the ratios are the cost of TLS (below 1: what TLS costs). Resumed against full handshakes in steerchat-tls: \(rat(med("steerchat-tls"; "connect_resume"; "sio"; .connections_per_server_cpu_s); med("steerchat-tls"; "connect"; "sio"; .connections_per_server_cpu_s)) | ratio) per CPU-s. Native /ws broadcast, steerchat-tls against steerchat: \(rat(med("steerchat-tls"; "broadcast"; "native"; .deliveries_per_server_cpu_s); med("steerchat"; "broadcast"; "native"; .deliveries_per_server_cpu_s)) | ratio) per CPU-s; idle memory (native), steerchat-tls / steerchat: \(rat(med("steerchat-tls"; "idle"; "native"; .bytes_per_connection); med("steerchat"; "idle"; "native"; .bytes_per_connection)) | ratio).",
+    "",
+    "Notes:",
+    "",
+    "- Server CPU is utime + stime of each peer's whole process tree over the measured window (steerchat's master and workers; nginx's master, workers and steerchat backends; Node's primary, workers and redis-server), read from /proc; per server CPU-second is the fair figure, since the load generator (TLS client included) runs on the same CPUs.",
+    "- nginx-tls's backends are independent single-worker steerchats: a room does not span them, so a say reaches only the members on the sender's backend (about half with 2 backends) and the rest count as missing; its deliveries per CPU-second count what it delivered, so the ratio against it is in nginx's favour.",
+    "- Resumption: steerchat and nginx resume from a server-side session cache (steerchat: one per worker, which a client address reaches every time through the steering; nginx: shared by its workers), Node from session tickets (keys per worker; its primary routes an address to the same worker). The resumed share is what the server reported to the client (`SSL_session_reused`).",
+    "- Idle memory: PSS of the server tree before the first connection and at the end of the hold, divided by the connections; kernel socket memory is not included.",
     "",
     (failures as $f
      | if ($f | length) == 0 then "Every run completed without errors."
