@@ -30,6 +30,10 @@
 //             process can hold only as many sockets as its open-files hard limit, so the
 //             connections are spread over several forked load processes when needed.
 //
+// --tls (every scenario): each connection is TLS (wss://) before the upgrade, the server's
+// certificate checked against --ca when given; connect --resume offers each slot's previous
+// session from the same source address, and counts how many the server resumed.
+//
 // The hot paths (pacing, encoding a say, parsing a frame, recording latency) do not allocate.
 #include <fmt/format.h>
 
