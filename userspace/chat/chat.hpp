@@ -72,7 +72,13 @@
 //   logged-in name on this worker (kept by the Hub, so logging out and in again does not refill
 //   it) -> `rate_limited`; a connection refused Limits::close_after times in a row is to be closed
 //   by its adapter (Participant::abusive). At most Limits::max_rooms rooms per session (a name has
-//   one session) -> `too_many_rooms`.
+//   one session) -> `too_many_rooms`. At most Limits::max_names_per_address names held at once
+//   by one client address, host-wide (counted in the shared state) -> `too_many_names`.
+//   `server_full` only when a host-wide table (users, rooms, memberships) is full; counted.
+// * Bounded answers: a text's limit (SharedOptions::max_text) is on its JSON-escaped size
+//   (json_escaped_size: what the adapters send), so escaping cannot make a message bigger than
+//   the limit its sender was held to; a join returns the newest history messages whose escaped
+//   texts and names fit Limits::max_join_history_bytes (trimmed joins counted).
 // * One session per connection; one connection per name (names are unique host-wide).
 //
 // Threading: a Hub and its Sessions belong to one event loop thread (one per worker process).
@@ -88,6 +94,7 @@
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/ip/address.hpp>
 
 #include "chat/event.hpp"
 #include "chat/rate_limit.hpp"
@@ -124,6 +131,7 @@ enum class Error : std::uint8_t {
     server_full,        // a shared table is full
     rate_limited,       // more requests than Limits::rate / burst allow
     too_many_rooms,     // a join over Limits::max_rooms
+    too_many_names,     // a login from an address holding Limits::max_names_per_address names
 };
 
 // The protocol code ("name_taken") and a human message.
@@ -160,7 +168,21 @@ struct Limits {
     std::uint32_t max_rooms = 100;   // rooms one session may be in; 0: no limit
     double typing_rate = 2;          // typing events per second per session; 0: no limit
     std::uint32_t typing_burst = 5;  // typing events at once; more are dropped silently
+    // Names one client address may hold at once, host-wide (SharedState::claim); 0: no limit.
+    std::uint32_t max_names_per_address = 256;
+    // Bytes of history a join returns at most (its JSON-escaped texts and names; the newest
+    // messages that fit); 0: no limit.
+    std::size_t max_join_history_bytes = 64 * 1024;
+    bool ipv6_prefix64 = false;  // address_key of IPv6 clients: their /64
 };
+
+// A client address as the per-address name limit counts it: IPv4 (also v4-mapped) as
+// ::ffff:a.b.c.d, IPv6 whole or (prefix64) its /64.
+Address address_key(const boost::asio::ip::address& a, bool prefix64) noexcept;
+
+// The bytes `text` takes as a JSON string's contents (escapes counted: \uXXXX for a control
+// character, \n etc., \" and \\): what the adapters send for it.
+std::size_t json_escaped_size(std::string_view text) noexcept;
 
 // In the worker's slot block (metrics/metrics.hpp) when the Hub is given one.
 struct HubStats {
@@ -173,10 +195,14 @@ struct HubStats {
     metrics::Counter bad_records;     // undecodable ring records (a bug if non-zero)
     metrics::Counter losses;          // ring Loss reports: this worker missed records
     metrics::Counter lost_records;
-    metrics::Counter rate_limited;  // requests refused by a token bucket
-    metrics::Counter rate_closes;   // connections found abusive (Limits::close_after)
-    metrics::Counter room_limited;  // joins refused: too_many_rooms
-    metrics::Counter typing_drops;  // typing events over Limits::typing_rate (not delivered)
+    metrics::Counter rate_limited;     // requests refused by a token bucket
+    metrics::Counter rate_closes;      // connections found abusive (Limits::close_after)
+    metrics::Counter room_limited;     // joins refused: too_many_rooms
+    metrics::Counter names_limited;    // logins refused: too_many_names
+    metrics::Counter server_full;      // logins and joins refused: a host-wide table is full
+    metrics::Counter history_trimmed;  // joins whose history was cut to max_join_history_bytes
+    metrics::Counter history_bytes;    // history bytes (JSON-escaped) joins returned
+    metrics::Counter typing_drops;     // typing events over Limits::typing_rate (not delivered)
 };
 
 class Hub;
@@ -242,6 +268,11 @@ class Hub {
     // `s` is logging out (name still set, rooms already left): unindex it and drop it from the
     // deliveries in flight.
     void detach(Participant& s);
+    // Counts a refusal the shared state made (too_many_names, server_full).
+    void count_refusal(Error e) noexcept;
+    // Cuts a join's history (oldest first) to the newest messages that fit
+    // Limits::max_join_history_bytes; counts the bytes returned and a cut.
+    void bound_history(std::vector<HistoryItem>& history) noexcept;
     // Whether `s` may join `room` (Limits::max_rooms); a refusal is counted.
     bool may_join(const Participant& s, std::string_view room);
     // Takes a token from a session's typing bucket (Limits::typing_rate); false (counted as
@@ -310,6 +341,9 @@ class Hub {
 class Participant {
   public:
     Participant(Hub& hub, Client& client);
+    // The client's address (address_key), counted against Limits::max_names_per_address by
+    // login. Set it before login; without one, no per-address limit applies.
+    void set_address(const Address& a) noexcept { address_ = a; }
     ~Participant();  // logout()
     Participant(const Participant&) = delete;
     Participant& operator=(const Participant&) = delete;
@@ -357,6 +391,7 @@ class Participant {
     TokenBucket* user_bucket_ = nullptr;  // the name's (kept by the Hub) while logged in
     TokenBucket typing_bucket_;           // this session's typing events
     std::uint32_t strikes_ = 0;           // requests refused in a row
+    std::optional<Address> address_;
     // room -> the id at which it was joined
     std::unordered_map<std::string, std::uint64_t, detail::StrHash, std::equal_to<>> rooms_;
 };

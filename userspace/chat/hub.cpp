@@ -59,6 +59,8 @@ std::string_view code_of(Error e) noexcept {
             return "rate_limited";
         case Error::too_many_rooms:
             return "too_many_rooms";
+        case Error::too_many_names:
+            return "too_many_names";
     }
     return "internal";
 }
@@ -89,8 +91,45 @@ std::string_view message_of(Error e) noexcept {
             return "too many messages: slow down (the connection is closed if this goes on)";
         case Error::too_many_rooms:
             return "in too many rooms: leave one first";
+        case Error::too_many_names:
+            return "too many users from your address: log one out first";
     }
     return "internal error";
+}
+
+Address address_key(const boost::asio::ip::address& a, bool prefix64) noexcept {
+    Address key{};
+    if (a.is_v4()) {
+        key[10] = key[11] = 0xff;
+        const auto b = a.to_v4().to_bytes();
+        std::copy(b.begin(), b.end(), key.begin() + 12);
+        return key;
+    }
+    const auto b = a.to_v6().to_bytes();
+    std::copy(b.begin(), b.end(), key.begin());
+    const bool mapped = a.to_v6().is_v4_mapped();
+    if (prefix64 && !mapped) std::fill(key.begin() + 8, key.end(), 0);
+    return key;
+}
+
+std::size_t json_escaped_size(std::string_view text) noexcept {
+    std::size_t n = 0;
+    for (const unsigned char c : text) {
+        switch (c) {
+            case '"':
+            case '\\':
+            case '\b':
+            case '\f':
+            case '\n':
+            case '\r':
+            case '\t':
+                n += 2;
+                break;
+            default:
+                n += c < 0x20 ? 6 : 1;
+        }
+    }
+    return n;
 }
 
 bool valid_name(std::string_view name) noexcept {
@@ -198,6 +237,31 @@ void Hub::release_bucket(const std::string& name, TokenBucket::Clock::time_point
     std::erase_if(buckets_, [&](const auto& kv) {
         return kv.second.full(now) && !users_.contains(kv.first);
     });
+}
+
+void Hub::count_refusal(Error e) noexcept {
+    if (e == Error::too_many_names) ++stats_->names_limited;
+    if (e == Error::server_full) ++stats_->server_full;
+}
+
+void Hub::bound_history(std::vector<HistoryItem>& history) noexcept {
+    // Per message: its escaped text and name, and ~64 bytes of JSON around them (id, ts, keys).
+    constexpr std::size_t kFraming = 64;
+    const std::size_t limit = limits_.max_join_history_bytes;
+    std::size_t bytes = 0;
+    std::size_t keep = 0;
+    for (auto it = history.rbegin(); it != history.rend(); ++it) {
+        const std::size_t one =
+            json_escaped_size(it->text) + json_escaped_size(it->from) + kFraming;
+        if (limit != 0 && bytes + one > limit) break;
+        bytes += one;
+        ++keep;
+    }
+    if (keep < history.size()) {
+        history.erase(history.begin(), history.end() - static_cast<std::ptrdiff_t>(keep));
+        ++stats_->history_trimmed;
+    }
+    stats_->history_bytes += bytes;
 }
 
 bool Hub::may_join(const Participant& s, std::string_view room) {
@@ -447,12 +511,18 @@ Error Participant::login(std::string_view name, Welcome* out) {
     if (logged_in()) return Error::already_logged_in;
     if (!valid_name(name)) return Error::bad_name;
     std::uint64_t id = 0;
-    switch (hub_.state().claim(name, hub_.slot(), &id, out ? &out->users : nullptr)) {
+    switch (hub_.state().claim(name, hub_.slot(), &id, out ? &out->users : nullptr,
+                               address_ ? &*address_ : nullptr,
+                               hub_.limits().max_names_per_address)) {
         case SharedState::Status::ok:
             break;
         case SharedState::Status::taken:
             return Error::name_taken;
+        case SharedState::Status::address_full:
+            hub_.count_refusal(Error::too_many_names);
+            return Error::too_many_names;
         default:
+            hub_.count_refusal(Error::server_full);
             return Error::server_full;
     }
     name_.assign(name);
@@ -496,10 +566,12 @@ Error Participant::join(std::string_view room, Joined* out) {
         case SharedState::Status::ok:
             break;
         case SharedState::Status::full:
+            hub_.count_refusal(Error::server_full);
             return Error::server_full;
         default:
             return Error::not_logged_in;  // our name was evicted
     }
+    if (out) hub_.bound_history(out->history);
     if (rooms_.emplace(std::string(room), mark).second) hub_.add_member(*this, room);
     if (added) publish_membership(EventType::joined, mark, room);
     return Error::none;
@@ -531,7 +603,7 @@ Error Participant::leave(std::string_view room) {
 Error Participant::say(std::string_view room, std::string_view text, std::string_view cid,
                        bool has_cid, Said* out) {
     if (!logged_in()) return Error::not_logged_in;
-    if (text.size() > hub_.state().options().max_text) return Error::too_long;
+    if (json_escaped_size(text) > hub_.state().options().max_text) return Error::too_long;
     if (!in_room(room)) return Error::not_in_room;
     const std::int64_t ts = now_ms();
     std::uint64_t id = 0;
@@ -556,7 +628,7 @@ Error Participant::say(std::string_view room, std::string_view text, std::string
 
 Error Participant::dm(std::string_view to, std::string_view text, Said* out) {
     if (!logged_in()) return Error::not_logged_in;
-    if (text.size() > hub_.state().options().max_text) return Error::too_long;
+    if (json_escaped_size(text) > hub_.state().options().max_text) return Error::too_long;
     if (!valid_name(to)) return Error::no_such_user;
     if (hub_.state().lookup(to) == 0) return Error::no_such_user;
     const std::uint64_t id = hub_.state().next_id();

@@ -24,7 +24,8 @@ inline constexpr std::uint32_t kNil = 0xFFFF'FFFFu;
 
 // Memory layout (every block 64-byte aligned):
 //   Header | User[max_users] | u32 user_index[user_cap] | Room[max_rooms] |
-//   u32 room_index[room_cap] | Member[max_memberships] | room data[max_rooms]
+//   u32 room_index[room_cap] | Member[max_memberships] | Addr[max_users] |
+//   u32 addr_index[user_cap] | room data[max_rooms]
 // room data of one room: HistEntry[history_len] then history_bytes of text (a byte ring).
 // Hash tables store pool index + 1 (0 = empty; the zero-filled memfd is an empty table) and use
 // linear probing with backward-shift deletion (no tombstones). Pools hand out never-used entries
@@ -34,8 +35,8 @@ struct User {
     std::uint32_t used;
     std::uint32_t slot;
     std::uint64_t login_id;
-    std::uint32_t generation;  // of the master whose worker `slot` holds it
-    std::uint32_t pad;
+    std::uint32_t generation;    // of the master whose worker `slot` holds it
+    std::uint32_t addr;          // its client address's entry (kNil: none)
     std::uint32_t first_member;  // membership list of this user (kNil: none)
     std::uint32_t next_free;
     std::uint32_t name_len;
@@ -62,6 +63,13 @@ struct Member {
     std::uint32_t next_of_user, prev_of_user;  // next_of_user doubles as the free-list link
 };
 
+// A client address holding names (an entry exists while names > 0).
+struct Addr {
+    Address key;
+    std::uint32_t names;
+    std::uint32_t next_free;
+};
+
 struct HistEntry {
     std::uint64_t id;
     std::int64_t ts;
@@ -80,15 +88,16 @@ struct Header {
     std::uint64_t total_size;
     SharedOptions cfg;
     std::uint32_t user_cap, room_cap;  // hash table sizes (powers of two >= 2x the pools)
-    std::size_t users_off, user_index_off, rooms_off, room_index_off, members_off, data_off;
+    std::size_t users_off, user_index_off, rooms_off, room_index_off, members_off, addrs_off,
+        addr_index_off, data_off;
     std::size_t room_stride;
     pthread_mutex_t mutex;
     // Everything below: only under the mutex.
     std::uint64_t last_id;
     std::uint64_t recoveries;
-    std::uint32_t users, rooms, memberships;
-    std::uint32_t user_hw, room_hw, member_hw;  // never-used entries start here
-    std::uint32_t user_free, room_free, member_free;
+    std::uint32_t users, rooms, memberships, addrs;
+    std::uint32_t user_hw, room_hw, member_hw, addr_hw;  // never-used entries start here
+    std::uint32_t user_free, room_free, member_free, addr_free;
 };
 
 constexpr std::size_t align64(std::size_t n) {
@@ -101,6 +110,40 @@ std::uint32_t pow2_at_least(std::uint64_t n) {
         c <<= 1;
     if (c > (std::uint64_t{1} << 31)) throw std::invalid_argument("chat: table too large");
     return static_cast<std::uint32_t>(c);
+}
+
+// Where each block of a mapping for `o` goes (create() and the check in adopt()).
+struct Layout {
+    std::uint32_t user_cap = 0, room_cap = 0;
+    std::size_t users_off = 0, user_index_off = 0, rooms_off = 0, room_index_off = 0,
+                members_off = 0, addrs_off = 0, addr_index_off = 0, data_off = 0;
+    std::size_t room_stride = 0;
+    std::size_t total = 0;
+};
+
+Layout layout_of(const SharedOptions& o) {
+    Layout l;
+    l.user_cap = pow2_at_least(std::uint64_t{o.max_users} * 2);
+    l.room_cap = pow2_at_least(std::uint64_t{o.max_rooms} * 2);
+    std::size_t off = align64(sizeof(Header));
+    l.users_off = off;
+    off = align64(off + sizeof(User) * o.max_users);
+    l.user_index_off = off;
+    off = align64(off + sizeof(std::uint32_t) * l.user_cap);
+    l.rooms_off = off;
+    off = align64(off + sizeof(Room) * o.max_rooms);
+    l.room_index_off = off;
+    off = align64(off + sizeof(std::uint32_t) * l.room_cap);
+    l.members_off = off;
+    off = align64(off + sizeof(Member) * o.max_memberships);
+    l.addrs_off = off;
+    off = align64(off + sizeof(Addr) * o.max_users);
+    l.addr_index_off = off;
+    off = align64(off + sizeof(std::uint32_t) * l.user_cap);
+    l.data_off = (off + 4095) & ~std::size_t{4095};
+    l.room_stride = align64(sizeof(HistEntry) * o.history_len + o.history_bytes);
+    l.total = l.data_off + l.room_stride * o.max_rooms;
+    return l;
 }
 
 std::uint64_t hash(std::string_view s) noexcept {
@@ -125,6 +168,10 @@ struct Tables {
         return reinterpret_cast<std::uint32_t*>(base() + h->room_index_off);
     }
     Member* members() const { return reinterpret_cast<Member*>(base() + h->members_off); }
+    Addr* addrs() const { return reinterpret_cast<Addr*>(base() + h->addrs_off); }
+    std::uint32_t* addr_index() const {
+        return reinterpret_cast<std::uint32_t*>(base() + h->addr_index_off);
+    }
     HistEntry* hist(std::uint32_t room) const {
         return reinterpret_cast<HistEntry*>(base() + h->data_off + room * h->room_stride);
     }
@@ -182,6 +229,43 @@ struct Tables {
         erase(room_index(), h->room_cap, b, [this](std::uint32_t r) { return room_name(r); });
     }
 
+    static std::string_view addr_bytes(const Address& a) {
+        return {reinterpret_cast<const char*>(a.data()), a.size()};
+    }
+    std::uint32_t* addr_bucket(const Address& a) const {
+        return find(addr_index(), h->user_cap, addr_bytes(a),
+                    [this](std::uint32_t i) { return addr_bytes(addrs()[i].key); });
+    }
+    // The entry of `a` (created with no names), or kNil when the pool is exhausted (it holds
+    // max_users entries, one per name at most: only a corrupted count could exhaust it).
+    std::uint32_t get_or_create_addr(const Address& a) const {
+        std::uint32_t* b = addr_bucket(a);
+        if (*b != 0) return *b - 1;
+        std::uint32_t i;
+        if (h->addr_free != kNil) {
+            i = h->addr_free;
+            h->addr_free = addrs()[i].next_free;
+        } else if (h->addr_hw < h->cfg.max_users) {
+            i = h->addr_hw++;
+        } else {
+            return kNil;
+        }
+        addrs()[i] = Addr{a, 0, kNil};
+        *b = i + 1;
+        ++h->addrs;
+        return i;
+    }
+    void release_addr(std::uint32_t i) const {
+        Addr& a = addrs()[i];
+        if (a.names > 0) --a.names;
+        if (a.names != 0) return;
+        erase(addr_index(), h->user_cap, addr_bucket(a.key),
+              [this](std::uint32_t k) { return addr_bytes(addrs()[k].key); });
+        a.next_free = h->addr_free;
+        h->addr_free = i;
+        --h->addrs;
+    }
+
     std::uint32_t find_user(std::string_view name) const {
         const std::uint32_t v = *user_bucket(name);
         return v == 0 ? kNil : v - 1;
@@ -224,6 +308,8 @@ struct Tables {
         while (user.first_member != kNil)
             unlink_member(user.first_member);
         erase_user_bucket(user_bucket(user_name(u)));
+        if (user.addr != kNil) release_addr(user.addr);
+        user.addr = kNil;
         user.used = 0;
         user.next_free = h->user_free;
         h->user_free = u;
@@ -358,22 +444,8 @@ SharedState SharedState::create(const SharedOptions& o) {
         throw std::invalid_argument("chat: need 0 < max_text <= history_bytes");
 
     using namespace shm;
-    const std::uint32_t user_cap = pow2_at_least(std::uint64_t{o.max_users} * 2);
-    const std::uint32_t room_cap = pow2_at_least(std::uint64_t{o.max_rooms} * 2);
-    std::size_t off = align64(sizeof(Header));
-    const std::size_t users_off = off;
-    off = align64(off + sizeof(User) * o.max_users);
-    const std::size_t user_index_off = off;
-    off = align64(off + sizeof(std::uint32_t) * user_cap);
-    const std::size_t rooms_off = off;
-    off = align64(off + sizeof(Room) * o.max_rooms);
-    const std::size_t room_index_off = off;
-    off = align64(off + sizeof(std::uint32_t) * room_cap);
-    const std::size_t members_off = off;
-    off = align64(off + sizeof(Member) * o.max_memberships);
-    const std::size_t data_off = (off + 4095) & ~std::size_t{4095};
-    const std::size_t stride = align64(sizeof(HistEntry) * o.history_len + o.history_bytes);
-    const std::size_t total = data_off + stride * o.max_rooms;
+    const Layout l = layout_of(o);
+    const std::size_t total = l.total;
 
     const int fd = ::memfd_create("steerchat-chat", MFD_CLOEXEC);
     if (fd < 0) throw std::system_error(errno, std::generic_category(), "chat: memfd_create");
@@ -401,16 +473,18 @@ SharedState SharedState::create(const SharedOptions& o) {
     h->generation = 0;
     h->total_size = total;
     h->cfg = o;
-    h->user_cap = user_cap;
-    h->room_cap = room_cap;
-    h->users_off = users_off;
-    h->user_index_off = user_index_off;
-    h->rooms_off = rooms_off;
-    h->room_index_off = room_index_off;
-    h->members_off = members_off;
-    h->data_off = data_off;
-    h->room_stride = stride;
-    h->user_free = h->room_free = h->member_free = kNil;
+    h->user_cap = l.user_cap;
+    h->room_cap = l.room_cap;
+    h->users_off = l.users_off;
+    h->user_index_off = l.user_index_off;
+    h->rooms_off = l.rooms_off;
+    h->room_index_off = l.room_index_off;
+    h->members_off = l.members_off;
+    h->addrs_off = l.addrs_off;
+    h->addr_index_off = l.addr_index_off;
+    h->data_off = l.data_off;
+    h->room_stride = l.room_stride;
+    h->user_free = h->room_free = h->member_free = h->addr_free = kNil;
 
     pthread_mutexattr_t attr;
     pthread_mutexattr_init(&attr);
@@ -421,6 +495,38 @@ SharedState SharedState::create(const SharedOptions& o) {
     if (rc != 0) throw std::system_error(rc, std::generic_category(), "chat: pthread_mutex_init");
     h->magic = kMagic;
     return s;
+}
+
+SharedCosts shared_costs(const SharedOptions& o) noexcept {
+    using namespace shm;
+    // A hash index holds 2 to 4 slots per entry (a power of two >= 2x the pool): count 3.
+    SharedCosts c;
+    c.per_user = sizeof(User) + sizeof(Addr) + 2 * 3 * sizeof(std::uint32_t);
+    c.per_room = sizeof(Room) + 3 * sizeof(std::uint32_t) +
+                 align64(sizeof(HistEntry) * o.history_len + o.history_bytes);
+    c.per_membership = sizeof(Member);
+    return c;
+}
+
+std::size_t shared_bytes(const SharedOptions& o) {
+    return shm::layout_of(o).total;
+}
+
+SharedOptions sized_for(std::uint64_t budget, SharedOptions o) {
+    const SharedCosts c = shared_costs(o);
+    const std::uint64_t unit =
+        c.per_room + std::uint64_t{kUsersPerRoom} * c.per_user +
+        std::uint64_t{kUsersPerRoom} * kMembershipsPerUser * c.per_membership;
+    std::uint64_t rooms = budget / unit;
+    rooms = std::clamp<std::uint64_t>(rooms, kMinRooms, kMaxTableEntries / kUsersPerRoom);
+    const std::uint64_t users =
+        std::clamp<std::uint64_t>(rooms * kUsersPerRoom, kMinUsers, kMaxTableEntries);
+    const std::uint64_t members =
+        std::min<std::uint64_t>(users * kMembershipsPerUser, kMaxTableEntries);
+    o.max_rooms = static_cast<std::uint32_t>(rooms);
+    o.max_users = static_cast<std::uint32_t>(users);
+    o.max_memberships = static_cast<std::uint32_t>(members);
+    return o;
 }
 
 LayoutMismatch::LayoutMismatch(std::uint32_t found, std::uint32_t expected)
@@ -459,7 +565,25 @@ SharedState SharedState::adopt(int fd) {
     s.fd_ = own;
     s.size_ = total;
     s.hdr_ = static_cast<shm::Header*>(p);
-    if (s.hdr_->total_size != total) throw LayoutMismatch(0, kLayoutVersion);
+    // The sizes travel in the header: the blocks they place must be where the header says and
+    // fill the mapping exactly, or this is not a state this binary can read.
+    const shm::Header& h = *s.hdr_;
+    bool same = false;
+    try {
+        const shm::Layout l = shm::layout_of(h.cfg);
+        same = l.total == total && h.total_size == total && l.user_cap == h.user_cap &&
+               l.room_cap == h.room_cap && l.users_off == h.users_off &&
+               l.user_index_off == h.user_index_off && l.rooms_off == h.rooms_off &&
+               l.room_index_off == h.room_index_off && l.members_off == h.members_off &&
+               l.addrs_off == h.addrs_off && l.addr_index_off == h.addr_index_off &&
+               l.data_off == h.data_off && l.room_stride == h.room_stride;
+    } catch (const std::invalid_argument&) {
+    }
+    if (!same)
+        throw std::runtime_error("the running server's chat state (layout version " +
+                                 std::to_string(version) + ") has sizes that do not describe its " +
+                                 std::to_string(total) +
+                                 "-byte mapping: it is damaged or of an incompatible build");
     s.options_ = s.hdr_->cfg;
     Lock lock(s.hdr_);
     s.generation_ = ++s.hdr_->generation;
@@ -498,12 +622,26 @@ void SharedState::reset() noexcept {
 }
 
 SharedState::Status SharedState::claim(std::string_view name, unsigned slot,
-                                       std::uint64_t* login_id, std::vector<std::string>* users) {
+                                       std::uint64_t* login_id, std::vector<std::string>* users,
+                                       const Address* address, std::uint32_t max_per_address) {
     if (name.size() > kMaxNameBytes) throw std::length_error("chat: name too long");
     Lock lock(hdr_);
     Tables t{hdr_};
     std::uint32_t* b = t.user_bucket(name);
     if (*b != 0) return Status::taken;
+    std::uint32_t a = kNil;
+    if (address) {
+        const std::uint32_t* ab = t.addr_bucket(*address);
+        if (*ab != 0 && max_per_address != 0 && t.addrs()[*ab - 1].names >= max_per_address)
+            return Status::address_full;
+    }
+    if (hdr_->user_free == kNil && hdr_->user_hw >= hdr_->cfg.max_users) return Status::full;
+    if (address) {
+        a = t.get_or_create_addr(*address);  // may shift buckets: `b` is looked up again
+        if (a == kNil) return Status::full;
+        ++t.addrs()[a].names;
+        b = t.user_bucket(name);
+    }
     std::uint32_t u;
     if (hdr_->user_free != kNil) {
         u = hdr_->user_free;
@@ -520,6 +658,7 @@ SharedState::Status SharedState::claim(std::string_view name, unsigned slot,
     user.login_id = ++hdr_->last_id;
     user.first_member = kNil;
     user.next_free = kNil;
+    user.addr = a;
     user.name_len = static_cast<std::uint32_t>(name.size());
     std::memcpy(user.name, name.data(), name.size());
     *b = u + 1;
@@ -693,7 +832,8 @@ std::vector<Evicted> SharedState::evict_generation() {
 
 SharedStats SharedState::stats() {
     Lock lock(hdr_);
-    return {hdr_->users, hdr_->rooms, hdr_->memberships, hdr_->last_id, hdr_->recoveries};
+    return {hdr_->users, hdr_->rooms,   hdr_->memberships,
+            hdr_->addrs, hdr_->last_id, hdr_->recoveries};
 }
 
 }  // namespace steerchat::chat

@@ -1,9 +1,11 @@
 // The cluster directory shared by every worker of a host (see chat.hpp for the design): name
-// registry, rooms (members, history), the id counter. One memfd mapping created by the master
-// before fork and inherited by the workers; fixed-size tables guarded by one process-shared
-// robust mutex.
+// registry, rooms (members, history), the id counter, names held per client address. One memfd
+// mapping created by the master before fork and inherited by the workers; tables sized at
+// creation (SharedOptions: the master's --chat-max-* options, by default from the host's memory,
+// sized_for) and guarded by one process-shared robust mutex.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
@@ -20,7 +22,33 @@ struct SharedOptions {
     std::uint32_t history_len = 100;           // messages kept per room
     std::uint32_t history_bytes = 256 * 1024;  // text bytes kept per room (oldest dropped first)
     std::uint32_t max_text = 4096;             // bytes of one message's text
+    bool operator==(const SharedOptions&) const = default;
 };
+
+// What one entry of each table takes in the mapping, in bytes (its pool entry and its share of
+// the hash index; a room also its history: HistEntry[history_len] and history_bytes of text).
+// Pages are touched only as entries are first used (the memfd is sparse).
+struct SharedCosts {
+    std::size_t per_user = 0;        // a registered name (and its client address's entry)
+    std::size_t per_room = 0;        // a room with its history
+    std::size_t per_membership = 0;  // one (user, room) pair
+};
+SharedCosts shared_costs(const SharedOptions& o) noexcept;
+// The size of the mapping SharedState::create(o) makes.
+std::size_t shared_bytes(const SharedOptions& o);
+
+// The sizing of the master's defaults: `o` with max_users, max_rooms and max_memberships that
+// fill `budget` bytes of mapping in the proportion kUsersPerRoom users and kMembershipsPerUser
+// memberships each per room (history_len, history_bytes, max_text as given), at least the
+// minimums below and at most kMaxTableEntries each.
+inline constexpr std::uint32_t kUsersPerRoom = 10;
+inline constexpr std::uint32_t kMembershipsPerUser = 4;
+inline constexpr std::uint32_t kMinUsers = 1024, kMinRooms = 64;
+inline constexpr std::uint32_t kMaxTableEntries = 1u << 28;
+SharedOptions sized_for(std::uint64_t budget, SharedOptions o);
+
+// A client address as counted by the per-address name limit: IPv6 bytes (IPv4 as ::ffff:a.b.c.d).
+using Address = std::array<std::uint8_t, 16>;
 
 inline constexpr std::size_t kMaxNameBytes = 128;  // 32 code points of up to 4 bytes
 inline constexpr std::size_t kMaxRoomBytes = 256;  // 64 code points
@@ -43,6 +71,7 @@ struct SharedStats {
     std::uint32_t users = 0;
     std::uint32_t rooms = 0;
     std::uint32_t memberships = 0;
+    std::uint32_t addresses = 0;  // client addresses holding a name
     std::uint64_t last_id = 0;
     std::uint64_t recoveries = 0;  // mutex owners that died holding it
 };
@@ -54,7 +83,7 @@ struct Header;
 // The version of the mapping's layout (the tables, the header, their meaning). A master that
 // takes over a running one (steerchat --takeover) maps the running one's state only if the
 // versions agree; bump it with every change to the structs in shared_state.cpp.
-inline constexpr std::uint32_t kLayoutVersion = 2;
+inline constexpr std::uint32_t kLayoutVersion = 3;
 
 // adopt() found a mapping of another layout (or no chat state at all).
 class LayoutMismatch : public std::runtime_error {
@@ -97,12 +126,16 @@ class SharedState {
     // worker k, serving side by side during an upgrade, never free each other's users.
     std::uint32_t generation() const noexcept { return generation_; }
 
-    enum class Status : std::uint8_t { ok, taken, full, absent, not_member };
+    // address_full: the client's address holds max_per_address names already.
+    enum class Status : std::uint8_t { ok, taken, full, absent, not_member, address_full };
 
     // Registers `name` for worker `slot`. On ok, *login_id is its `online` event id and *users
     // (if given) every registered name at that moment (taken in the same critical section).
+    // With `address`: the name counts against it until released, and the claim is refused
+    // (address_full) when it holds `max_per_address` names already (0: no limit).
     Status claim(std::string_view name, unsigned slot, std::uint64_t* login_id,
-                 std::vector<std::string>* users);
+                 std::vector<std::string>* users, const Address* address = nullptr,
+                 std::uint32_t max_per_address = 0);
     // Unregisters `name` if `slot` owns it with `login_id`, dropping its memberships. Returns
     // the `offline` event id, 0 if it was not registered that way.
     std::uint64_t release(std::string_view name, unsigned slot, std::uint64_t login_id);

@@ -38,6 +38,19 @@
 namespace steerchat::master {
 
 namespace {
+// One line for the log: the chat state's tables and what their mapping may take at most.
+void log_chat_sizes(std::string_view what, const app::ChatSizes& o) {
+    const app::ChatCosts c = app::chat_costs(o);
+    log::info(
+        "{}: {} users, {} rooms, {} memberships, {} messages / {} bytes of history per "
+        "room; {} MiB of shared memory at most ({} bytes per user, {} per room, {} per "
+        "membership; pages are used as entries are)",
+        what, o.users, o.rooms, o.memberships, o.history_len, o.history_bytes, c.total >> 20,
+        c.per_user, c.per_room, c.per_membership);
+}
+}  // namespace
+
+namespace {
 
 constexpr auto kHealthyLifetime = std::chrono::seconds(10);
 // How often the master samples CPU, RSS and the BPF counters into the metrics mapping.
@@ -170,7 +183,8 @@ void Supervisor::setup() {
     ring_.emplace(ring::Region::create(opts_.max_workers, opts_.ring_bytes));
     // The application's host-wide state (the chat directory); also readies libcrypto before
     // any worker drops its privileges (app/launch.hpp).
-    host_.emplace(app::HostState::create());
+    host_.emplace(app::HostState::create(opts_.chat_state));
+    log_chat_sizes("chat state", host_->sizes());
 }
 
 void Supervisor::setup_process() {
@@ -765,6 +779,40 @@ UniqueFd Supervisor::setup_takeover() {
         host_.emplace(app::HostState::adopt(in.chat.get()));
         log::info("chat state taken over (layout version {}): names, rooms and history carry over",
                   app::HostState::layout_version());
+        log_chat_sizes("running chat state", host_->sizes());
+        // The tables' sizes are fixed for the state's life: sizes given on this command line
+        // (or config file) must be the running state's; derived defaults yield to them.
+        const app::ChatSizes running = host_->sizes();
+        const app::ChatSizes& wanted = opts_.chat_state;
+        const bool differ = running != wanted;
+        const bool given = opts_.chat_sizes_given() ||
+                           opts_.chat_history_len != Options{}.chat_history_len ||
+                           opts_.chat_history_bytes != Options{}.chat_history_bytes;
+        if (differ && given) {
+            const std::string what = fmt::format(
+                "the running server's chat state has {} users, {} rooms, {} memberships, {} "
+                "messages and {} bytes of history per room; this command line asks for {}, {}, "
+                "{}, {} and {}",
+                running.users, running.rooms, running.memberships, running.history_len,
+                running.history_bytes, wanted.users, wanted.rooms, wanted.memberships,
+                wanted.history_len, wanted.history_bytes);
+            if (!opts_.discard_state) {
+                disown_locks();
+                abort_with(fmt::format(
+                    "{}: an upgrade keeps the state's sizes. Give the running sizes (or none: "
+                    "they are kept), or take over with --discard-state to start with an empty "
+                    "state of the new sizes (every user logs in again), or restart",
+                    what));
+            }
+            log::warn("{}; --discard-state: starting with an empty chat state of the new sizes",
+                      what);
+            host_.emplace(app::HostState::create(opts_.chat_state));
+        } else if (differ) {
+            log::info(
+                "the chat state keeps its sizes (this host's defaults would be {} users, "
+                "{} rooms, {} memberships)",
+                wanted.users, wanted.rooms, wanted.memberships);
+        }
     } catch (const app::StateLayoutMismatch& e) {
         if (!opts_.discard_state) {
             disown_locks();
@@ -778,7 +826,8 @@ UniqueFd Supervisor::setup_takeover() {
             "{}; --discard-state: starting with an empty chat state (every name, room and "
             "history of the old server is dropped)",
             e.what());
-        host_.emplace(app::HostState::create());
+        host_.emplace(app::HostState::create(opts_.chat_state));
+        log_chat_sizes("chat state", host_->sizes());
     } catch (const std::exception& e) {
         disown_locks();
         abort_with(fmt::format("mapping the chat state failed: {}", e.what()));

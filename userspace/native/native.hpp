@@ -126,6 +126,8 @@ class WsEndpoint final : public ws::MessageHandler, private Sink {
     void on_open(ws::WebSocketConnection& conn) override {
         conn_ = &conn;
         ++service_.stats().connections;
+        protocol_.chat().set_address(chat::address_key(conn.remote_endpoint().address(),
+                                                       service_.hub().limits().ipv6_prefix64));
     }
     void on_message(ws::WebSocketConnection& conn, ws::Opcode opcode,
                     std::string_view payload) override;

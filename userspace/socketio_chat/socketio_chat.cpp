@@ -89,7 +89,10 @@ json::array event_args(const chat::Event& ev) {
 class SioEndpoint final : public sio::EventHandler, private Sink {
   public:
     SioEndpoint(Service& service, sio::Socket& socket)
-        : socket_(socket), protocol_(service, *this) {}
+        : socket_(socket), protocol_(service, *this) {
+        protocol_.chat().set_address(chat::address_key(socket.engine().remote().address(),
+                                                       service.hub().limits().ipv6_prefix64));
+    }
 
     void on_event(sio::Socket&, const json::array& args, std::span<const std::string>,
                   std::optional<std::uint64_t> ack) override {

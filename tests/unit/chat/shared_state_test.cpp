@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <random>
 #include <set>
 #include <string>
@@ -174,6 +175,73 @@ TEST(SharedState, RejectsImpossibleOptions) {
     EXPECT_THROW(chat::SharedState::create({.max_users = 0}), std::invalid_argument);
     EXPECT_THROW(chat::SharedState::create({.history_bytes = 10, .max_text = 100}),
                  std::invalid_argument);
+}
+
+TEST(SharedState, NamesPerAddressAreCountedUntilReleasedOrEvicted) {
+    auto s = chat::SharedState::create({.max_users = 8});
+    const chat::Address x{1}, y{2};
+    std::uint64_t id = 0, id2 = 0;
+    ASSERT_EQ(s.claim("a", 0, &id, nullptr, &x, 2), Status::ok);
+    ASSERT_EQ(s.claim("b", 1, &id2, nullptr, &x, 2), Status::ok);
+    EXPECT_EQ(s.claim("c", 0, &id, nullptr, &x, 2), Status::address_full);
+    EXPECT_EQ(s.claim("c", 0, &id, nullptr, &x, 0), Status::ok) << "0: no limit";
+    EXPECT_EQ(s.claim("d", 0, &id, nullptr, &y, 1), Status::ok);
+    EXPECT_EQ(s.stats().addresses, 2u);
+    EXPECT_EQ(s.evict_slot(0).size(), 3u);  // a, c, d
+    EXPECT_EQ(s.stats().addresses, 1u);     // x: b still
+    EXPECT_EQ(s.claim("e", 0, &id, nullptr, &x, 2), Status::ok);
+    EXPECT_EQ(s.claim("f", 0, &id, nullptr, &x, 2), Status::address_full);
+    ASSERT_NE(s.release("b", 1, id2), 0u);
+    EXPECT_EQ(s.claim("f", 0, &id, nullptr, &x, 2), Status::ok);
+}
+
+// The default sizing: a host with the memory reaches a million users and 100,000 rooms, and the
+// mapping stays within the budget.
+TEST(SharedState, SizedForTheHostsMemory) {
+    chat::SharedOptions base;
+    base.history_bytes = 64 * 1024;
+    const auto c = chat::shared_costs(base);
+    const std::uint64_t budget = std::uint64_t{16} << 30;  // a quarter of a 64 GiB host
+    const auto o = chat::sized_for(budget, base);
+    EXPECT_GE(o.max_users, 1'000'000u);
+    EXPECT_GE(o.max_rooms, 100'000u);
+    EXPECT_EQ(o.max_memberships, o.max_users * chat::kMembershipsPerUser);
+    EXPECT_LE(chat::shared_bytes(o), budget + (std::uint64_t{1} << 20));
+    EXPECT_GE(chat::shared_bytes(o), budget / 2);
+    EXPECT_LT(c.per_user, 256u);
+    EXPECT_LT(c.per_room, 100u * 1024);
+    const auto small = chat::sized_for(0, base);
+    EXPECT_EQ(small.max_users, chat::kMinUsers);
+    EXPECT_EQ(small.max_rooms, chat::kMinRooms);
+}
+
+// A million users and 100,000 rooms in one state: claims and lookups stay fast (the hash tables
+// are sized to the pools), and an adopted state keeps the sizes.
+TEST(SharedState, AMillionUsers) {
+    auto s = chat::SharedState::create({.max_users = 1'000'000,
+                                        .max_rooms = 100'000,
+                                        .max_memberships = 1'000'000,
+                                        .history_len = 4,
+                                        .history_bytes = 4096});
+    const auto t0 = std::chrono::steady_clock::now();
+    std::uint64_t id = 0;
+    for (int i = 0; i < 1'000'000; ++i)
+        ASSERT_EQ(s.claim("user" + std::to_string(i), i % 8, &id, nullptr), Status::ok) << i;
+    EXPECT_EQ(s.claim("one more", 0, &id, nullptr), Status::full);
+    for (int i = 0; i < 100'000; ++i)
+        ASSERT_EQ(s.join("room" + std::to_string(i), "user" + std::to_string(i * 10), nullptr,
+                         nullptr, nullptr),
+                  Status::ok);
+    for (int i = 0; i < 1'000'000; i += 7)
+        ASSERT_NE(s.lookup("user" + std::to_string(i)), 0u) << i;
+    const auto took = std::chrono::steady_clock::now() - t0;
+    EXPECT_LT(took, std::chrono::seconds(20));  // ~1 s in a Release build
+    const auto st = s.stats();
+    EXPECT_EQ(st.users, 1'000'000u);
+    EXPECT_EQ(st.rooms, 100'000u);
+    auto adopted = chat::SharedState::adopt(s.fd());
+    EXPECT_EQ(adopted.options(), s.options());
+    EXPECT_EQ(adopted.stats().users, 1'000'000u);
 }
 
 }  // namespace
