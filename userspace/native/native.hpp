@@ -28,8 +28,8 @@
 //   frame), not_logged_in, already_logged_in, bad_name, name_taken, bad_room, not_in_room (say,
 //   leave or typing in a room not joined), no_such_user, too_long, server_full, rate_limited
 //   (more requests than --chat-rate / --chat-burst allow; --chat-rate-close-after of them in a
-//   row close the connection with 1008), too_many_rooms (--chat-max-rooms-per-user). The
-//   connection stays usable after an error.
+//   row close the connection with 1008), too_many_rooms (--chat-max-rooms-per-user), too_many_names
+//   (--chat-max-names-per-ip). The connection stays usable after an error.
 //
 // Wiring in a worker (after the chat::Hub):
 //   native::Service native(hub);
