@@ -36,6 +36,7 @@ struct Options {
     CloseMode close = CloseMode::rst;  // connect: how each connection ends
     std::uint32_t size = 64;           // echo: message bytes
     std::uint32_t processes = 0;       // idle: load processes (0: as the open-files limit needs)
+    bool chat = false;  // idle (native): log in as users, then check the listing and a DM to each
 };
 
 const char* scenario_name(Scenario s);
