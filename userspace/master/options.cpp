@@ -89,8 +89,9 @@ po::options_description generic_options(Raw& r) {
          "connection): its listening sockets, steering maps and chat state; its workers drain "
          "and it exits (`steerchat ctl upgrade` starts the binary this way)")
         ("discard-state", po::bool_switch(&r.discard_state),
-         "with --takeover: if the running server's chat state has another layout version, start "
-         "with an empty one (every name, room and history is lost) instead of refusing");
+         "with --takeover: if the running server's chat state has another layout version (or "
+         "other sizes than --chat-max-* / --chat-history-* given here), start with an empty one "
+         "(every name, room and history is lost) instead of refusing");
     // clang-format on
     return desc;
 }

@@ -775,10 +775,32 @@ UniqueFd Supervisor::setup_takeover() {
     if (in.tls_port)
         tls_lock_ =
             std::make_unique<InstanceLock>(opts_.run_dir, in.tls_port, std::move(in.tls_lock));
+    bool adopted = false;  // the running state (not a --discard-state one)
     try {
         host_.emplace(app::HostState::adopt(in.chat.get()));
         log::info("chat state taken over (layout version {}): names, rooms and history carry over",
                   app::HostState::layout_version());
+        adopted = true;
+    } catch (const app::StateLayoutMismatch& e) {
+        if (!opts_.discard_state) {
+            disown_locks();
+            abort_with(fmt::format(
+                "{}: this binary cannot read the running server's names, rooms and history. "
+                "Start it with --takeover --discard-state to take over with an empty chat state "
+                "(every user logs in again), or stop the old server first",
+                e.what()));
+        }
+        log::warn(
+            "{}; --discard-state: starting with an empty chat state (every name, room and "
+            "history of the old server is dropped)",
+            e.what());
+        host_.emplace(app::HostState::create(opts_.chat_state));
+        log_chat_sizes("chat state", host_->sizes());
+    } catch (const std::exception& e) {
+        disown_locks();
+        abort_with(fmt::format("mapping the chat state failed: {}", e.what()));
+    }
+    if (adopted) {
         log_chat_sizes("running chat state", host_->sizes());
         // The tables' sizes are fixed for the state's life: sizes given on this command line
         // (or config file) must be the running state's; derived defaults yield to them.
@@ -807,30 +829,13 @@ UniqueFd Supervisor::setup_takeover() {
             log::warn("{}; --discard-state: starting with an empty chat state of the new sizes",
                       what);
             host_.emplace(app::HostState::create(opts_.chat_state));
+            log_chat_sizes("chat state", host_->sizes());
         } else if (differ) {
             log::info(
                 "the chat state keeps its sizes (this host's defaults would be {} users, "
                 "{} rooms, {} memberships)",
                 wanted.users, wanted.rooms, wanted.memberships);
         }
-    } catch (const app::StateLayoutMismatch& e) {
-        if (!opts_.discard_state) {
-            disown_locks();
-            abort_with(fmt::format(
-                "{}: this binary cannot read the running server's names, rooms and history. "
-                "Start it with --takeover --discard-state to take over with an empty chat state "
-                "(every user logs in again), or stop the old server first",
-                e.what()));
-        }
-        log::warn(
-            "{}; --discard-state: starting with an empty chat state (every name, room and "
-            "history of the old server is dropped)",
-            e.what());
-        host_.emplace(app::HostState::create(opts_.chat_state));
-        log_chat_sizes("chat state", host_->sizes());
-    } catch (const std::exception& e) {
-        disown_locks();
-        abort_with(fmt::format("mapping the chat state failed: {}", e.what()));
     }
     // The running master's slots (--max-workers) and pool, whatever this command line says:
     // `steerchat ctl workers N` changes the pool afterwards.
