@@ -601,6 +601,12 @@ Error Participant::join(std::string_view room, Joined* out, std::uint64_t since)
     if (out) {
         out->seq = seq.seq;
         out->complete = seq.dropped_id <= since;
+        // An id this state never gave (the client saw a server that has since restarted with
+        // an empty state): the whole history, and no claim that it is all.
+        if (since > mark) {
+            since = 0;
+            out->complete = false;
+        }
         if (since != 0)
             std::erase_if(out->history, [&](const HistoryItem& m) { return m.id <= since; });
     }

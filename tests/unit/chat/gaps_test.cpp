@@ -137,6 +137,11 @@ TEST_F(ChatGaps, JoinSinceGivesOnlyWhatWasMissedAndSaysWhetherHistoryReachesBack
     ASSERT_EQ(b->session.join("r", &j, said[4].id), Error::none);  // saw everything
     EXPECT_TRUE(j.history.empty());
     EXPECT_TRUE(j.complete);
+    ASSERT_EQ(b->session.leave("r"), Error::none);
+    // An id from before a restart (never given by this state): everything, not complete.
+    ASSERT_EQ(b->session.join("r", &j, said[4].id + 1000), Error::none);
+    EXPECT_EQ(j.history.size(), 5u);
+    EXPECT_FALSE(j.complete);
 }
 
 TEST(ChatGapsHistory, JoinSinceOlderThanTheHistoryIsIncomplete) {
