@@ -10,6 +10,11 @@
 // * worker B is killed (SIGKILL) while A keeps publishing: its users reconnect to the respawned
 //   B, log in again and join with the last id they saw (native join {since}, Socket.IO auth
 //   {since}): they get exactly the messages they missed, in order, none they already had.
+// * a presence storm (one Socket.IO client logging in and out 3000 times on worker A) keeps
+//   worker B busy fanning presence out to 40 members of a room that A publishes into: every
+//   room message arrives once, in order; if B fell behind far enough to lose records (it does
+//   not always here: queueing a frame is cheap, SIGSTOP above is the sure way), every one of
+//   its clients got the notice.
 //   STEERCHAT_BINARY=build/steerchat node --test tests/e2e/gaps.test.mjs
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -75,7 +80,7 @@ async function publish(pub, room, from, to) {
 }
 
 // The room messages a native client holds once `want` arrived or `ms` passed without any.
-async function nativeMessages(c, room, want, ms = 8000) {
+async function nativeMessages(c, room, want, ms = 8000, settle = 300) {
   const got = [];
   while (got.length < want) {
     try {
@@ -84,7 +89,7 @@ async function nativeMessages(c, room, want, ms = 8000) {
       break;
     }
   }
-  await sleep(300);
+  await sleep(settle);
   got.push(...c.take((m) => m.type === 'message' && m.room === room));
   return got;
 }
@@ -208,6 +213,60 @@ describe('gaps and reconnects across workers', { skip: !bpf && 'needs --steering
     }
     assert.equal(got.length + r.missed, N);
     assert.equal(r.resent, N - r.missed_to);
+  });
+
+  test('a presence storm keeps a worker busy: every room message once; any loss is announced',
+       async () => {
+    // Worker A: one Socket.IO client logs in and out as fast as it can (each an online and an
+    // offline record); worker B: members who each get every presence change (their worker's
+    // loop is busy fanning them out) and a room into which A's `pub` publishes meanwhile.
+    const room = 'storm';
+    const pub = keep(await nativeUser(onA[3], 'pub4'));
+    await nativeJoin(pub, room);
+    const members = [];
+    for (let i = 0; i < 40; i++) {
+      const c = keep(await nativeUser(onB[i % 6], `m4-${i}`));
+      await nativeJoin(c, room);
+      members.push(c);
+    }
+    for (const c of members) c.take(() => true);
+    const before = await metricsFrom(server.port, onB[0]);
+    const storm = keep(await SioClient.connect(server.port, { ip: onA[4],
+                                                            transports: ['websocket'] }));
+    const PAIRS = 3000;
+    for (let i = 0; i < PAIRS; i++) {
+      storm.emit('createsession', { email: `storm-${i}` });
+      storm.emit('logout');
+      if (i % 100 === 0) pub.send({ type: 'say', room, text: text(i / 100), cid: i / 100 });
+    }
+    const N = PAIRS / 100;
+    await pub.next((m) => m.type === 'message' && m.cid === N - 1, 30000, 'own copy');
+    await storm.next('loggedOut', () => true, 30000);
+    await sleep(300);
+    for (const c of members) {
+      const got = await nativeMessages(c, room, N, 15000, 0);
+      assert.deepEqual(got.map((m) => m.text), range(0, N - 1).map(text),
+                       'every room message once, in order');
+    }
+    // Worker B has read everything there is (its backlog is gone): its losses are final.
+    let after;
+    for (let t = 0; ; t++) {
+      after = await metricsFrom(server.port, onB[0]);
+      if ((after.steerchat_ring_lag_bytes ?? 0) === 0) break;
+      assert.ok(t < 100, 'worker B catches up');
+      await sleep(100);
+    }
+    const lost = (after.steerchat_ring_lost_records_total ?? 0) -
+                 (before.steerchat_ring_lost_records_total ?? 0);
+    // Whenever the busy worker lost records, every one of its clients was told.
+    const notices = [];
+    for (const c of members) {
+      if (lost > 0) await c.next((m) => m.type === 'gap', 10000, 'gap');
+      notices.push(1 + c.take((m) => m.type === 'gap').length);
+    }
+    if (lost === 0) assert.deepEqual(members.flatMap((c) => c.take((m) => m.type === 'gap')), []);
+    console.log(`presence storm: worker B lost ${lost} records; notices per client: ` +
+                `${lost > 0 ? notices.join(',') : 'none'}`);
   });
 
   test('users of a killed worker reconnect with since: only what they missed, no repeats',
