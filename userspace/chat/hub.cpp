@@ -454,11 +454,13 @@ void Hub::on_loss(const ring::Loss& l) {
     for (auto& [name, room] : rooms_) {
         Resend r;
         r.gap.room = name;
-        std::vector<StoredMessage> history = state_->history(name);
+        // Only what follows the seqs delivered without a hole (the rest it has).
+        const std::uint64_t floor = room.seen.floor();
+        std::vector<StoredMessage> history = state_->history(name, floor);
+        r.gap.seq = floor;
         if (!history.empty()) {
             const std::uint64_t first = history.front().seq, newest = history.back().seq;
             r.gap.seq = newest;
-            const std::uint64_t floor = room.seen.floor();
             if (first > floor + 1) {
                 r.gap.missed = room.seen.missing(floor + 1, first - 1);
                 if (r.gap.missed != 0) {

@@ -233,17 +233,21 @@ struct Tables {
         return ++h->last_id;
     }
 
-    void copy_history(std::uint32_t r, std::vector<StoredMessage>& out) const {
+    // The history of room `r` after its message `after_seq` (0: all).
+    void copy_history(std::uint32_t r, std::vector<StoredMessage>& out,
+                      std::uint64_t after_seq = 0) const {
         const Room& room = rooms()[r];
         const std::uint32_t len = h->cfg.history_len;
         const std::uint64_t cap = h->cfg.history_bytes;
         out.clear();
         out.reserve(room.hist_count);
         for (std::uint32_t k = 0; k < room.hist_count; ++k) {
+            const std::uint64_t seq = room.seq - (room.hist_count - 1 - k);  // consecutive
+            if (seq <= after_seq) continue;
             const HistEntry& e = hist(r)[(room.hist_head + k) % len];
             StoredMessage m;
             m.id = e.id;
-            m.seq = room.seq - (room.hist_count - 1 - k);  // the entries' seqs are consecutive
+            m.seq = seq;
             m.ts = e.ts;
             m.from.assign(e.from, e.from_len);
             m.text.resize(e.text_len);
@@ -661,12 +665,12 @@ std::vector<std::string> SharedState::members(std::string_view room) {
     return out;
 }
 
-std::vector<StoredMessage> SharedState::history(std::string_view room) {
+std::vector<StoredMessage> SharedState::history(std::string_view room, std::uint64_t after_seq) {
     std::vector<StoredMessage> out;
     Lock lock(hdr_);
     Tables t{hdr_};
     const std::uint32_t r = t.find_room(room);
-    if (r != kNil) t.copy_history(r, out);
+    if (r != kNil) t.copy_history(r, out, after_seq);
     return out;
 }
 

@@ -135,7 +135,8 @@ class SharedState {
     std::uint64_t next_id();
 
     std::vector<std::string> members(std::string_view room);
-    std::vector<StoredMessage> history(std::string_view room);
+    // The room's kept messages after its message `after_seq` (0: all), oldest first.
+    std::vector<StoredMessage> history(std::string_view room, std::uint64_t after_seq = 0);
 
     // Master, after a worker of `slot` died and before it is respawned: unregisters its users
     // (of this generation), drops their memberships; each gets an `offline` id. Returns them.
