@@ -189,6 +189,10 @@ describe('gaps and reconnects across workers', { skip: !bpf && 'needs --steering
     assert.ok(delta('steerchat_chat_gap_notices_total') >= 3, JSON.stringify(after));
     assert.equal(delta('steerchat_chat_resent_total'), gap.rooms[0].resent);
     assert.equal(delta('steerchat_chat_missed_total'), 0);
+    console.log(`stall: worker B lost ${delta('steerchat_ring_lost_records_total')} records, ` +
+                `told ${delta('steerchat_chat_gap_notices_total')} clients, resent ` +
+                `${delta('steerchat_chat_resent_total')} messages, skipped ` +
+                `${delta('steerchat_chat_repeats_skipped_total')} repeats`);
   });
 
   test('more than the history holds: an explicit notice of the seqs missed, the rest resent',
