@@ -5,10 +5,16 @@
 // connection; rooms span the workers through @socket.io/redis-adapter and a real redis-server.
 //   PORT=18700 WORKERS=2 REDIS_SOCKET=/tmp/x/redis.sock node node-cluster-redis.js
 // (or REDIS_URL=redis://127.0.0.1:6379). Listens on 127.0.0.1 only (HOST to change it).
+// With TLS_CERT=FILE TLS_KEY=FILE (PEM) every worker serves https/wss instead (an https server
+// given the raw TCP socket: the handshake happens in the worker, the primary only routes by IP;
+// Node's defaults otherwise: TLS 1.2/1.3, session tickets with per-worker keys, so a client
+// resumes on the worker its address hashes to).
 "use strict";
 
 const cluster = require("node:cluster");
+const fs = require("node:fs");
 const http = require("node:http");
+const https = require("node:https");
 const net = require("node:net");
 const os = require("node:os");
 const { attachChat, serverOptions, fnv1a, intFrom } = require("./chat");
@@ -73,9 +79,16 @@ if (cluster.isPrimary) {
     for (const c of [pub, sub]) c.on("error", (e) => console.error(`redis: ${e.message}`));
     await Promise.all([pub.connect(), sub.connect()]);
 
-    const httpServer = http.createServer((req, res) => {
+    const notFound = (req, res) => {
       res.writeHead(404).end();
-    });
+    };
+    const httpServer =
+      process.env.TLS_CERT && process.env.TLS_KEY
+        ? https.createServer(
+            { cert: fs.readFileSync(process.env.TLS_CERT), key: fs.readFileSync(process.env.TLS_KEY), ALPNProtocols: ["http/1.1"] },
+            notFound,
+          )
+        : http.createServer(notFound);
     const io = new Server(httpServer, serverOptions({ adapter: createAdapter(pub, sub) }));
     attachChat(io);
 

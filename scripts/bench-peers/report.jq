@@ -1,36 +1,14 @@
 # scripts/bench: turns results.json (machine, versions, loads, runs) into the generated section of
-# BENCHMARKS.md. jq -r -f report.jq results.json
+# BENCHMARKS.md. jq -r -L scripts/bench-peers -f report.jq results.json
 
-def zeros(n): [range(0; n)] | map("0") | join("");
-def fixed(d):
-  if d == 0 then (round | tostring)
-  else (. < 0) as $neg
-    | ((if $neg then -. else . end) * pow(10; d) | round | tostring) as $s
-    | (zeros([d + 1 - ($s | length), 0] | max) + $s) as $p
-    | (if $neg then "-" else "" end) + $p[0:($p | length) - d] + "." + $p[($p | length) - d:]
-  end;
-# 3 significant figures, k / M above 10 000
-def num:
-  if . == null or (type != "number") then "–"
-  elif . >= 1e7 then "\(. / 1e6 | fixed(1)) M"
-  elif . >= 1e6 then "\(. / 1e6 | fixed(2)) M"
-  elif . >= 1e5 then "\(. / 1e3 | fixed(0)) k"
-  elif . >= 1e4 then "\(. / 1e3 | fixed(1)) k"
-  elif . >= 100 then fixed(0)
-  elif . >= 10 then fixed(1)
-  elif . >= 1 then fixed(2)
-  elif . == 0 then "0"
-  else fixed(3) end;
-def ms: if . == null then "–" else num end;
-def pct: if . == null then "–" else (. * 100 | if . == 0 then "0" elif . < 0.1 then "<0.1" else fixed(1) end) + " %" end;
-def kib: if . == null then "–" else (. / 1024 | fixed(1)) end;
-def ratio: if . == null or (type != "number") then "–" elif . >= 100 then "\(fixed(0))x" elif . >= 10 then "\(fixed(1))x"
-  elif . >= 0.1 or . <= 0 then "\(fixed(2))x" else "\(fixed(1 - (log10 | floor)))x" end;   # 2 significant figures below 0.1
+include "report-common";
 
 . as $all
-| ["node-cluster-redis", "sticky", "nginx", "steerchat-kernel", "steerchat-bpf"] as $order
+| ["node-cluster-redis", "balance", "nginx-node", "sticky", "nginx", "steerchat-kernel", "steerchat-bpf"] as $order
 | {
     "node-cluster-redis": "Node cluster; the primary accepts with `pauseOnConnect` and hands each socket to worker FNV-1a(ip) % N; socket.io 4 in the workers; rooms across workers via `@socket.io/redis-adapter` and a redis-server on a Unix socket (its CPU counted)",
+    "balance": "the same socket.io 4 app and Redis adapter as node-cluster-redis, as N processes under `steerchat balance` (BPF steering, each process its own listener as fd 3: no process in the data path; the master's and Redis's CPU counted)",
+    "nginx-node": "the balance peer's Node app as N processes on ports of their own behind nginx `hash $remote_addr consistent` (rooms through a redis-server on a Unix socket); CPU of nginx, Node and Redis",
     "sticky": "socket.io 4 with `@socket.io/sticky` (`least-connection`: it has no IP-hash method) and `@socket.io/cluster-adapter`",
     "nginx": "nginx, `hash $remote_addr consistent`, over N single-worker steerchat processes (`--steering kernel`); CPU of nginx and the backends",
     "steerchat-kernel": "steerchat `--steering kernel`: plain SO_REUSEPORT",

@@ -17,6 +17,7 @@ STEERCHAT_PACKAGES=(
     libgtest-dev libbenchmark-dev
     iproute2 util-linux jq curl procps
     prometheus                           # promtool: integration.Metrics checks a real /metrics scrape
+    redis-server                         # e2e.balance_socketio: the example app's Redis adapter
     chromium                             # e2e.browser drives the web pages (playwright-core)
 )
 

@@ -13,6 +13,8 @@
 #include <optional>
 #include <unordered_map>
 
+#include "ws_client.hpp"
+
 namespace steerchat::bench {
 
 std::int64_t now_ns() {
@@ -429,8 +431,10 @@ void WindowCpu::to_json(boost::json::object& j, const ServerTree& server,
 
 void write_json(const std::string& file, const boost::json::object& j) {
     if (file.empty()) return;
+    boost::json::object out = j;
+    out["tls"] = client_tls() != nullptr;
     std::ofstream f(file);
-    f << boost::json::serialize(j) << "\n";
+    f << boost::json::serialize(out) << "\n";
     if (!f) die(fmt::format("could not write {}", file));
 }
 

@@ -78,6 +78,23 @@ constexpr Flag kFlags[] = {
     {"--processes", kI,
      "--processes P          idle: load processes, each holding C/P connections (as many as the\n"
      "                         open-files hard limit needs)"},
+    {"--tls", kAll,
+     "--tls                  TLS (wss://): a TLS 1.2/1.3 handshake (ALPN http/1.1) before the "
+     "upgrade;\n"
+     "                         the certificate is not checked unless --ca is given"},
+    {"--ca", kAll,
+     "--ca FILE              with --tls: the server's certificate must chain to this CA (PEM) "
+     "and\n"
+     "                         name --server-name"},
+    {"--server-name", kAll,
+     "--server-name NAME     with --tls: the name (or IP address) the certificate must hold, sent "
+     "as\n"
+     "                         SNI when it is a name (--host)"},
+    {"--resume", kC,
+     "--resume               connect --tls: every slot keeps one source address and offers the "
+     "session\n"
+     "                         of its previous connection (resumed handshakes); without it every\n"
+     "                         handshake is a full one"},
     {"--duration", kAll,
      "--duration SECONDS     measurement (after a 1 s warm-up except idle: the hold), at most "
      "600\n"
@@ -182,6 +199,14 @@ Options parse_options(int argc, char** argv) {
         if (!(known->scenarios & bit))
             die(fmt::format("{} does not apply to {} (see --help)", flag,
                             scenario_name(o.scenario)));
+        if (flag == "--tls") {
+            o.tls = true;
+            continue;
+        }
+        if (flag == "--resume") {
+            o.resume = true;
+            continue;
+        }
         if (i + 1 >= argc) die(fmt::format("{} needs a value (see --help)", flag));
         const std::string_view v = argv[++i];
         if (flag == "--host")
@@ -239,7 +264,14 @@ Options parse_options(int argc, char** argv) {
             o.chat = v == "on";
         } else if (flag == "--connect-timeout")
             o.connect_timeout = parse_number<double>(flag, v);
+        else if (flag == "--ca")
+            o.ca_file = v;
+        else if (flag == "--server-name")
+            o.server_name = v;
     }
+    if (!o.tls && (o.resume || !o.ca_file.empty() || !o.server_name.empty()))
+        die("--resume, --ca and --server-name need --tls");
+    if (o.server_name.empty()) o.server_name = o.host;
 
     // Per-scenario defaults.
     if (o.clients == 0) {

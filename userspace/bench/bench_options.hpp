@@ -36,6 +36,10 @@ struct Options {
     CloseMode close = CloseMode::rst;  // connect: how each connection ends
     std::uint32_t size = 64;           // echo: message bytes
     std::uint32_t processes = 0;       // idle: load processes (0: as the open-files limit needs)
+    bool tls = false;                  // wss:// (TLS before the upgrade)
+    std::string ca_file;               // --tls: verify the server's certificate against this CA
+    std::string server_name;           // --tls: the name to verify and send (SNI) (--host)
+    bool resume = false;               // connect --tls: offer the previous connection's session
     bool chat = false;  // idle (native): log in as users, then check the listing and a DM to each
 };
 

@@ -4,6 +4,9 @@
 // not reuse 4-tuples), connect, upgrade, check the 101, then end it: RST (SO_LINGER 0) by
 // default, so neither end keeps a TIME_WAIT, or a Close handshake (--close clean). A connection
 // counts when its connect() started inside the window; latency is connect() start to 101.
+// --tls: the TLS handshake comes first (part of the latency). --resume: each slot keeps one source
+// address (steering sends it to the same worker every time, where its session is cached) and
+// offers its previous connection's session; how many the server resumed is counted.
 #include <fmt/format.h>
 
 #include <boost/json.hpp>
@@ -23,7 +26,9 @@ class ConnectWorker;
 
 class ConnectClient final : public WsClient {
   public:
-    ConnectClient(ConnectWorker& w, ClientEnv& env) : WsClient(env), w_(w) {}
+    ConnectClient(ConnectWorker& w, ClientEnv& env, std::uint32_t address)
+        : WsClient(env), w_(w), address_(address) {}
+    std::uint32_t address() const noexcept { return address_; }
 
   protected:
     void on_open(std::int64_t now) override;
@@ -33,6 +38,7 @@ class ConnectClient final : public WsClient {
 
   private:
     ConnectWorker& w_;
+    std::uint32_t address_;  // --resume: the slot's one source address
 };
 
 struct alignas(64) ConnectCounters {
@@ -49,8 +55,12 @@ class ConnectWorker : public ConnectCounters {
           env(io, target, o.path, 4096, random_seed(index)),
           next_address_(first_address + index),
           step_(o.threads) {
-        for (std::uint32_t k = 0; k < slots; ++k)
-            slots_.push_back(std::make_unique<ConnectClient>(*this, env));
+        for (std::uint32_t k = 0; k < slots; ++k) {
+            const std::uint64_t a = first_address + index + std::uint64_t{k} * o.threads;
+            slots_.push_back(std::make_unique<ConnectClient>(
+                *this, env,
+                kConnectSourceBase + static_cast<std::uint32_t>(a % kConnectSourceSpan)));
+        }
     }
 
     void begin(Plan p) {
@@ -71,11 +81,12 @@ class ConnectWorker : public ConnectCounters {
     void next_later(ConnectClient& c) {
         asio::post(io, [this, &c] { next(c); });
     }
-    void record(std::int64_t started, std::int64_t latency) {
+    void record(std::int64_t started, std::int64_t latency, bool resumed) {
         completed.store(++completed_, std::memory_order_relaxed);
         if (plan.in_window(started)) {
             tally.hist.record(latency);
             ++window_completed;
+            if (resumed) ++window_resumed;
         }
     }
     void error(std::int64_t started, std::string_view what) {
@@ -100,10 +111,12 @@ class ConnectWorker : public ConnectCounters {
     Tally tally;  // hist, errors (all, warm-up included), first_error
     std::uint64_t window_completed = 0;
     std::uint64_t window_errors = 0;
+    std::uint64_t window_resumed = 0;  // TLS sessions the server resumed
     std::uint64_t unfinished = 0;
 
   private:
     void start(ConnectClient& c) {
+        if (opt.resume) return c.open(c.address());
         const std::uint64_t a = next_address_;
         next_address_ += step_;
         c.open(kConnectSourceBase + static_cast<std::uint32_t>(a % kConnectSourceSpan));
@@ -117,7 +130,7 @@ class ConnectWorker : public ConnectCounters {
 };
 
 void ConnectClient::on_open(std::int64_t now) {
-    w_.record(opened_at(), now - opened_at());
+    w_.record(opened_at(), now - opened_at(), tls_resumed());
     if (w_.opt.close == CloseMode::clean) return close();  // on_closed() continues
     drop(true);
     w_.next(*this);
@@ -179,6 +192,7 @@ int run_connect(const Options& opt) {
     const std::uint64_t completed = pool.sum(&W::window_completed);
     const std::uint64_t window_errors = pool.sum(&W::window_errors);
     const std::uint64_t unfinished = pool.sum(&W::unfinished);
+    const std::uint64_t resumed = pool.sum(&W::window_resumed);
     const double dur = plan.window_s();
     const double rate = static_cast<double>(completed) / dur;
 
@@ -186,6 +200,9 @@ int run_connect(const Options& opt) {
                opt.close == CloseMode::rst ? "RST" : "Close handshake", dur);
     fmt::print("  connections    {:12.0f} /s   ({} completed in the window)\n", rate, completed);
     fmt::print("  handshake ms   {}\n", latency_text(t.hist));
+    if (opt.tls)
+        fmt::print("  TLS            {} of {} sessions resumed{}\n", resumed, completed,
+                   opt.resume ? "" : " (no --resume: full handshakes)");
     cpu.print(server, "connections", completed);
     if (t.errors)
         fmt::print("  errors: {} ({} in the window; first: {})\n", t.errors, window_errors,
@@ -208,6 +225,10 @@ int run_connect(const Options& opt) {
         j["window_errors"] = window_errors;
         j["first_error"] = t.first_error;
         j["unfinished"] = unfinished;
+        j["resume"] = opt.resume;
+        j["resumed"] = resumed;
+        j["resumed_ratio"] =
+            completed > 0 ? static_cast<double>(resumed) / static_cast<double>(completed) : 0.0;
         cpu.to_json(j, server, "connections_per_server_cpu_s", completed);
         // Includes the SYN handling the kernel charges to the load generator (see HostCpu).
         j["connections_per_host_cpu_s"] =

@@ -30,6 +30,10 @@
 //             process can hold only as many sockets as its open-files hard limit, so the
 //             connections are spread over several forked load processes when needed.
 //
+// --tls (every scenario): each connection is TLS (wss://) before the upgrade, the server's
+// certificate checked against --ca when given; connect --resume offers each slot's previous
+// session from the same source address, and counts how many the server resumed.
+//
 // The hot paths (pacing, encoding a say, parsing a frame, recording latency) do not allocate.
 #include <fmt/format.h>
 
@@ -38,6 +42,7 @@
 #include "bench_common.hpp"
 #include "bench_options.hpp"
 #include "scenarios.hpp"
+#include "ws_client.hpp"
 
 namespace steerchat::bench {
 
@@ -54,6 +59,8 @@ int main(int argc, char** argv) {
     using namespace steerchat::bench;
     const Options opt = parse_options(argc, argv);
     try {
+        if (opt.tls)
+            set_client_tls(std::make_unique<TlsClient>(opt.ca_file, opt.server_name, opt.resume));
         switch (opt.scenario) {
             case Scenario::broadcast:
                 return run_broadcast(opt);

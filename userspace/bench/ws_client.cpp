@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/x509v3.h>
 #include <sys/socket.h>
 
 #include <cstring>
@@ -48,11 +50,49 @@ std::string_view header_value(std::string_view head, std::string_view lower_name
     return {};
 }
 
+std::unique_ptr<TlsClient> g_tls;
+
+constexpr unsigned char kAlpnHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+
+bool is_ip_literal(const std::string& host) {
+    error_code ec;
+    (void)asio::ip::make_address(host, ec);
+    return !ec;
+}
+
 }  // namespace
+
+TlsClient::TlsClient(const std::string& ca_file, const std::string& host_, bool resume_)
+    : ctx(asio::ssl::context::tls_client), host(host_), verify(!ca_file.empty()), resume(resume_) {
+    SSL_CTX* c = ctx.native_handle();
+    SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+    // The client keeps its sessions itself (one per client object): no internal cache.
+    SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+    if (verify) {
+        error_code ec;
+        ctx.load_verify_file(ca_file, ec);
+        if (ec)
+            die(
+                fmt::format("--ca {}: cannot load it as PEM certificates ({}); give the CA that "
+                            "signed the server's certificate",
+                            ca_file, ec.message()));
+        ctx.set_verify_mode(asio::ssl::verify_peer);
+    } else {
+        ctx.set_verify_mode(asio::ssl::verify_none);
+    }
+}
+
+void set_client_tls(std::unique_ptr<TlsClient> tls) {
+    g_tls = std::move(tls);
+}
+
+TlsClient* client_tls() noexcept {
+    return g_tls.get();
+}
 
 ClientEnv::ClientEnv(asio::io_context& io_, const tcp::endpoint& target_, std::string_view path,
                      std::size_t rbuf_size_, std::uint64_t seed)
-    : io(io_), target(target_), rbuf_size(rbuf_size_), rng(seed ? seed : 1) {
+    : io(io_), target(target_), rbuf_size(rbuf_size_), rng(seed ? seed : 1), tls(client_tls()) {
     const std::string host =
         target.address().is_v6()
             ? fmt::format("[{}]:{}", target.address().to_string(), target.port())
@@ -63,10 +103,34 @@ ClientEnv::ClientEnv(asio::io_context& io_, const tcp::endpoint& target_, std::s
         path, host);
 }
 
+template <class Buffers, class Handler>
+void WsClient::read_some(const Buffers& b, Handler&& h) {
+    if (tls_)
+        tls_->async_read_some(b, [keep = tls_, h = std::forward<Handler>(h)](
+                                     const error_code& ec, std::size_t n) mutable { h(ec, n); });
+    else
+        sock_.async_read_some(b, std::forward<Handler>(h));
+}
+
+template <class Buffers, class Handler>
+void WsClient::write_all(const Buffers& b, Handler&& h) {
+    if (tls_)
+        asio::async_write(*tls_, b,
+                          [keep = tls_, h = std::forward<Handler>(h)](
+                              const error_code& ec, std::size_t n) mutable { h(ec, n); });
+    else
+        asio::async_write(sock_, b, std::forward<Handler>(h));
+}
+
 void WsClient::open(std::uint32_t source_v4) {
     if (phase_ != Phase::idle && phase_ != Phase::closed) return;
     phase_ = Phase::connecting;
     opened_at_ = now_ns();
+    tls_resumed_ = false;
+    // A new stream (and socket) per TLS connection: the previous one may still have operations
+    // pending, which hold it until they complete.
+    tls_.reset();
+    if (env_.tls) tls_ = std::make_shared<TlsStream>(env_.io, env_.tls->ctx);
     rlen_ = 0;
     in_fragments_ = false;
     wq_.clear();
@@ -78,18 +142,19 @@ void WsClient::open(std::uint32_t source_v4) {
     wfly_.reserve(1024);
     error_code ec;
     const bool v4 = env_.target.address().is_v4();
-    sock_.open(v4 ? tcp::v4() : tcp::v6(), ec);
+    tcp::socket& sock = this->sock();
+    sock.open(v4 ? tcp::v4() : tcp::v6(), ec);
     if (ec) return fail(fmt::format("socket: {}", ec.message()));
     if (v4) {
         int one = 1;
-        ::setsockopt(sock_.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-        sock_.bind(tcp::endpoint(asio::ip::address_v4(source_v4), 0), ec);
+        ::setsockopt(sock.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        sock.bind(tcp::endpoint(asio::ip::address_v4(source_v4), 0), ec);
         if (ec)
             return fail(fmt::format("bind to {}: {}", asio::ip::address_v4(source_v4).to_string(),
                                     ec.message()));
     }
-    sock_.set_option(tcp::no_delay(true), ec);
-    sock_.async_connect(env_.target, [this, g = gen_](const error_code& e) {
+    sock.set_option(tcp::no_delay(true), ec);
+    sock.async_connect(env_.target, [this, g = gen_, keep = tls_](const error_code& e) {
         if (g == gen_) on_connected(e);
     });
 }
@@ -100,6 +165,41 @@ void WsClient::on_connected(const error_code& ec) {
             "connect to {}: {} (is the server running on that port?)",
             fmt::format("[{}]:{}", env_.target.address().to_string(), env_.target.port()),
             ec.message()));
+    if (!tls_) return send_upgrade();
+    SSL* ssl = tls_->native_handle();
+    ERR_clear_error();
+    if (SSL_set_alpn_protos(ssl, kAlpnHttp11, sizeof kAlpnHttp11) != 0)
+        return fail("TLS: cannot set ALPN");
+    if (env_.tls->verify) {
+        X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+        if (is_ip_literal(env_.tls->host)
+                ? X509_VERIFY_PARAM_set1_ip_asc(param, env_.tls->host.c_str()) != 1
+                : X509_VERIFY_PARAM_set1_host(param, env_.tls->host.c_str(), 0) != 1)
+            return fail("TLS: cannot set the name to verify");
+    }
+    if (!is_ip_literal(env_.tls->host)) SSL_set_tlsext_host_name(ssl, env_.tls->host.c_str());
+    if (env_.tls->resume && session_) SSL_set_session(ssl, session_.get());
+    tls_->async_handshake(asio::ssl::stream_base::client,
+                          [this, g = gen_, keep = tls_](const error_code& e) {
+                              if (g == gen_) on_secured(e);
+                          });
+}
+
+void WsClient::on_secured(const error_code& ec) {
+    if (ec) {
+        std::string why = ec.message();
+        if (ec.category() == asio::error::get_ssl_category()) {
+            const long v = SSL_get_verify_result(tls_->native_handle());
+            if (v != X509_V_OK)
+                why += fmt::format(" (certificate: {})", X509_verify_cert_error_string(v));
+        }
+        return fail(fmt::format("TLS handshake: {}", why));
+    }
+    tls_resumed_ = SSL_session_reused(tls_->native_handle()) == 1;
+    send_upgrade();
+}
+
+void WsClient::send_upgrade() {
     phase_ = Phase::upgrading;
     std::array<unsigned char, 16> raw{};
     for (std::size_t i = 0; i < raw.size(); i += 8) {
@@ -140,7 +240,7 @@ bool WsClient::check_upgrade(std::string_view head) {
 }
 
 void WsClient::read_upgrade() {
-    sock_.async_read_some(
+    read_some(
         asio::buffer(rbuf_.data() + rlen_, rbuf_.size() - rlen_),
         [this, g = gen_](const error_code& ec, std::size_t n) {
             if (g != gen_) return;
@@ -158,6 +258,13 @@ void WsClient::read_upgrade() {
             }
             // A refusal may carry a body: keep what came with the head for the message.
             if (!check_upgrade(got)) return;
+            // TLS 1.3 sends its session (ticket) after the handshake: by now it has arrived.
+            // A copy: OpenSSL marks the connection's own session not resumable when the
+            // connection ends without a close_notify (a RST here).
+            if (tls_ && env_.tls->resume) {
+                const SSL_SESSION* s = SSL_get0_session(tls_->native_handle());
+                if (s && SSL_SESSION_is_resumable(s)) session_.reset(SSL_SESSION_dup(s));
+            }
             const std::size_t used = end + 4;
             std::memmove(rbuf_.data(), rbuf_.data() + used, rlen_ - used);
             rlen_ -= used;
@@ -171,22 +278,22 @@ void WsClient::read_upgrade() {
 
 void WsClient::read_frames() {
     if (rlen_ == rbuf_.size()) rbuf_.resize(rbuf_.size() * 2);  // a large frame (setup only)
-    sock_.async_read_some(asio::buffer(rbuf_.data() + rlen_, rbuf_.size() - rlen_),
-                          [this, g = gen_](const error_code& ec, std::size_t n) {
-                              if (g != gen_) return;
-                              if (ec) {
-                                  if (phase_ == Phase::closing) {
-                                      finish();
-                                      return on_closed();
-                                  }
-                                  return fail(ec == asio::error::eof
-                                                  ? std::string("server closed the connection")
-                                                  : ec.message());
-                              }
-                              rlen_ += n;
-                              if (!parse_frames(now_ns())) return;
-                              read_frames();
-                          });
+    read_some(asio::buffer(rbuf_.data() + rlen_, rbuf_.size() - rlen_),
+              [this, g = gen_](const error_code& ec, std::size_t n) {
+                  if (g != gen_) return;
+                  if (ec) {
+                      if (phase_ == Phase::closing) {
+                          finish();
+                          return on_closed();
+                      }
+                      return fail(ec == asio::error::eof
+                                      ? std::string("server closed the connection")
+                                      : ec.message());
+                  }
+                  rlen_ += n;
+                  if (!parse_frames(now_ns())) return;
+                  read_frames();
+              });
 }
 
 bool WsClient::parse_frames(std::int64_t now) {
@@ -312,14 +419,13 @@ void WsClient::flush() {
     std::swap(wq_, wfly_);
     wq_.clear();
     writing_ = true;
-    asio::async_write(sock_, asio::buffer(wfly_),
-                      [this, g = gen_](const error_code& ec, std::size_t) {
-                          if (g != gen_) return;
-                          writing_ = false;
-                          wfly_.clear();
-                          if (ec) return fail(fmt::format("write: {}", ec.message()));
-                          flush();
-                      });
+    write_all(asio::buffer(wfly_), [this, g = gen_](const error_code& ec, std::size_t) {
+        if (g != gen_) return;
+        writing_ = false;
+        wfly_.clear();
+        if (ec) return fail(fmt::format("write: {}", ec.message()));
+        flush();
+    });
 }
 
 void WsClient::close() {
@@ -335,7 +441,7 @@ void WsClient::drop(bool rst) {
     if (phase_ == Phase::closed || phase_ == Phase::idle) return;
     if (rst) {
         error_code ignored;
-        sock_.set_option(asio::socket_base::linger(true, 0), ignored);
+        sock().set_option(asio::socket_base::linger(true, 0), ignored);
     }
     finish();
 }
@@ -355,7 +461,9 @@ void WsClient::finish() {
     ++gen_;
     writing_ = false;
     error_code ignored;
-    sock_.close(ignored);
+    // TLS: no close_notify (the scenarios end connections with a Close frame or a RST); the
+    // stream stays with its pending operations until they complete.
+    sock().close(ignored);
 }
 
 void SessionClient::begin_close(bool handshake) {

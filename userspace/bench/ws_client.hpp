@@ -8,13 +8,22 @@
 // a few objects for many connections): every completion handler carries the generation of the
 // connection it was started for and is ignored once that connection is gone.
 //
+// With --tls every connection is TLS (wss://): the client's TCP socket lives in a fresh
+// asio::ssl::stream per connection (shared with its completion handlers, so that a dropped
+// connection's pending operations finish on the stream they started on), the handshake comes
+// before the upgrade, and with --resume the client offers the session of its previous connection.
+//
 // Threading: a client belongs to the io thread that runs its ClientEnv's io_context.
 #pragma once
 
+#include <openssl/ssl.h>
+
 #include <array>
 #include <atomic>
+#include <boost/asio/ssl.hpp>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,6 +32,21 @@
 #include "ws/frame.hpp"
 
 namespace steerchat::bench {
+
+// The client side of TLS, one for the whole run (SSL_CTX is shared by the io threads and
+// survives the idle scenario's fork).
+struct TlsClient {
+    // ca_file empty: no verification of the server's certificate; else it must chain to that CA
+    // and name `host` (an IP address or a DNS name). ALPN http/1.1, TLS 1.2 and 1.3.
+    TlsClient(const std::string& ca_file, const std::string& host, bool resume);
+    asio::ssl::context ctx;
+    std::string host;
+    bool verify;
+    bool resume;  // offer the session of the client object's previous connection
+};
+// Set once in main before any ClientEnv exists (nullptr: plain TCP).
+void set_client_tls(std::unique_ptr<TlsClient> tls);
+TlsClient* client_tls() noexcept;
 
 // What the clients of one io thread share.
 struct ClientEnv {
@@ -41,6 +65,7 @@ struct ClientEnv {
     std::string request_head;  // the upgrade request up to "Sec-WebSocket-Key: "
     std::size_t rbuf_size;     // initial read buffer per connection
     std::uint64_t rng;
+    TlsClient* tls;  // client_tls() at construction
 };
 
 class WsClient {
@@ -71,6 +96,8 @@ class WsClient {
     Phase phase() const noexcept { return phase_; }
     bool is_open() const noexcept { return phase_ == Phase::open; }
     std::int64_t opened_at() const noexcept { return opened_at_; }  // now_ns() in open()
+    // TLS: the server resumed the session this connection offered (valid once open).
+    bool tls_resumed() const noexcept { return tls_resumed_; }
 
   protected:
     // The 101 arrived and checked out. May send, close, drop or even open again.
@@ -89,7 +116,19 @@ class WsClient {
     ClientEnv& env_;
 
   private:
+    using TlsStream = asio::ssl::stream<tcp::socket>;
+    struct SessionFree {
+        void operator()(SSL_SESSION* s) const noexcept { SSL_SESSION_free(s); }
+    };
+
+    tcp::socket& sock() noexcept { return tls_ ? tls_->next_layer() : sock_; }
+    template <class Buffers, class Handler>
+    void read_some(const Buffers& b, Handler&& h);
+    template <class Buffers, class Handler>
+    void write_all(const Buffers& b, Handler&& h);
     void on_connected(const error_code& ec);
+    void on_secured(const error_code& ec);
+    void send_upgrade();
     void read_upgrade();
     bool check_upgrade(std::string_view head);
     void read_frames();
@@ -97,7 +136,10 @@ class WsClient {
     void flush();
     void finish();  // closes the socket, bumps the generation
 
-    tcp::socket sock_;
+    tcp::socket sock_;                // plain connections
+    std::shared_ptr<TlsStream> tls_;  // TLS: this connection's stream (owns its socket)
+    std::unique_ptr<SSL_SESSION, SessionFree> session_;  // --resume: offered on the next open()
+    bool tls_resumed_ = false;
     Phase phase_ = Phase::idle;
     std::uint32_t gen_ = 0;
     std::int64_t opened_at_ = 0;

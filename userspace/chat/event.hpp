@@ -31,6 +31,7 @@ struct Event {
     // same serial (adapters cache their encoding keyed by it).
     std::uint64_t serial = 0;
     std::uint64_t id = 0;     // host-wide, increasing (0 for typing)
+    std::uint64_t seq = 0;    // message: the room's sequence number (1, 2, ... per room)
     std::int64_t ts = 0;      // ms since the epoch (message, dm)
     std::uint64_t login = 0;  // offline, joined, left: the id of the online event of `from`
     std::string_view room;    // message, typing, joined, left

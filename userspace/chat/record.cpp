@@ -87,6 +87,7 @@ std::uint32_t encode(const Event& ev, std::vector<std::byte>& out) {
     switch (ev.type) {
         case EventType::message:
             put_u64(out, static_cast<std::uint64_t>(ev.ts));
+            put_u64(out, ev.seq);
             put_str(out, ev.room);
             put_str(out, ev.from);
             put_str(out, ev.text);
@@ -131,6 +132,7 @@ std::optional<Event> decode(std::uint32_t wire, std::span<const std::byte> paylo
     switch (ev.type) {
         case EventType::message:
             ev.ts = static_cast<std::int64_t>(ts);
+            ev.seq = in.u64();
             ev.room = in.str();
             ev.from = in.str();
             ev.text = in.str();

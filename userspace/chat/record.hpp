@@ -5,7 +5,7 @@
 //
 // Layout (host byte order: every worker is the same binary on the same host), after the ring's
 // own header (which carries the record type, wire_type() below):
-//   u64 id, u64 ts, then each string as u32 length + bytes:
+//   u64 id, u64 ts, then (message only) u64 seq, then each string as u32 length + bytes:
 //     message: room, from, text      dm: to, from, text      online, offline: name
 //     typing: room, from (id and ts 0)      joined, left: room, from
 //   An offline, joined or left carries the login id of `from` in the ts field. The cid of a message
@@ -25,8 +25,8 @@
 
 namespace steerchat::chat::record {
 
-// The fixed part of every record: id, ts and three string lengths.
-inline constexpr std::size_t kOverhead = 8 + 8 + 3 * 4;
+// The fixed part of every record (at most): id, ts, seq and three string lengths.
+inline constexpr std::size_t kOverhead = 8 + 8 + 8 + 3 * 4;
 
 namespace detail {
 inline constexpr std::uint32_t kMaxWireType = 15;

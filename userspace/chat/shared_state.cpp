@@ -53,6 +53,8 @@ struct Room {
     std::uint32_t hist_count;
     std::uint64_t text_begin;  // byte positions (monotonic) of the kept text
     std::uint64_t text_end;
+    std::uint64_t seq;         // messages ever posted (the newest one's room sequence number)
+    std::uint64_t dropped_id;  // id of the newest message dropped from the history (0: none)
     std::uint32_t name_len;
     char name[kMaxRoomBytes];
 };
@@ -317,16 +319,21 @@ struct Tables {
         return ++h->last_id;
     }
 
-    void copy_history(std::uint32_t r, std::vector<StoredMessage>& out) const {
+    // The history of room `r` after its message `after_seq` (0: all).
+    void copy_history(std::uint32_t r, std::vector<StoredMessage>& out,
+                      std::uint64_t after_seq = 0) const {
         const Room& room = rooms()[r];
         const std::uint32_t len = h->cfg.history_len;
         const std::uint64_t cap = h->cfg.history_bytes;
         out.clear();
         out.reserve(room.hist_count);
         for (std::uint32_t k = 0; k < room.hist_count; ++k) {
+            const std::uint64_t seq = room.seq - (room.hist_count - 1 - k);  // consecutive
+            if (seq <= after_seq) continue;
             const HistEntry& e = hist(r)[(room.hist_head + k) % len];
             StoredMessage m;
             m.id = e.id;
+            m.seq = seq;
             m.ts = e.ts;
             m.from.assign(e.from, e.from_len);
             m.text.resize(e.text_len);
@@ -350,6 +357,7 @@ struct Tables {
         const std::uint64_t cap = h->cfg.history_bytes;
         while (room.hist_count != 0 &&
                (room.hist_count == len || room.text_end + msg.size() - room.text_begin > cap)) {
+            room.dropped_id = hist(r)[room.hist_head].id;
             drop_oldest(room);
             room.text_begin =
                 room.hist_count == 0 ? room.text_end : hist(r)[room.hist_head].text_pos;
@@ -368,6 +376,7 @@ struct Tables {
         std::memcpy(text(r), msg.data() + first, msg.size() - first);
         room.text_end += msg.size();
         ++room.hist_count;
+        ++room.seq;
         room.last_activity = id;
     }
 
@@ -694,7 +703,8 @@ std::uint64_t SharedState::lookup(std::string_view name, unsigned* slot) {
 
 SharedState::Status SharedState::join(std::string_view room, std::string_view name,
                                       std::uint64_t* mark, std::vector<std::string>* members,
-                                      std::vector<StoredMessage>* history, bool* added) {
+                                      std::vector<StoredMessage>* history, bool* added,
+                                      RoomMark* room_mark) {
     if (added) *added = false;
     if (room.size() > kMaxRoomBytes) throw std::length_error("chat: room name too long");
     Lock lock(hdr_);
@@ -741,6 +751,7 @@ SharedState::Status SharedState::join(std::string_view room, std::string_view na
         std::reverse(members->begin(), members->end());
     }
     if (history) t.copy_history(r, *history);
+    if (room_mark) *room_mark = {t.rooms()[r].seq, t.rooms()[r].dropped_id};
     return Status::ok;
 }
 
@@ -760,7 +771,8 @@ SharedState::Status SharedState::leave(std::string_view room, std::string_view n
 }
 
 SharedState::Status SharedState::post(std::string_view room, std::string_view from,
-                                      std::string_view text, std::int64_t ts, std::uint64_t* id) {
+                                      std::string_view text, std::int64_t ts, std::uint64_t* id,
+                                      std::uint64_t* seq) {
     if (text.size() > options_.max_text) throw std::length_error("chat: text too long");
     if (from.size() > kMaxNameBytes) throw std::length_error("chat: name too long");
     Lock lock(hdr_);
@@ -771,6 +783,7 @@ SharedState::Status SharedState::post(std::string_view room, std::string_view fr
     const std::uint64_t new_id = ++hdr_->last_id;
     t.append_history(r, new_id, ts, from, text);
     if (id) *id = new_id;
+    if (seq) *seq = t.rooms()[r].seq;
     return Status::ok;
 }
 
@@ -791,12 +804,12 @@ std::vector<std::string> SharedState::members(std::string_view room) {
     return out;
 }
 
-std::vector<StoredMessage> SharedState::history(std::string_view room) {
+std::vector<StoredMessage> SharedState::history(std::string_view room, std::uint64_t after_seq) {
     std::vector<StoredMessage> out;
     Lock lock(hdr_);
     Tables t{hdr_};
     const std::uint32_t r = t.find_room(room);
-    if (r != kNil) t.copy_history(r, out);
+    if (r != kNil) t.copy_history(r, out, after_seq);
     return out;
 }
 

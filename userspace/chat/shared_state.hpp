@@ -62,9 +62,18 @@ struct Evicted {
 
 struct StoredMessage {
     std::uint64_t id = 0;
+    std::uint64_t seq = 0;  // the room's sequence number of the message (1, 2, ...)
     std::int64_t ts = 0;
     std::string from;
     std::string text;
+};
+
+// A room's sequence state at a join: its newest message's seq (0: none yet) and the id of the
+// newest message no longer in its history (0: none dropped), which tells whether the history
+// holds everything after a given id.
+struct RoomMark {
+    std::uint64_t seq = 0;
+    std::uint64_t dropped_id = 0;
 };
 
 struct SharedStats {
@@ -83,7 +92,7 @@ struct Header;
 // The version of the mapping's layout (the tables, the header, their meaning). A master that
 // takes over a running one (steerchat --takeover) maps the running one's state only if the
 // versions agree; bump it with every change to the structs in shared_state.cpp.
-inline constexpr std::uint32_t kLayoutVersion = 3;
+inline constexpr std::uint32_t kLayoutVersion = 4;
 
 // adopt() found a mapping of another layout (or no chat state at all).
 class LayoutMismatch : public std::runtime_error {
@@ -144,21 +153,23 @@ class SharedState {
 
     // Adds `name` (registered) to `room` (created if needed). A new membership takes an id (the
     // `joined` event's; *added = true); *mark = the last id allocated at that moment (that id if
-    // new); *members/*history (if given) the snapshot. ok (also when already a member), full,
-    // absent (name not registered).
+    // new); *members/*history/*room_mark (if given) the snapshot. ok (also when already a
+    // member), full, absent (name not registered).
     Status join(std::string_view room, std::string_view name, std::uint64_t* mark,
                 std::vector<std::string>* members, std::vector<StoredMessage>* history,
-                bool* added = nullptr);
+                bool* added = nullptr, RoomMark* room_mark = nullptr);
     // ok (the membership is gone and took an id, the `left` event's: *id) or not_member.
     Status leave(std::string_view room, std::string_view name, std::uint64_t* id = nullptr);
-    // Appends a message to the room's history and allocates its id (*id). ok or not_member.
+    // Appends a message to the room's history and allocates its id (*id) and its room sequence
+    // number (*seq: the room's previous message's + 1). ok or not_member.
     Status post(std::string_view room, std::string_view from, std::string_view text,
-                std::int64_t ts, std::uint64_t* id);
+                std::int64_t ts, std::uint64_t* id, std::uint64_t* seq = nullptr);
     // Allocates a fresh id (dm).
     std::uint64_t next_id();
 
     std::vector<std::string> members(std::string_view room);
-    std::vector<StoredMessage> history(std::string_view room);
+    // The room's kept messages after its message `after_seq` (0: all), oldest first.
+    std::vector<StoredMessage> history(std::string_view room, std::uint64_t after_seq = 0);
 
     // Master, after a worker of `slot` died and before it is respawned: unregisters its users
     // (of this generation), drops their memberships; each gets an `offline` id. Returns them.

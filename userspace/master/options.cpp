@@ -5,10 +5,12 @@
 #include <pwd.h>
 #include <sched.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -714,6 +716,214 @@ ParseResult parse_options(int argc, const char* const argv[]) {
     // TLS: the files are read and checked now (exit 2 on a bad one, not a worker crash later).
     if (auto err = app::load_tls(o, o.tls_warning, o.tls_summary); !err.empty()) return bad(err);
     return {o, 0, {}};
+}
+
+namespace {
+
+// The settings `steerchat balance` shares with the built-in pool: the master's own. The others
+// configure steerchat's chat workers, which balance does not run.
+constexpr std::string_view kBalanceKeys[] = {
+    "port",          "workers",        "max-workers",
+    "bind",          "steering",       "seed",
+    "ipv6-prefix64", "backlog",        "no-cpu-pinning",
+    "bpffs-dir",     "run-dir",        "respawn-delay-ms",
+    "max-restarts",  "restart-window", "shutdown-timeout-ms",
+    "user",          "group",          "log-level",
+    "log-format"};
+
+bool balance_key(std::string_view key) {
+    return std::find(std::begin(kBalanceKeys), std::end(kBalanceKeys), key) !=
+           std::end(kBalanceKeys);
+}
+
+std::string balance_usage(const po::options_description& own,
+                          const po::options_description& shared) {
+    std::ostringstream os;
+    os << "Usage: steerchat balance [options] -- COMMAND [ARGS...]\n\n"
+          "Runs N copies of COMMAND behind one port, each client IP kept on one copy by the same\n"
+          "listeners, eBPF steering and supervision as steerchat's own workers. Each copy gets\n"
+          "only its own listening socket, as fd 3, with the systemd socket-activation variables\n"
+          "LISTEN_FDS=1, LISTEN_PID (its pid) and LISTEN_FDNAMES=steerchat, plus STEERCHAT_SLOT\n"
+          "(0..N-1), STEERCHAT_WORKERS (N) and STEERCHAT_PORT; it runs in its own process group\n"
+          "as --user, and its stdout and stderr come out of the master's prefixed with\n"
+          "'[slot N] '. A Node server listens with server.listen({ fd: 3 }); Python with\n"
+          "socket.socket(fileno=3). A copy that dies is respawned into its slot (connections\n"
+          "made meanwhile wait in its listening socket); one that keeps dying is drained.\n"
+          "SIGTERM goes to every copy's process group; what has not exited after\n"
+          "--shutdown-timeout-ms is killed. Examples: examples/balance/.\n\n"
+       << own << "\n"
+       << shared
+       << "\nThe settings of steerchat's own chat workers (--eio-*, --ws-*, --chat-*, --tls-*,\n"
+          "...) do not apply: COMMAND has its own. `steerchat ctl --port P status|workers N`\n"
+          "works as for the built-in pool.\n";
+    return os.str();
+}
+
+// COMMAND as execv() needs it: a path with a '/' as given, else the first executable regular
+// file of that name on PATH. Empty with `error` set if there is none.
+std::string find_program(const std::string& name, std::string& error) {
+    auto executable = [](const std::string& path, int& err) {
+        struct stat st {};
+        if (::stat(path.c_str(), &st) != 0) {
+            err = errno;
+            return false;
+        }
+        if (!S_ISREG(st.st_mode)) {
+            err = EISDIR;
+            return false;
+        }
+        if (::access(path.c_str(), X_OK) != 0) {
+            err = errno;
+            return false;
+        }
+        return true;
+    };
+    int err = 0;
+    if (name.find('/') != std::string::npos) {
+        if (executable(name, err)) return name;
+        error = fmt::format("cannot run '{}': {}{}", name,
+                            err == EISDIR ? "not a regular file" : std::strerror(err),
+                            err == EACCES ? " (make it executable: chmod +x)" : "");
+        return {};
+    }
+    const char* env = std::getenv("PATH");
+    const std::string path = env && *env ? env : "/usr/local/bin:/usr/bin:/bin";
+    std::istringstream dirs(path);
+    for (std::string dir; std::getline(dirs, dir, ':');) {
+        const std::string candidate = (dir.empty() ? std::string(".") : dir) + "/" + name;
+        if (executable(candidate, err)) return candidate;
+    }
+    error = fmt::format(
+        "command '{}' not found on PATH ({}): install it, or give its path (e.g. /usr/bin/{})",
+        name, path, name);
+    return {};
+}
+
+}  // namespace
+
+BalanceParseResult parse_balance_options(int argc, const char* const argv[]) {
+    auto fail = [](int code, std::string text) {
+        BalanceParseResult r;
+        r.exit_code = code;
+        r.message = std::move(text);
+        return r;
+    };
+    const std::string hint = "Try 'steerchat balance --help'.";
+    // Everything after the first "--" is COMMAND and its arguments, untouched.
+    int sep = 2;
+    while (sep < argc && std::string_view(argv[sep]) != "--")
+        ++sep;
+    std::vector<std::string> words(argv + std::min(2, argc), argv + sep);
+
+    Options o;
+    Raw r;
+    BalanceOptions b;
+    unsigned admin_port = 0;
+    po::options_description all = setting_options(o, r);
+    po::options_description shared("Settings of the master (as for steerchat's own workers)");
+    for (const auto& opt : all.options())
+        if (balance_key(opt->long_name())) shared.add(opt);
+    po::options_description own("Balance");
+    // clang-format off
+    own.add_options()
+        ("help,h", "show this help and exit")
+        ("admin-port", po::value(&admin_port),
+         "serve the master's /metrics (steering outcomes, per-slot pid, state, restarts, CPU, "
+         "memory, buckets) and /healthz on this port (COMMAND owns --port); default: none")
+        ("admin-bind", po::value(&b.admin_bind)->default_value(b.admin_bind),
+         "address of the --admin-port listener")
+        ("start-grace-ms", po::value(&b.start_grace_ms)->default_value(b.start_grace_ms),
+         "a copy that has run this long has started; if one exits sooner while the pool first "
+         "starts, balance stops them all and exits 1 (a broken COMMAND is not respawned in a "
+         "loop); later deaths are respawned, with backoff, and drained after --max-restarts");
+    // clang-format on
+    po::options_description desc;
+    desc.add(own).add(shared);
+
+    std::vector<std::string> forwarded{"steerchat"};
+    po::variables_map vm;
+    try {
+        auto parsed = po::command_line_parser(words).options(desc).run();
+        for (const auto& opt : parsed.options) {
+            if (opt.string_key.empty() || opt.position_key >= 0) {
+                const std::string word =
+                    opt.original_tokens.empty() ? std::string{} : opt.original_tokens.front();
+                return fail(2, fmt::format("steerchat balance: unexpected argument '{}': the "
+                                           "command goes after '--', e.g. steerchat balance "
+                                           "--port 3000 --workers 4 -- node server.js\n{}",
+                                           word, hint));
+            }
+            if (balance_key(opt.string_key))
+                forwarded.insert(forwarded.end(), opt.original_tokens.begin(),
+                                 opt.original_tokens.end());
+        }
+        po::store(parsed, vm);
+        if (vm.count("help")) {
+            BalanceParseResult help;
+            help.message = balance_usage(own, shared);
+            return help;
+        }
+        po::notify(vm);
+    } catch (const po::unknown_option& e) {
+        const std::string key = strip_dashes(e.get_option_name());
+        const auto keys = setting_keys();
+        if (std::find(keys.begin(), keys.end(), key) != keys.end())
+            return fail(2, fmt::format("steerchat balance: --{} is a setting of steerchat's own "
+                                       "chat workers; under balance COMMAND runs instead and has "
+                                       "its own settings\n{}",
+                                       key, hint));
+        return fail(2, fmt::format("steerchat balance: {}\n{}", e.what(), hint));
+    } catch (const po::error& e) {
+        return fail(2, fmt::format("steerchat balance: {}\n{}", e.what(), hint));
+    }
+    if (sep + 1 >= argc)
+        return fail(2, fmt::format("steerchat balance: no COMMAND: give the program to run after "
+                                   "'--', e.g. steerchat balance --port 3000 --workers 4 -- node "
+                                   "server.js\n{}",
+                                   hint));
+    if (admin_port > 65535)
+        return fail(
+            2, fmt::format("steerchat balance: --admin-port {} is not a TCP port (1-65535)\n{}",
+                           admin_port, hint));
+    if (b.start_grace_ms == 0 || b.start_grace_ms > 600000)
+        return fail(2, fmt::format("steerchat balance: --start-grace-ms {} is out of range (1 to "
+                                   "600000)\n{}",
+                                   b.start_grace_ms, hint));
+    b.admin_port = static_cast<std::uint16_t>(admin_port);
+    in6_addr a6{};
+    in_addr a4{};
+    if (inet_pton(AF_INET6, b.admin_bind.c_str(), &a6) != 1 &&
+        inet_pton(AF_INET, b.admin_bind.c_str(), &a4) != 1)
+        return fail(2, fmt::format("steerchat balance: --admin-bind '{}' is not an IPv4 or IPv6 "
+                                   "address (e.g. 127.0.0.1 or ::1)\n{}",
+                                   b.admin_bind, hint));
+
+    // The master's settings: checked exactly as for the built-in pool.
+    std::vector<const char*> fargv;
+    for (const auto& w : forwarded)
+        fargv.push_back(w.c_str());
+    auto master = parse_options(static_cast<int>(fargv.size()), fargv.data());
+    if (!master.options) {
+        std::string text = master.message;
+        if (text.starts_with("steerchat: ")) text.insert(9, " balance");
+        if (auto at = text.find("Try 'steerchat --help'"); at != std::string::npos)
+            text.replace(at, 22, "Try 'steerchat balance --help'");
+        return fail(master.exit_code, text);
+    }
+    if (b.admin_port != 0 && b.admin_port == master.options->port)
+        return fail(2, fmt::format("steerchat balance: --admin-port {} is --port: COMMAND owns "
+                                   "that port; choose another\n{}",
+                                   b.admin_port, hint));
+
+    b.command.assign(argv + sep + 1, argv + argc);
+    std::string error;
+    b.program = find_program(b.command.front(), error);
+    if (b.program.empty()) return fail(2, fmt::format("steerchat balance: {}", error));
+
+    BalanceParseResult out;
+    out.options = std::move(master.options);
+    out.balance = std::move(b);
+    return out;
 }
 
 }  // namespace steerchat::master

@@ -79,6 +79,30 @@ struct ParseResult {
 // Command line (and the --config file it names, which the command line overrides).
 ParseResult parse_options(int argc, const char* const argv[]);
 
+// `steerchat balance [options] -- COMMAND [ARGS...]`: the master's listeners, steering and
+// supervision for N copies of any program that takes its listening socket as fd 3 (systemd socket
+// activation). docs/operations.md, "Balancing any server".
+struct BalanceOptions {
+    std::vector<std::string> command;  // COMMAND and its arguments, as given
+    std::string program;               // COMMAND found on PATH (what is executed)
+    std::uint16_t admin_port = 0;      // /metrics and /healthz of the master; 0: none
+    std::string admin_bind = "127.0.0.1";
+    // A child that has lived this long has started; one that exits sooner during the pool's
+    // first start stops the whole balance (exit 1) instead of being respawned.
+    unsigned start_grace_ms = 3000;
+};
+
+struct BalanceParseResult {
+    std::optional<Options> options;  // the master's settings (the workers' ones stay defaults)
+    std::optional<BalanceOptions> balance;
+    int exit_code = 0;
+    std::string message;  // for stdout on exit 0, stderr otherwise
+};
+
+// argv[1] is "balance". The master's settings are parsed (and checked) as parse_options does;
+// the built-in workers' settings are refused, naming why.
+BalanceParseResult parse_balance_options(int argc, const char* const argv[]);
+
 // The example config file (packaging/steerchat.conf): every setting commented out with its
 // description and default.
 std::string example_config();

@@ -24,6 +24,7 @@
 #include <span>
 #include <sstream>
 #include <stdexcept>
+#include <tuple>
 
 #include <fmt/core.h>
 #include <fmt/format.h>
@@ -121,8 +122,9 @@ void fit_conns_to_open_files(Options& o, bool warn) {
 
 }  // namespace
 
-Supervisor::Supervisor(Options opts, std::vector<std::string> argv)
-    : opts_(std::move(opts)), argv_(std::move(argv)) {}
+Supervisor::Supervisor(Options opts, std::vector<std::string> argv,
+                       std::optional<BalanceOptions> balance)
+    : opts_(std::move(opts)), argv_(std::move(argv)), balance_(std::move(balance)) {}
 
 Supervisor::~Supervisor() = default;
 
@@ -178,6 +180,14 @@ void Supervisor::setup() {
         }
     }
 
+    if (balance_) {
+        // COMMAND has no ring and no chat state; the master answers /metrics itself.
+        if (balance_->admin_port != 0)
+            admin_ = std::make_unique<AdminServer>(
+                balance_->admin_bind, balance_->admin_port,
+                [this](std::string_view path) { return admin_request(path); });
+        return;
+    }
     // Sized for --max-workers: a slot added later has its log and cursors already (the readers
     // read every log; an unused one is empty). Its pages are touched only once it is used.
     ring_.emplace(ring::Region::create(opts_.max_workers, opts_.ring_bytes));
@@ -198,8 +208,9 @@ void Supervisor::setup_process() {
         nofile.rlim_cur = nofile.rlim_max;
         ::setrlimit(RLIMIT_NOFILE, &nofile);
     }
-    fit_conns_to_open_files(opts_, true);
-    if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < 65536)
+    // (balance: COMMAND keeps its own limits; the master's connection limits are not its.)
+    fit_conns_to_open_files(opts_, !balance_);
+    if (!balance_ && ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < 65536)
         log::warn(
             "open-files limit is {}: each worker holds at most {} connections "
             "(--max-conns-per-worker; the rest of the limit is kept free); raise it "
@@ -332,6 +343,11 @@ void Supervisor::spawn(unsigned slot) {
     // The slot has no worker now: its counters start again from zero (a respawned worker's
     // counters reset, its gauges keep nothing of the dead one's).
     metrics_->reset_block(slot);
+    if (balance_) {
+        if (!spawn_command(slot))
+            s.respawn_at = Clock::now() + std::chrono::milliseconds(opts_.respawn_delay_ms);
+        return;
+    }
     // The config channel: one message per reload, kept whole (SOCK_SEQPACKET). The worker's end
     // is its own after the fork; the master keeps the other.
     int channel[2];
@@ -397,6 +413,241 @@ void Supervisor::become_worker(unsigned slot) {
                                       worker_config_fd_, reloads_, &*metrics_});
 }
 
+bool Supervisor::signal_worker(const Slot& s, int sig) const {
+    if (s.pid <= 0) return true;
+    // balance: the child leads its own process group (spawn_command), so whatever it started
+    // (npm -> node, a shell -> its program) gets the signal too.
+    return ::kill(balance_ ? -s.pid : s.pid, sig) == 0;
+}
+
+bool Supervisor::spawn_command(unsigned slot) {
+    Slot& s = slots_[slot];
+    // What a previous child of the slot left in its pipes is written out first.
+    relay_output(slot, true);
+    // stdout and stderr: pipes the master reads. `status`: close-on-exec, so a successful exec
+    // closes it (EOF) and a failed one writes its errno.
+    int out[2] = {-1, -1}, err[2] = {-1, -1}, status[2] = {-1, -1};
+    if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0 ||
+        ::pipe2(status, O_CLOEXEC) != 0) {
+        log::error("pipes for slot {}: {}; retrying", slot, std::strerror(errno));
+        for (int fd : {out[0], out[1], err[0], err[1], status[0], status[1]})
+            if (fd >= 0) ::close(fd);
+        return false;
+    }
+    UniqueFd out_r(out[0]), out_w(out[1]), err_r(err[0]), err_w(err[1]), st_r(status[0]),
+        st_w(status[1]);
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+        log::error("fork for slot {} failed: {}; retrying", slot, std::strerror(errno));
+        return false;
+    }
+    if (pid == 0) become_command(slot, out_w.get(), err_w.get(), st_w.get());
+    // Also here, so that a signal to the group cannot precede the child's own setpgid (EACCES
+    // once it has exec'd: it did it itself by then).
+    ::setpgid(pid, pid);
+    out_w.reset();
+    err_w.reset();
+    st_w.reset();
+    for (const UniqueFd* f : {&out_r, &err_r})
+        ::fcntl(f->get(), F_SETFL, ::fcntl(f->get(), F_GETFL) | O_NONBLOCK);
+    s.out = std::move(out_r);
+    s.err = std::move(err_r);
+    s.output_pid = pid;
+    s.out_part.clear();
+    s.err_part.clear();
+    s.pid = pid;
+    s.ready = false;
+    s.started = Clock::now();
+    s.respawn_at.reset();
+    s.ready_at = s.started + std::chrono::milliseconds(balance_->start_grace_ms);
+    set_slot_state(slot, metrics::SlotState::starting, pid);
+    // The child reaches exec at once (a few system calls); wait for its outcome, bounded.
+    pollfd p{st_r.get(), POLLIN, 0};
+    int exec_errno = 0;
+    if (::poll(&p, 1, 5000) == 1 &&
+        ::read(st_r.get(), &exec_errno, sizeof exec_errno) == sizeof exec_errno) {
+        const std::string why = fmt::format(
+            "cannot run {} as slot {}: {}{}", balance_->program, slot, std::strerror(exec_errno),
+            exec_errno == EACCES ? fmt::format(" (the children run as {}; they "
+                                               "need to read and execute it)",
+                                               drop_.user_name)
+                                 : "");
+        log::error("{}", why);
+        // The child exits 127 and is reaped as any dead child; during the first start that
+        // stops the balance with this reason.
+        if (!started_ && fatal_.empty()) fatal_ = why;
+    }
+    return true;
+}
+
+void Supervisor::become_command(unsigned slot, int out, int err, int status) {
+    log::set_slot(fmt::format("slot {}", slot));
+    // Die with the master (drop_privileges re-arms it after the credential change; exec keeps it).
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    sigset_t sigs = handled_signals();
+    sigprocmask(SIG_UNBLOCK, &sigs, nullptr);
+    // The master ignores SIGPIPE; an ignored signal stays ignored across exec.
+    ::signal(SIGPIPE, SIG_DFL);
+    ::setpgid(0, 0);
+    auto fail = [&](const char* what) {
+        const int e = errno;
+        log::error("slot {}: {}: {}", slot, what, std::strerror(e));
+        [[maybe_unused]] auto n = ::write(status, &e, sizeof e);
+        ::_exit(127);
+    };
+    if (opts_.pin_cpus) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpus_[slot % cpus_.size()], &set);
+        sched_setaffinity(0, sizeof set, &set);
+    }
+    // The descriptors COMMAND gets: 0 /dev/null, 1 and 2 the pipes, 3 this slot's listener
+    // (SD_LISTEN_FDS_START), nothing else. Everything is first moved above 3 so that the dup2s
+    // below cannot overwrite one another.
+    const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null_fd < 0) fail("open /dev/null");
+    int from[4] = {null_fd, out, err, slots_[slot].listener.get()};
+    for (int& fd : from)
+        if ((fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 4)) < 0) fail("fcntl(F_DUPFD_CLOEXEC)");
+    status = ::fcntl(status, F_DUPFD_CLOEXEC, 4);
+    if (status < 0) ::_exit(127);
+    for (int target = 0; target < 4; ++target)
+        if (::dup2(from[target], target) != target) fail("dup2");  // dup2 clears close-on-exec
+    close_all_but({0, 1, 2, 3, status});
+    // systemd hands over blocking sockets (NonBlocking=no); so does this. The flag belongs to the
+    // shared open file; the master never accepts on it.
+    ::fcntl(3, F_SETFL, ::fcntl(3, F_GETFL) & ~O_NONBLOCK);
+    try {
+        drop_privileges(drop_);
+    } catch (const std::exception& e) {
+        log::error("fatal: {}; slot {} exits rather than run COMMAND with privileges", e.what(),
+                   slot);
+        errno = EPERM;
+        fail("dropping privileges");
+    }
+    // sd_listen_fds(3): LISTEN_PID must be this process, set after the fork.
+    ::setenv("LISTEN_FDS", "1", 1);
+    ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
+    ::setenv("LISTEN_FDNAMES", "steerchat", 1);
+    ::setenv("STEERCHAT_SLOT", std::to_string(slot).c_str(), 1);
+    ::setenv("STEERCHAT_WORKERS", std::to_string(pool_).c_str(), 1);
+    ::setenv("STEERCHAT_PORT", std::to_string(opts_.port).c_str(), 1);
+    // Meant for the master: systemd's notification socket and the journal's stream (the
+    // child's stderr is the master's pipe, not the journal).
+    for (const char* name : {"NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG_PID", "WATCHDOG_USEC"})
+        ::unsetenv(name);
+    std::vector<char*> argv;
+    for (auto& a : balance_->command)
+        argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(balance_->program.c_str(), argv.data());
+    fail("exec");
+    ::_exit(127);
+}
+
+void Supervisor::relay_output(unsigned slot, bool final) {
+    Slot& s = slots_[slot];
+    const std::string prefix = fmt::format("[slot {}] ", slot);
+    const std::string name = fmt::format("slot {}", slot);
+    constexpr std::size_t kMaxLine = 16 * 1024;
+    timespec now{};
+    ::clock_gettime(CLOCK_REALTIME, &now);
+    // One output line for `line` (without its newline).
+    auto format = [&](std::string_view line) {
+        if (opts_.log_format == log::Format::json)
+            return log::format_line(log::Level::info, line, now, s.output_pid, name,
+                                    log::Format::json, false);
+        std::string out = prefix;
+        out += line;
+        out += '\n';
+        return out;
+    };
+    for (auto [fd, part, to] : {std::tuple{&s.out, &s.out_part, 1}, {&s.err, &s.err_part, 2}}) {
+        if (!*fd) continue;
+        bool eof = false;
+        char buf[16384];
+        // A bounded amount per turn: a chatty child cannot keep the master from the rest.
+        for (int reads = 0; reads < 16; ++reads) {
+            const ssize_t n = ::read(fd->get(), buf, sizeof buf);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+                eof = true;
+                break;
+            }
+            if (n < 0) break;
+            part->append(buf, static_cast<std::size_t>(n));
+        }
+        // Whole lines, each prefixed, in one write (lines of different slots do not mix).
+        std::string lines;
+        std::size_t begin = 0;
+        for (;;) {
+            const auto nl = part->find('\n', begin);
+            if (nl == std::string::npos) {
+                if (part->size() - begin < kMaxLine && !eof && !final) break;
+                if (begin == part->size()) break;
+                // Overlong or unfinished: as it is.
+                lines += format(std::string_view(*part).substr(begin));
+                begin = part->size();
+                break;
+            }
+            lines += format(std::string_view(*part).substr(begin, nl - begin));
+            begin = nl + 1;
+        }
+        part->erase(0, begin);
+        for (std::size_t off = 0; off < lines.size();) {
+            const ssize_t w = ::write(to, lines.data() + off, lines.size() - off);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) break;  // the master's own output is gone: nothing to do
+            off += static_cast<std::size_t>(w);
+        }
+        if (eof || final) {
+            fd->reset();
+            part->clear();
+        }
+    }
+}
+
+AdminReply Supervisor::admin_request(std::string_view path) const {
+    if (path == "/metrics") {
+        std::string out;
+        metrics::append_host_metrics(out, *metrics_);
+        metrics::Text t(out);
+        t.family("steerchat_admin_requests_total", "counter",
+                 "Requests the master's --admin-port listener answered (steerchat balance).");
+        t.sample("steerchat_admin_requests_total", -1, "", admin_ ? admin_->requests() : 0);
+        t.family("steerchat_admin_connections_closed_total", "counter",
+                 "Admin connections closed unanswered: busy (16 open at once) or too slow (no "
+                 "request within 2 s).");
+        t.sample("steerchat_admin_connections_closed_total", -1, "reason=\"busy\"",
+                 admin_ ? admin_->refused() : 0);
+        t.sample("steerchat_admin_connections_closed_total", -1, "reason=\"timeout\"",
+                 admin_ ? admin_->timed_out() : 0);
+        return {200, "text/plain; version=0.0.4; charset=utf-8", std::move(out)};
+    }
+    if (path == "/healthz") {
+        // The slots as the master sees them: ok while at least one serves.
+        const auto live = live_slots();
+        std::string slots;
+        std::size_t serving = 0;
+        for (std::uint32_t i : live) {
+            const Slot& s = slots_[i];
+            const bool up = s.pid > 0 && s.ready;
+            serving += up;
+            slots += fmt::format("{}{{\"slot\":{},\"pid\":{},\"state\":\"{}\",\"restarts\":{}}}",
+                                 slots.empty() ? "" : ",", i, s.pid > 0 ? s.pid : 0,
+                                 up          ? "serving"
+                                 : s.pid > 0 ? "starting"
+                                             : "respawning",
+                                 metrics_->info(i).restarts.load());
+        }
+        return {serving ? 200 : 503, "application/json",
+                fmt::format("{{\"status\":\"{}\",\"port\":{},\"workers\":{},\"serving\":{},"
+                            "\"drained\":{},\"slots\":[{}]}}\n",
+                            serving ? "ok" : "unavailable", opts_.port, pool_, serving,
+                            pool_ - live.size(), slots)};
+    }
+    return {404, "text/plain; charset=utf-8", "not found: try /metrics or /healthz\n"};
+}
+
 void Supervisor::reap() {
     for (;;) {
         int status = 0;
@@ -421,10 +672,29 @@ void Supervisor::reap() {
 
 void Supervisor::on_worker_exit(unsigned slot, int status) {
     Slot& s = slots_[slot];
+    const bool was_ready = s.ready;
+    if (balance_) {
+        // What is left of its process group would hold the slot's listener (fd 3) and accept
+        // beside the respawned child: nothing of the old one outlives it.
+        ::kill(-s.pid, SIGKILL);
+        relay_output(slot, false);
+        s.ready_at.reset();
+    }
     s.pid = -1;
     s.ready = false;
     s.config.reset();
     if (stopping_) return;
+    if (balance_ && !started_ && !was_ready && !s.removed) {
+        // The first start of the pool: a COMMAND that dies at once is broken, and respawning it
+        // would only repeat that.
+        if (fatal_.empty())
+            fatal_ = fmt::format(
+                "slot {}: '{}' {} within --start-grace-ms {} of its start (its output, if any, is "
+                "above, marked slot {}); fix the command and start again",
+                slot, fmt::join(balance_->command, " "), describe_status(status),
+                balance_->start_grace_ms, slot);
+        return;
+    }
     release_slot_users(slot);
     if (s.removed) {
         set_slot_state(slot, metrics::SlotState::removed, -1);
@@ -456,6 +726,7 @@ void Supervisor::on_worker_exit(unsigned slot, int status) {
 }
 
 void Supervisor::release_slot_users(unsigned slot) {
+    if (!ring_ || !host_) return;  // balance: no chat state
     // Producers stop waiting for the dead reader; its users go offline for everyone and their
     // names become free. The master writes into the dead worker's log (its only writer is gone).
     ring_->set_alive(slot, false);
@@ -496,6 +767,7 @@ void Supervisor::notify_readiness(const std::string& extra) {
     const auto live = live_slots();
     const bool all = !live.empty() && std::all_of(live.begin(), live.end(),
                                                   [&](std::uint32_t i) { return slots_[i].ready; });
+    if (all) started_ = true;
     if (all && !notified_ready_ && !takeover_pending_) {
         notified_ready_ = true;
         log::info("every worker accepts ({} slot(s)); ready", live.size());
@@ -564,6 +836,10 @@ void Supervisor::takeover_command(ControlRequest& req) {
         std::string text = "error\n" + why + "\n";
         [[maybe_unused]] auto n = ::send(conn.get(), text.data(), text.size(), MSG_NOSIGNAL);
     };
+    if (balance_)
+        return refuse(
+            "steerchat balance cannot be taken over: COMMAND's processes hold their own state; "
+            "restart it instead");
     if (handover_) return refuse(fmt::format("a takeover by pid {} is under way", handover_->pid));
     if (stopping_ || handed_over_) return refuse("this master is stopping");
     HandoverOut out;
@@ -607,6 +883,10 @@ void Supervisor::upgrade_command(ControlRequest& req) {
         std::string msg = (ok ? "ok\n" : "error\n") + text + "\n";
         [[maybe_unused]] auto n = ::send(client.get(), msg.data(), msg.size(), MSG_NOSIGNAL);
     };
+    if (balance_)
+        return answer(false,
+                      "steerchat balance cannot hand over to a new binary: COMMAND's processes "
+                      "hold their own state; restart it instead");
     if (handover_ || upgrade_child_ > 0) return answer(false, "an upgrade is already under way");
     if (stopping_ || handed_over_) return answer(false, "this master is stopping");
     std::vector<std::string> args{exe_path_};
@@ -981,9 +1261,10 @@ ControlReply Supervisor::status_command() const {
             if (b < owned.size()) ++owned[b];
     const auto live = live_slots();
     std::string out = fmt::format(
-        "port {}: {} worker(s) in the pool ({} drained), --max-workers {}, steering {}\n",
+        "port {}: {} worker(s) in the pool ({} drained), --max-workers {}, steering {}{}\n",
         opts_.port, pool_, pool_ - live.size(), opts_.max_workers,
-        steering_ ? "bpf" : "kernel (not sticky)");
+        steering_ ? "bpf" : "kernel (not sticky)",
+        balance_ ? fmt::format("; balance of '{}'", fmt::join(balance_->command, " ")) : "");
     out += fmt::format("{:<6}{:<12}{:>8}{:>10}\n", "slot", "state", "pid", "buckets");
     for (std::size_t i = 0; i < slots_.size(); ++i) {
         const Slot& s = slots_[i];
@@ -1091,7 +1372,7 @@ void Supervisor::remove_slot(unsigned slot) {
     // The worker stops accepting and closes its connections (WebSockets: 1001 going away);
     // its users go offline when it has exited (on_worker_exit).
     if (s.pid > 0) {
-        ::kill(s.pid, SIGTERM);
+        signal_worker(s, SIGTERM);
         s.kill_at = Clock::now() + std::chrono::milliseconds(opts_.shutdown_timeout_ms);
         set_slot_state(slot, metrics::SlotState::stopping, s.pid);
     } else {
@@ -1103,6 +1384,13 @@ void Supervisor::remove_slot(unsigned slot) {
 }
 
 ControlReply Supervisor::reload() {
+    if (balance_) {
+        const std::string why =
+            "steerchat balance has nothing to reload: COMMAND reads its own configuration, and "
+            "the master's settings need a restart";
+        log::info("{}", why);
+        return ControlReply::failure(why);
+    }
     const std::string source = opts_.config.empty()
                                    ? std::string("the command line (no --config file)")
                                    : opts_.config.string();
@@ -1199,7 +1487,7 @@ int Supervisor::shutdown() {
     stopping_ = true;
     control_.reset();  // ctl answers "nobody answers" from now on, not a timeout
     for (auto& s : slots_)
-        if (s.pid > 0 && ::kill(s.pid, SIGTERM) != 0 && errno == EPERM)
+        if (s.pid > 0 && !signal_worker(s, SIGTERM) && errno == EPERM)
             log::error(
                 "cannot signal worker {} (pid {}, another user): the master needs CAP_KILL "
                 "(add it to CapabilityBoundingSet= of the systemd unit)",
@@ -1215,17 +1503,26 @@ int Supervisor::shutdown() {
                 if (s.pid > 0) {
                     log::warn("worker {} (pid {}) did not stop in time; killing it",
                               &s - slots_.data(), s.pid);
-                    ::kill(s.pid, SIGKILL);
+                    signal_worker(s, SIGKILL);
                 }
             deadline = Clock::now() + std::chrono::seconds(5);
         }
-        pollfd p{signal_fd_.get(), POLLIN, 0};
-        ::poll(&p, 1, 50);
+        // Under balance the children's last words are relayed meanwhile (a full pipe would
+        // stall a child that logs its shutdown).
+        std::vector<pollfd> p{{signal_fd_.get(), POLLIN, 0}};
+        for (auto& s : slots_)
+            for (const UniqueFd* f : {&s.out, &s.err})
+                if (*f) p.push_back({f->get(), POLLIN, 0});
+        ::poll(p.data(), p.size(), 50);
+        for (unsigned i = 0; i < slots_.size(); ++i)
+            if (slots_[i].out || slots_[i].err) relay_output(i, false);
         signalfd_siginfo si;
         while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
         }
         reap();
     }
+    for (unsigned i = 0; i < slots_.size(); ++i)
+        if (slots_[i].out || slots_[i].err) relay_output(i, true);
     for (auto& s : slots_) {
         s.listener.reset();
         s.tls_listener.reset();
@@ -1259,6 +1556,13 @@ int Supervisor::run() {
         }
     } else {
         setup();
+        if (balance_)
+            log::info("balance: {} cop{} of '{}' ({}), each with its own listener as fd 3{}",
+                      opts_.workers, opts_.workers == 1 ? "y" : "ies",
+                      fmt::join(balance_->command, " "), balance_->program,
+                      admin_ ? fmt::format("; /metrics and /healthz on [{}]:{}",
+                                           balance_->admin_bind, balance_->admin_port)
+                             : "");
         log::info(
             "listening on [{}]:{} with {} worker(s), steering {} (seed {:#010x}){}", opts_.bind,
             opts_.port, opts_.workers,
@@ -1287,15 +1591,18 @@ int Supervisor::run() {
         int timeout = static_cast<int>(
             std::chrono::duration_cast<std::chrono::milliseconds>(next_sample_ - now).count());
         for (auto& s : slots_)
-            if (s.respawn_at || s.kill_at) {
-                auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                              (s.respawn_at ? *s.respawn_at : *s.kill_at) - now)
-                              .count();
-                ms = std::max<long>(ms, 0);
-                timeout = std::min(timeout, static_cast<int>(ms));
-            }
+            for (const auto& at : {s.respawn_at, s.kill_at, s.ready_at})
+                if (at) {
+                    auto ms =
+                        std::chrono::duration_cast<std::chrono::milliseconds>(*at - now).count();
+                    ms = std::max<long>(ms, 0);
+                    timeout = std::min(timeout, static_cast<int>(ms));
+                }
         if (int t = control_->timeout_ms(); t >= 0)
             timeout = timeout < 0 ? t : std::min(timeout, t);
+        if (admin_)
+            if (int t = admin_->timeout_ms(); t >= 0)
+                timeout = timeout < 0 ? t : std::min(timeout, t);
         if (handover_) {
             const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                 handover_->deadline - Clock::now())
@@ -1307,11 +1614,26 @@ int Supervisor::run() {
                                  {ready_read_.get(), POLLIN, 0},
                                  {handover_ ? handover_->fd.get() : -1, POLLIN, 0}};
         const std::size_t nctl = control_ ? control_->append(p) : 0;
+        const std::size_t nadmin = admin_ ? admin_->append(p) : 0;
+        // balance: the children's stdout and stderr.
+        const std::size_t first_pipe = p.size();
+        for (auto& s : slots_)
+            for (const UniqueFd* f : {&s.out, &s.err})
+                if (*f) p.push_back({f->get(), POLLIN, 0});
         int n = ::poll(p.data(), p.size(), timeout);
         if (n < 0 && errno != EINTR)
             throw std::runtime_error(fmt::format("poll: {}", std::strerror(errno)));
         if (n > 0 && (p[1].revents & POLLIN)) read_ready_messages();
         if (n >= 0 && control_) control_->process(std::span<const pollfd>(p).subspan(3, nctl));
+        if (n >= 0 && admin_) admin_->process(std::span<const pollfd>(p).subspan(3 + nctl, nadmin));
+        if (n > 0 && p.size() > first_pipe) {
+            bool any = false;
+            for (std::size_t k = first_pipe; k < p.size(); ++k)
+                any = any || p[k].revents != 0;
+            if (any)
+                for (unsigned i = 0; i < slots_.size(); ++i)
+                    if (slots_[i].out || slots_[i].err) relay_output(i, false);
+        }
         if (handover_ && (p[2].revents & (POLLIN | POLLHUP | POLLERR))) on_handover_readable();
         if (handover_ && Clock::now() >= handover_->deadline)
             fail_handover("its workers did not all accept within 60 s");
@@ -1336,16 +1658,29 @@ int Supervisor::run() {
             }
         }
         reap();
+        if (!fatal_.empty()) {
+            log::error("balance: {}", fatal_);
+            ::sd_notify(0, "STOPPING=1\nSTATUS=COMMAND failed to start; exiting");
+            shutdown();
+            return 1;
+        }
         now = Clock::now();
         for (unsigned i = 0; i < slots_.size(); ++i) {
             Slot& s = slots_[i];
+            if (s.ready_at && *s.ready_at <= now && s.pid > 0) {
+                // balance: a child that has lived --start-grace-ms has started.
+                s.ready_at.reset();
+                s.ready = true;
+                set_slot_state(i, metrics::SlotState::serving, s.pid);
+                notify_readiness();
+            }
             if (s.respawn_at && *s.respawn_at <= now) spawn(i);
             if (s.kill_at && *s.kill_at <= now && s.pid > 0) {
                 log::warn(
                     "worker {} (pid {}, removed from the pool) did not stop within {} ms; "
                     "killing it",
                     i, s.pid, opts_.shutdown_timeout_ms);
-                ::kill(s.pid, SIGKILL);
+                signal_worker(s, SIGKILL);
                 s.kill_at.reset();
             }
         }

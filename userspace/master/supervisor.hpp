@@ -2,6 +2,12 @@
 // workers that die (keeping their listener, so queued connections wait for the new worker),
 // drains a slot that keeps failing, grows and shrinks the pool on `steerchat ctl workers N`
 // (up to --max-workers, which sizes the shared parts), and shuts everything down on SIGTERM/SIGINT.
+//
+// The same supervisor runs `steerchat balance -- COMMAND` (BalanceOptions): then each slot's
+// worker is a copy of COMMAND, exec'd with only its listener as fd 3 (systemd socket activation),
+// in its own process group, its stdout and stderr read by the master and written out prefixed by
+// the slot. No chat state, ring or config channel exists then; the master serves /metrics on
+// --admin-port.
 #pragma once
 
 #include <sys/types.h>
@@ -15,6 +21,7 @@
 #include <vector>
 
 #include "app/launch.hpp"
+#include "master/admin.hpp"
 #include "master/control.hpp"
 #include "master/instance_lock.hpp"
 #include "master/listener.hpp"
@@ -31,7 +38,8 @@ class Supervisor {
   public:
     // `argv`: the command line the options came from, re-parsed on SIGHUP (reload, with the
     // --config file it names); empty: SIGHUP has nothing to re-read.
-    explicit Supervisor(Options opts, std::vector<std::string> argv = {});
+    explicit Supervisor(Options opts, std::vector<std::string> argv = {},
+                        std::optional<BalanceOptions> balance = std::nullopt);
     ~Supervisor();
     // Runs until SIGTERM/SIGINT (returns 0) or until no slot is left (returns 1).
     int run();
@@ -51,6 +59,12 @@ class Supervisor {
         bool ready = false;    // its worker said it accepts (ready pipe)
         std::optional<Clock::time_point> kill_at;  // removed, stopping: SIGKILL after this
         UniqueFd config;  // the master's end of the worker's config channel (reload)
+        // balance: the child leads a process group of its own (pgid = its pid); the master's
+        // ends of its stdout and stderr pipes and their unfinished lines; when it has started.
+        UniqueFd out, err;
+        std::string out_part, err_part;
+        pid_t output_pid = -1;  // the child that writes into out and err
+        std::optional<Clock::time_point> ready_at;
     };
 
     void setup();
@@ -58,6 +72,17 @@ class Supervisor {
     void setup_process();
     void spawn(unsigned slot);
     [[noreturn]] void become_worker(unsigned slot);
+    // balance: spawn's fork and exec of COMMAND for `slot` (false: nothing was started).
+    bool spawn_command(unsigned slot);
+    [[noreturn]] void become_command(unsigned slot, int out, int err, int status);
+    // A signal to a slot's worker: under balance its whole process group.
+    // False (errno set) if kill() failed.
+    bool signal_worker(const Slot& s, int sig) const;
+    // balance: writes out what the slot's child printed, each line prefixed "[slot N] " (with
+    // --log-format json: one JSON object per line, slot "slot N", the child's pid); with `final`,
+    // also an unfinished last line, and closes the pipes.
+    void relay_output(unsigned slot, bool final);
+    AdminReply admin_request(std::string_view path) const;
     void reap();
     void on_worker_exit(unsigned slot, int status);
     void drain(unsigned slot, const std::string& why);
@@ -108,8 +133,12 @@ class Supervisor {
     bool complete_takeover(int conn);
 
     Options opts_;
-    std::vector<std::string> argv_;  // for reload
-    int worker_config_fd_ = -1;      // spawn -> become_worker: the child's end of its channel
+    std::vector<std::string> argv_;          // for reload
+    std::optional<BalanceOptions> balance_;  // `steerchat balance`: COMMAND instead of workers
+    bool started_ = false;  // balance: every slot of the first pool has started (start grace)
+    std::string fatal_;     // balance: why the first start failed (run() then exits 1)
+    std::unique_ptr<AdminServer> admin_;  // balance --admin-port
+    int worker_config_fd_ = -1;           // spawn -> become_worker: the child's end of its channel
     app::ReloadCounts reloads_;
     std::unique_ptr<InstanceLock> lock_;
     std::unique_ptr<steer::Steering> steering_;

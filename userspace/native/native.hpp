@@ -102,6 +102,7 @@ class Protocol final : public chat::Client {
     void on_closed() { chat_.logout(); }
 
     void deliver(const chat::Event& ev) override;
+    void gap(const chat::Gap& g) override;
 
     chat::Participant& chat() noexcept { return chat_; }
 

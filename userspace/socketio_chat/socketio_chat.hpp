@@ -111,6 +111,9 @@ class Protocol final : public chat::Client {
     void on_disconnect() { chat_.logout(); }
 
     void deliver(const chat::Event& ev) override;
+    void gap(const chat::Gap& g) override;
+    // The last id the client saw (its CONNECT's auth.since): the default `since` of its joins.
+    void set_since(std::uint64_t since) noexcept { since_ = since; }
 
     chat::Participant& chat() noexcept { return chat_; }
 
@@ -130,7 +133,8 @@ class Protocol final : public chat::Client {
     Service& service_;
     Sink& sink_;
     std::optional<std::uint64_t> ack_;
-    bool closing_ = false;    // rate limit abuse: the disconnect is requested
+    bool closing_ = false;  // rate limit abuse: the disconnect is requested
+    std::uint64_t since_ = 0;
     chat::Participant chat_;  // last: logs out while the members above are valid
 };
 

@@ -41,7 +41,7 @@ Stream::Stream(Stream&& other) noexcept
 
 Stream& Stream::operator=(Stream&& other) noexcept {
     if (this != &other) {
-        if (ssl_) SSL_free(ssl_);
+        free_ssl();
         socket_ = std::move(other.socket_);
         ssl_ = std::exchange(other.ssl_, nullptr);
         last_want_write_ = other.last_want_write_;
@@ -53,7 +53,18 @@ Stream& Stream::operator=(Stream&& other) noexcept {
 }
 
 Stream::~Stream() {
-    if (ssl_) SSL_free(ssl_);
+    free_ssl();
+}
+
+void Stream::free_ssl() noexcept {
+    if (!ssl_) return;
+    // A connection that ends without close_notify (the client reset it, closed its socket, or
+    // timed out) keeps its session resumable: OpenSSL would otherwise drop it from the worker's
+    // session cache in SSL_free, and the client's next handshake would be a full one. TLS 1.1 and
+    // later allow resuming after such an end (RFC 4346 7.2.1; nginx does the same).
+    SSL_set_shutdown(ssl_, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+    SSL_free(ssl_);
+    ssl_ = nullptr;
 }
 
 std::uint8_t* Stream::scratch_buffer() {

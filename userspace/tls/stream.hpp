@@ -161,6 +161,8 @@ class Stream {
     void close(error_code& ec);
 
   private:
+    void free_ssl() noexcept;  // SSL_free, the session kept resumable
+
     // Tries `attempt` now and after each readiness it asks for; completes through a post when
     // it finishes at once, so a handler never runs inside its initiating call.
     template <class Attempt>

@@ -33,6 +33,7 @@ Event sample(EventType t) {
     switch (t) {
         case EventType::message:
             ev.ts = 1'700'000'000'123;
+            ev.seq = 0x1122334455667788u;
             ev.room = "lobby \xC3\xA9";
             ev.from = "alice";
             ev.text = std::string_view("hi\0there", 8);
@@ -68,6 +69,7 @@ Event sample(EventType t) {
 void expect_same(const Event& a, const Event& b) {
     EXPECT_EQ(a.type, b.type);
     EXPECT_EQ(a.id, b.id);
+    EXPECT_EQ(a.seq, b.seq);
     EXPECT_EQ(a.ts, b.ts);
     EXPECT_EQ(a.login, b.login);
     EXPECT_EQ(a.room, b.room);
@@ -193,9 +195,10 @@ TEST(ChatRecord, LengthsPastTheEndAreRejected) {
     std::vector<std::byte> buf;
     const std::uint32_t wire = record::encode(sample(EventType::message), buf);
     const Event ev = sample(EventType::message);
-    // The three string lengths, each made to reach past the record (by one, and by a lot).
-    const std::size_t at[] = {16, 16 + 4 + ev.room.size(),
-                              16 + 4 + ev.room.size() + 4 + ev.from.size()};
+    // The three string lengths (after id, ts and seq), each made to reach past the record (by
+    // one, and by a lot).
+    const std::size_t at[] = {24, 24 + 4 + ev.room.size(),
+                              24 + 4 + ev.room.size() + 4 + ev.from.size()};
     for (const std::size_t a : at) {
         for (const std::uint32_t bad :
              {static_cast<std::uint32_t>(buf.size()), 0x7FFFFFFFu, 0xFFFFFFFFu}) {

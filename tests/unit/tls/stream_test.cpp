@@ -1,6 +1,7 @@
 // tls::Stream under a WebSocket connection: the frames queued in one loop turn leave in as few
 // TLS records as their size allows (one per 16 KiB), with one gather write; plain HTTP on a TLS
-// stream is recognised; the context refuses a key that is not the certificate's.
+// stream is recognised; a session outlives a connection reset; the context refuses a key that
+// is not the certificate's.
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -196,6 +197,48 @@ INSTANTIATE_TEST_SUITE_P(Versions, TlsWebSocket, ::testing::Values(TLS1_2_VERSIO
                              return info.param == TLS1_3_VERSION ? std::string("TLS13")
                                                                  : std::string("TLS12");
                          });
+
+// A connection that ends without close_notify (the client reset it) leaves its session in the
+// context's cache: the client's next connection resumes it (OpenSSL's default would drop it).
+TEST_P(TlsWebSocket, SessionSurvivesAnAbortiveClose) {
+    handshake();
+    // TLS 1.3 sends the session after the handshake: let the client read it (non-blocking).
+    client_.non_blocking(true);
+    char byte = 0;
+    ASSERT_LE(SSL_read(client_ssl_, &byte, 1), 0);
+    SSL_SESSION* session = SSL_get1_session(client_ssl_);
+    ASSERT_NE(session, nullptr);
+    ASSERT_TRUE(SSL_SESSION_is_resumable(session));
+    SSL_SESSION* offered = SSL_SESSION_dup(session);  // the client's own copy stays intact
+    SSL_SESSION_free(session);
+    client_.set_option(asio::socket_base::linger(true, 0));
+    client_.close();  // RST, no close_notify
+    stream_.reset();  // the server's end frees its SSL without a shutdown
+
+    tcp::socket client2(ioc_);
+    client2.connect(acceptor_->local_endpoint());
+    Stream stream2(acceptor_->accept(), *context_);
+    SSL* ssl2 = SSL_new(client_ctx_);
+    SSL_set_fd(ssl2, client2.native_handle());
+    SSL_set_session(ssl2, offered);
+    SSL_SESSION_free(offered);
+    std::atomic<int> client_rc{0};
+    std::thread t([&] { client_rc = SSL_connect(ssl2); });
+    bool done = false;
+    boost::system::error_code result;
+    stream2.async_handshake([&](const boost::system::error_code& ec, std::size_t) {
+        result = ec;
+        done = true;
+    });
+    for (int i = 0; i < 200 && !done; ++i)
+        ioc_.run_for(10ms);
+    t.join();
+    EXPECT_TRUE(done);
+    EXPECT_FALSE(result) << result.message();
+    EXPECT_EQ(client_rc, 1);
+    EXPECT_EQ(SSL_session_reused(ssl2), 1);
+    SSL_free(ssl2);
+}
 
 TEST(TlsStream, PlainHttpOnTheTlsPortIsRecognised) {
     const auto pem = make_certificate("localhost");
