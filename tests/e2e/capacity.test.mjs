@@ -99,6 +99,11 @@ describe('bounded answers', () => {
     assert.ok(size <= JOIN_HISTORY, `history of ${size} bytes`);
     assert.ok(j.history.length >= 3 && j.history.length < 30, String(j.history.length));
     assert.ok(j.history.every((m) => m.text === most));
+    // With `since` (whose answer carries `complete`), a cut history says it is not all.
+    const [again] = await login('127.9.2.3', 'later');
+    const js = await again.request({ type: 'join', room: 'ctl', since: 1 }, ['joined']);
+    assert.equal(js.history.length, j.history.length);
+    assert.equal(js.complete, false);
     const m = await metricsFrom(server.port, '127.9.2.2');
     assert.ok(m.steerchat_chat_history_trimmed_total >= 1, JSON.stringify(m));
     assert.ok(m.steerchat_chat_history_bytes_total >= size - 2000);
