@@ -119,7 +119,9 @@
   function room(name) {
     let r = state.rooms.get(name);
     if (!r) {
-      r = { members: new Set(), log: [], unread: 0, typing: new Map() };
+      // seq/lastId: the room's messages this page has without a hole (seq) and the id of the
+      // last of them, which a rejoin gives as `since` (only the messages after it come back).
+      r = { members: new Set(), log: [], unread: 0, typing: new Map(), seq: 0, lastId: 0 };
       state.rooms.set(name, r);
     }
     return r;
@@ -142,6 +144,14 @@
     conv.log.push(entry);
     if (conv.log.length > HISTORY_KEEP) conv.log.shift();
     if (counts && !(isCurrent(kind, id) && document.visibilityState === 'visible')) conv.unread += 1;
+  }
+
+  // A room message with its seq: extends the run of seqs this page has without a hole.
+  function track(r, m) {
+    if (typeof m.seq === 'number' && m.seq === r.seq + 1) {
+      r.seq = m.seq;
+      r.lastId = m.id;
+    }
   }
 
   function notice(text) {
@@ -170,7 +180,10 @@
         // Rejoin the rooms this page was in (after a reconnect or a reload), else the lobby.
         const rooms = state.rooms.size ? [...state.rooms.keys()]
                                        : (state.wanted.length ? state.wanted : ['lobby']);
-        for (const r of rooms) send({ type: 'join', room: r });
+        for (const r of rooms) {
+          const since = state.rooms.get(r)?.lastId;
+          send({ type: 'join', room: r, ...(since ? { since } : {}) });
+        }
         if (autoLogin) noticeCurrent('connected again');
         autoLogin = true;
         break;
@@ -187,6 +200,16 @@
           const e = { from: h.from, text: h.text, ts: h.ts };
           if (!shown.has(key(e))) r.log.push(e);
         }
+        // The history is a run of seqs: carry on from its newest (a restarted server counts anew).
+        const newest = m.history[m.history.length - 1];
+        if (newest) {
+          r.seq = newest.seq;
+          r.lastId = newest.id;
+        } else if (typeof m.seq === 'number' && m.seq !== r.seq) {
+          if (m.seq < r.seq) r.lastId = 0;  // a restarted server: its ids are not ours
+          r.seq = m.seq;
+        }
+        if (m.complete === false) r.log.push(notice(`older messages of ${m.room} are no longer kept`));
         r.log.push(notice(rejoin ? `rejoined ${m.room}` : `you joined ${m.room}`));
         saveRooms();
         if (!state.current || (state.pendingSelect === m.room)) {
@@ -209,8 +232,20 @@
         const r = room(m.room);
         r.typing.delete(m.from);
         push(r, 'room', m.room, { from: m.from, text: m.text, ts: m.ts }, m.from !== state.name);
+        track(r, m);
         break;
       }
+      // This page's worker fell behind: what it resends follows; what it could not is named.
+      case 'gap':
+        for (const g of m.rooms) {
+          const r = state.rooms.get(g.room);
+          if (!r || !g.missed) continue;
+          push(r, 'room', g.room, notice(`${g.missed} message(s) of ${g.room} were lost ` +
+                                         '(the server fell behind)'), false);
+          r.seq = Math.max(r.seq, g.missed_to);  // accepted as missed: the run goes on
+        }
+        noticeCurrent('the server fell behind: direct messages and presence may be incomplete');
+        break;
       case 'dm': {
         const peer = m.from === state.name ? m.to : m.from;
         push(dm(peer), 'dm', peer, { from: m.from, text: m.text, ts: m.ts }, m.from !== state.name);

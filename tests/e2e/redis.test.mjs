@@ -209,6 +209,60 @@ describe('three hosts through Redis', () => {
     assert.deepEqual(histories[1], histories[0], 'host 2 history = host 1 history');
     assert.deepEqual(histories[2], histories[0], 'host 3 history = host 1 history');
 
+    // Room seqs are per host: every message of the room, local or remote, took the next seq of
+    // the host that delivered it, so each native member saw 1..total, each once.
+    for (const who of ['amy', 'cat', 'dan']) {
+      const seqs = views[who].map((m) => m.seq).sort((a, b) => a - b);
+      assert.deepEqual(seqs, Array.from({ length: total }, (_, i) => i + 1),
+                       `${who}: the room's seqs 1..${total} on its host`);
+    }
+
+    // A reconnect on another host: eva follows the room on host 1 up to a message of host 3,
+    // goes away, misses messages of all three hosts, then logs in on host 3 and joins with
+    // since = the last id she saw: exactly the messages she missed, with host 3's seqs.
+    const eva = keep(await native(hosts[0], '127.0.13.7', 'eva'));
+    const ej = await eva.request({ type: 'join', room }, ['joined', 'error']);
+    assert.equal(ej.history.length, total);
+    await waitMember(hosts[2], 'eva');
+    amy.send({ type: 'say', room, text: 'seen 0' });
+    cat.send({ type: 'say', room, text: 'seen 1' });
+    let last;
+    for (const t of ['seen 0', 'seen 1'])
+      last = await eva.next((m) => m.type === 'message' && m.text === t, 5000, `eva: ${t}`);
+    assert.ok(last.seq > total, `a remote message carries this host's seq: ${JSON.stringify(last)}`);
+    // Every host saw what eva saw before anything is posted that eva misses.
+    for (const c of [amy, cat, dan])
+      for (const t of ['seen 0', 'seen 1'])
+        await c.next((m) => m.type === 'message' && m.text === t, 5000, `${c.name}: ${t}`);
+    eva.close();
+    await cat.next((m) => m.type === 'offline' && m.name === 'eva', 5000, 'offline eva on host 3');
+    const missed = ['amy', 'bob', 'cat'].flatMap((n) => [0, 1].map((i) => `missed ${n} ${i}`));
+    for (const i of [0, 1]) {
+      amy.send({ type: 'say', room, text: `missed amy ${i}` });
+      await bob.emitAck('say', { room, text: `missed bob ${i}` });
+      cat.send({ type: 'say', room, text: `missed cat ${i}` });
+    }
+    const seqOnHost3 = new Map();
+    for (const t of missed) {
+      const m = await cat.next((x) => x.type === 'message' && x.text === t, 5000, `cat: ${t}`);
+      seqOnHost3.set(t, m.seq);
+    }
+    const eva3 = keep(await native(hosts[2], '127.0.13.8', 'eva'));
+    const back = await eva3.request({ type: 'join', room, since: last.id }, ['joined', 'error']);
+    assert.equal(back.type, 'joined', JSON.stringify(back));
+    assert.deepEqual(back.history.map((m) => m.text).sort(), [...missed].sort(),
+                     'only the missed messages, none seen before');
+    assert.equal(back.complete, true);
+    for (const m of back.history) {
+      assert.ok(m.id > last.id, `${m.text}: id ${m.id} after ${last.id}`);
+      assert.equal(m.seq, seqOnHost3.get(m.text), `${m.text}: host 3's seq`);
+    }
+    eva3.close();
+    await new Promise((r) => setTimeout(r, 300));
+    amy.take((m) => m.type === 'message');
+    dan.take((m) => m.type === 'message');
+    bob.take('message');
+
     // Offline crosses hosts too; the name is free again everywhere.
     cat.close();
     await amy.next((m) => m.type === 'offline' && m.name === 'cat', 5000, 'offline cat on host 1');

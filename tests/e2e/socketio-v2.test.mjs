@@ -115,10 +115,11 @@ describe('socket.io-client 2 (Engine.IO 3)', () => {
     assert.equal(jn.type, 'joined', JSON.stringify(jn));
     const [s] = await v2.emitAck('say', { room: 'mixed', text: 'to everyone' });
     assert.equal(s.ok, true, JSON.stringify(s));
+    assert.equal(s.seq, 1, `the room's first message: ${JSON.stringify(s)}`);
     for (const c of [v2, v4]) {
       const [m] = await c.next('message');
       assert.deepEqual(m, { room: 'mixed', from: 'ada@v2', text: 'to everyone', id: s.id,
-                            ts: s.ts });
+                            seq: s.seq, ts: s.ts });
     }
     const nm = await native.next((m) => m.type === 'message', 5000, 'message');
     assert.equal(nm.from, 'ada@v2');

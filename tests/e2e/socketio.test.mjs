@@ -195,6 +195,7 @@ describe('socket.io-client 4, default options, 200 clients over 4 workers (BPF s
       assert.equal(r.ok, true, JSON.stringify(r));
       assert.equal(typeof r.id, 'number', JSON.stringify(r));
       assert.equal(typeof r.ts, 'number', JSON.stringify(r));
+      assert.equal(typeof r.seq, 'number', JSON.stringify(r));
       acks.push({ from: s.name, ...r });
     }
     await Promise.all(members.map(async (u) => {
@@ -207,7 +208,7 @@ describe('socket.io-client 4, default options, 200 clients over 4 workers (BPF s
         const m = got.find((x) => x.id === a.id);
         assert.ok(m, `${u.name} missed message ${a.id} from ${a.from}`);
         assert.deepEqual(m, { room: 'lobby', from: a.from, text: `hello from ${a.from}`,
-                              id: a.id, ts: a.ts });
+                              id: a.id, seq: a.seq, ts: a.ts });
       }
     }));
     await new Promise((r) => setTimeout(r, 200));

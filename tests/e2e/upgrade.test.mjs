@@ -564,3 +564,44 @@ describe('a takeover refused for another state layout', { skip: !root && 'needs 
     c2.close();
   });
 });
+
+// The chat state's sizes are fixed for its life (issue 17): a takeover whose command line asks
+// for other sizes is refused naming both and the way out, and the old server serves on.
+describe('a takeover refused for other chat state sizes', { skip: !root && 'needs root' }, () => {
+  let server;
+  let runDir;
+
+  before(async () => {
+    runDir = fs.mkdtempSync('/tmp/steerchat-upgrade-');
+    server = await Server.start({ workers: 2, steering: 'bpf',
+                                  args: ['--run-dir', runDir, '--bpffs-dir', bpffsDir,
+                                         '--chat-max-users', '1000', '--chat-max-rooms', '100'] });
+  });
+
+  after(async () => {
+    if (server) await server.stop();
+    fs.rmSync(runDir, { recursive: true, force: true });
+    fs.rmSync(bpffsDir, { recursive: true, force: true });
+  });
+
+  test('is refused naming both sizes; the old server serves on', async () => {
+    const c = await ChatClient.connect(server.port, '127.7.2.1');
+    assert.equal((await c.request({ type: 'login', name: 'sized' }, ['welcome'])).type, 'welcome');
+    const direct = await new Promise((resolve) => {
+      execFile(binaryPath(), ['--port', String(server.port), '--workers', '2', '--bind',
+                              '127.0.0.1', '--run-dir', runDir, '--bpffs-dir', bpffsDir,
+                              '--chat-max-users', '2000', '--chat-max-rooms', '100', '--takeover'],
+               { timeout: 30000 },
+               (err, stdout, stderr) => resolve({ code: err ? err.code ?? 1 : 0, stderr }));
+    });
+    console.log(`--takeover with other sizes: exit ${direct.code}: ${direct.stderr}`);
+    assert.equal(direct.code, 1);
+    assert.match(direct.stderr, /chat state has 1000 users, 100 rooms.*asks for 2000, 100/);
+    assert.match(direct.stderr, /--discard-state/);
+    assert.equal(server.proc.exitCode, null, 'the old master runs');
+    c.send({ type: 'say', room: 'x', text: 'n/a' });  // not in a room: an error, still answered
+    assert.equal((await c.next((m) => m.type === 'error')).code, 'not_in_room');
+    assert.ok(!c.closed);
+    c.close();
+  });
+});

@@ -131,6 +131,8 @@ void for_each_field(Options& o, F&& f) {
     f("chat_burst", o.chat_burst);
     f("chat_rate_close_after", o.chat_rate_close_after);
     f("chat_max_rooms", o.chat_max_rooms);
+    f("chat_max_names_per_ip", o.chat_max_names_per_ip);
+    f("chat_join_history_bytes", o.chat_join_history_bytes);
     f("chat_typing_rate", o.chat_typing_rate);
     f("chat_typing_burst", o.chat_typing_burst);
     f("log_level", o.log_level);
@@ -302,11 +304,42 @@ HostState::HostState(HostState&&) noexcept = default;
 HostState& HostState::operator=(HostState&&) noexcept = default;
 HostState::~HostState() = default;
 
-HostState HostState::create(unsigned host_bits, unsigned host_id) {
+namespace {
+chat::SharedOptions shared_options(const ChatSizes& s) {
+    chat::SharedOptions o;
+    o.max_users = s.users;
+    o.max_rooms = s.rooms;
+    o.max_memberships = s.memberships;
+    o.history_len = s.history_len;
+    o.history_bytes = s.history_bytes;
+    return o;
+}
+ChatSizes chat_sizes_of(const chat::SharedOptions& o) {
+    return {o.max_users, o.max_rooms, o.max_memberships, o.history_len, o.history_bytes};
+}
+static_assert(kChatMembershipsPerUser == chat::kMembershipsPerUser);
+static_assert(kChatMaxTableEntries == chat::kMaxTableEntries);
+}  // namespace
+
+ChatCosts chat_costs(const ChatSizes& sizes) {
+    const chat::SharedOptions o = shared_options(sizes);
+    const chat::SharedCosts c = chat::shared_costs(o);
+    return {c.per_user, c.per_room, c.per_membership, chat::shared_bytes(o)};
+}
+
+ChatSizes chat_sizes_for(std::uint64_t budget, std::uint32_t history_len,
+                         std::uint32_t history_bytes) {
+    chat::SharedOptions o;
+    o.history_len = history_len;
+    o.history_bytes = history_bytes;
+    return chat_sizes_of(chat::sized_for(budget, o));
+}
+
+HostState HostState::create(const ChatSizes& sizes, unsigned host_bits, unsigned host_id) {
     // libcrypto reads its configuration file on first use (the WebSocket handshake's SHA-1): do
     // it here, so no worker opens a file after its drop (--seccomp allows no open at all).
     ws::compute_accept_key("dGhlIHNhbXBsZSBub25jZQ==");
-    chat::SharedOptions o;
+    chat::SharedOptions o = shared_options(sizes);
     o.host_bits = host_bits;
     o.host_id = host_id;
     return HostState(std::make_unique<Parts>(Parts{chat::SharedState::create(o)}));
@@ -327,6 +360,18 @@ std::uint32_t HostState::layout_version() noexcept {
 
 int HostState::fd() const noexcept {
     return parts_->chat.fd();
+}
+
+ChatSizes HostState::sizes() const noexcept {
+    return chat_sizes_of(parts_->chat.options());
+}
+
+unsigned HostState::host_bits() const noexcept {
+    return parts_->chat.options().host_bits;
+}
+
+unsigned HostState::host_id() const noexcept {
+    return parts_->chat.options().host_id;
 }
 
 std::size_t HostState::release_generation() {
@@ -383,7 +428,10 @@ WorkerContext worker_context(const WorkerOptions& opts, unsigned nslots) {
                        .close_after = opts.chat_rate_close_after,
                        .max_rooms = opts.chat_max_rooms,
                        .typing_rate = opts.chat_typing_rate,
-                       .typing_burst = opts.chat_typing_burst};
+                       .typing_burst = opts.chat_typing_burst,
+                       .max_names_per_address = opts.chat_max_names_per_ip,
+                       .max_join_history_bytes = opts.chat_join_history_bytes,
+                       .ipv6_prefix64 = opts.ipv6_prefix64};
     eio::Options& engine = app.engine;
     engine.path = opts.socketio_path;
     engine.ping_interval = std::chrono::milliseconds(opts.eio_ping_interval_ms);

@@ -65,9 +65,11 @@ struct WorkerOptions {
     std::size_t eio_max_queued_total = std::size_t{64} << 20;  // per worker
     double chat_rate = 50;                                     // requests/s; 0: no limit
     unsigned chat_burst = 100;
-    unsigned chat_rate_close_after = 50;  // refused in a row before the close; 0: never
-    unsigned chat_max_rooms = 100;        // per user; 0: no limit
-    double chat_typing_rate = 2;          // typing events/s per user; 0: no limit
+    unsigned chat_rate_close_after = 50;   // refused in a row before the close; 0: never
+    unsigned chat_max_rooms = 100;         // per user; 0: no limit
+    unsigned chat_max_names_per_ip = 256;  // names one address holds host-wide; 0: no limit
+    std::size_t chat_join_history_bytes = 64 * 1024;  // a join's history; 0: no limit
+    double chat_typing_rate = 2;                      // typing events/s per user; 0: no limit
     unsigned chat_typing_burst = 5;
     // TLS (docs/operations.md, "TLS"): the files named, and their contents, read by the master
     // (load_tls) so that workers open no file. Empty: plain HTTP.
@@ -119,15 +121,38 @@ std::string check_edge_limits(WorkerOptions& o, bool max_conns_per_worker_given,
 // expired certificate), `summary` a line describing the certificate.
 std::string load_tls(WorkerOptions& o, std::string& warning, std::string& summary);
 
+// The chat state's tables (chat::SharedOptions, for the master): what HostState::create makes.
+struct ChatSizes {
+    std::uint32_t users = 65536;
+    std::uint32_t rooms = 1024;
+    std::uint32_t memberships = 262144;
+    std::uint32_t history_len = 100;
+    std::uint32_t history_bytes = 256 * 1024;
+    bool operator==(const ChatSizes&) const = default;
+};
+// What one entry of each table takes in the mapping (chat::shared_costs), and the whole mapping.
+struct ChatCosts {
+    std::size_t per_user = 0, per_room = 0, per_membership = 0, total = 0;
+};
+ChatCosts chat_costs(const ChatSizes& sizes);
+// Sizes filling `budget` bytes (chat::sized_for) with this history per room.
+ChatSizes chat_sizes_for(std::uint64_t budget, std::uint32_t history_len,
+                         std::uint32_t history_bytes);
+inline constexpr std::uint32_t kChatMembershipsPerUser = 4;      // chat::kMembershipsPerUser
+inline constexpr std::uint32_t kChatMaxTableEntries = 1u << 28;  // chat::kMaxTableEntries
+
 // The host-wide state of the worker application, created by the master before the first fork
 // and inherited by every worker: the chat's cluster directory (a memfd mapping: names, rooms,
 // history). Creating it also makes libcrypto read its configuration file (it does so on first
 // use, for the WebSocket handshake's SHA-1), so no worker opens a file after its privilege drop.
 class HostState {
   public:
-    // std::system_error when the mapping cannot be created. Between hosts (--redis), ids carry
-    // the host's number (`host_bits` low bits: `host_id`; chat/shared_state.hpp).
-    static HostState create(unsigned host_bits = 0, unsigned host_id = 0);
+    // `sizes`: the chat state's tables (the master's chat_sizes). Between hosts (--redis), ids
+    // carry the host's number (`host_bits` low bits: `host_id`; chat/shared_state.hpp).
+    // std::system_error when the mapping cannot be created, std::invalid_argument for impossible
+    // sizes.
+    static HostState create(const ChatSizes& sizes = {}, unsigned host_bits = 0,
+                            unsigned host_id = 0);
     // A new master taking over a running one (master/takeover.hpp): maps the running master's
     // state behind `fd` (this object keeps its own duplicate) under a new owner generation, so
     // names, rooms and history carry over. Throws StateLayoutMismatch when the running binary's
@@ -148,6 +173,12 @@ class HostState {
     std::size_t release_generation();
     // The memfd behind the state, for a hand-over (close-on-exec; workers close their copy).
     int fd() const noexcept;
+    // The chat state's sizes (an adopted state's are the running server's).
+    ChatSizes sizes() const noexcept;
+    // The host number its ids carry (0 and 0: no --redis; an adopted state's are the running
+    // server's).
+    unsigned host_bits() const noexcept;
+    unsigned host_id() const noexcept;
 
   private:
     struct Parts;

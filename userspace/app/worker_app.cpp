@@ -105,8 +105,27 @@ void append_chat_metrics(std::string& out, metrics::Slot& m, const chat::HubStat
            &S::rate_closes);
     metric("steerchat_chat_room_limit_total", "counter",
            "Joins refused too_many_rooms (--chat-max-rooms-per-user).", &S::room_limited);
+    metric("steerchat_chat_names_limit_total", "counter",
+           "Logins refused too_many_names (--chat-max-names-per-ip).", &S::names_limited);
+    metric("steerchat_chat_server_full_total", "counter",
+           "Logins and joins refused server_full: a host-wide table is full (--chat-max-users, "
+           "--chat-max-rooms, --chat-max-memberships).",
+           &S::server_full);
+    metric("steerchat_chat_history_trimmed_total", "counter",
+           "Joins whose history was cut to --chat-join-history-bytes.", &S::history_trimmed);
+    metric("steerchat_chat_history_bytes_total", "counter",
+           "History bytes (JSON-escaped texts and names) that joins returned.", &S::history_bytes);
     metric("steerchat_chat_typing_dropped_total", "counter",
            "Typing events dropped over --chat-typing-rate, --chat-typing-burst.", &S::typing_drops);
+    metric("steerchat_chat_gap_notices_total", "counter",
+           "Clients told that this worker lost records (the gap event).", &S::gap_notices);
+    metric("steerchat_chat_resent_total", "counter",
+           "Room messages resent from history after a loss.", &S::resent);
+    metric("steerchat_chat_missed_total", "counter",
+           "Room messages lost and no longer in history (announced in the gap event).", &S::missed);
+    metric("steerchat_chat_repeats_skipped_total", "counter",
+           "Live room messages not delivered because this worker already had them (resent).",
+           &S::repeats_skipped);
 }
 
 // The protocol adapters' counters (one shape, chat::AdapterStats), labelled by protocol.

@@ -105,7 +105,11 @@ constexpr Flag kFlags[] = {
      "all\n"
      "                         its descendants; repeat for several process trees"},
     {"--json", kAll, "--json FILE            also write the summary as a JSON object"},
-    {"--name-prefix", kB, "--name-prefix P        login names P0, P1, ... (b)"},
+    {"--name-prefix", kB | kI, "--name-prefix P        login names P0, P1, ... (b)"},
+    {"--chat", kI,
+     "--chat on|off          idle (native): each connection logs in as P<i>; after the setup a\n"
+     "                         checker logs in, checks that every name is listed in its welcome\n"
+     "                         and sends each user a DM; the hold ends when all arrived (off)"},
     {"--room-prefix", kB, "--room-prefix P        room names P0, P1, ... (bench)"},
     {"--connect-timeout", kB | kE | kI,
      "--connect-timeout S    setup of all clients must finish within S seconds (30)"},
@@ -255,7 +259,10 @@ Options parse_options(int argc, char** argv) {
             o.name_prefix = v;
         else if (flag == "--room-prefix")
             o.room_prefix = v;
-        else if (flag == "--connect-timeout")
+        else if (flag == "--chat") {
+            if (v != "on" && v != "off") die(fmt::format("--chat: '{}' is neither on nor off", v));
+            o.chat = v == "on";
+        } else if (flag == "--connect-timeout")
             o.connect_timeout = parse_number<double>(flag, v);
         else if (flag == "--ca")
             o.ca_file = v;
@@ -282,6 +289,7 @@ Options parse_options(int argc, char** argv) {
                 o.scenario == Scenario::broadcast || o.scenario == Scenario::idle ? "/ws" : "/echo";
     }
 
+    if (o.chat && o.protocol != Protocol::native) die("--chat on needs --protocol native");
     // Bounds.
     const std::uint32_t max_clients = o.scenario == Scenario::broadcast ? 50000
                                       : o.scenario == Scenario::echo    ? 20000

@@ -40,6 +40,7 @@ struct Options {
     std::string ca_file;               // --tls: verify the server's certificate against this CA
     std::string server_name;           // --tls: the name to verify and send (SNI) (--host)
     bool resume = false;               // connect --tls: offer the previous connection's session
+    bool chat = false;  // idle (native): log in as users, then check the listing and a DM to each
 };
 
 const char* scenario_name(Scenario s);

@@ -23,6 +23,8 @@
 #include <boost/json.hpp>
 #include <cstring>
 #include <string>
+#include <thread>
+#include <unordered_set>
 
 #include "scenarios.hpp"
 #include "ws_client.hpp"
@@ -44,6 +46,7 @@ struct Shared {
         std::atomic<std::uint64_t> lost{0};
         std::atomic<std::uint64_t> closed{0};
         std::atomic<std::uint64_t> pings{0};
+        std::atomic<std::uint64_t> dms{0};       // --chat: DMs received
         std::atomic<bool> error_claimed{false};  // a writer took `error`
         std::atomic<bool> failed{false};         // `error` is written
         std::atomic<bool> lost_claimed{false};
@@ -71,7 +74,7 @@ class IdleClient final : public SessionClient {
     void on_failed(std::string_view what, Phase was) override;
 
   private:
-    enum class App : std::uint8_t { eio_open, sio_connect, ready };
+    enum class App : std::uint8_t { eio_open, sio_connect, login, ready };
     void became_ready();
 
     IdleWorker& w_;
@@ -133,11 +136,30 @@ void IdleClient::on_open(std::int64_t) {
         app_ = App::eio_open;  // the server speaks first
         return;
     }
+    if (w_.opt.chat) {
+        app_ = App::login;
+        send_text(fmt::format(R"({{"type":"login","name":"{}{}"}})", w_.opt.name_prefix, id_));
+        return;
+    }
     became_ready();
 }
 
 bool IdleClient::on_text(std::string_view payload, std::int64_t) {
-    if (w_.opt.protocol != Protocol::sio) return true;
+    if (w_.opt.protocol != Protocol::sio) {
+        if (!w_.opt.chat) return true;
+        // Presence of every later login arrives too: only the welcome and DMs matter here.
+        if (app_ == App::login) {
+            if (payload.starts_with(R"({"type":"welcome")")) {
+                became_ready();
+            } else if (payload.starts_with(R"({"type":"error")")) {
+                fail(fmt::format("login answered {}", payload.substr(0, 300)));
+                return false;
+            }
+        } else if (payload.starts_with(R"({"type":"dm")")) {
+            w_.shared.dms.fetch_add(1, std::memory_order_relaxed);
+        }
+        return true;
+    }
     if (payload == "2") {
         w_.shared.pings.fetch_add(1, std::memory_order_relaxed);
         send_text("3");
@@ -190,6 +212,65 @@ void IdleClient::on_failed(std::string_view what, Phase) {
     std::fflush(nullptr);
     ::_exit(0);
 }
+
+// --chat: logs in as <prefix>check, counts the expected names in its welcome, then sends every
+// user a DM (the server answers each with its id, or an error).
+class CheckClient final : public WsClient {
+  public:
+    CheckClient(ClientEnv& env, const Options& o) : WsClient(env), opt_(o) {}
+    void start() { open(kClientSourceBase + opt_.clients); }
+
+    std::atomic<bool> welcomed{false};
+    std::atomic<std::uint64_t> listed{0};
+    std::atomic<std::uint64_t> sent{0};
+    std::atomic<std::uint64_t> errors{0};
+    std::string failure;  // set before `failed`
+    std::atomic<bool> failed{false};
+
+  protected:
+    void on_open(std::int64_t) override {
+        send_text(fmt::format(R"({{"type":"login","name":"{}check"}})", opt_.name_prefix));
+    }
+    bool on_text(std::string_view payload, std::int64_t) override {
+        if (!welcomed.load(std::memory_order_relaxed)) {
+            if (!payload.starts_with(R"({"type":"welcome")")) {
+                if (payload.starts_with(R"({"type":"error")")) {
+                    failure = fmt::format("checker login answered {}", payload.substr(0, 300));
+                    failed.store(true, std::memory_order_release);
+                }
+                return true;
+            }
+            std::unordered_set<std::string> names;
+            boost::system::error_code ec;
+            const auto v = boost::json::parse(payload, ec);
+            if (!ec && v.is_object())
+                if (const auto* users = v.as_object().if_contains("users");
+                    users && users->is_array())
+                    for (const auto& u : users->as_array())
+                        if (u.is_string()) names.emplace(u.as_string());
+            std::uint64_t n = 0;
+            for (std::uint32_t i = 0; i < opt_.clients; ++i)
+                n += names.count(opt_.name_prefix + std::to_string(i));
+            listed.store(n, std::memory_order_relaxed);
+            welcomed.store(true, std::memory_order_release);
+            for (std::uint32_t i = 0; i < opt_.clients; ++i)
+                send_text(
+                    fmt::format(R"({{"type":"dm","to":"{}{}","text":"hi"}})", opt_.name_prefix, i));
+            sent.store(opt_.clients, std::memory_order_relaxed);
+            return true;
+        }
+        if (payload.starts_with(R"({"type":"error")"))
+            errors.fetch_add(1, std::memory_order_relaxed);
+        return true;
+    }
+    void on_failed(std::string_view what, Phase) override {
+        failure = fmt::format("checker: {}", what);
+        failed.store(true, std::memory_order_release);
+    }
+
+  private:
+    const Options& opt_;
+};
 
 std::string mib(std::uint64_t bytes) {
     return fmt::format("{:.1f} MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
@@ -309,6 +390,40 @@ int run_idle(const Options& opt) {
                                   .failed = setup_failure,
                                   .abort = [&] { end_children(true); }});
 
+    // --chat: every name listed, every user reachable by DM.
+    std::uint64_t listed = 0, dm_errors = 0, dms = 0;
+    double check_s = 0;
+    if (opt.chat) {
+        const std::int64_t t0 = now_ns();
+        asio::io_context io{1};
+        ClientEnv env(io, target, opt.path, 1 << 20, random_seed(kMaxProcesses * opt.threads));
+        CheckClient check(env, opt);
+        check.start();
+        std::thread runner([&] {
+            auto guard = asio::make_work_guard(io);
+            io.run();
+        });
+        const std::int64_t deadline =
+            now_ns() + static_cast<std::int64_t>(opt.connect_timeout * 1e9);
+        while (now_ns() < deadline && !check.failed.load(std::memory_order_acquire) &&
+               (!check.welcomed.load(std::memory_order_acquire) ||
+                sum(&Shared::Child::dms) + check.errors.load() < opt.clients))
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        io.stop();
+        runner.join();
+        if (check.failed.load(std::memory_order_acquire)) {
+            end_children(true);
+            die(check.failure);
+        }
+        listed = check.listed.load();
+        dm_errors = check.errors.load();
+        dms = sum(&Shared::Child::dms);
+        check_s = static_cast<double>(now_ns() - t0) / 1e9;
+        fmt::print(stderr,
+                   "  check: {} of {} names listed, {} DMs delivered, {} refused ({:.1f} s)\n",
+                   listed, opt.clients, dms, dm_errors, check_s);
+    }
+
     // Hold.
     sleep_until_ns(now_ns() + kSettleNs);
     const std::int64_t hold_start = now_ns();
@@ -364,6 +479,11 @@ int run_idle(const Options& opt) {
     fmt::print("  bench CPU      {:12.2f} s (parent only)\n", own1 - own0);
     if (lost) fmt::print("  connections lost during the hold: {} (first: {})\n", lost, first_lost);
     if (closed < n) fmt::print("  not closed cleanly at the end: {}\n", n - closed);
+    if (opt.chat)
+        fmt::print(
+            "  chat: {} users logged in in {:.1f} s; {} of them listed, {} reached by DM, "
+            "{} DMs refused ({:.1f} s)\n",
+            n, setup_s, listed, dms, dm_errors, check_s);
 
     if (!opt.json_file.empty()) {
         boost::json::object j;
@@ -378,6 +498,12 @@ int run_idle(const Options& opt) {
         j["connections_lost"] = lost;
         j["first_lost"] = first_lost;
         j["engineio_pings_answered"] = pings;
+        if (opt.chat) {
+            j["chat_listed"] = listed;
+            j["chat_dms_delivered"] = dms;
+            j["chat_dms_refused"] = dm_errors;
+            j["chat_check_s"] = check_s;
+        }
         if (!server.empty()) {
             j["server_pids"] = server.roots_json();
             j["server_processes"] = mem1.processes;
@@ -395,7 +521,8 @@ int run_idle(const Options& opt) {
         write_json(opt.json_file, j);
     }
     ::munmap(mem, sizeof(Shared));
-    return lost ? 1 : 0;
+    const bool chat_ok = !opt.chat || (listed == n && dms == n && dm_errors == 0);
+    return lost || !chat_ok ? 1 : 0;
 }
 
 }  // namespace steerchat::bench

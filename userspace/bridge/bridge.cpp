@@ -863,10 +863,14 @@ class Bridge {
             }
             case chat::EventType::message: {
                 if (!chat::valid_room(room)) return;
-                const std::uint64_t seq = state_.post_remote(room, from, text, ts, id);
-                if (seq == 0) return;
+                // Its room seq on this host and its local order travel in the record, so
+                // every worker delivers it alike (and can tell a resend of it apart).
+                std::uint64_t seq = 0;
+                const std::uint64_t order = state_.post_remote(room, from, text, ts, id, &seq);
+                if (order == 0) return;
                 ev.id = id;
                 ev.seq = seq;
+                ev.order = order;
                 ev.ts = ts;
                 ev.room = room;
                 ev.text = text;

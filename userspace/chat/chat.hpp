@@ -72,8 +72,27 @@
 //   logged-in name on this worker (kept by the Hub, so logging out and in again does not refill
 //   it) -> `rate_limited`; a connection refused Limits::close_after times in a row is to be closed
 //   by its adapter (Participant::abusive). At most Limits::max_rooms rooms per session (a name has
-//   one session) -> `too_many_rooms`.
+//   one session) -> `too_many_rooms`. At most Limits::max_names_per_address names held at once
+//   by one client address, host-wide (counted in the shared state) -> `too_many_names`.
+//   `server_full` only when a host-wide table (users, rooms, memberships) is full; counted.
+// * Bounded answers: a text's limit (SharedOptions::max_text) is on its JSON-escaped size
+//   (json_escaped_size: what the adapters send), so escaping cannot make a message bigger than
+//   the limit its sender was held to; a join returns the newest history messages whose escaped
+//   texts and names fit Limits::max_join_history_bytes (trimmed joins counted).
 // * One session per connection; one connection per name (names are unique host-wide).
+// * Gaps (no silent loss): every room message carries the room's sequence number `seq` (1, 2,
+//   ... per room, allocated with its id under the mutex; SharedState::post), so a client sees a
+//   hole in a room's seqs. Seqs of one room come from several logs and may arrive slightly out
+//   of order; the Hub keeps per local room which seqs it delivered (SeqWindow). When its Reader
+//   reports a Loss (this worker was cut loose from a log), on_loss tells every logged-in local
+//   session (Client::gap: the last id read from that log, and per room of the session what is
+//   resent and what is gone), then resends from each local room's history the messages it never
+//   delivered (in seq order, to members who joined before them); seqs older than the history
+//   are announced as missed. A resent message arriving live later (it was in another log, not
+//   lost) is skipped: no repeats. DMs and presence changes have no history: the notice tells
+//   the client they may be missing (docs: the protocol's "gap" event).
+// * Reconnects: join(room, since) returns only the history after the id `since` (the last id
+//   the client saw), and whether the history still reaches back that far (Joined::complete).
 //
 // Threading: a Hub and its Sessions belong to one event loop thread (one per worker process).
 #pragma once
@@ -88,9 +107,11 @@
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/ip/address.hpp>
 
 #include "chat/event.hpp"
 #include "chat/rate_limit.hpp"
+#include "chat/seq_window.hpp"
 #include "chat/shared_state.hpp"
 #include "metrics/metrics.hpp"
 #include "ring/asio_reader.hpp"
@@ -103,9 +124,33 @@ namespace steerchat::chat {
 
 // A local recipient (one per connection). deliver() must not call back into the Hub
 // synchronously except through Participant methods (which are reentrancy-safe).
+struct Client;
+
+// What a session missed in one room when its worker lost records (see "Gaps" above).
+struct RoomGap {
+    std::string room;
+    std::uint64_t seq = 0;          // the room's newest seq now (0: no message yet)
+    std::uint64_t resent = 0;       // messages resent right after the notice
+    std::uint64_t missed = 0;       // messages gone for good (older than the history)
+    std::uint64_t missed_from = 0;  // their seq range (within it: those not delivered before)
+    std::uint64_t missed_to = 0;
+};
+
+// The notice of a loss: this worker fell behind worker `writer`'s log and skipped records after
+// the id `last_id` (the last event read from it; 0: none yet). Room messages are resent as
+// `rooms` says; DMs and presence changes of that worker after last_id may be missing.
+struct Gap {
+    unsigned writer = 0;
+    std::uint64_t last_id = 0;
+    std::uint64_t records = 0;   // records skipped
+    std::vector<RoomGap> rooms;  // the session's rooms
+};
+
 struct Client {
     virtual ~Client() = default;
     virtual void deliver(const Event& ev) = 0;
+    // A loss notice; the resent messages follow as deliver() calls.
+    virtual void gap(const Gap&) {}
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -124,6 +169,7 @@ enum class Error : std::uint8_t {
     server_full,        // a shared table is full
     rate_limited,       // more requests than Limits::rate / burst allow
     too_many_rooms,     // a join over Limits::max_rooms
+    too_many_names,     // a login from an address holding Limits::max_names_per_address names
 };
 
 // The protocol code ("name_taken") and a human message.
@@ -142,11 +188,14 @@ struct Welcome {
 
 struct Joined {
     std::vector<std::string> members;  // this user included
-    std::vector<HistoryItem> history;  // oldest first, at most history_len
+    std::vector<HistoryItem> history;  // oldest first, at most history_len (after `since`)
+    std::uint64_t seq = 0;             // the room's newest seq (0: no message yet)
+    bool complete = true;              // false: messages after `since` are no longer kept
 };
 
 struct Said {
     std::uint64_t id = 0;
+    std::uint64_t seq = 0;  // room messages
     std::int64_t ts = 0;
 };
 
@@ -160,7 +209,21 @@ struct Limits {
     std::uint32_t max_rooms = 100;   // rooms one session may be in; 0: no limit
     double typing_rate = 2;          // typing events per second per session; 0: no limit
     std::uint32_t typing_burst = 5;  // typing events at once; more are dropped silently
+    // Names one client address may hold at once, host-wide (SharedState::claim); 0: no limit.
+    std::uint32_t max_names_per_address = 256;
+    // Bytes of history a join returns at most (its JSON-escaped texts and names; the newest
+    // messages that fit); 0: no limit.
+    std::size_t max_join_history_bytes = 64 * 1024;
+    bool ipv6_prefix64 = false;  // address_key of IPv6 clients: their /64
 };
+
+// A client address as the per-address name limit counts it: IPv4 (also v4-mapped) as
+// ::ffff:a.b.c.d, IPv6 whole or (prefix64) its /64.
+Address address_key(const boost::asio::ip::address& a, bool prefix64) noexcept;
+
+// The bytes `text` takes as a JSON string's contents (escapes counted: \uXXXX for a control
+// character, \n etc., \" and \\): what the adapters send for it.
+std::size_t json_escaped_size(std::string_view text) noexcept;
 
 // In the worker's slot block (metrics/metrics.hpp) when the Hub is given one.
 struct HubStats {
@@ -177,6 +240,14 @@ struct HubStats {
     metrics::Counter rate_closes;   // connections found abusive (Limits::close_after)
     metrics::Counter room_limited;  // joins refused: too_many_rooms
     metrics::Counter typing_drops;  // typing events over Limits::typing_rate (not delivered)
+    metrics::Counter gap_notices;   // sessions told of a loss (Client::gap)
+    metrics::Counter resent;        // room messages resent after a loss (events)
+    metrics::Counter missed;        // room messages announced as gone (per room, not per session)
+    metrics::Counter repeats_skipped;  // live room messages already resent (not delivered twice)
+    metrics::Counter names_limited;    // logins refused: too_many_names
+    metrics::Counter server_full;      // logins and joins refused: a host-wide table is full
+    metrics::Counter history_trimmed;  // joins whose history was cut to max_join_history_bytes
+    metrics::Counter history_bytes;    // history bytes (JSON-escaped) joins returned
 };
 
 class Hub;
@@ -242,13 +313,18 @@ class Hub {
     // `s` is logging out (name still set, rooms already left): unindex it and drop it from the
     // deliveries in flight.
     void detach(Participant& s);
+    // Counts a refusal the shared state made (too_many_names, server_full).
+    void count_refusal(Error e) noexcept;
+    // Cuts a join's history (oldest first) to the newest messages that fit
+    // Limits::max_join_history_bytes; counts the bytes returned and a cut. Whether it cut.
+    bool bound_history(std::vector<HistoryItem>& history) noexcept;
     // Whether `s` may join `room` (Limits::max_rooms); a refusal is counted.
     bool may_join(const Participant& s, std::string_view room);
     // Takes a token from a session's typing bucket (Limits::typing_rate); false (counted as
     // dropped) when it is empty.
     bool may_type(TokenBucket& bucket);
-    // The local index of room members.
-    void add_member(Participant& s, std::string_view room);
+    // The local index of room members (`seq`: the room's newest seq when `s` joined it).
+    void add_member(Participant& s, std::string_view room, std::uint64_t seq);
     void remove_member(Participant& s, std::string_view room);
     // An event made on this worker (by `origin`, if a session): into the ring unless all its
     // recipients are here (a DM to a local user), then to the local recipients, as deliver().
@@ -275,6 +351,9 @@ class Hub {
     void forget(Participant* s);  // a session is going away: drop it from in-flight deliveries
 
     void release_bucket(const std::string& name, TokenBucket::Clock::time_point now);
+    // Calls fn(s) for each session of `targets` still alive when its turn comes.
+    template <class Fn>
+    void each_session(const std::vector<Participant*>& targets, Fn&& fn);
 
     unsigned slot_;
     SharedState* state_;
@@ -290,7 +369,12 @@ class Hub {
 
     using StrHash = detail::StrHash;
     std::unordered_map<std::string, Participant*, StrHash, std::equal_to<>> users_;
-    std::unordered_map<std::string, std::vector<Participant*>, StrHash, std::equal_to<>> rooms_;
+    struct LocalRoom {
+        std::vector<Participant*> members;
+        SeqWindow seen;  // seqs delivered here
+    };
+    std::unordered_map<std::string, LocalRoom, StrHash, std::equal_to<>> rooms_;
+    std::vector<std::uint64_t> last_id_;  // per writer slot: the last id read from its log
     std::vector<Participant*> sessions_;  // logged-in sessions (presence fan-out)
     // name -> login id whose `online` this worker delivered (pairs each offline with its online)
     std::unordered_map<std::string, std::uint64_t, StrHash, std::equal_to<>> announced_;
@@ -310,12 +394,16 @@ class Hub {
 class Participant {
   public:
     Participant(Hub& hub, Client& client);
+    // The client's address (address_key), counted against Limits::max_names_per_address by
+    // login. Set it before login; without one, no per-address limit applies.
+    void set_address(const Address& a) noexcept { address_ = a; }
     ~Participant();  // logout()
     Participant(const Participant&) = delete;
     Participant& operator=(const Participant&) = delete;
 
     Error login(std::string_view name, Welcome* out = nullptr);
-    Error join(std::string_view room, Joined* out = nullptr);
+    // `since` (a reconnect: the last id the client saw; 0: all): history only after it.
+    Error join(std::string_view room, Joined* out = nullptr, std::uint64_t since = 0);
     Error leave(std::string_view room);
     // Delivered to every member of the room on every worker, this session included (its copy
     // with `cid` when has_cid).
@@ -340,6 +428,7 @@ class Participant {
     const std::string& name() const noexcept { return name_; }
     bool in_room(std::string_view room) const;
     std::size_t rooms() const noexcept { return rooms_.size(); }
+    std::vector<std::string_view> room_names() const;
     // The id at which `room` was joined (its messages with larger ids are delivered live).
     std::optional<std::uint64_t> joined_at(std::string_view room) const;
     std::uint64_t login_id() const noexcept { return login_id_; }
@@ -357,6 +446,7 @@ class Participant {
     TokenBucket* user_bucket_ = nullptr;  // the name's (kept by the Hub) while logged in
     TokenBucket typing_bucket_;           // this session's typing events
     std::uint32_t strikes_ = 0;           // requests refused in a row
+    std::optional<Address> address_;
     // room -> the id at which it was joined
     std::unordered_map<std::string, std::uint64_t, detail::StrHash, std::equal_to<>> rooms_;
 };

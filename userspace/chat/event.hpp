@@ -34,11 +34,12 @@ struct Event {
     // Set by the Hub at delivery, worker-unique: every recipient of the same encoding sees the
     // same serial (adapters cache their encoding keyed by it).
     std::uint64_t serial = 0;
-    std::uint64_t id = 0;  // host-wide, increasing (0 for typing)
-    std::int64_t ts = 0;   // ms since the epoch (message, dm)
-    // A message of another host (--redis): the local id ordering it against this host's join
+    std::uint64_t id = 0;   // host-wide, increasing (0 for typing)
+    std::uint64_t seq = 0;  // message: the room's sequence number (1, 2, ... per room)
+    std::int64_t ts = 0;    // ms since the epoch (message, dm)
+    // A message of another host (--redis): the local id that orders it against this host's join
     // snapshots (its `id` is its own host's). 0: `id` orders it.
-    std::uint64_t seq = 0;
+    std::uint64_t order = 0;
     std::uint64_t login = 0;  // offline, joined, left: the id of the online event of `from`
     std::string_view room;    // message, typing, joined, left
     std::string_view from;    // message, dm, typing; the user for online/offline/joined/left

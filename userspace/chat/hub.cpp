@@ -59,6 +59,8 @@ std::string_view code_of(Error e) noexcept {
             return "rate_limited";
         case Error::too_many_rooms:
             return "too_many_rooms";
+        case Error::too_many_names:
+            return "too_many_names";
     }
     return "internal";
 }
@@ -89,8 +91,45 @@ std::string_view message_of(Error e) noexcept {
             return "too many messages: slow down (the connection is closed if this goes on)";
         case Error::too_many_rooms:
             return "in too many rooms: leave one first";
+        case Error::too_many_names:
+            return "too many users from your address: log one out first";
     }
     return "internal error";
+}
+
+Address address_key(const boost::asio::ip::address& a, bool prefix64) noexcept {
+    Address key{};
+    if (a.is_v4()) {
+        key[10] = key[11] = 0xff;
+        const auto b = a.to_v4().to_bytes();
+        std::copy(b.begin(), b.end(), key.begin() + 12);
+        return key;
+    }
+    const auto b = a.to_v6().to_bytes();
+    std::copy(b.begin(), b.end(), key.begin());
+    const bool mapped = a.to_v6().is_v4_mapped();
+    if (prefix64 && !mapped) std::fill(key.begin() + 8, key.end(), 0);
+    return key;
+}
+
+std::size_t json_escaped_size(std::string_view text) noexcept {
+    std::size_t n = 0;
+    for (const unsigned char c : text) {
+        switch (c) {
+            case '"':
+            case '\\':
+            case '\b':
+            case '\f':
+            case '\n':
+            case '\r':
+            case '\t':
+                n += 2;
+                break;
+            default:
+                n += c < 0x20 ? 6 : 1;
+        }
+    }
+    return n;
 }
 
 bool valid_name(std::string_view name) noexcept {
@@ -129,6 +168,7 @@ Hub::Hub(boost::asio::any_io_executor ex, ring::Region& region, SharedState& sta
         throw std::invalid_argument("chat: ring records carry at most " +
                                     std::to_string(writer_.max_payload()) + " bytes, need " +
                                     std::to_string(need) + " (make the ring logs larger)");
+    last_id_.assign(region.workers(), 0);
     reader_ = std::make_unique<ring::Reader>(region, slot);
     feed_ = std::make_unique<ring::AsioReader<detail::RecordSink, detail::LossSink>>(
         std::move(ex), *reader_, detail::RecordSink{this}, detail::LossSink{this});
@@ -200,6 +240,31 @@ void Hub::release_bucket(const std::string& name, TokenBucket::Clock::time_point
     });
 }
 
+void Hub::count_refusal(Error e) noexcept {
+    if (e == Error::too_many_names) ++stats_->names_limited;
+    if (e == Error::server_full) ++stats_->server_full;
+}
+
+bool Hub::bound_history(std::vector<HistoryItem>& history) noexcept {
+    // Per message: its escaped text and name, and ~64 bytes of JSON around them (id, ts, keys).
+    constexpr std::size_t kFraming = 64;
+    const std::size_t limit = limits_.max_join_history_bytes;
+    std::size_t bytes = 0;
+    std::size_t keep = 0;
+    for (auto it = history.rbegin(); it != history.rend(); ++it) {
+        const std::size_t one =
+            json_escaped_size(it->text) + json_escaped_size(it->from) + kFraming;
+        if (limit != 0 && bytes + one > limit) break;
+        bytes += one;
+        ++keep;
+    }
+    stats_->history_bytes += bytes;
+    if (keep == history.size()) return false;
+    history.erase(history.begin(), history.end() - static_cast<std::ptrdiff_t>(keep));
+    ++stats_->history_trimmed;
+    return true;
+}
+
 bool Hub::may_join(const Participant& s, std::string_view room) {
     if (limits_.max_rooms == 0 || s.rooms() < limits_.max_rooms || s.in_room(room)) return true;
     ++stats_->room_limited;
@@ -212,18 +277,18 @@ bool Hub::may_type(TokenBucket& bucket) {
     return false;
 }
 
-void Hub::add_member(Participant& s, std::string_view room) {
+void Hub::add_member(Participant& s, std::string_view room, std::uint64_t seq) {
     auto it = rooms_.find(room);
     if (it == rooms_.end())
-        it = rooms_.emplace(std::string(room), std::vector<Participant*>{}).first;
-    it->second.push_back(&s);
+        it = rooms_.emplace(std::string(room), LocalRoom{{}, SeqWindow(seq)}).first;
+    it->second.members.push_back(&s);
 }
 
 void Hub::remove_member(Participant& s, std::string_view room) {
     const auto it = rooms_.find(room);
     if (it == rooms_.end()) return;
-    std::erase(it->second, &s);
-    if (it->second.empty()) rooms_.erase(it);
+    std::erase(it->second.members, &s);
+    if (it->second.members.empty()) rooms_.erase(it);
 }
 
 // ---- The one path
@@ -273,6 +338,7 @@ void Hub::on_record(const ring::Record& r) {
                    slot_, r.type, r.payload.size(), r.writer);
         return;
     }
+    if (ev->id != 0 && r.writer < last_id_.size()) last_id_[r.writer] = ev->id;
     if (stale(*ev)) {
         ++stats_->stale_presence;
         return;
@@ -313,10 +379,14 @@ void Hub::deliver(Event& ev, Participant* origin) {
         case EventType::message: {
             // Members who joined before the message (older ones have it in their history).
             if (const auto it = rooms_.find(ev.room); it != rooms_.end()) {
+                if (!it->second.seen.add(ev.seq)) {  // resent after a loss already
+                    ++stats_->repeats_skipped;
+                    return;
+                }
                 const std::string_view cid = std::exchange(ev.cid, {});
                 const bool has_cid = std::exchange(ev.has_cid, false);
-                const std::uint64_t order = ev.seq != 0 ? ev.seq : ev.id;
-                fan_out(it->second, ev, [&](const Participant& s) {
+                const std::uint64_t order = ev.order != 0 ? ev.order : ev.id;
+                fan_out(it->second.members, ev, [&](const Participant& s) {
                     if (&s == origin) return false;
                     const auto mark = s.joined_at(ev.room);
                     return mark && *mark < order;
@@ -357,7 +427,7 @@ void Hub::deliver(Event& ev, Participant* origin) {
         case EventType::typing:
             // Every member but the typist (a hint: no id, no history to order it against).
             if (const auto it = rooms_.find(ev.room); it != rooms_.end())
-                fan_out(it->second, ev, [&](const Participant& s) { return &s != origin; });
+                fan_out(it->second.members, ev, [&](const Participant& s) { return &s != origin; });
             return;
         case EventType::revoked:
             // The session of that login (on this worker, if any) is told, then logged out (its
@@ -374,7 +444,7 @@ void Hub::deliver(Event& ev, Participant* origin) {
             // Every other member who joined before it (a later joiner's member list already
             // reflects it: it was taken in the same critical section as its own join's id).
             if (const auto it = rooms_.find(ev.room); it != rooms_.end())
-                fan_out(it->second, ev, [&](const Participant& s) {
+                fan_out(it->second.members, ev, [&](const Participant& s) {
                     if (&s == origin || s.name() == ev.from) return false;
                     const auto mark = s.joined_at(ev.room);
                     return mark && *mark < ev.id;
@@ -424,13 +494,102 @@ void Hub::forget(Participant* s) {
                      static_cast<Participant*>(nullptr));
 }
 
+template <class Fn>
+void Hub::each_session(const std::vector<Participant*>& targets, Fn&& fn) {
+    // The in-flight stack of fan_out: a session destroyed meanwhile is nulled by forget().
+    const std::size_t d = depth_;
+    if (in_flight_.size() <= d) in_flight_.emplace_back();
+    in_flight_[d].assign(targets.begin(), targets.end());
+    ++depth_;
+    struct Pop {
+        Hub* h;
+        std::size_t d;
+        ~Pop() {
+            h->in_flight_[d].clear();
+            h->depth_ = d;
+        }
+    } pop{this, d};
+    for (std::size_t i = 0; i < in_flight_[d].size(); ++i)
+        if (Participant* s = in_flight_[d][i]) fn(*s);
+}
+
 void Hub::on_loss(const ring::Loss& l) {
     ++stats_->losses;
     stats_->lost_records += l.records;
+    const std::uint64_t last_id = l.writer < last_id_.size() ? last_id_[l.writer] : 0;
     log::warn(
-        "chat: worker {} fell behind worker {}'s log and missed {} records ({} bytes): some "
-        "messages, DMs or presence changes were not delivered to its clients",
-        slot_, l.writer, l.records, l.bytes);
+        "chat: worker {} fell behind worker {}'s log and missed {} records ({} bytes) after id "
+        "{}: telling its {} clients, resending the room messages still in history",
+        slot_, l.writer, l.records, l.bytes, last_id, sessions_.size());
+    // Per local room: what its history still holds that this worker never delivered (resent),
+    // and what is older than the history (gone: announced).
+    struct Resend {
+        RoomGap gap;
+        std::vector<StoredMessage> messages;
+    };
+    std::unordered_map<std::string, Resend, StrHash, std::equal_to<>> plan;
+    for (auto& [name, room] : rooms_) {
+        Resend r;
+        r.gap.room = name;
+        // Only what follows the seqs delivered without a hole (the rest it has).
+        const std::uint64_t floor = room.seen.floor();
+        std::vector<StoredMessage> history = state_->history(name, floor);
+        r.gap.seq = floor;
+        if (!history.empty()) {
+            // In seq order (between hosts the history comes in id order, which may differ).
+            std::sort(history.begin(), history.end(),
+                      [](const StoredMessage& a, const StoredMessage& b) { return a.seq < b.seq; });
+            const std::uint64_t first = history.front().seq, newest = history.back().seq;
+            r.gap.seq = newest;
+            if (first > floor + 1) {
+                r.gap.missed = room.seen.missing(floor + 1, first - 1);
+                if (r.gap.missed != 0) {
+                    r.gap.missed_from = floor + 1;
+                    r.gap.missed_to = first - 1;
+                }
+            }
+            for (StoredMessage& m : history)
+                if (!room.seen.has(m.seq)) r.messages.push_back(std::move(m));
+            r.gap.resent = r.messages.size();
+            room.seen.settle(newest);
+            stats_->missed += r.gap.missed;
+        }
+        plan.emplace(name, std::move(r));
+    }
+    // The notice first, to every logged-in session (DMs and presence may be missing too) ...
+    each_session(sessions_, [&](Participant& s) {
+        Gap g;
+        g.writer = l.writer;
+        g.last_id = last_id;
+        g.records = l.records;
+        for (const std::string_view room : s.room_names())
+            if (const auto it = plan.find(room); it != plan.end())
+                g.rooms.push_back(it->second.gap);
+        ++stats_->gap_notices;
+        s.client().gap(g);
+    });
+    // ... then the messages, as live ones: to the members who joined before each.
+    for (auto& [name, r] : plan) {
+        for (const StoredMessage& m : r.messages) {
+            const auto it = rooms_.find(name);
+            if (it == rooms_.end()) break;  // everyone left meanwhile
+            Event ev;
+            ev.type = EventType::message;
+            ev.id = m.id;
+            ev.seq = m.seq;
+            ev.order = m.order != m.id ? m.order : 0;
+            ev.ts = m.ts;
+            ev.room = name;
+            ev.from = m.from;
+            ev.text = m.text;
+            ev.accepted_ns = now_ns();
+            ++stats_->resent;
+            fan_out(it->second.members, ev, [&](const Participant& s) {
+                const auto mark = s.joined_at(ev.room);
+                return mark && *mark < m.order;
+            });
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -444,6 +603,14 @@ Participant::~Participant() {
 
 bool Participant::in_room(std::string_view room) const {
     return rooms_.find(room) != rooms_.end();
+}
+
+std::vector<std::string_view> Participant::room_names() const {
+    std::vector<std::string_view> out;
+    out.reserve(rooms_.size());
+    for (const auto& kv : rooms_)
+        out.emplace_back(kv.first);
+    return out;
 }
 
 std::optional<std::uint64_t> Participant::joined_at(std::string_view room) const {
@@ -460,12 +627,18 @@ Error Participant::login(std::string_view name, Welcome* out) {
     if (logged_in()) return Error::already_logged_in;
     if (!valid_name(name)) return Error::bad_name;
     std::uint64_t id = 0;
-    switch (hub_.state().claim(name, hub_.slot(), &id, out ? &out->users : nullptr)) {
+    switch (hub_.state().claim(name, hub_.slot(), &id, out ? &out->users : nullptr,
+                               address_ ? &*address_ : nullptr,
+                               hub_.limits().max_names_per_address)) {
         case SharedState::Status::ok:
             break;
         case SharedState::Status::taken:
             return Error::name_taken;
+        case SharedState::Status::address_full:
+            hub_.count_refusal(Error::too_many_names);
+            return Error::too_many_names;
         default:
+            hub_.count_refusal(Error::server_full);
             return Error::server_full;
     }
     name_.assign(name);
@@ -498,22 +671,40 @@ void Participant::logout() {
     hub_.publish(ev, this);
 }
 
-Error Participant::join(std::string_view room, Joined* out) {
+Error Participant::join(std::string_view room, Joined* out, std::uint64_t since) {
     if (!logged_in()) return Error::not_logged_in;
     if (!valid_room(room)) return Error::bad_room;
     if (!hub_.may_join(*this, room)) return Error::too_many_rooms;
     std::uint64_t mark = 0;
     bool added = false;
+    RoomMark seq;
     switch (hub_.state().join(room, name_, &mark, out ? &out->members : nullptr,
-                              out ? &out->history : nullptr, &added)) {
+                              out ? &out->history : nullptr, &added, &seq)) {
         case SharedState::Status::ok:
             break;
         case SharedState::Status::full:
+            hub_.count_refusal(Error::server_full);
             return Error::server_full;
         default:
             return Error::not_logged_in;  // our name was evicted
     }
-    if (rooms_.emplace(std::string(room), mark).second) hub_.add_member(*this, room);
+    if (out) {
+        out->seq = seq.seq;
+        out->complete = seq.dropped_id <= since;
+        // An id this state never gave (the client saw a server that has since restarted with
+        // an empty state): the whole history, and no claim that it is all.
+        // Between hosts (--redis) compare the clocks: the host bits of `since` are its host's.
+        const std::uint32_t bits = hub_.state().options().host_bits;
+        if ((since >> bits) > (mark >> bits)) {
+            since = 0;
+            out->complete = false;
+        }
+        if (since != 0)
+            std::erase_if(out->history, [&](const HistoryItem& m) { return m.id <= since; });
+        // Then at most --chat-join-history-bytes of it, the newest: not all, if cut.
+        if (hub_.bound_history(out->history)) out->complete = false;
+    }
+    if (rooms_.emplace(std::string(room), mark).second) hub_.add_member(*this, room, seq.seq);
     if (added) publish_membership(EventType::joined, mark, room);
     return Error::none;
 }
@@ -544,19 +735,20 @@ Error Participant::leave(std::string_view room) {
 Error Participant::say(std::string_view room, std::string_view text, std::string_view cid,
                        bool has_cid, Said* out) {
     if (!logged_in()) return Error::not_logged_in;
-    if (text.size() > hub_.state().options().max_text) return Error::too_long;
+    if (json_escaped_size(text) > hub_.state().options().max_text) return Error::too_long;
     if (!in_room(room)) return Error::not_in_room;
     const std::int64_t ts = now_ms();
-    std::uint64_t id = 0;
-    if (hub_.state().post(room, name_, text, ts, &id) != SharedState::Status::ok) {
+    std::uint64_t id = 0, seq = 0;
+    if (hub_.state().post(room, name_, text, ts, &id, &seq) != SharedState::Status::ok) {
         // The registry no longer has us in the room (evicted): forget it locally too.
         leave(room);
         return Error::not_in_room;
     }
-    if (out) *out = {id, ts};
+    if (out) *out = {id, seq, ts};
     Event ev;
     ev.type = EventType::message;
     ev.id = id;
+    ev.seq = seq;
     ev.ts = ts;
     ev.room = room;
     ev.from = name_;
@@ -569,12 +761,12 @@ Error Participant::say(std::string_view room, std::string_view text, std::string
 
 Error Participant::dm(std::string_view to, std::string_view text, Said* out) {
     if (!logged_in()) return Error::not_logged_in;
-    if (text.size() > hub_.state().options().max_text) return Error::too_long;
+    if (json_escaped_size(text) > hub_.state().options().max_text) return Error::too_long;
     if (!valid_name(to)) return Error::no_such_user;
     if (hub_.state().lookup(to) == 0) return Error::no_such_user;
     const std::uint64_t id = hub_.state().next_id();
     const std::int64_t ts = now_ms();
-    if (out) *out = {id, ts};
+    if (out) *out = {id, 0, ts};
     Event ev;
     ev.type = EventType::dm;
     ev.id = id;

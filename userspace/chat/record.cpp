@@ -87,11 +87,12 @@ std::uint32_t encode(const Event& ev, std::vector<std::byte>& out) {
     switch (ev.type) {
         case EventType::message:
             put_u64(out, static_cast<std::uint64_t>(ev.ts));
+            put_u64(out, ev.seq);
             put_str(out, ev.room);
             put_str(out, ev.from);
             put_str(out, ev.text);
             // A message of another host (written by the bridge): its local order.
-            if (ev.seq != 0) put_u64(out, ev.seq);
+            if (ev.order != 0) put_u64(out, ev.order);
             break;
         case EventType::dm:
             put_u64(out, static_cast<std::uint64_t>(ev.ts));
@@ -134,10 +135,11 @@ std::optional<Event> decode(std::uint32_t wire, std::span<const std::byte> paylo
     switch (ev.type) {
         case EventType::message:
             ev.ts = static_cast<std::int64_t>(ts);
+            ev.seq = in.u64();
             ev.room = in.str();
             ev.from = in.str();
             ev.text = in.str();
-            if (in.ok && in.p.size() == 8) ev.seq = in.u64();
+            if (in.ok && in.p.size() == 8) ev.order = in.u64();
             break;
         case EventType::dm:
             ev.ts = static_cast<std::int64_t>(ts);

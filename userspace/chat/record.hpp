@@ -5,11 +5,12 @@
 //
 // Layout (host byte order: every worker is the same binary on the same host), after the ring's
 // own header (which carries the record type, wire_type() below):
-//   u64 id, u64 ts, then each string as u32 length + bytes:
+//   u64 id, u64 ts, then (message only) u64 seq, then each string as u32 length + bytes:
 //     message: room, from, text      dm: to, from, text      online, offline: name
 //     typing: room, from (id and ts 0)      joined, left: room, from      revoked: name
-//   A message of another host (written by the bridge, userspace/bridge) adds u64 seq: the
-//   local id that orders it against join snapshots (its id is the one its own host gave it).
+//   A message of another host (written by the bridge, userspace/bridge) adds u64 order after
+//   the text: the local id that orders it against join snapshots (its id is the one its own
+//   host gave it; its seq is the room's on this host, given by SharedState::post_remote).
 //   An offline, revoked, joined or left carries the login id of `from` in the ts field. The cid of
 //   a message is not sent (only the sender's own copy, on the sender's worker, has it).
 //
@@ -27,8 +28,9 @@
 
 namespace steerchat::chat::record {
 
-// The fixed part of every record: id, ts and three string lengths.
-inline constexpr std::size_t kOverhead = 8 + 8 + 3 * 4;
+// The fixed part of every record (at most): id, ts, seq, three string lengths and the order of
+// a message of another host.
+inline constexpr std::size_t kOverhead = 8 + 8 + 8 + 3 * 4 + 8;
 
 namespace detail {
 inline constexpr std::uint32_t kMaxWireType = 15;

@@ -24,7 +24,8 @@ inline constexpr std::uint32_t kNil = 0xFFFF'FFFFu;
 
 // Memory layout (every block 64-byte aligned):
 //   Header | User[max_users] | u32 user_index[user_cap] | Room[max_rooms] |
-//   u32 room_index[room_cap] | Member[max_memberships] | room data[max_rooms]
+//   u32 room_index[room_cap] | Member[max_memberships] | Addr[max_users] |
+//   u32 addr_index[user_cap] | room data[max_rooms]
 // room data of one room: HistEntry[history_len] then history_bytes of text (a byte ring).
 // Hash tables store pool index + 1 (0 = empty; the zero-filled memfd is an empty table) and use
 // linear probing with backward-shift deletion (no tombstones). Pools hand out never-used entries
@@ -34,8 +35,8 @@ struct User {
     std::uint32_t used;
     std::uint32_t slot;
     std::uint64_t login_id;
-    std::uint32_t generation;  // of the master whose worker `slot` holds it
-    std::uint32_t pad;
+    std::uint32_t generation;    // of the master whose worker `slot` holds it
+    std::uint32_t addr;          // its client address's entry (kNil: none)
     std::uint32_t first_member;  // membership list of this user (kNil: none)
     std::uint32_t next_free;
     std::uint32_t name_len;
@@ -52,6 +53,8 @@ struct Room {
     std::uint32_t hist_count;
     std::uint64_t text_begin;  // byte positions (monotonic) of the kept text
     std::uint64_t text_end;
+    std::uint64_t seq;         // messages ever posted (the newest one's room sequence number)
+    std::uint64_t dropped_id;  // id of the newest message dropped from the history (0: none)
     std::uint32_t name_len;
     char name[kMaxRoomBytes];
 };
@@ -62,8 +65,16 @@ struct Member {
     std::uint32_t next_of_user, prev_of_user;  // next_of_user doubles as the free-list link
 };
 
+// A client address holding names (an entry exists while names > 0).
+struct Addr {
+    Address key;
+    std::uint32_t names;
+    std::uint32_t next_free;
+};
+
 struct HistEntry {
     std::uint64_t id;
+    std::uint64_t order;  // the local id ordering it against joins (id, unless of another host)
     std::int64_t ts;
     std::uint64_t text_pos;
     std::uint32_t text_len;
@@ -80,15 +91,16 @@ struct Header {
     std::uint64_t total_size;
     SharedOptions cfg;
     std::uint32_t user_cap, room_cap;  // hash table sizes (powers of two >= 2x the pools)
-    std::size_t users_off, user_index_off, rooms_off, room_index_off, members_off, data_off;
+    std::size_t users_off, user_index_off, rooms_off, room_index_off, members_off, addrs_off,
+        addr_index_off, data_off;
     std::size_t room_stride;
     pthread_mutex_t mutex;
     // Everything below: only under the mutex.
     std::uint64_t last_id;
     std::uint64_t recoveries;
-    std::uint32_t users, rooms, memberships;
-    std::uint32_t user_hw, room_hw, member_hw;  // never-used entries start here
-    std::uint32_t user_free, room_free, member_free;
+    std::uint32_t users, rooms, memberships, addrs;
+    std::uint32_t user_hw, room_hw, member_hw, addr_hw;  // never-used entries start here
+    std::uint32_t user_free, room_free, member_free, addr_free;
 };
 
 constexpr std::size_t align64(std::size_t n) {
@@ -101,6 +113,40 @@ std::uint32_t pow2_at_least(std::uint64_t n) {
         c <<= 1;
     if (c > (std::uint64_t{1} << 31)) throw std::invalid_argument("chat: table too large");
     return static_cast<std::uint32_t>(c);
+}
+
+// Where each block of a mapping for `o` goes (create() and the check in adopt()).
+struct Layout {
+    std::uint32_t user_cap = 0, room_cap = 0;
+    std::size_t users_off = 0, user_index_off = 0, rooms_off = 0, room_index_off = 0,
+                members_off = 0, addrs_off = 0, addr_index_off = 0, data_off = 0;
+    std::size_t room_stride = 0;
+    std::size_t total = 0;
+};
+
+Layout layout_of(const SharedOptions& o) {
+    Layout l;
+    l.user_cap = pow2_at_least(std::uint64_t{o.max_users} * 2);
+    l.room_cap = pow2_at_least(std::uint64_t{o.max_rooms} * 2);
+    std::size_t off = align64(sizeof(Header));
+    l.users_off = off;
+    off = align64(off + sizeof(User) * o.max_users);
+    l.user_index_off = off;
+    off = align64(off + sizeof(std::uint32_t) * l.user_cap);
+    l.rooms_off = off;
+    off = align64(off + sizeof(Room) * o.max_rooms);
+    l.room_index_off = off;
+    off = align64(off + sizeof(std::uint32_t) * l.room_cap);
+    l.members_off = off;
+    off = align64(off + sizeof(Member) * o.max_memberships);
+    l.addrs_off = off;
+    off = align64(off + sizeof(Addr) * o.max_users);
+    l.addr_index_off = off;
+    off = align64(off + sizeof(std::uint32_t) * l.user_cap);
+    l.data_off = (off + 4095) & ~std::size_t{4095};
+    l.room_stride = align64(sizeof(HistEntry) * o.history_len + o.history_bytes);
+    l.total = l.data_off + l.room_stride * o.max_rooms;
+    return l;
 }
 
 std::uint64_t hash(std::string_view s) noexcept {
@@ -133,6 +179,10 @@ struct Tables {
         return reinterpret_cast<std::uint32_t*>(base() + h->room_index_off);
     }
     Member* members() const { return reinterpret_cast<Member*>(base() + h->members_off); }
+    Addr* addrs() const { return reinterpret_cast<Addr*>(base() + h->addrs_off); }
+    std::uint32_t* addr_index() const {
+        return reinterpret_cast<std::uint32_t*>(base() + h->addr_index_off);
+    }
     HistEntry* hist(std::uint32_t room) const {
         return reinterpret_cast<HistEntry*>(base() + h->data_off + room * h->room_stride);
     }
@@ -190,6 +240,43 @@ struct Tables {
         erase(room_index(), h->room_cap, b, [this](std::uint32_t r) { return room_name(r); });
     }
 
+    static std::string_view addr_bytes(const Address& a) {
+        return {reinterpret_cast<const char*>(a.data()), a.size()};
+    }
+    std::uint32_t* addr_bucket(const Address& a) const {
+        return find(addr_index(), h->user_cap, addr_bytes(a),
+                    [this](std::uint32_t i) { return addr_bytes(addrs()[i].key); });
+    }
+    // The entry of `a` (created with no names), or kNil when the pool is exhausted (it holds
+    // max_users entries, one per name at most: only a corrupted count could exhaust it).
+    std::uint32_t get_or_create_addr(const Address& a) const {
+        std::uint32_t* b = addr_bucket(a);
+        if (*b != 0) return *b - 1;
+        std::uint32_t i;
+        if (h->addr_free != kNil) {
+            i = h->addr_free;
+            h->addr_free = addrs()[i].next_free;
+        } else if (h->addr_hw < h->cfg.max_users) {
+            i = h->addr_hw++;
+        } else {
+            return kNil;
+        }
+        addrs()[i] = Addr{a, 0, kNil};
+        *b = i + 1;
+        ++h->addrs;
+        return i;
+    }
+    void release_addr(std::uint32_t i) const {
+        Addr& a = addrs()[i];
+        if (a.names > 0) --a.names;
+        if (a.names != 0) return;
+        erase(addr_index(), h->user_cap, addr_bucket(a.key),
+              [this](std::uint32_t k) { return addr_bytes(addrs()[k].key); });
+        a.next_free = h->addr_free;
+        h->addr_free = i;
+        --h->addrs;
+    }
+
     std::uint32_t find_user(std::string_view name) const {
         const std::uint32_t v = *user_bucket(name);
         return v == 0 ? kNil : v - 1;
@@ -232,6 +319,8 @@ struct Tables {
         while (user.first_member != kNil)
             unlink_member(user.first_member);
         erase_user_bucket(user_bucket(user_name(u)));
+        if (user.addr != kNil) release_addr(user.addr);
+        user.addr = kNil;
         user.used = 0;
         user.next_free = h->user_free;
         h->user_free = u;
@@ -239,16 +328,22 @@ struct Tables {
         return new_id();
     }
 
-    void copy_history(std::uint32_t r, std::vector<StoredMessage>& out) const {
+    // The history of room `r` after its message `after_seq` (0: all).
+    void copy_history(std::uint32_t r, std::vector<StoredMessage>& out,
+                      std::uint64_t after_seq = 0) const {
         const Room& room = rooms()[r];
         const std::uint32_t len = h->cfg.history_len;
         const std::uint64_t cap = h->cfg.history_bytes;
         out.clear();
         out.reserve(room.hist_count);
         for (std::uint32_t k = 0; k < room.hist_count; ++k) {
+            const std::uint64_t seq = room.seq - (room.hist_count - 1 - k);  // consecutive
+            if (seq <= after_seq) continue;
             const HistEntry& e = hist(r)[(room.hist_head + k) % len];
             StoredMessage m;
             m.id = e.id;
+            m.seq = seq;
+            m.order = e.order;
             m.ts = e.ts;
             m.from.assign(e.from, e.from_len);
             m.text.resize(e.text_len);
@@ -271,13 +366,14 @@ struct Tables {
         --room.hist_count;
     }
 
-    void append_history(std::uint32_t r, std::uint64_t id, std::int64_t ts, std::string_view from,
-                        std::string_view msg) const {
+    void append_history(std::uint32_t r, std::uint64_t id, std::uint64_t order, std::int64_t ts,
+                        std::string_view from, std::string_view msg) const {
         Room& room = rooms()[r];
         const std::uint32_t len = h->cfg.history_len;
         const std::uint64_t cap = h->cfg.history_bytes;
         while (room.hist_count != 0 &&
                (room.hist_count == len || room.text_end + msg.size() - room.text_begin > cap)) {
+            room.dropped_id = std::max(room.dropped_id, hist(r)[room.hist_head].id);
             drop_oldest(room);
             room.text_begin =
                 room.hist_count == 0 ? room.text_end : hist(r)[room.hist_head].text_pos;
@@ -285,6 +381,7 @@ struct Tables {
         if (room.hist_count == 0) room.text_begin = room.text_end;
         HistEntry& e = hist(r)[(room.hist_head + room.hist_count) % len];
         e.id = id;
+        e.order = order;
         e.ts = ts;
         e.text_pos = room.text_end;
         e.text_len = static_cast<std::uint32_t>(msg.size());
@@ -296,7 +393,8 @@ struct Tables {
         std::memcpy(text(r), msg.data() + first, msg.size() - first);
         room.text_end += msg.size();
         ++room.hist_count;
-        room.last_activity = id;
+        ++room.seq;
+        room.last_activity = order;
     }
 
     // A room entry for `name`, creating it (or reusing the least recently active empty room).
@@ -374,22 +472,8 @@ SharedState SharedState::create(const SharedOptions& o) {
         throw std::invalid_argument("chat: need 0 < max_text <= history_bytes");
 
     using namespace shm;
-    const std::uint32_t user_cap = pow2_at_least(std::uint64_t{o.max_users} * 2);
-    const std::uint32_t room_cap = pow2_at_least(std::uint64_t{o.max_rooms} * 2);
-    std::size_t off = align64(sizeof(Header));
-    const std::size_t users_off = off;
-    off = align64(off + sizeof(User) * o.max_users);
-    const std::size_t user_index_off = off;
-    off = align64(off + sizeof(std::uint32_t) * user_cap);
-    const std::size_t rooms_off = off;
-    off = align64(off + sizeof(Room) * o.max_rooms);
-    const std::size_t room_index_off = off;
-    off = align64(off + sizeof(std::uint32_t) * room_cap);
-    const std::size_t members_off = off;
-    off = align64(off + sizeof(Member) * o.max_memberships);
-    const std::size_t data_off = (off + 4095) & ~std::size_t{4095};
-    const std::size_t stride = align64(sizeof(HistEntry) * o.history_len + o.history_bytes);
-    const std::size_t total = data_off + stride * o.max_rooms;
+    const Layout l = layout_of(o);
+    const std::size_t total = l.total;
 
     const int fd = ::memfd_create("steerchat-chat", MFD_CLOEXEC);
     if (fd < 0) throw std::system_error(errno, std::generic_category(), "chat: memfd_create");
@@ -417,16 +501,18 @@ SharedState SharedState::create(const SharedOptions& o) {
     h->generation = 0;
     h->total_size = total;
     h->cfg = o;
-    h->user_cap = user_cap;
-    h->room_cap = room_cap;
-    h->users_off = users_off;
-    h->user_index_off = user_index_off;
-    h->rooms_off = rooms_off;
-    h->room_index_off = room_index_off;
-    h->members_off = members_off;
-    h->data_off = data_off;
-    h->room_stride = stride;
-    h->user_free = h->room_free = h->member_free = kNil;
+    h->user_cap = l.user_cap;
+    h->room_cap = l.room_cap;
+    h->users_off = l.users_off;
+    h->user_index_off = l.user_index_off;
+    h->rooms_off = l.rooms_off;
+    h->room_index_off = l.room_index_off;
+    h->members_off = l.members_off;
+    h->addrs_off = l.addrs_off;
+    h->addr_index_off = l.addr_index_off;
+    h->data_off = l.data_off;
+    h->room_stride = l.room_stride;
+    h->user_free = h->room_free = h->member_free = h->addr_free = kNil;
 
     pthread_mutexattr_t attr;
     pthread_mutexattr_init(&attr);
@@ -437,6 +523,38 @@ SharedState SharedState::create(const SharedOptions& o) {
     if (rc != 0) throw std::system_error(rc, std::generic_category(), "chat: pthread_mutex_init");
     h->magic = kMagic;
     return s;
+}
+
+SharedCosts shared_costs(const SharedOptions& o) noexcept {
+    using namespace shm;
+    // A hash index holds 2 to 4 slots per entry (a power of two >= 2x the pool): count 3.
+    SharedCosts c;
+    c.per_user = sizeof(User) + sizeof(Addr) + 2 * 3 * sizeof(std::uint32_t);
+    c.per_room = sizeof(Room) + 3 * sizeof(std::uint32_t) +
+                 align64(sizeof(HistEntry) * o.history_len + o.history_bytes);
+    c.per_membership = sizeof(Member);
+    return c;
+}
+
+std::size_t shared_bytes(const SharedOptions& o) {
+    return shm::layout_of(o).total;
+}
+
+SharedOptions sized_for(std::uint64_t budget, SharedOptions o) {
+    const SharedCosts c = shared_costs(o);
+    const std::uint64_t unit =
+        c.per_room + std::uint64_t{kUsersPerRoom} * c.per_user +
+        std::uint64_t{kUsersPerRoom} * kMembershipsPerUser * c.per_membership;
+    std::uint64_t rooms = budget / unit;
+    rooms = std::clamp<std::uint64_t>(rooms, kMinRooms, kMaxTableEntries / kUsersPerRoom);
+    const std::uint64_t users =
+        std::clamp<std::uint64_t>(rooms * kUsersPerRoom, kMinUsers, kMaxTableEntries);
+    const std::uint64_t members =
+        std::min<std::uint64_t>(users * kMembershipsPerUser, kMaxTableEntries);
+    o.max_rooms = static_cast<std::uint32_t>(rooms);
+    o.max_users = static_cast<std::uint32_t>(users);
+    o.max_memberships = static_cast<std::uint32_t>(members);
+    return o;
 }
 
 LayoutMismatch::LayoutMismatch(std::uint32_t found, std::uint32_t expected)
@@ -475,7 +593,25 @@ SharedState SharedState::adopt(int fd) {
     s.fd_ = own;
     s.size_ = total;
     s.hdr_ = static_cast<shm::Header*>(p);
-    if (s.hdr_->total_size != total) throw LayoutMismatch(0, kLayoutVersion);
+    // The sizes travel in the header: the blocks they place must be where the header says and
+    // fill the mapping exactly, or this is not a state this binary can read.
+    const shm::Header& h = *s.hdr_;
+    bool same = false;
+    try {
+        const shm::Layout l = shm::layout_of(h.cfg);
+        same = l.total == total && h.total_size == total && l.user_cap == h.user_cap &&
+               l.room_cap == h.room_cap && l.users_off == h.users_off &&
+               l.user_index_off == h.user_index_off && l.rooms_off == h.rooms_off &&
+               l.room_index_off == h.room_index_off && l.members_off == h.members_off &&
+               l.addrs_off == h.addrs_off && l.addr_index_off == h.addr_index_off &&
+               l.data_off == h.data_off && l.room_stride == h.room_stride;
+    } catch (const std::invalid_argument&) {
+    }
+    if (!same)
+        throw std::runtime_error("the running server's chat state (layout version " +
+                                 std::to_string(version) + ") has sizes that do not describe its " +
+                                 std::to_string(total) +
+                                 "-byte mapping: it is damaged or of an incompatible build");
     s.options_ = s.hdr_->cfg;
     Lock lock(s.hdr_);
     s.generation_ = ++s.hdr_->generation;
@@ -514,12 +650,26 @@ void SharedState::reset() noexcept {
 }
 
 SharedState::Status SharedState::claim(std::string_view name, unsigned slot,
-                                       std::uint64_t* login_id, std::vector<std::string>* users) {
+                                       std::uint64_t* login_id, std::vector<std::string>* users,
+                                       const Address* address, std::uint32_t max_per_address) {
     if (name.size() > kMaxNameBytes) throw std::length_error("chat: name too long");
     Lock lock(hdr_);
     Tables t{hdr_};
     std::uint32_t* b = t.user_bucket(name);
     if (*b != 0) return Status::taken;
+    std::uint32_t a = kNil;
+    if (address) {
+        const std::uint32_t* ab = t.addr_bucket(*address);
+        if (*ab != 0 && max_per_address != 0 && t.addrs()[*ab - 1].names >= max_per_address)
+            return Status::address_full;
+    }
+    if (hdr_->user_free == kNil && hdr_->user_hw >= hdr_->cfg.max_users) return Status::full;
+    if (address) {
+        a = t.get_or_create_addr(*address);  // may shift buckets: `b` is looked up again
+        if (a == kNil) return Status::full;
+        ++t.addrs()[a].names;
+        b = t.user_bucket(name);
+    }
     std::uint32_t u;
     if (hdr_->user_free != kNil) {
         u = hdr_->user_free;
@@ -536,6 +686,7 @@ SharedState::Status SharedState::claim(std::string_view name, unsigned slot,
     user.login_id = t.new_id();
     user.first_member = kNil;
     user.next_free = kNil;
+    user.addr = a;
     user.name_len = static_cast<std::uint32_t>(name.size());
     std::memcpy(user.name, name.data(), name.size());
     *b = u + 1;
@@ -571,7 +722,8 @@ std::uint64_t SharedState::lookup(std::string_view name, unsigned* slot) {
 
 SharedState::Status SharedState::join(std::string_view room, std::string_view name,
                                       std::uint64_t* mark, std::vector<std::string>* members,
-                                      std::vector<StoredMessage>* history, bool* added) {
+                                      std::vector<StoredMessage>* history, bool* added,
+                                      RoomMark* room_mark) {
     if (added) *added = false;
     if (room.size() > kMaxRoomBytes) throw std::length_error("chat: room name too long");
     Lock lock(hdr_);
@@ -618,6 +770,7 @@ SharedState::Status SharedState::join(std::string_view room, std::string_view na
         std::reverse(members->begin(), members->end());
     }
     if (history) t.copy_history(r, *history);
+    if (room_mark) *room_mark = {t.rooms()[r].seq, t.rooms()[r].dropped_id};
     return Status::ok;
 }
 
@@ -637,7 +790,8 @@ SharedState::Status SharedState::leave(std::string_view room, std::string_view n
 }
 
 SharedState::Status SharedState::post(std::string_view room, std::string_view from,
-                                      std::string_view text, std::int64_t ts, std::uint64_t* id) {
+                                      std::string_view text, std::int64_t ts, std::uint64_t* id,
+                                      std::uint64_t* seq) {
     if (text.size() > options_.max_text) throw std::length_error("chat: text too long");
     if (from.size() > kMaxNameBytes) throw std::length_error("chat: name too long");
     Lock lock(hdr_);
@@ -646,8 +800,9 @@ SharedState::Status SharedState::post(std::string_view room, std::string_view fr
     const std::uint32_t r = t.find_room(room);
     if (u == kNil || r == kNil || t.membership(u, r) == kNil) return Status::not_member;
     const std::uint64_t new_id = t.new_id();
-    t.append_history(r, new_id, ts, from, text);
+    t.append_history(r, new_id, new_id, ts, from, text);
     if (id) *id = new_id;
+    if (seq) *seq = t.rooms()[r].seq;
     return Status::ok;
 }
 
@@ -664,7 +819,8 @@ void SharedState::observe(std::uint64_t remote_id) {
 }
 
 std::uint64_t SharedState::post_remote(std::string_view room, std::string_view from,
-                                       std::string_view text, std::int64_t ts, std::uint64_t id) {
+                                       std::string_view text, std::int64_t ts, std::uint64_t id,
+                                       std::uint64_t* seq) {
     if (text.size() > options_.max_text || from.size() > kMaxNameBytes ||
         room.size() > kMaxRoomBytes)
         return 0;
@@ -675,8 +831,10 @@ std::uint64_t SharedState::post_remote(std::string_view room, std::string_view f
         hdr_->last_id = ((id >> bits) << bits) | hdr_->cfg.host_id;
     const std::uint32_t r = t.get_or_create_room(room);
     if (r == kNil) return 0;
-    t.append_history(r, id, ts, from, text);
-    return t.new_id();
+    const std::uint64_t order = t.new_id();
+    t.append_history(r, id, order, ts, from, text);
+    if (seq) *seq = t.rooms()[r].seq;
+    return order;
 }
 
 std::vector<std::string> SharedState::members(std::string_view room) {
@@ -706,12 +864,12 @@ std::vector<UserView> SharedState::users_except(unsigned slot) {
     return out;
 }
 
-std::vector<StoredMessage> SharedState::history(std::string_view room) {
+std::vector<StoredMessage> SharedState::history(std::string_view room, std::uint64_t after_seq) {
     std::vector<StoredMessage> out;
     Lock lock(hdr_);
     Tables t{hdr_};
     const std::uint32_t r = t.find_room(room);
-    if (r != kNil) t.copy_history(r, out);
+    if (r != kNil) t.copy_history(r, out, after_seq);
     return out;
 }
 
@@ -747,7 +905,8 @@ std::vector<Evicted> SharedState::evict_generation() {
 
 SharedStats SharedState::stats() {
     Lock lock(hdr_);
-    return {hdr_->users, hdr_->rooms, hdr_->memberships, hdr_->last_id, hdr_->recoveries};
+    return {hdr_->users, hdr_->rooms,   hdr_->memberships,
+            hdr_->addrs, hdr_->last_id, hdr_->recoveries};
 }
 
 }  // namespace steerchat::chat

@@ -1,9 +1,11 @@
 // The cluster directory shared by every worker of a host (see chat.hpp for the design): name
-// registry, rooms (members, history), the id counter. One memfd mapping created by the master
-// before fork and inherited by the workers; fixed-size tables guarded by one process-shared
-// robust mutex.
+// registry, rooms (members, history), the id counter, names held per client address. One memfd
+// mapping created by the master before fork and inherited by the workers; tables sized at
+// creation (SharedOptions: the master's --chat-max-* options, by default from the host's memory,
+// sized_for) and guarded by one process-shared robust mutex.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
@@ -25,7 +27,33 @@ struct SharedOptions {
     // 0 on one host alone (ids 1, 2, 3, ...).
     std::uint32_t host_bits = 0;
     std::uint32_t host_id = 0;
+    bool operator==(const SharedOptions&) const = default;
 };
+
+// What one entry of each table takes in the mapping, in bytes (its pool entry and its share of
+// the hash index; a room also its history: HistEntry[history_len] and history_bytes of text).
+// Pages are touched only as entries are first used (the memfd is sparse).
+struct SharedCosts {
+    std::size_t per_user = 0;        // a registered name (and its client address's entry)
+    std::size_t per_room = 0;        // a room with its history
+    std::size_t per_membership = 0;  // one (user, room) pair
+};
+SharedCosts shared_costs(const SharedOptions& o) noexcept;
+// The size of the mapping SharedState::create(o) makes.
+std::size_t shared_bytes(const SharedOptions& o);
+
+// The sizing of the master's defaults: `o` with max_users, max_rooms and max_memberships that
+// fill `budget` bytes of mapping in the proportion kUsersPerRoom users and kMembershipsPerUser
+// memberships each per room (history_len, history_bytes, max_text as given), at least the
+// minimums below and at most kMaxTableEntries each.
+inline constexpr std::uint32_t kUsersPerRoom = 10;
+inline constexpr std::uint32_t kMembershipsPerUser = 4;
+inline constexpr std::uint32_t kMinUsers = 1024, kMinRooms = 64;
+inline constexpr std::uint32_t kMaxTableEntries = 1u << 28;
+SharedOptions sized_for(std::uint64_t budget, SharedOptions o);
+
+// A client address as counted by the per-address name limit: IPv6 bytes (IPv4 as ::ffff:a.b.c.d).
+using Address = std::array<std::uint8_t, 16>;
 
 inline constexpr std::size_t kMaxNameBytes = 128;  // 32 code points of up to 4 bytes
 inline constexpr std::size_t kMaxRoomBytes = 256;  // 64 code points
@@ -39,6 +67,10 @@ struct Evicted {
 
 struct StoredMessage {
     std::uint64_t id = 0;
+    std::uint64_t seq = 0;  // the room's sequence number of the message (1, 2, ...)
+    // The local id that orders it against this host's join snapshots: `id` for a message of this
+    // host, the id taken when it arrived for one of another host (--redis).
+    std::uint64_t order = 0;
     std::int64_t ts = 0;
     std::string from;
     std::string text;
@@ -51,10 +83,19 @@ struct UserView {
     std::vector<std::string> rooms;
 };
 
+// A room's sequence state at a join: its newest message's seq (0: none yet) and the highest id
+// of the messages no longer in its history (0: none dropped), which tells whether the history
+// holds everything after a given id (between hosts messages arrive out of id order).
+struct RoomMark {
+    std::uint64_t seq = 0;
+    std::uint64_t dropped_id = 0;
+};
+
 struct SharedStats {
     std::uint32_t users = 0;
     std::uint32_t rooms = 0;
     std::uint32_t memberships = 0;
+    std::uint32_t addresses = 0;  // client addresses holding a name
     std::uint64_t last_id = 0;
     std::uint64_t recoveries = 0;  // mutex owners that died holding it
 };
@@ -66,7 +107,7 @@ struct Header;
 // The version of the mapping's layout (the tables, the header, their meaning). A master that
 // takes over a running one (steerchat --takeover) maps the running one's state only if the
 // versions agree; bump it with every change to the structs in shared_state.cpp.
-inline constexpr std::uint32_t kLayoutVersion = 3;
+inline constexpr std::uint32_t kLayoutVersion = 5;
 
 // adopt() found a mapping of another layout (or no chat state at all).
 class LayoutMismatch : public std::runtime_error {
@@ -109,12 +150,16 @@ class SharedState {
     // worker k, serving side by side during an upgrade, never free each other's users.
     std::uint32_t generation() const noexcept { return generation_; }
 
-    enum class Status : std::uint8_t { ok, taken, full, absent, not_member };
+    // address_full: the client's address holds max_per_address names already.
+    enum class Status : std::uint8_t { ok, taken, full, absent, not_member, address_full };
 
     // Registers `name` for worker `slot`. On ok, *login_id is its `online` event id and *users
     // (if given) every registered name at that moment (taken in the same critical section).
+    // With `address`: the name counts against it until released, and the claim is refused
+    // (address_full) when it holds `max_per_address` names already (0: no limit).
     Status claim(std::string_view name, unsigned slot, std::uint64_t* login_id,
-                 std::vector<std::string>* users);
+                 std::vector<std::string>* users, const Address* address = nullptr,
+                 std::uint32_t max_per_address = 0);
     // Unregisters `name` if `slot` owns it with `login_id`, dropping its memberships. Returns
     // the `offline` event id, 0 if it was not registered that way.
     std::uint64_t release(std::string_view name, unsigned slot, std::uint64_t login_id);
@@ -123,31 +168,34 @@ class SharedState {
 
     // Adds `name` (registered) to `room` (created if needed). A new membership takes an id (the
     // `joined` event's; *added = true); *mark = the last id allocated at that moment (that id if
-    // new); *members/*history (if given) the snapshot. ok (also when already a member), full,
-    // absent (name not registered).
+    // new); *members/*history/*room_mark (if given) the snapshot. ok (also when already a
+    // member), full, absent (name not registered).
     Status join(std::string_view room, std::string_view name, std::uint64_t* mark,
                 std::vector<std::string>* members, std::vector<StoredMessage>* history,
-                bool* added = nullptr);
+                bool* added = nullptr, RoomMark* room_mark = nullptr);
     // ok (the membership is gone and took an id, the `left` event's: *id) or not_member.
     Status leave(std::string_view room, std::string_view name, std::uint64_t* id = nullptr);
-    // Appends a message to the room's history and allocates its id (*id). ok or not_member.
+    // Appends a message to the room's history and allocates its id (*id) and its room sequence
+    // number (*seq: the room's previous message's + 1). ok or not_member.
     Status post(std::string_view room, std::string_view from, std::string_view text,
-                std::int64_t ts, std::uint64_t* id);
+                std::int64_t ts, std::uint64_t* id, std::uint64_t* seq = nullptr);
     // Allocates a fresh id (dm).
     std::uint64_t next_id();
     // Between hosts: the clock moves past an id made on another host (a dm's).
     void observe(std::uint64_t remote_id);
     // Between hosts: a message of another host (`id`: its own) into the room's history (the room
-    // is created if needed; no membership is checked: its host did). Returns the local id that
-    // orders it against this host's join snapshots (0: no room could be created, or too long).
+    // is created if needed; no membership is checked: its host did). It takes the room's next
+    // sequence number on this host (*seq), as post() does. Returns the local id that orders it
+    // against this host's join snapshots (0: no room could be created, or too long).
     std::uint64_t post_remote(std::string_view room, std::string_view from, std::string_view text,
-                              std::int64_t ts, std::uint64_t id);
+                              std::int64_t ts, std::uint64_t id, std::uint64_t* seq = nullptr);
 
     std::vector<std::string> members(std::string_view room);
     // Every registered user not owned by `slot` (of any generation), with its rooms: what this
     // host announces to the others when it (re)joins them (userspace/bridge).
     std::vector<UserView> users_except(unsigned slot);
-    std::vector<StoredMessage> history(std::string_view room);
+    // The room's kept messages after its message `after_seq` (0: all), oldest first.
+    std::vector<StoredMessage> history(std::string_view room, std::uint64_t after_seq = 0);
 
     // Master, after a worker of `slot` died and before it is respawned: unregisters its users
     // (of this generation), drops their memberships; each gets an `offline` id. Returns them.

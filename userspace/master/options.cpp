@@ -91,13 +91,36 @@ po::options_description generic_options(Raw& r) {
          "connection): its listening sockets, steering maps and chat state; its workers drain "
          "and it exits (`steerchat ctl upgrade` starts the binary this way)")
         ("discard-state", po::bool_switch(&r.discard_state),
-         "with --takeover: if the running server's chat state has another layout version, start "
-         "with an empty one (every name, room and history is lost) instead of refusing");
+         "with --takeover: if the running server's chat state has another layout version (or "
+         "other sizes than --chat-max-* / --chat-history-* given here), start with an empty one "
+         "(every name, room and history is lost) instead of refusing");
     // clang-format on
     return desc;
 }
 
 }  // namespace
+
+std::uint64_t physical_memory() {
+    const long pages = ::sysconf(_SC_PHYS_PAGES);
+    const long page = ::sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page <= 0) return 0;
+    return static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page);
+}
+
+app::ChatSizes chat_sizes(const Options& o) {
+    std::uint64_t budget = o.chat_memory;
+    if (budget == 0) budget = physical_memory() / 4;
+    if (budget == 0) budget = std::uint64_t{1} << 30;  // memory unknown: 1 GiB
+    app::ChatSizes s = app::chat_sizes_for(budget, o.chat_history_len, o.chat_history_bytes);
+    if (o.chat_users) s.users = o.chat_users;
+    if (o.chat_rooms) s.rooms = o.chat_rooms;
+    if (o.chat_memberships)
+        s.memberships = o.chat_memberships;
+    else if (o.chat_users)
+        s.memberships = static_cast<std::uint32_t>(std::min<std::uint64_t>(
+            std::uint64_t{s.users} * app::kChatMembershipsPerUser, app::kChatMaxTableEntries));
+    return s;
+}
 
 std::uint32_t default_seed() {
     std::ifstream in("/etc/machine-id");
@@ -203,6 +226,26 @@ po::options_description setting_options(Options& o, Raw& r) {
         ("redis-buffer", po::value(&o.redis_buffer)->default_value(o.redis_buffer),
          "with --redis: events for other hosts kept while Redis is unreachable, sent in order "
          "once it is back; past it, newer ones are dropped, counted and logged")
+        ("chat-memory", po::value(&o.chat_memory)->default_value(o.chat_memory),
+         "bytes of shared memory the chat state's tables are sized for when --chat-max-users, "
+         "--chat-max-rooms, --chat-max-memberships are 0 (10 users, 40 memberships per room; "
+         "0: a quarter of the host's physical memory); pages are used only as entries are")
+        ("chat-max-users", po::value(&o.chat_users)->default_value(o.chat_users),
+         "names registered at once on the host (0: from --chat-memory); more logins are "
+         "answered server_full")
+        ("chat-max-rooms", po::value(&o.chat_rooms)->default_value(o.chat_rooms),
+         "rooms at once on the host, each with its history (0: from --chat-memory); when full, "
+         "the least recently used empty room is reused, else a join of a new room is "
+         "server_full")
+        ("chat-max-memberships",
+         po::value(&o.chat_memberships)->default_value(o.chat_memberships),
+         "(user, room) pairs at once on the host (0: 4 per user)")
+        ("chat-history-len", po::value(&o.chat_history_len)->default_value(o.chat_history_len),
+         "messages kept per room (what a join returns as history)")
+        ("chat-history-bytes",
+         po::value(&o.chat_history_bytes)->default_value(o.chat_history_bytes),
+         "bytes of message text kept per room (oldest dropped first; at least 4096); the "
+         "mapping holds this much per room of --chat-max-rooms")
         ("ws-max-message", po::value(&o.ws_max_message)->default_value(o.ws_max_message),
          "largest WebSocket message a client may send, in bytes (larger: close 1009)")
         ("ws-max-queued", po::value(&o.ws_max_queued)->default_value(o.ws_max_queued),
@@ -303,6 +346,14 @@ po::options_description setting_options(Options& o, Raw& r) {
          "Socket.IO: server disconnect; 0: never)")
         ("chat-max-rooms-per-user", po::value(&o.chat_max_rooms)->default_value(o.chat_max_rooms),
          "rooms one user may be in; more joins are answered too_many_rooms (0: no limit)")
+        ("chat-max-names-per-ip",
+         po::value(&o.chat_max_names_per_ip)->default_value(o.chat_max_names_per_ip),
+         "names one client address (IPv4, or IPv6 as --ipv6-prefix64 says) may hold at once on "
+         "the host; more logins are answered too_many_names (0: no limit)")
+        ("chat-join-history-bytes",
+         po::value(&o.chat_join_history_bytes)->default_value(o.chat_join_history_bytes),
+         "bytes of history one join returns at most (JSON-escaped texts and names): the newest "
+         "messages that fit (0: no limit)")
         ("chat-typing-rate", po::value(&o.chat_typing_rate)->default_value(o.chat_typing_rate),
          "typing events per second per user (token bucket; 0: no limit); more are dropped "
          "silently (typing is a hint)")
@@ -545,6 +596,28 @@ ParseResult parse_options(int argc, const char* const argv[]) {
     if (o.redis_buffer == 0 || o.redis_buffer > 100000000)
         return bad(
             fmt::format("--redis-buffer {} is out of range (1 to 100000000)", o.redis_buffer));
+    if (o.chat_history_len == 0 || o.chat_history_len > 100000)
+        return bad(
+            fmt::format("--chat-history-len {} is out of range (1 to 100000)", o.chat_history_len));
+    if (o.chat_history_bytes < 4096 || o.chat_history_bytes > (1u << 30))
+        return bad(fmt::format(
+            "--chat-history-bytes {} is out of range (4096, the longest message, to 1073741824)",
+            o.chat_history_bytes));
+    for (auto [key, v] :
+         {std::pair{"chat-max-users", o.chat_users}, std::pair{"chat-max-rooms", o.chat_rooms},
+          std::pair{"chat-max-memberships", o.chat_memberships}})
+        if (v > app::kChatMaxTableEntries)
+            return bad(fmt::format("--{} {} is out of range (0 to {})", key, v,
+                                   app::kChatMaxTableEntries));
+    o.chat_state = chat_sizes(o);
+    if (const std::uint64_t mem = physical_memory();
+        mem != 0 && app::chat_costs(o.chat_state).total > mem)
+        return bad(fmt::format(
+            "the chat state would take {} MiB ({} users, {} rooms, {} memberships, {} history "
+            "bytes per room), more than this host's {} MiB of memory: lower --chat-max-users, "
+            "--chat-max-rooms, --chat-max-memberships, --chat-history-bytes or --chat-memory",
+            app::chat_costs(o.chat_state).total >> 20, o.chat_state.users, o.chat_state.rooms,
+            o.chat_state.memberships, o.chat_state.history_bytes, mem >> 20));
     if (o.ws_max_message < 125 || o.ws_max_message > (std::size_t{1} << 30))
         return bad(fmt::format("--ws-max-message {} is out of range (125 to 1073741824)",
                                o.ws_max_message));

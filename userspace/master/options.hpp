@@ -42,6 +42,21 @@ struct Options : app::WorkerOptions {
     unsigned host_id = 0;               // 0..255, unique per host of one chat
     unsigned host_lease_ms = 3000;      // a host silent this long is gone for the others
     std::size_t redis_buffer = 100000;  // events kept for other hosts while Redis is away
+    // The chat state's tables (chat/shared_state.hpp). 0: sized for chat_memory bytes
+    // (chat::sized_for), itself 0: a quarter of the host's physical memory.
+    std::uint64_t chat_memory = 0;
+    std::uint32_t chat_users = 0;
+    std::uint32_t chat_rooms = 0;
+    std::uint32_t chat_memberships = 0;  // 0: 4 per user
+    std::uint32_t chat_history_len = 100;
+    std::uint32_t chat_history_bytes = 64 * 1024;
+    // The resolved sizes (parse_options): what the master creates the state with.
+    app::ChatSizes chat_state;
+    // Whether the command line or file gave any of the table sizes (a takeover refuses to run
+    // a state of other sizes then).
+    bool chat_sizes_given() const {
+        return chat_users || chat_rooms || chat_memberships || chat_memory;
+    }
     // Workers' user and group when the master runs as root (empty: steerchat if that user exists,
     // else nobody; the group: the user's). See master/privileges.hpp.
     std::string user;
@@ -103,6 +118,11 @@ std::vector<std::string> setting_keys();
 
 // The per-host default seed: jhash of /etc/machine-id, or a fixed value without one.
 std::uint32_t default_seed();
+
+// The host's physical memory in bytes (0 if unknown).
+std::uint64_t physical_memory();
+// The chat state's sizes for these options (chat_memory etc. as described above).
+app::ChatSizes chat_sizes(const Options& o);
 
 // The open-files hard limit the master raises its soft limit to (workers inherit it).
 std::uint64_t open_files_hard_limit();

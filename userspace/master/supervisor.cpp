@@ -39,6 +39,19 @@
 namespace steerchat::master {
 
 namespace {
+// One line for the log: the chat state's tables and what their mapping may take at most.
+void log_chat_sizes(std::string_view what, const app::ChatSizes& o) {
+    const app::ChatCosts c = app::chat_costs(o);
+    log::info(
+        "{}: {} users, {} rooms, {} memberships, {} messages / {} bytes of history per "
+        "room; {} MiB of shared memory at most ({} bytes per user, {} per room, {} per "
+        "membership; pages are used as entries are)",
+        what, o.users, o.rooms, o.memberships, o.history_len, o.history_bytes, c.total >> 20,
+        c.per_user, c.per_room, c.per_membership);
+}
+}  // namespace
+
+namespace {
 
 constexpr auto kHealthyLifetime = std::chrono::seconds(10);
 // How often the master samples CPU, RSS and the BPF counters into the metrics mapping.
@@ -122,6 +135,10 @@ std::vector<std::uint32_t> Supervisor::live_slots() const {
     return live;
 }
 
+app::HostState Supervisor::new_host_state() const {
+    return app::HostState::create(opts_.chat_state, host_bits(), opts_.host_id);
+}
+
 void Supervisor::setup() {
     lock_ = std::make_unique<InstanceLock>(opts_.run_dir, opts_.port);
     if (opts_.tls_beside())
@@ -183,7 +200,8 @@ void Supervisor::setup() {
     // The application's host-wide state (the chat directory); also readies libcrypto before
     // any worker drops its privileges (app/launch.hpp). Between hosts, ids carry the host's
     // number in their low 8 bits.
-    host_.emplace(app::HostState::create(bridged ? 8 : 0, opts_.host_id));
+    host_.emplace(new_host_state());
+    log_chat_sizes("chat state", host_->sizes());
 }
 
 void Supervisor::setup_process() {
@@ -1090,10 +1108,12 @@ UniqueFd Supervisor::setup_takeover() {
     if (in.tls_port)
         tls_lock_ =
             std::make_unique<InstanceLock>(opts_.run_dir, in.tls_port, std::move(in.tls_lock));
+    bool adopted = false;  // the running state (not a --discard-state one)
     try {
         host_.emplace(app::HostState::adopt(in.chat.get()));
         log::info("chat state taken over (layout version {}): names, rooms and history carry over",
                   app::HostState::layout_version());
+        adopted = true;
     } catch (const app::StateLayoutMismatch& e) {
         if (!opts_.discard_state) {
             disown_locks();
@@ -1107,10 +1127,71 @@ UniqueFd Supervisor::setup_takeover() {
             "{}; --discard-state: starting with an empty chat state (every name, room and "
             "history of the old server is dropped)",
             e.what());
-        host_.emplace(app::HostState::create());
+        host_.emplace(new_host_state());
+        log_chat_sizes("chat state", host_->sizes());
     } catch (const std::exception& e) {
         disown_locks();
         abort_with(fmt::format("mapping the chat state failed: {}", e.what()));
+    }
+    if (adopted) {
+        log_chat_sizes("running chat state", host_->sizes());
+        // The tables' sizes are fixed for the state's life: sizes given on this command line
+        // (or config file) must be the running state's; derived defaults yield to them.
+        const app::ChatSizes running = host_->sizes();
+        const app::ChatSizes& wanted = opts_.chat_state;
+        const bool differ = running != wanted;
+        const bool given = opts_.chat_sizes_given() ||
+                           opts_.chat_history_len != Options{}.chat_history_len ||
+                           opts_.chat_history_bytes != Options{}.chat_history_bytes;
+        if (differ && given) {
+            const std::string what = fmt::format(
+                "the running server's chat state has {} users, {} rooms, {} memberships, {} "
+                "messages and {} bytes of history per room; this command line asks for {}, {}, "
+                "{}, {} and {}",
+                running.users, running.rooms, running.memberships, running.history_len,
+                running.history_bytes, wanted.users, wanted.rooms, wanted.memberships,
+                wanted.history_len, wanted.history_bytes);
+            if (!opts_.discard_state) {
+                disown_locks();
+                abort_with(fmt::format(
+                    "{}: an upgrade keeps the state's sizes. Give the running sizes (or none: "
+                    "they are kept), or take over with --discard-state to start with an empty "
+                    "state of the new sizes (every user logs in again), or restart",
+                    what));
+            }
+            log::warn("{}; --discard-state: starting with an empty chat state of the new sizes",
+                      what);
+            host_.emplace(new_host_state());
+            log_chat_sizes("chat state", host_->sizes());
+        } else if (differ) {
+            log::info(
+                "the chat state keeps its sizes (this host's defaults would be {} users, "
+                "{} rooms, {} memberships)",
+                wanted.users, wanted.rooms, wanted.memberships);
+        }  // Between hosts the ids carry the host's number: a state numbered for another host (or
+        // for none) would give ids that collide with another host's.
+        const unsigned want_bits = host_bits();
+        const unsigned want_id = want_bits != 0 ? opts_.host_id : 0;
+        if (host_->host_bits() != want_bits || host_->host_id() != want_id) {
+            const auto number = [](unsigned bits, unsigned id) {
+                return bits == 0 ? std::string("no host number (no --redis)")
+                                 : fmt::format("host number {} (--redis --host-id {})", id, id);
+            };
+            const std::string what = fmt::format(
+                "the running server's chat state gives ids with {}; this command line asks for {}",
+                number(host_->host_bits(), host_->host_id()), number(want_bits, want_id));
+            if (!opts_.discard_state) {
+                disown_locks();
+                abort_with(fmt::format(
+                    "{}: an upgrade keeps the state's ids. Give the running server's --redis and "
+                    "--host-id, or take over with --discard-state to start with an empty state "
+                    "(every user logs in again), or restart",
+                    what));
+            }
+            log::warn("{}; --discard-state: starting with an empty chat state", what);
+            host_.emplace(new_host_state());
+            log_chat_sizes("chat state", host_->sizes());
+        }
     }
     // The running master's slots (--max-workers) and pool, whatever this command line says:
     // `steerchat ctl workers N` changes the pool afterwards.

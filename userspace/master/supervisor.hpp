@@ -68,6 +68,10 @@ class Supervisor {
     };
 
     void setup();
+    // The host number bits of this command line's chat state (8 with --redis, else 0), and an
+    // empty chat state of its sizes and host number.
+    unsigned host_bits() const noexcept { return opts_.redis_url.empty() ? 0 : 8; }
+    app::HostState new_host_state() const;
     // The parts of setup() that a takeover shares (rlimits, signals, the ready pipe, privileges).
     void setup_process();
     void spawn(unsigned slot);

@@ -1,9 +1,11 @@
 #include "native/native.hpp"
 
 #include <boost/json.hpp>
+
 #include <optional>
 #include <string>
 #include <utility>
+#include "chat/gap_json.hpp"
 
 namespace steerchat::native {
 
@@ -24,13 +26,14 @@ json::array names(const std::vector<std::string>& v) {
 }
 
 json::object message_object(std::string_view room, std::string_view from, std::string_view text,
-                            std::uint64_t id, std::int64_t ts) {
+                            std::uint64_t id, std::uint64_t seq, std::int64_t ts) {
     json::object o;
     o["type"] = "message";
     o["room"] = jsv(room);
     o["from"] = jsv(from);
     o["text"] = jsv(text);
     o["id"] = id;
+    o["seq"] = seq;
     o["ts"] = ts;
     return o;
 }
@@ -80,7 +83,7 @@ json::object event_object(const chat::Event& ev) {
     json::object o;
     switch (ev.type) {
         case chat::EventType::message:
-            o = message_object(ev.room, ev.from, ev.text, ev.id, ev.ts);
+            o = message_object(ev.room, ev.from, ev.text, ev.id, ev.seq, ev.ts);
             if (ev.has_cid) {
                 // The cid is the request's JSON value, kept as its serialization.
                 o["cid"] = cid_value(ev.cid);
@@ -141,6 +144,12 @@ const ws::SharedFrame& Service::frame(const chat::Event& ev) {
 
 void Protocol::deliver(const chat::Event& ev) {
     sink_.send(service_.frame(ev));
+}
+
+void Protocol::gap(const chat::Gap& g) {
+    json::object o = chat::gap_json(g);
+    o["type"] = "gap";
+    reply(json::serialize(o));
 }
 
 void Protocol::reply(const std::string& text) {
@@ -227,8 +236,17 @@ void Protocol::on_text(std::string_view payload) {
     if (type == "join") {
         const json::string* room = str_field(*obj, "room");
         if (!room) return missing("room");
+        std::uint64_t since = 0;
+        if (const json::value* sincev = obj->if_contains("since")) {
+            const auto n = chat::since_of(*sincev);
+            if (!n)
+                return error("bad_request",
+                             "\"since\" must be the last message id seen (an integer >= 0)");
+            since = *n;
+        }
         chat::Joined j;
-        if (const chat::Error e = chat_.join(sv(*room), &j); e != chat::Error::none) return fail(e);
+        if (const chat::Error e = chat_.join(sv(*room), &j, since); e != chat::Error::none)
+            return fail(e);
         json::object o;
         o["type"] = "joined";
         o["room"] = *room;
@@ -236,8 +254,10 @@ void Protocol::on_text(std::string_view payload) {
         json::array h;
         h.reserve(j.history.size());
         for (const chat::HistoryItem& m : j.history)
-            h.emplace_back(message_object(sv(*room), m.from, m.text, m.id, m.ts));
+            h.emplace_back(message_object(sv(*room), m.from, m.text, m.id, m.seq, m.ts));
         o["history"] = std::move(h);
+        o["seq"] = j.seq;
+        if (since != 0) o["complete"] = j.complete;
         return reply(json::serialize(o));
     }
     if (type == "leave") {

@@ -28,8 +28,8 @@
 //   frame), not_logged_in, already_logged_in, bad_name, name_taken, bad_room, not_in_room (say,
 //   leave or typing in a room not joined), no_such_user, too_long, server_full, rate_limited
 //   (more requests than --chat-rate / --chat-burst allow; --chat-rate-close-after of them in a
-//   row close the connection with 1008), too_many_rooms (--chat-max-rooms-per-user). The
-//   connection stays usable after an error.
+//   row close the connection with 1008), too_many_rooms (--chat-max-rooms-per-user), too_many_names
+//   (--chat-max-names-per-ip). The connection stays usable after an error.
 //
 // Wiring in a worker (after the chat::Hub):
 //   native::Service native(hub);
@@ -102,6 +102,7 @@ class Protocol final : public chat::Client {
     void on_closed() { chat_.logout(); }
 
     void deliver(const chat::Event& ev) override;
+    void gap(const chat::Gap& g) override;
 
     chat::Participant& chat() noexcept { return chat_; }
 
@@ -126,6 +127,8 @@ class WsEndpoint final : public ws::MessageHandler, private Sink {
     void on_open(ws::WebSocketConnection& conn) override {
         conn_ = &conn;
         ++service_.stats().connections;
+        protocol_.chat().set_address(chat::address_key(conn.remote_endpoint().address(),
+                                                       service_.hub().limits().ipv6_prefix64));
     }
     void on_message(ws::WebSocketConnection& conn, ws::Opcode opcode,
                     std::string_view payload) override;

@@ -6,6 +6,8 @@
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 
+#include "chat/gap_json.hpp"
+
 namespace steerchat::socketio_chat {
 
 namespace json = boost::json;
@@ -16,7 +18,8 @@ json::array history_json(const std::vector<chat::HistoryItem>& items) {
     json::array out;
     out.reserve(items.size());
     for (const auto& m : items)
-        out.push_back(json::object{{"id", m.id}, {"ts", m.ts}, {"from", m.from}, {"text", m.text}});
+        out.push_back(json::object{
+            {"id", m.id}, {"seq", m.seq}, {"ts", m.ts}, {"from", m.from}, {"text", m.text}});
     return out;
 }
 
@@ -53,11 +56,8 @@ json::array event_args(const chat::Event& ev) {
     json::array args;
     switch (ev.type) {
         case chat::EventType::message: {
-            json::object o{{"room", ev.room},
-                           {"from", ev.from},
-                           {"text", ev.text},
-                           {"id", ev.id},
-                           {"ts", ev.ts}};
+            json::object o{{"room", ev.room}, {"from", ev.from}, {"text", ev.text},
+                           {"id", ev.id},     {"seq", ev.seq},   {"ts", ev.ts}};
             if (ev.has_cid) o["cid"] = ev.cid;
             args = {"message", std::move(o)};
             break;
@@ -93,8 +93,12 @@ json::array event_args(const chat::Event& ev) {
 // the sio::Socket.
 class SioEndpoint final : public sio::EventHandler, private Sink {
   public:
-    SioEndpoint(Service& service, sio::Socket& socket)
-        : socket_(socket), protocol_(service, *this) {}
+    SioEndpoint(Service& service, sio::Socket& socket, std::uint64_t since)
+        : socket_(socket), protocol_(service, *this) {
+        protocol_.set_since(since);
+        protocol_.chat().set_address(chat::address_key(socket.engine().remote().address(),
+                                                       service.hub().limits().ipv6_prefix64));
+    }
 
     void on_event(sio::Socket&, const json::array& args, std::span<const std::string>,
                   std::optional<std::uint64_t> ack) override {
@@ -123,8 +127,12 @@ class SioEndpoint final : public sio::EventHandler, private Sink {
 }  // namespace
 
 sio::Namespace Service::make_namespace(std::string name) {
-    return sio::Namespace{std::move(name), [this](sio::Socket& s, const json::object&) {
-                              return std::make_unique<SioEndpoint>(*this, s);
+    return sio::Namespace{std::move(name), [this](sio::Socket& s, const json::object& auth) {
+                              // auth {since}: the last id seen, for every join (a reconnect).
+                              std::uint64_t since = 0;
+                              if (const auto* v = auth.if_contains("since"))
+                                  since = chat::since_of(*v).value_or(0);
+                              return std::make_unique<SioEndpoint>(*this, s, since);
                           }};
 }
 
@@ -164,6 +172,10 @@ void Protocol::on_event(const json::array& args, std::optional<std::uint64_t> ac
 
 void Protocol::deliver(const chat::Event& ev) {
     sink_.send(service_.encoded(ev, sink_.nsp()));
+}
+
+void Protocol::gap(const chat::Gap& g) {
+    emit("gap", chat::gap_json(g));
 }
 
 void Protocol::emit(std::string_view event, json::value arg) {
@@ -242,10 +254,23 @@ void Protocol::logout() {
 void Protocol::join(const json::array& args) {
     const auto* room = string_arg(args, "room");
     if (!room) return fail(ack_, "join", chat::Error::none, "room name expected");
+    // {room, since}: the last id seen (a reconnect; else the connection's auth.since, if any).
+    std::uint64_t since = since_;
+    if (args.size() >= 2 && args[1].is_object())
+        if (const auto* v = args[1].as_object().if_contains("since")) {
+            const auto n = chat::since_of(*v);
+            if (!n) return fail(ack_, "join", chat::Error::none, "since: an integer >= 0");
+            since = *n;
+        }
     chat::Joined j;
-    const auto e = chat_.join(sv(*room), &j);
+    const auto e = chat_.join(sv(*room), &j, since);
     if (e != chat::Error::none) return fail(ack_, "join", e);
-    ok({{"room", *room}, {"members", names_json(j.members)}, {"history", history_json(j.history)}});
+    json::object result{{"room", *room},
+                        {"members", names_json(j.members)},
+                        {"history", history_json(j.history)},
+                        {"seq", j.seq}};
+    if (since != 0) result["complete"] = j.complete;
+    ok(std::move(result));
 }
 
 void Protocol::leave(const json::array& args) {
@@ -265,7 +290,7 @@ void Protocol::say(const json::array& args) {
     const auto e =
         chat_.say(sv(*room), sv(*text), cid ? sv(*cid) : std::string_view{}, cid != nullptr, &said);
     if (e != chat::Error::none) return fail(ack_, "say", e);
-    ok({{"id", said.id}, {"ts", said.ts}});
+    ok({{"id", said.id}, {"seq", said.seq}, {"ts", said.ts}});
 }
 
 // No answer but the ack, if asked for (over its rate it is dropped silently, still ok).

@@ -26,9 +26,9 @@
 // Errors: with an ack callback the ack is {ok:false, error:<code>, message}; without one the
 // sender gets the event chaterror {event, error, message}. Codes as in the native protocol
 // (bad_request, not_logged_in, already_logged_in, bad_name, name_taken, bad_room, not_in_room,
-// no_such_user, too_long, server_full, rate_limited, too_many_rooms). The connection stays
-// usable after an error; --chat-rate-close-after rate_limited answers in a row end the namespace
-// connection (a DISCONNECT from the server: the client does not reconnect by itself).
+// no_such_user, too_long, server_full, rate_limited, too_many_rooms, too_many_names). The
+// connection stays usable after an error; --chat-rate-close-after rate_limited answers in a row end
+// the namespace connection (a DISCONNECT from the server: the client does not reconnect by itself).
 //
 // Encode once: a chat event is encoded once per worker and namespace and its WebSocket frame is
 // shared by every Socket.IO recipient on WebSocket (chat/encode_once.hpp).
@@ -111,6 +111,9 @@ class Protocol final : public chat::Client {
     void on_disconnect() { chat_.logout(); }
 
     void deliver(const chat::Event& ev) override;
+    void gap(const chat::Gap& g) override;
+    // The last id the client saw (its CONNECT's auth.since): the default `since` of its joins.
+    void set_since(std::uint64_t since) noexcept { since_ = since; }
 
     chat::Participant& chat() noexcept { return chat_; }
 
@@ -130,7 +133,8 @@ class Protocol final : public chat::Client {
     Service& service_;
     Sink& sink_;
     std::optional<std::uint64_t> ack_;
-    bool closing_ = false;    // rate limit abuse: the disconnect is requested
+    bool closing_ = false;  // rate limit abuse: the disconnect is requested
+    std::uint64_t since_ = 0;
     chat::Participant chat_;  // last: logs out while the members above are valid
 };
 

@@ -19,14 +19,18 @@ struct Got {
     std::int64_t ts;
     std::string room, from, to, text, cid;
     bool has_cid;
+    std::uint64_t seq;
 };
 
 struct FakeClient : chat::Client {
     std::vector<Got> got;
     void deliver(const chat::Event& e) override {
         got.push_back({e.type, e.serial, e.id, e.ts, std::string(e.room), std::string(e.from),
-                       std::string(e.to), std::string(e.text), std::string(e.cid), e.has_cid});
+                       std::string(e.to), std::string(e.text), std::string(e.cid), e.has_cid,
+                       e.seq});
     }
+    std::vector<chat::Gap> gaps;
+    void gap(const chat::Gap& g) override { gaps.push_back(g); }
     std::size_t count(chat::EventType t) const {
         std::size_t n = 0;
         for (const Got& g : got)

@@ -176,4 +176,86 @@ TEST_F(ChatLimits, RoomsPerSession) {
     EXPECT_EQ(chat::code_of(Error::rate_limited), "rate_limited");
 }
 
+// Names per client address are counted host-wide in the shared state (any worker's Hub sees
+// the same count): over the limit a login is too_many_names, counted; a logout frees a place;
+// another address is not affected; a login without an address is not limited.
+TEST_F(ChatLimits, NamesPerAddress) {
+    hub.set_limits({.rate = 0, .burst = 1, .close_after = 0, .max_names_per_address = 2});
+    const auto here = chat::address_key(boost::asio::ip::make_address("192.0.2.7"), false);
+    const auto there = chat::address_key(boost::asio::ip::make_address("::ffff:192.0.2.8"), false);
+    User a(hub), b(hub), c(hub), d(hub), e(hub);
+    for (User* u : {&a, &b, &c})
+        u->session.set_address(here);
+    d.session.set_address(there);
+    ASSERT_EQ(a.session.login("a1"), Error::none);
+    ASSERT_EQ(b.session.login("a2"), Error::none);
+    EXPECT_EQ(c.session.login("a3"), Error::too_many_names);
+    EXPECT_EQ(hub.stats().names_limited, 1u);
+    EXPECT_EQ(hub.stats().server_full, 0u);
+    EXPECT_EQ(d.session.login("d1"), Error::none);  // another address
+    EXPECT_EQ(e.session.login("e1"), Error::none);  // no address: no limit
+    a.session.logout();
+    EXPECT_EQ(c.session.login("a3"), Error::none);
+    EXPECT_EQ(state.stats().addresses, 2u);
+    EXPECT_EQ(chat::code_of(Error::too_many_names), "too_many_names");
+    // IPv4 and its v4-mapped form are one address; --ipv6-prefix64 folds a /64.
+    EXPECT_EQ(chat::address_key(boost::asio::ip::make_address("::ffff:192.0.2.7"), false), here);
+    EXPECT_EQ(chat::address_key(boost::asio::ip::make_address("2001:db8::1"), true),
+              chat::address_key(boost::asio::ip::make_address("2001:db8::2"), true));
+    EXPECT_NE(chat::address_key(boost::asio::ip::make_address("2001:db8::1"), false),
+              chat::address_key(boost::asio::ip::make_address("2001:db8::2"), false));
+}
+
+// server_full is the host's tables being full, and is counted.
+TEST(ChatCapacity, ServerFullWhenTheHostsTableIsFullAndCounted) {
+    ring::Region region = ring::Region::create(2, 1 << 20);
+    chat::SharedState state = chat::SharedState::create({.max_users = 2, .max_rooms = 1});
+    boost::asio::io_context io;
+    chat::Hub hub{io.get_executor(), region, state, 0};
+    User a(hub), b(hub), c(hub);
+    ASSERT_EQ(a.session.login("a"), Error::none);
+    ASSERT_EQ(b.session.login("b"), Error::none);
+    EXPECT_EQ(c.session.login("c"), Error::server_full);
+    ASSERT_EQ(a.session.join("r1"), Error::none);
+    EXPECT_EQ(b.session.join("r2"), Error::server_full);  // the one room is in use
+    EXPECT_EQ(hub.stats().server_full, 2u);
+}
+
+// The issue's amplification: 4 KiB of control characters would be 24 KiB escaped. The text limit
+// is on the escaped size, so the sender is held to what receivers get; and a join's history is
+// cut to the newest messages that fit --chat-join-history-bytes.
+TEST_F(ChatLimits, EscapingCannotMultiplyAMessageAndJoinHistoryIsBounded) {
+    hub.set_limits({.rate = 0, .burst = 1, .close_after = 0, .max_join_history_bytes = 20000});
+    User a(hub), b(hub);
+    ASSERT_EQ(a.session.login("sender"), Error::none);
+    ASSERT_EQ(a.session.join("r"), Error::none);
+    const std::string controls(4096, '\x01');
+    EXPECT_EQ(chat::json_escaped_size(controls), 6u * 4096);
+    EXPECT_EQ(a.session.say("r", controls), Error::too_long);
+    EXPECT_EQ(a.session.dm("sender", controls), Error::too_long);
+    const std::string most(4096 / 6, '\x01');  // 682 * 6 = 4092 escaped bytes
+    EXPECT_EQ(chat::json_escaped_size("a\"b\\\n\x1f"), 1u + 2 + 1 + 2 + 2 + 6);
+    for (int i = 0; i < 100; ++i)
+        ASSERT_EQ(a.session.say("r", most), Error::none) << i;
+    ASSERT_EQ(b.session.login("late"), Error::none);
+    chat::Joined j;
+    ASSERT_EQ(b.session.join("r", &j), Error::none);
+    // Each message: 4092 + 6 ("sender") + 64 framing = 4162 bytes: 4 fit in 20000.
+    ASSERT_EQ(j.history.size(), 4u);
+    std::size_t bytes = 0;
+    for (const auto& m : j.history)
+        bytes += chat::json_escaped_size(m.text);
+    EXPECT_LE(bytes, 20000u);
+    EXPECT_EQ(j.history.back().id, state.history("r").back().id) << "the newest are kept";
+    EXPECT_EQ(hub.stats().history_trimmed, 1u);
+    EXPECT_EQ(hub.stats().history_bytes, 4u * 4162);
+    // 0: no limit (the room keeps what history_bytes holds).
+    hub.set_limits({.rate = 0, .burst = 1, .close_after = 0, .max_join_history_bytes = 0});
+    User c(hub);
+    ASSERT_EQ(c.session.login("unbounded"), Error::none);
+    ASSERT_EQ(c.session.join("r", &j), Error::none);
+    EXPECT_EQ(j.history.size(), state.history("r").size());
+    EXPECT_EQ(hub.stats().history_trimmed, 1u);
+}
+
 }  // namespace

@@ -33,6 +33,7 @@ Event sample(EventType t) {
     switch (t) {
         case EventType::message:
             ev.ts = 1'700'000'000'123;
+            ev.seq = 0x1122334455667788u;
             ev.room = "lobby \xC3\xA9";
             ev.from = "alice";
             ev.text = std::string_view("hi\0there", 8);
@@ -69,6 +70,8 @@ Event sample(EventType t) {
 void expect_same(const Event& a, const Event& b) {
     EXPECT_EQ(a.type, b.type);
     EXPECT_EQ(a.id, b.id);
+    EXPECT_EQ(a.seq, b.seq);
+    EXPECT_EQ(a.order, b.order);
     EXPECT_EQ(a.ts, b.ts);
     EXPECT_EQ(a.login, b.login);
     EXPECT_EQ(a.room, b.room);
@@ -133,10 +136,44 @@ TEST(ChatRecord, TheLayoutIsAsDocumented) {
     EXPECT_EQ(id, ev.id);
     EXPECT_EQ(login, ev.login);  // an offline carries its login in the ts field
     EXPECT_EQ(n, ev.from.size());
-    // The largest record fits kOverhead + the strings.
-    const Event m = sample(EventType::message);
+    // The largest record (a message of another host: with its order) fits kOverhead + the
+    // strings.
+    Event m = sample(EventType::message);
+    m.order = 99;
     record::encode(m, buf);
     EXPECT_EQ(buf.size(), record::kOverhead + m.room.size() + m.from.size() + m.text.size());
+}
+
+TEST(ChatRecord, RemoteMessageCarriesSeqThenOrder) {
+    // A message of another host (the bridge's): its room seq on this host after ts, its local
+    // order after the text; both come back, and a local message (order 0) is 8 bytes shorter.
+    Event remote = sample(EventType::message);
+    remote.seq = 7;
+    remote.order = 0x0A0B0C0D0E0F1011u;
+    std::vector<std::byte> with, without;
+    const std::uint32_t wire = record::encode(remote, with);
+    Event local = remote;
+    local.order = 0;
+    record::encode(local, without);
+    ASSERT_EQ(with.size(), without.size() + 8);
+    std::uint64_t seq = 0, order = 0;
+    std::memcpy(&seq, with.data() + 16, 8);
+    std::memcpy(&order, with.data() + with.size() - 8, 8);
+    EXPECT_EQ(seq, 7u);
+    EXPECT_EQ(order, remote.order);
+    const auto out = record::decode(wire, with);
+    ASSERT_TRUE(out.has_value());
+    expect_same(remote, *out);
+    const auto out_local = record::decode(wire, without);
+    ASSERT_TRUE(out_local.has_value());
+    EXPECT_EQ(out_local->seq, 7u);
+    EXPECT_EQ(out_local->order, 0u);
+    // A tail of any other size is trailing garbage.
+    for (const std::size_t extra : {1, 4, 7, 9, 16}) {
+        std::vector<std::byte> b = without;
+        b.resize(b.size() + extra);
+        EXPECT_FALSE(record::decode(wire, b).has_value()) << extra;
+    }
 }
 
 TEST(ChatRecord, TypingIsRoomThenFrom) {
@@ -195,9 +232,10 @@ TEST(ChatRecord, LengthsPastTheEndAreRejected) {
     std::vector<std::byte> buf;
     const std::uint32_t wire = record::encode(sample(EventType::message), buf);
     const Event ev = sample(EventType::message);
-    // The three string lengths, each made to reach past the record (by one, and by a lot).
-    const std::size_t at[] = {16, 16 + 4 + ev.room.size(),
-                              16 + 4 + ev.room.size() + 4 + ev.from.size()};
+    // The three string lengths (after id, ts and seq), each made to reach past the record (by
+    // one, and by a lot).
+    const std::size_t at[] = {24, 24 + 4 + ev.room.size(),
+                              24 + 4 + ev.room.size() + 4 + ev.from.size()};
     for (const std::size_t a : at) {
         for (const std::uint32_t bad :
              {static_cast<std::uint32_t>(buf.size()), 0x7FFFFFFFu, 0xFFFFFFFFu}) {

@@ -1,7 +1,10 @@
 // SharedState alone: registry, rooms, history bounds, eviction, table reuse.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
 #include <random>
 #include <set>
 #include <string>
@@ -176,6 +179,89 @@ TEST(SharedState, RejectsImpossibleOptions) {
                  std::invalid_argument);
 }
 
+TEST(SharedState, NamesPerAddressAreCountedUntilReleasedOrEvicted) {
+    auto s = chat::SharedState::create({.max_users = 8});
+    const chat::Address x{1}, y{2};
+    std::uint64_t id = 0, id2 = 0;
+    ASSERT_EQ(s.claim("a", 0, &id, nullptr, &x, 2), Status::ok);
+    ASSERT_EQ(s.claim("b", 1, &id2, nullptr, &x, 2), Status::ok);
+    EXPECT_EQ(s.claim("c", 0, &id, nullptr, &x, 2), Status::address_full);
+    EXPECT_EQ(s.claim("c", 0, &id, nullptr, &x, 0), Status::ok) << "0: no limit";
+    EXPECT_EQ(s.claim("d", 0, &id, nullptr, &y, 1), Status::ok);
+    EXPECT_EQ(s.stats().addresses, 2u);
+    EXPECT_EQ(s.evict_slot(0).size(), 3u);  // a, c, d
+    EXPECT_EQ(s.stats().addresses, 1u);     // x: b still
+    EXPECT_EQ(s.claim("e", 0, &id, nullptr, &x, 2), Status::ok);
+    EXPECT_EQ(s.claim("f", 0, &id, nullptr, &x, 2), Status::address_full);
+    ASSERT_NE(s.release("b", 1, id2), 0u);
+    EXPECT_EQ(s.claim("f", 0, &id, nullptr, &x, 2), Status::ok);
+}
+
+// The default sizing: a host with the memory reaches a million users and 100,000 rooms, and the
+// mapping stays within the budget.
+TEST(SharedState, SizedForTheHostsMemory) {
+    chat::SharedOptions base;
+    base.history_bytes = 64 * 1024;
+    const auto c = chat::shared_costs(base);
+    const std::uint64_t budget = std::uint64_t{16} << 30;  // a quarter of a 64 GiB host
+    const auto o = chat::sized_for(budget, base);
+    EXPECT_GE(o.max_users, 1'000'000u);
+    EXPECT_GE(o.max_rooms, 100'000u);
+    EXPECT_EQ(o.max_memberships, o.max_users * chat::kMembershipsPerUser);
+    EXPECT_LE(chat::shared_bytes(o), budget + (std::uint64_t{1} << 20));
+    EXPECT_GE(chat::shared_bytes(o), budget / 2);
+    EXPECT_LT(c.per_user, 256u);
+    EXPECT_LT(c.per_room, 100u * 1024);
+    const auto small = chat::sized_for(0, base);
+    EXPECT_EQ(small.max_users, chat::kMinUsers);
+    EXPECT_EQ(small.max_rooms, chat::kMinRooms);
+}
+
+// A million users and 100,000 rooms in one state: claims and lookups stay fast (the hash tables
+// are sized to the pools), and an adopted state keeps the sizes.
+TEST(SharedState, AMillionUsers) {
+    auto s = chat::SharedState::create({.max_users = 1'000'000,
+                                        .max_rooms = 100'000,
+                                        .max_memberships = 1'000'000,
+                                        .history_len = 4,
+                                        .history_bytes = 4096});
+    const auto t0 = std::chrono::steady_clock::now();
+    std::uint64_t id = 0;
+    for (int i = 0; i < 1'000'000; ++i)
+        ASSERT_EQ(s.claim("user" + std::to_string(i), i % 8, &id, nullptr), Status::ok) << i;
+    EXPECT_EQ(s.claim("one more", 0, &id, nullptr), Status::full);
+    for (int i = 0; i < 100'000; ++i)
+        ASSERT_EQ(s.join("room" + std::to_string(i), "user" + std::to_string(i * 10), nullptr,
+                         nullptr, nullptr),
+                  Status::ok);
+    for (int i = 0; i < 1'000'000; i += 7)
+        ASSERT_NE(s.lookup("user" + std::to_string(i)), 0u) << i;
+    const auto took = std::chrono::steady_clock::now() - t0;
+    EXPECT_LT(took, std::chrono::seconds(45));  // ~2 s in a Release build
+    const auto st = s.stats();
+    EXPECT_EQ(st.users, 1'000'000u);
+    EXPECT_EQ(st.rooms, 100'000u);
+    auto adopted = chat::SharedState::adopt(s.fd());
+    EXPECT_EQ(adopted.options(), s.options());
+    EXPECT_EQ(adopted.stats().users, 1'000'000u);
+}
+
+// A new master adopting a state reads its sizes from the header and checks them against the
+// mapping: a header whose sizes do not describe it is refused, naming the mismatch.
+TEST(SharedState, AdoptRefusesSizesThatDoNotDescribeTheMapping) {
+    auto s = chat::SharedState::create({.max_users = 8, .max_rooms = 4});
+    EXPECT_EQ(chat::SharedState::adopt(s.fd()).options().max_users, 8u);
+    // The header: magic (8), layout version (4), generation (4), total size (8), then the sizes.
+    const std::uint32_t bigger = 1u << 20;
+    ASSERT_EQ(::pwrite(s.fd(), &bigger, sizeof bigger, 24), static_cast<ssize_t>(sizeof bigger));
+    try {
+        (void)chat::SharedState::adopt(s.fd());
+        FAIL() << "adopted sizes that do not fit the mapping";
+    } catch (const std::runtime_error& e) {
+        EXPECT_NE(std::string(e.what()).find("do not describe"), std::string::npos) << e.what();
+    }
+}
+
 }  // namespace
 
 namespace {
@@ -206,18 +292,53 @@ TEST(SharedState, RemoteMessagesKeepTheirIdsAndHistoryIsOrderedById) {
     ASSERT_EQ(s.claim("bob", 0, &login, nullptr), Status::ok);
     ASSERT_EQ(s.join("r", "bob", &mark, nullptr, nullptr), Status::ok);
     const std::uint64_t remote = (std::uint64_t{500} << 8) | 1;  // host 1, clock 500
-    const std::uint64_t seq = s.post_remote("r", "amy", "from afar", 42, remote);
-    EXPECT_GT(seq, remote) << "the local order id is past the remote id";
-    EXPECT_GT(seq, mark) << "so a member who joined before gets it live";
-    ASSERT_EQ(s.post("r", "bob", "mine", 43, &own), Status::ok);
+    std::uint64_t seq = 0, own_seq = 0, older_seq = 0;
+    const std::uint64_t order = s.post_remote("r", "amy", "from afar", 42, remote, &seq);
+    EXPECT_GT(order, remote) << "the local order id is past the remote id";
+    EXPECT_GT(order, mark) << "so a member who joined before gets it live";
+    EXPECT_EQ(seq, 1u) << "it takes the room's next seq on this host, as post() does";
+    ASSERT_EQ(s.post("r", "bob", "mine", 43, &own, &own_seq), Status::ok);
+    EXPECT_EQ(own_seq, 2u);
     const std::uint64_t older = (std::uint64_t{400} << 8) | 3;  // arrives late, ordered first
-    EXPECT_NE(s.post_remote("r", "cat", "older", 41, older), 0u);
+    const std::uint64_t older_order = s.post_remote("r", "cat", "older", 41, older, &older_seq);
+    EXPECT_GT(older_order, own);
+    EXPECT_EQ(older_seq, 3u);
     const auto h = s.history("r");
     ASSERT_EQ(h.size(), 3u);
     EXPECT_EQ(h[0].id, older);
+    EXPECT_EQ(h[0].seq, 3u);
+    EXPECT_EQ(h[0].order, older_order);
     EXPECT_EQ(h[1].id, remote);
     EXPECT_EQ(h[1].from, "amy");
+    EXPECT_EQ(h[1].seq, 1u);
+    EXPECT_EQ(h[1].order, order);
     EXPECT_EQ(h[2].id, own);
+    EXPECT_EQ(h[2].seq, 2u);
+    EXPECT_EQ(h[2].order, own) << "a message of this host is ordered by its id";
+    // After a seq (a worker's resend after a loss): by this host's seqs, whatever the ids.
+    const auto after = s.history("r", 1);
+    ASSERT_EQ(after.size(), 2u);
+    EXPECT_EQ(after[0].id, older);
+    EXPECT_EQ(after[1].id, own);
+}
+
+// The newest dropped id is the highest one dropped (remote messages arrive out of id order), so
+// a join's `since` is complete only if every dropped message is at or before it.
+TEST(SharedState, DroppedIdIsTheHighestDroppedBetweenHosts) {
+    auto s = chat::SharedState::create({.history_len = 2, .host_bits = 8, .host_id = 2});
+    std::uint64_t login = 0, mark = 0;
+    ASSERT_EQ(s.claim("bob", 0, &login, nullptr), Status::ok);
+    ASSERT_EQ(s.join("r", "bob", &mark, nullptr, nullptr), Status::ok);
+    const std::uint64_t high = (std::uint64_t{900} << 8) | 1, low = (std::uint64_t{800} << 8) | 3;
+    ASSERT_NE(s.post_remote("r", "amy", "high", 1, high), 0u);
+    ASSERT_NE(s.post_remote("r", "cat", "low", 2, low), 0u);
+    std::uint64_t id = 0;
+    ASSERT_EQ(s.post("r", "bob", "a", 3, &id), Status::ok);
+    ASSERT_EQ(s.post("r", "bob", "b", 4, &id), Status::ok);  // drops "high", then "low"
+    chat::RoomMark rm;
+    ASSERT_EQ(s.join("r", "bob", &mark, nullptr, nullptr, nullptr, &rm), Status::ok);
+    EXPECT_EQ(rm.seq, 4u);
+    EXPECT_EQ(rm.dropped_id, high);
 }
 
 }  // namespace

@@ -152,7 +152,8 @@ TEST_F(SocketIoChat, JoinWithHistorySayAndLeave) {
     EXPECT_EQ(j, (json::object{{"ok", true},
                                {"room", "lobby"},
                                {"members", json::array{"a"}},
-                               {"history", json::array{}}}));
+                               {"history", json::array{}},
+                               {"seq", 0}}));
     const json::object said =
         a->request({"say", {{"room", "lobby"}, {"text", "hi"}, {"cid", "k"}}});
     EXPECT_EQ(said.at("ok"), true);
@@ -165,16 +166,20 @@ TEST_F(SocketIoChat, JoinWithHistorySayAndLeave) {
                                        {"from", "a"},
                                        {"text", "hi"},
                                        {"id", said.at("id")},
+                                       {"seq", 1},
                                        {"ts", said.at("ts")},
                                        {"cid", "k"}}));
+    EXPECT_EQ(said.at("seq"), 1);
 
     // A join on the other worker gets the message as history.
     auto b = login(svc1, "b");
     j = b->request({"join", {{"room", "lobby"}}});
     EXPECT_EQ(j.at("members"), (json::array{"a", "b"}));
-    EXPECT_EQ(j.at("history"),
-              (json::array{json::object{
-                  {"id", said.at("id")}, {"ts", said.at("ts")}, {"from", "a"}, {"text", "hi"}}}));
+    EXPECT_EQ(j.at("history"), (json::array{json::object{{"id", said.at("id")},
+                                                         {"seq", 1},
+                                                         {"ts", said.at("ts")},
+                                                         {"from", "a"},
+                                                         {"text", "hi"}}}));
 
     EXPECT_EQ(b->request({"leave", {{"room", "lobby"}}}),
               (json::object{{"ok", true}, {"room", "lobby"}}));
