@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "chat/chat.hpp"
+#include "chat/record.hpp"
 #include "chat/seq_window.hpp"
 #include "chat_test_util.hpp"
 
@@ -243,6 +244,56 @@ TEST(ChatGapsHistory, WhatTheHistoryNoLongerHoldsIsAnnouncedAsMissed) {
     for (std::size_t k = 1; k < got.size(); ++k)
         EXPECT_GT(got[k].seq, got[k - 1].seq);
     EXPECT_EQ(got.back().seq, 20u);
+}
+
+// Between hosts (--redis): the bridge writes remote messages into its own log with this host's
+// room seq and local order (SharedState::post_remote). A worker cut loose resends them from
+// history like local ones, to the members who joined before they arrived, although their own
+// ids (another host's, its clock behind ours) are lower than those members' join marks.
+TEST(ChatGapsHistory, RemoteMessagesAreResentByTheirLocalOrder) {
+    ring::Region region = ring::Region::create(3, 32768);  // log 2: the bridge's
+    chat::SharedOptions o;
+    o.host_bits = 8;
+    o.host_id = 2;
+    chat::SharedState state = chat::SharedState::create(o);
+    state.observe((std::uint64_t{1000} << 8) | 1);  // our clock is ahead of host 1's
+    boost::asio::io_context io0, io1;
+    chat::Hub hub0(io0.get_executor(), region, state, 0);
+    chat::Hub hub1(io1.get_executor(), region, state, 1);
+    User b(hub1);
+    ASSERT_EQ(b.session.login("b"), Error::none);
+    ASSERT_EQ(b.session.join("r"), Error::none);
+    ring::Writer bridge(region, 2);
+    std::vector<std::byte> rec;
+    const std::string text(4000, 'z');
+    std::vector<std::uint64_t> ids;
+    for (int i = 0; i < 20; ++i) {
+        chat::Event ev;
+        ev.type = EventType::message;
+        ev.id = (std::uint64_t(i + 1) << 8) | 1;  // host 1's ids: below b's join mark
+        ev.ts = i;
+        ev.room = "r";
+        ev.from = "amy";
+        ev.text = text;
+        ev.order = state.post_remote("r", "amy", text, i, ev.id, &ev.seq);
+        ASSERT_NE(ev.order, 0u);
+        ASSERT_EQ(ev.seq, static_cast<std::uint64_t>(i + 1));
+        ids.push_back(ev.id);
+        bridge.publish(chat::record::encode(ev, rec), rec);
+    }
+    EXPECT_GT(region.cut_loose_total(), 0u);
+    ASSERT_TRUE(pump_until(io1, [&] { return !b.client.gaps.empty(); }));
+    pump_for(io1, 30ms);
+    const chat::RoomGap& r = b.client.gaps.at(0).rooms.at(0);
+    EXPECT_EQ(r.missed, 0u);
+    EXPECT_GT(r.resent, 0u);
+    const auto got = b.client.of(EventType::message);
+    ASSERT_EQ(got.size(), 20u) << "every remote message once: live, then resent";
+    for (std::size_t k = 0; k < got.size(); ++k) {
+        EXPECT_EQ(got[k].seq, k + 1);
+        EXPECT_EQ(got[k].id, ids[k]);
+    }
+    EXPECT_EQ(hub1.stats().resent, r.resent);
 }
 
 }  // namespace
