@@ -699,8 +699,18 @@ Error Participant::join(std::string_view room, Joined* out, std::uint64_t since)
             since = 0;
             out->complete = false;
         }
-        if (since != 0)
-            std::erase_if(out->history, [&](const HistoryItem& m) { return m.id <= since; });
+        if (since != 0) {
+            // Between hosts (--redis) ids follow a Lamport clock: a message of another host may
+            // arrive after the message `since` with a lower id. If this host still holds that
+            // message, what arrived here after it (a higher seq) is kept too (on one host ids
+            // and seqs grow together: the same as by id alone).
+            std::uint64_t after_seq = ~std::uint64_t{0};
+            for (const HistoryItem& m : out->history)
+                if (m.id == since) after_seq = m.seq;
+            std::erase_if(out->history, [&](const HistoryItem& m) {
+                return m.id <= since && m.seq <= after_seq;
+            });
+        }
         // Then at most --chat-join-history-bytes of it, the newest: not all, if cut.
         if (hub_.bound_history(out->history)) out->complete = false;
     }

@@ -296,4 +296,42 @@ TEST(ChatGapsHistory, RemoteMessagesAreResentByTheirLocalOrder) {
     EXPECT_EQ(hub1.stats().resent, r.resent);
 }
 
+// Between hosts a message of another host can arrive after the one a client saw last, with a
+// lower id (its host's clock was behind): a join with `since` on the host holding both returns
+// it (and everything with a higher id), never what arrived before `since`.
+TEST(ChatGapsHistory, JoinSinceBetweenHostsKeepsWhatArrivedAfterIt) {
+    ring::Region region = ring::Region::create(2, 1 << 16);
+    chat::SharedOptions o;
+    o.host_bits = 8;
+    o.host_id = 2;
+    chat::SharedState state = chat::SharedState::create(o);
+    state.observe((std::uint64_t{1000} << 8) | 1);
+    boost::asio::io_context io;
+    chat::Hub hub(io.get_executor(), region, state, 0);
+    User a(hub);
+    ASSERT_EQ(a.session.login("a"), Error::none);
+    ASSERT_EQ(a.session.join("r"), Error::none);
+    const std::uint64_t early = (std::uint64_t{3} << 8) | 1;
+    ASSERT_NE(state.post_remote("r", "amy", "early", 1, early), 0u);  // seq 1
+    chat::Said mine;
+    ASSERT_EQ(a.session.say("r", "mine", {}, false, &mine), Error::none);  // seq 2
+    const std::uint64_t late = (std::uint64_t{5} << 8) | 1;                // after "mine", lower id
+    ASSERT_NE(state.post_remote("r", "amy", "late", 2, late), 0u);         // seq 3
+    const std::uint64_t later = (std::uint64_t{5000} << 8) | 3;
+    ASSERT_NE(state.post_remote("r", "cat", "later", 3, later), 0u);  // seq 4
+    User b(hub);
+    ASSERT_EQ(b.session.login("b"), Error::none);
+    chat::Joined j;
+    ASSERT_EQ(b.session.join("r", &j, mine.id), Error::none);
+    std::vector<std::string> got;
+    for (const auto& m : j.history)
+        got.push_back(m.text);
+    EXPECT_EQ(got, (std::vector<std::string>{"late", "later"}));  // history in id order
+    EXPECT_TRUE(j.complete);
+    ASSERT_EQ(b.session.leave("r"), Error::none);
+    ASSERT_EQ(b.session.join("r", &j, later), Error::none);
+    EXPECT_TRUE(j.history.empty());
+    EXPECT_TRUE(j.complete);
+}
+
 }  // namespace
