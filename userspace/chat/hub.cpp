@@ -453,50 +453,10 @@ void Hub::deliver(Event& ev, Participant* origin) {
     }
 }
 
-template <class Keep>
-void Hub::fan_out(const std::vector<Participant*>& targets, Event& ev, Keep&& keep) {
-    if (targets.empty()) return;
-    ev.serial = ++serial_;
-    const std::size_t d = depth_;
-    if (in_flight_.size() <= d) in_flight_.emplace_back();
-    in_flight_[d].assign(targets.begin(), targets.end());
-    ++depth_;
-    struct Pop {
-        Hub* h;
-        std::size_t d;
-        ~Pop() {
-            h->in_flight_[d].clear();
-            h->depth_ = d;
-        }
-    } pop{this, d};
-    bool any = false;
-    // Index, not iterators: a nested delivery may grow in_flight_, forget() may null entries.
-    for (std::size_t i = 0; i < in_flight_[d].size(); ++i) {
-        Participant* s = in_flight_[d][i];
-        if (s == nullptr || !keep(*s)) continue;
-        any = true;
-        ++stats_->deliveries;
-        s->client().deliver(ev);
-    }
-    if (any) ++stats_->events;
-}
-
-void Hub::deliver_one(Participant& s, Event& ev) {
-    ev.serial = ++serial_;
-    ++stats_->deliveries;
-    ++stats_->events;
-    s.client().deliver(ev);
-}
-
-void Hub::forget(Participant* s) {
-    for (std::size_t d = 0; d < depth_; ++d)
-        std::replace(in_flight_[d].begin(), in_flight_[d].end(), s,
-                     static_cast<Participant*>(nullptr));
-}
-
 template <class Fn>
 void Hub::each_session(const std::vector<Participant*>& targets, Fn&& fn) {
-    // The in-flight stack of fan_out: a session destroyed meanwhile is nulled by forget().
+    // A stack of in-flight target lists (deliveries nest: a delivery may publish): a session
+    // destroyed meanwhile is nulled in every list by forget().
     const std::size_t d = depth_;
     if (in_flight_.size() <= d) in_flight_.emplace_back();
     in_flight_[d].assign(targets.begin(), targets.end());
@@ -511,6 +471,33 @@ void Hub::each_session(const std::vector<Participant*>& targets, Fn&& fn) {
     } pop{this, d};
     for (std::size_t i = 0; i < in_flight_[d].size(); ++i)
         if (Participant* s = in_flight_[d][i]) fn(*s);
+}
+
+template <class Keep>
+void Hub::fan_out(const std::vector<Participant*>& targets, Event& ev, Keep&& keep) {
+    if (targets.empty()) return;
+    ev.serial = ++serial_;
+    bool any = false;
+    each_session(targets, [&](Participant& s) {
+        if (!keep(s)) return;
+        any = true;
+        ++stats_->deliveries;
+        s.client().deliver(ev);
+    });
+    if (any) ++stats_->events;
+}
+
+void Hub::deliver_one(Participant& s, Event& ev) {
+    ev.serial = ++serial_;
+    ++stats_->deliveries;
+    ++stats_->events;
+    s.client().deliver(ev);
+}
+
+void Hub::forget(Participant* s) {
+    for (std::size_t d = 0; d < depth_; ++d)
+        std::replace(in_flight_[d].begin(), in_flight_[d].end(), s,
+                     static_cast<Participant*>(nullptr));
 }
 
 void Hub::on_loss(const ring::Loss& l) {
