@@ -166,10 +166,18 @@ TEST(Metrics, OneScrapeShowsEveryWorkerCurrentAndPassesPromtool) {
     for (int fd : sockets)
         ASSERT_GE(fd, 0) << srv.log();
 
-    // One scrape from worker 0's address: both workers' series, with each one's values.
+    // One scrape from worker 0's address: both workers' series, with each one's values. A worker
+    // counts a WebSocket once its 101 is written, which may be a moment after the client read it
+    // (a loaded machine): scraped again until the gauges agree, for at most a second.
     std::string text;
     auto m = scrape(ip0, srv.port(), &text);
     ASSERT_FALSE(m.empty()) << srv.log();
+    for (int i = 0; i < 100 && (value(m, "steerchat_ws_connections_open{worker=\"0\"}") != 2 ||
+                                value(m, "steerchat_ws_connections_open{worker=\"1\"}") != 3);
+         ++i) {
+        std::this_thread::sleep_for(10ms);
+        m = scrape(ip0, srv.port(), &text);
+    }
     const auto [rc, said] = promtool_check(text);
     EXPECT_EQ(rc, 0) << "promtool check metrics (Debian's prometheus package; "
                         "scripts/lib/common.sh installs it):\n"
