@@ -296,6 +296,8 @@ class Loop {
             }
             if (n == 0) return kill(c);
             received(c, std::string_view(buf_.data(), static_cast<std::size_t>(n)));
+            // Short read: the socket is drained (epoll is level-triggered; no read to EAGAIN).
+            if (static_cast<std::size_t>(n) < buf_.size()) return;
         }
     }
 
