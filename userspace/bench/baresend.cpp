@@ -653,15 +653,25 @@ class Loop {
     std::vector<Posted> inbox_, taken_;
 };
 
-UniqueFd listen_on(const std::string& bind, std::uint16_t port) {
+UniqueFd listen_on(const std::string& bind, std::uint16_t port, bool first) {
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(port);
     if (::inet_pton(AF_INET, bind.c_str(), &addr.sin_addr) != 1)
         die(fmt::format("--bind: '{}' is not an IPv4 address", bind));
+    const int one = 1;
+    if (port != 0 && first) {
+        // SO_REUSEPORT would quietly join another server's listeners of the same user on that
+        // port (steerchat's, say) and take a share of its connections: a bind without it first.
+        UniqueFd probe(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        if (!probe) die(errno_text("socket"));
+        ::setsockopt(probe.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (::bind(probe.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0)
+            die(fmt::format("bind {}:{}: {} (is another server on that port? pick another --port)",
+                            bind, port, std::strerror(errno)));
+    }
     UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!fd) die(errno_text("socket"));
-    const int one = 1;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0)
@@ -699,7 +709,7 @@ int run(int argc, char** argv) {
     Shared shared;
     std::uint16_t port = opt.port;
     for (unsigned i = 0; i < opt.threads; ++i) {
-        UniqueFd l = listen_on(opt.bind, port);
+        UniqueFd l = listen_on(opt.bind, port, i == 0);
         port = port_of(l.get());
         shared.loops.push_back(std::make_unique<Loop>(shared, i, std::move(l)));
     }
