@@ -249,7 +249,14 @@ int Worker::run() {
 
 void Worker::accept(tcp::acceptor& acceptor, bool tls) {
     acceptor.async_accept([this, &acceptor, tls](boost::system::error_code ec, tcp::socket socket) {
-        if (stopping_) return;
+        if (stopping_) {
+            // The kernel handed this connection over before the stop closed the acceptor (the
+            // completion was already queued): its client has connected, maybe sent its request.
+            // Dropping it would reset the client; it is served like any connection accepted
+            // just before the stop (answered with Connection: close).
+            if (!ec && socket.is_open()) serve(std::move(socket), tls);
+            return;
+        }
         if (ec == asio::error::invalid_argument) {
             // The master shut this slot's listener down (the slot is drained or removed from
             // the pool; its queue migrated to the other workers): nothing more to accept.
@@ -429,10 +436,22 @@ void Worker::remove(HttpSession* s) {
     maybe_done();
 }
 
+bool Worker::drained() const {
+    return stopping_ && !done_ && sessions_.empty() && ws_registry_.size() == 0 &&
+           handshakes_.empty();
+}
+
 void Worker::maybe_done() {
     // Drained before the timeout. (After the loop returned, teardown is under way: no stop.)
-    if (stopping_ && !done_ && sessions_.empty() && ws_registry_.size() == 0 && handshakes_.empty())
-        ioc_.stop();
+    // The loop stops from a posted check, not here: completions already queued (an accept the
+    // kernel completed before the acceptor closed) run first, and one that starts a session
+    // keeps the worker serving until that session ends.
+    if (!drained() || done_check_posted_) return;
+    done_check_posted_ = true;
+    asio::post(ioc_, [this] {
+        done_check_posted_ = false;
+        if (drained()) ioc_.stop();
+    });
 }
 
 }  // namespace steerchat::net

@@ -188,6 +188,7 @@ class Worker {
     void handshake(boost::asio::ip::tcp::socket socket, Lease slot, const AddressKey& key,
                    const boost::asio::ip::tcp::endpoint& remote);
     void maybe_done();
+    bool drained() const;  // stopping, and nothing left to finish
 
     WorkerConfig cfg_;
     metrics::Slot metrics_;  // before every part that places its stats in it
@@ -203,7 +204,8 @@ class Worker {
     std::vector<std::function<void()>> stop_hooks_;
     std::vector<MetricsSource> metrics_sources_;
     bool stopping_ = false;
-    bool done_ = false;  // the loop has returned
+    bool done_check_posted_ = false;  // maybe_done's check is queued
+    bool done_ = false;               // the loop has returned
     boost::asio::io_context ioc_{1};
     boost::asio::ip::tcp::acceptor acceptor_;
     boost::asio::ip::tcp::acceptor tls_acceptor_;
