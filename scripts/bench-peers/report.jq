@@ -4,7 +4,7 @@
 include "report-common";
 
 . as $all
-| ["node-cluster-redis", "balance", "nginx-node", "sticky", "nginx", "steerchat-kernel", "steerchat-bpf"] as $order
+| ["node-cluster-redis", "balance", "nginx-node", "sticky", "nginx", "steerchat-kernel", "steerchat-bpf", "baresend"] as $order
 | {
     "node-cluster-redis": "Node cluster; the primary accepts with `pauseOnConnect` and hands each socket to worker FNV-1a(ip) % N; socket.io 4 in the workers; rooms across workers via `@socket.io/redis-adapter` and a redis-server on a Unix socket (its CPU counted)",
     "balance": "the same socket.io 4 app and Redis adapter as node-cluster-redis, as N processes under `steerchat balance` (BPF steering, each process its own listener as fd 3: no process in the data path; the master's and Redis's CPU counted)",
@@ -12,7 +12,8 @@ include "report-common";
     "sticky": "socket.io 4 with `@socket.io/sticky` (`least-connection`: it has no IP-hash method) and `@socket.io/cluster-adapter`",
     "nginx": "nginx, `hash $remote_addr consistent`, over N single-worker steerchat processes (`--steering kernel`); CPU of nginx and the backends",
     "steerchat-kernel": "steerchat `--steering kernel`: plain SO_REUSEPORT",
-    "steerchat-bpf": "steerchat `--steering bpf`: ours"
+    "steerchat-bpf": "steerchat `--steering bpf`: ours",
+    "baresend": "`steerchat-baresend` (userspace/bench/baresend.cpp): not a chat server but the floor of a broadcast (broadcast levels only): the same connections, handshakes and delivered bytes, no chat logic, one `writev` per socket per loop turn on N epoll threads"
   } as $what
 | def run($p; $s; $proto): first($all.runs[] | select(.peer == $p and .scenario == $s and .protocol == $proto)) // null;
   def res($p; $s; $proto): (run($p; $s; $proto) | if . != null and .status == "ok" then .result else null end);
@@ -97,7 +98,15 @@ include "report-common";
     def cpurow($p; $proto; $s; $min):
       res($p; $s; $proto) as $x | oursres($s; $proto) as $o
       | div($o.r.deliveries_per_server_cpu_s; $x.deliveries_per_server_cpu_s) as $r
-      | "| broadcast deliveries per server CPU-s ≥ \($min)x \($p)\(if $proto == "native" then " (native /ws)" else "" end) | \(level($s)) | \(if $r == null then "–" else "\($r | ratio): \($o.r.deliveries_per_server_cpu_s | num) vs \($x.deliveries_per_server_cpu_s | num)\(via($o; $proto)). steerchat: \(bsum($o.r)); \($p): \(bsum($x))" end) | \(met(if $r == null then null else $r >= $min end)) |";
+      | "| broadcast deliveries per server CPU-s ≥ \($min)x \($p)\(if $proto == "native" then " (native /ws)" elif $p == "baresend" then " (Socket.IO)" else "" end) | \(level($s)) | \(if $r == null then "–" else "\($r | ratio): \($o.r.deliveries_per_server_cpu_s | num) vs \($x.deliveries_per_server_cpu_s | num)\(via($o; $proto)). steerchat: \(bsum($o.r)); \($p): \(bsum($x))" end) | \(met(if $r == null then null else $r >= $min end)) |";
+    # steerchat / the bare sender: the side-by-side A/B when the run has it, else the single passes
+    def barerow($proto; $s):
+      (first(($all.bare_ab // [])[] | select(.scenario == $s and .protocol == $proto)) // null) as $ab
+      | res("baresend"; $s; $proto) as $x | oursres($s; $proto) as $o
+      | div($o.r.deliveries_per_server_cpu_s; $x.deliveries_per_server_cpu_s) as $single
+      | if $ab != null and $ab.ratio != null then
+          "| broadcast deliveries per server CPU-s ≥ 0.9x the bare sender (\(if $proto == "native" then "native /ws" else "Socket.IO" end)) | \(level($s)), A/B: \($ab.ours_peer) and baresend side by side, \($ab.rounds) alternating rounds each | \($ab.ratio | ratio) (\($ab.ours_mean | num) vs \($ab.bare_mean | num) deliveries per server CPU-s; rounds \($ab.ours_peer) \($ab.ours | map(num) | join(", ")), baresend \($ab.bare | map(num) | join(", ")); \($ab.missing) deliveries missing in all rounds; the single passes below: \($single | ratio)) | \(met($ab.ratio >= 0.9)) |"
+        else cpurow("baresend"; $proto; $s; 0.9) end;
     def p99row($p; $s):
       res($p; $s; "sio") as $x | oursres($s; "sio") as $o
       | div($o.r.latency_ms.p99; $x.latency_ms.p99) as $r
@@ -110,6 +119,10 @@ include "report-common";
         else
           "| accept rate, BPF steering ≥ 0.97x plain SO_REUSEPORT | connect | \($accept | ratio) (\($cn.v | num) vs \($kn | num) connections/s, \($cn.proto)) | \(met(if $accept == null then null else $accept >= 0.97 end)) |"
         end ),
+    barerow("native"; "broadcast"),
+    barerow("sio"; "broadcast"),
+    barerow("native"; "broadcast_heavy"),
+    barerow("sio"; "broadcast_heavy"),
     cpurow("node-cluster-redis"; "sio"; "broadcast_heavy"; 20),
     cpurow("sticky"; "sio"; "broadcast_heavy"; 20),
     cpurow("nginx"; "native"; "broadcast_heavy"; 2),
@@ -123,6 +136,8 @@ include "report-common";
     "| idle WebSocket ≤ 6 KiB of server memory at 20,000 connections | idle | \(if $in == null then "–" else "\($in.bytes_per_connection | kib) KiB native at \($in.clients | num)" end)\(if $is == null then "" else "; \($is.bytes_per_connection | kib) KiB Socket.IO at \($is.clients | num)" end) | \(if $in == null then "not measured" elif $in.clients < 20000 then met($in.bytes_per_connection <= 6144) + " at \($in.clients) connections only" else met($in.bytes_per_connection <= 6144) end) |",
     "| ring hop p50 < 2 µs, reader spinning | ring | \(if $ring == null then "–" else "\($ring | fixed(2)) µs" end) | \(met(if $ring == null then null else $ring < 2 end)) |"
 ),
+"",
+"The bare sender (`baresend`) is the floor of a delivery's CPU: the same connections and bytes with no chat logic. The `≥ 0.9x baresend` rows set steerchat's deliveries per server CPU-second against its own, the floor's CPU per delivery over steerchat's: at 0.9x, a tenth of steerchat's CPU per delivery is above the floor.",
 "",
 "Per server CPU-second counts only the deliveries a server made (within 1 s after the measured window): a peer that falls behind at the heavy level is credited with what it delivered, and its backlog and latency are shown next to it rather than folded into the ratio. Its p99 is over the messages it delivered; the ones it did not deliver would only raise it. nginx's single-worker backends do not share rooms (see Notes), so about half of each room's deliveries never happen there; its figure counts only what it delivered and it is spared the cross-backend fan-out, so the ratio against it is conservative (in nginx's favour).",
 "",

@@ -22,18 +22,18 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr std::uint32_t kSeed = 0x5eed0001;
+constexpr std::uint32_t kLifecycleSeed = 0x5eed0001;
 
-int expected_slot(const std::string& ip, const std::vector<std::uint32_t>& table,
+int lifecycle_slot(const std::string& ip, const std::vector<std::uint32_t>& table,
                   const std::vector<bool>& live) {
-    return itest::expected_slot(ip, kSeed, table, live);
+    return itest::expected_slot(ip, kLifecycleSeed, table, live);
 }
 
 // First client address (from index `from`) that lands on `slot`.
 std::string ip_for_slot(int slot, const std::vector<std::uint32_t>& table, unsigned nslots,
                         unsigned from = 0) {
     for (unsigned i = from;; ++i)
-        if (expected_slot(client_ip(i), table, std::vector<bool>(nslots, true)) == slot)
+        if (lifecycle_slot(client_ip(i), table, std::vector<bool>(nslots, true)) == slot)
             return client_ip(i);
 }
 
@@ -97,7 +97,7 @@ TEST(Lifecycle, SlotThatKeepsDyingIsDrainedAndItsClientsMove) {
     // Clients of slot 1 whose connections will be queued on its listener when it is drained.
     std::vector<std::string> queued_ips;
     for (unsigned i = 1000; queued_ips.size() < 5; ++i)
-        if (expected_slot(client_ip(i), table, std::vector<bool>(4, true)) == 1)
+        if (lifecycle_slot(client_ip(i), table, std::vector<bool>(4, true)) == 1)
             queued_ips.push_back(client_ip(i));
     std::vector<std::future<std::optional<Health>>> queued;
 
@@ -140,7 +140,7 @@ TEST(Lifecycle, SlotThatKeepsDyingIsDrainedAndItsClientsMove) {
     for (auto& [cip, old_slot] : before) {
         auto h = healthz(cip, srv.port());
         ASSERT_TRUE(h) << cip << "\n" << srv.log();
-        EXPECT_EQ(h->worker, expected_slot(cip, after_table, live)) << cip;
+        EXPECT_EQ(h->worker, lifecycle_slot(cip, after_table, live)) << cip;
         EXPECT_NE(h->worker, 1);
         if (old_slot != 1) {
             ++others;

@@ -127,7 +127,7 @@ class ConfigFile {
     std::filesystem::path path_;
 };
 
-std::size_t count(const std::string& text, const std::string& needle) {
+std::size_t count_in_log(const std::string& text, const std::string& needle) {
     std::size_t n = 0;
     for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1))
         ++n;
@@ -139,7 +139,7 @@ bool wait_log(const Server& srv, const std::string& needle, std::size_t times = 
               std::chrono::milliseconds timeout = 5s) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < deadline) {
-        if (count(srv.log(), needle) >= times) return true;
+        if (count_in_log(srv.log(), needle) >= times) return true;
         std::this_thread::sleep_for(10ms);
     }
     return false;
@@ -264,7 +264,7 @@ TEST(Reload, BrokenFileKeepsTheRunningConfiguration) {
     }
     ASSERT_TRUE(metrics) << srv.log();
     EXPECT_NE(metrics->find("result=\"failed\"} 2"), std::string::npos) << *metrics;
-    EXPECT_EQ(count(srv.log(), "applied the reloaded configuration"), 0u) << srv.log();
+    EXPECT_EQ(count_in_log(srv.log(), "applied the reloaded configuration"), 0u) << srv.log();
 
     // Fixed: the next reload applies.
     conf.write("port = 18342\nworkers = 2\nmax-conns-per-ip = 3\n");

@@ -25,7 +25,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr std::uint32_t kSeed = 0x5eed0011;
+constexpr std::uint32_t kResizeSeed = 0x5eed0011;
 constexpr unsigned kClients = 10000;
 
 std::pair<int, std::string> ctl(std::uint16_t port, const std::string& args,
@@ -170,7 +170,7 @@ class WsClient {
 unsigned index_on_slot(std::uint16_t port, int slot, unsigned nslots, unsigned from) {
     const auto table = *pinned_buckets(port);
     for (unsigned i = from;; ++i)
-        if (expected_slot(client_ip(i), kSeed, table, std::vector<bool>(nslots, true)) == slot)
+        if (expected_slot(client_ip(i), kResizeSeed, table, std::vector<bool>(nslots, true)) == slot)
             return i;
 }
 std::string ip_on_slot(std::uint16_t port, int slot, unsigned nslots, unsigned from) {
@@ -180,7 +180,7 @@ std::string ip_on_slot(std::uint16_t port, int slot, unsigned nslots, unsigned f
 }  // namespace
 
 TEST(Resize, GrowingMovesAboutOneInNPlusOneAndShrinkingRestoresTheTable) {
-    Server srv(18401, {"--workers", "2", "--max-workers", "4", "--seed", std::to_string(kSeed)});
+    Server srv(18401, {"--workers", "2", "--max-workers", "4", "--seed", std::to_string(kResizeSeed)});
     ASSERT_TRUE(srv.wait_ready(2)) << srv.log();
     const auto at2 = record(srv.port());
     ASSERT_EQ(unanswered(at2), 0u);
@@ -248,7 +248,7 @@ TEST(Resize, GrowingMovesAboutOneInNPlusOneAndShrinkingRestoresTheTable) {
 }
 
 TEST(Resize, RemovedWorkersWebSocketsGetGoingAwayAndTheirUsersReconnectElsewhere) {
-    Server srv(18402, {"--workers", "3", "--max-workers", "3", "--seed", std::to_string(kSeed)});
+    Server srv(18402, {"--workers", "3", "--max-workers", "3", "--seed", std::to_string(kResizeSeed)});
     ASSERT_TRUE(srv.wait_ready(3)) << srv.log();
     const std::string alice_ip = ip_on_slot(srv.port(), 2, 3, 0);
     const std::string bob_ip = ip_on_slot(srv.port(), 0, 3, 0);
@@ -293,7 +293,7 @@ TEST(Resize, RemovedWorkersWebSocketsGetGoingAwayAndTheirUsersReconnectElsewhere
 // While slot 2 is removed, its clients keep connecting: the listener's queue migrates to their
 // new workers and the worker finishes what it accepted, so no request fails.
 TEST(Resize, ClientsOfARemovedSlotConnectingThroughoutAreAllServed) {
-    Server srv(18406, {"--workers", "3", "--max-workers", "3", "--seed", std::to_string(kSeed)});
+    Server srv(18406, {"--workers", "3", "--max-workers", "3", "--seed", std::to_string(kResizeSeed)});
     ASSERT_TRUE(srv.wait_ready(3)) << srv.log();
     std::vector<std::string> ips;
     for (unsigned i = 0; ips.size() < 8; ++i)
@@ -331,7 +331,7 @@ TEST(Resize, ClientsOfARemovedSlotConnectingThroughoutAreAllServed) {
 
 TEST(Resize, DrainedSlotComesBack) {
     Server srv(18403, {"--workers", "2", "--max-workers", "2", "--max-restarts", "1", "--seed",
-                       std::to_string(kSeed)});
+                       std::to_string(kResizeSeed)});
     ASSERT_TRUE(srv.wait_ready(2)) << srv.log();
     const std::string ip = ip_on_slot(srv.port(), 1, 2, 0);
     auto h = healthz(ip, srv.port());

@@ -16,7 +16,7 @@ namespace steerchat::bench {
 
 namespace {
 
-constexpr std::size_t kMaxQueuedWrite = 256 * 1024;
+constexpr std::size_t kMaxQueuedEchoWrite = 256 * 1024;
 
 class EchoWorker;
 
@@ -125,7 +125,7 @@ void EchoClient::on_failed(std::string_view what, Phase) {
 
 void EchoClient::send_one(std::int64_t ts) {
     if (!is_open()) return;
-    if (queued() > kMaxQueuedWrite) {
+    if (queued() > kMaxQueuedEchoWrite) {
         ++w_.tally.skipped;
         return;
     }

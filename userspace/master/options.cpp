@@ -427,12 +427,15 @@ std::string example_config() {
         std::string line = "#", word;
         while (words >> word) {
             if (line.size() + 1 + word.size() > 98) {
-                out += line + "\n";
-                line = "#";
+                out += line;
+                out += '\n';
+                line.assign(1, '#');  // not = "#": GCC 12 -O3 warns falsely (-Wrestrict) in a unity build
             }
-            line += " " + word;
+            line += ' ';
+            line += word;
         }
-        out += line + "\n";
+        out += line;
+        out += '\n';
         const auto& sem = *opt->semantic();
         std::string value;
         if (sem.max_tokens() == 0) {

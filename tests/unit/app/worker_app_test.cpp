@@ -168,8 +168,6 @@ TEST_F(ProtocolTestWorker, AuthTimerAfterTheSocketIsGoneDoesNothing) {
     pump();
 }
 
-}  // namespace
-
 // A reload's update (apply_update, what the worker does with its master's ConfigUpdate): the
 // limits reach the edge, the WebSocket options, Engine.IO (a session opened after it is told
 // the new heartbeat; one opened before keeps its own) and the chat; the log level changes.
@@ -218,3 +216,5 @@ TEST_F(InProcessWorker, ApplyUpdateReachesEveryPart) {
     ::close(after);
     pump();
 }
+
+}  // namespace

@@ -11,7 +11,7 @@ using namespace steerchat::master;
 
 namespace {
 
-BalanceParseResult parse(std::vector<std::string> args) {
+BalanceParseResult parse_balance(std::vector<std::string> args) {
     args.insert(args.begin(), {"steerchat", "balance"});
     std::vector<const char*> argv;
     for (auto& a : args)
@@ -19,8 +19,8 @@ BalanceParseResult parse(std::vector<std::string> args) {
     return parse_balance_options(static_cast<int>(argv.size()), argv.data());
 }
 
-void expect_error(std::vector<std::string> args, const std::string& needle, int code = 2) {
-    auto r = parse(args);
+void expect_balance_error(std::vector<std::string> args, const std::string& needle, int code = 2) {
+    auto r = parse_balance(args);
     EXPECT_FALSE(r.options.has_value());
     EXPECT_EQ(r.exit_code, code);
     EXPECT_NE(r.message.find(needle), std::string::npos) << r.message;
@@ -29,7 +29,7 @@ void expect_error(std::vector<std::string> args, const std::string& needle, int 
 }  // namespace
 
 TEST(BalanceOptions, MasterSettingsAndCommand) {
-    auto r = parse({"--port", "3000", "-w", "3", "--steering", "kernel", "--admin-port", "9100",
+    auto r = parse_balance({"--port", "3000", "-w", "3", "--steering", "kernel", "--admin-port", "9100",
                     "--max-restarts", "2", "--", "sh", "-c", "exec --port 1"});
     ASSERT_TRUE(r.options) << r.message;
     ASSERT_TRUE(r.balance);
@@ -46,7 +46,7 @@ TEST(BalanceOptions, MasterSettingsAndCommand) {
 }
 
 TEST(BalanceOptions, Help) {
-    auto r = parse({"--help"});
+    auto r = parse_balance({"--help"});
     EXPECT_EQ(r.exit_code, 0);
     for (const char* word : {"-- COMMAND", "LISTEN_FDS", "--admin-port", "--start-grace-ms",
                              "--workers", "--max-restarts", "--shutdown-timeout-ms"})
@@ -55,21 +55,21 @@ TEST(BalanceOptions, Help) {
 }
 
 TEST(BalanceOptions, Errors) {
-    expect_error({}, "no COMMAND");
-    expect_error({"--port", "3000"}, "no COMMAND");
-    expect_error({"--port", "3000", "--"}, "no COMMAND");
-    expect_error({"node", "server.js"}, "the command goes after '--'");
-    expect_error({"--eio-ping-interval-ms", "5", "--", "sh"}, "setting of steerchat's own chat");
-    expect_error({"--tls-cert", "x.pem", "--", "sh"}, "setting of steerchat's own chat");
-    expect_error({"--no-such-option", "--", "sh"}, "no-such-option");
-    expect_error({"--workers", "0", "--", "sh"}, "--workers 0 is out of range");
-    expect_error({"--port", "3000", "--admin-port", "3000", "--", "sh"}, "COMMAND owns that port");
-    expect_error({"--admin-port", "70000", "--", "sh"}, "not a TCP port");
-    expect_error({"--admin-bind", "localhost", "--", "sh"}, "not an IPv4 or IPv6 address");
-    expect_error({"--start-grace-ms", "0", "--", "sh"}, "--start-grace-ms 0 is out of range");
-    expect_error({"--", "surely-no-such-program-steerchat"}, "not found on PATH");
-    expect_error({"--", "/etc"}, "not a regular file");
+    expect_balance_error({}, "no COMMAND");
+    expect_balance_error({"--port", "3000"}, "no COMMAND");
+    expect_balance_error({"--port", "3000", "--"}, "no COMMAND");
+    expect_balance_error({"node", "server.js"}, "the command goes after '--'");
+    expect_balance_error({"--eio-ping-interval-ms", "5", "--", "sh"}, "setting of steerchat's own chat");
+    expect_balance_error({"--tls-cert", "x.pem", "--", "sh"}, "setting of steerchat's own chat");
+    expect_balance_error({"--no-such-option", "--", "sh"}, "no-such-option");
+    expect_balance_error({"--workers", "0", "--", "sh"}, "--workers 0 is out of range");
+    expect_balance_error({"--port", "3000", "--admin-port", "3000", "--", "sh"}, "COMMAND owns that port");
+    expect_balance_error({"--admin-port", "70000", "--", "sh"}, "not a TCP port");
+    expect_balance_error({"--admin-bind", "localhost", "--", "sh"}, "not an IPv4 or IPv6 address");
+    expect_balance_error({"--start-grace-ms", "0", "--", "sh"}, "--start-grace-ms 0 is out of range");
+    expect_balance_error({"--", "surely-no-such-program-steerchat"}, "not found on PATH");
+    expect_balance_error({"--", "/etc"}, "not a regular file");
     // Errors point at balance's help, not the server's.
-    auto r = parse({"--workers", "0", "--", "sh"});
+    auto r = parse_balance({"--workers", "0", "--", "sh"});
     EXPECT_NE(r.message.find("steerchat balance --help"), std::string::npos) << r.message;
 }

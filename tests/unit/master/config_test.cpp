@@ -17,7 +17,7 @@ using namespace steerchat::master;
 
 namespace {
 
-ParseResult parse(std::vector<std::string> args) {
+ParseResult parse_config(std::vector<std::string> args) {
     args.insert(args.begin(), "steerchat");
     std::vector<const char*> argv;
     for (auto& a : args)
@@ -55,7 +55,7 @@ const std::filesystem::path kExample =
 }  // namespace
 
 TEST(Version, PrintsVersionAndGitRevision) {
-    auto r = parse({"--version"});
+    auto r = parse_config({"--version"});
     EXPECT_FALSE(r.options);
     EXPECT_EQ(r.exit_code, 0);
     EXPECT_TRUE(
@@ -64,8 +64,8 @@ TEST(Version, PrintsVersionAndGitRevision) {
                                                 "([0-9a-f]{40}(-dirty)?|"
                                                 "unknown)$")))
         << r.message;
-    EXPECT_EQ(parse({"-V"}).message, r.message);
-    auto help = parse({"--help"});
+    EXPECT_EQ(parse_config({"-V"}).message, r.message);
+    auto help = parse_config({"--help"});
     EXPECT_NE(help.message.find("--version"), std::string::npos);
     EXPECT_NE(help.message.find("--config"), std::string::npos);
 }
@@ -82,7 +82,7 @@ TEST(Config, FileSetsSettingsAndTheCommandLineOverrides) {
         "allow-origin = https://a.example\n"
         "allow-origin = https://b.example\n"
         "chat-rate = 10\n");
-    auto r = parse({"--config", f.path()});
+    auto r = parse_config({"--config", f.path()});
     ASSERT_TRUE(r.options) << r.message;
     EXPECT_EQ(r.options->port, 9000);
     EXPECT_EQ(r.options->workers, 2u);
@@ -95,7 +95,7 @@ TEST(Config, FileSetsSettingsAndTheCommandLineOverrides) {
     EXPECT_EQ(r.options->chat_rate, 10);
 
     // The command line wins, also over a repeatable key (no mix of both lists).
-    r = parse({"--port", "9100", "--config", f.path(), "--allow-origin", "https://c.example",
+    r = parse_config({"--port", "9100", "--config", f.path(), "--allow-origin", "https://c.example",
                "--log-level", "warn"});
     ASSERT_TRUE(r.options) << r.message;
     EXPECT_EQ(r.options->port, 9100);
@@ -106,7 +106,7 @@ TEST(Config, FileSetsSettingsAndTheCommandLineOverrides) {
 
 TEST(Config, UnknownKeyNamesFileLineAndKey) {
     ConfigFile f("port = 9000\n\nfrobnicate = 1\n");
-    auto r = parse({"--config", f.path()});
+    auto r = parse_config({"--config", f.path()});
     EXPECT_FALSE(r.options);
     EXPECT_EQ(r.exit_code, 2);
     EXPECT_NE(r.message.find(f.path() + ":3: "), std::string::npos) << r.message;
@@ -116,7 +116,7 @@ TEST(Config, UnknownKeyNamesFileLineAndKey) {
 TEST(Config, CommandLineOnlyOptionsAreNotKeys) {
     for (const char* key : {"help = true", "version = true", "config = /etc/other.conf"}) {
         ConfigFile f(std::string(key) + "\n");
-        auto r = parse({"--config", f.path()});
+        auto r = parse_config({"--config", f.path()});
         EXPECT_EQ(r.exit_code, 2) << key;
         EXPECT_NE(r.message.find(f.path() + ":1: "), std::string::npos) << r.message;
     }
@@ -125,7 +125,7 @@ TEST(Config, CommandLineOnlyOptionsAreNotKeys) {
 TEST(Config, BadValueNamesFileLineAndKey) {
     {
         ConfigFile f("workers = 2\nport = eighty\n");
-        auto r = parse({"--config", f.path()});
+        auto r = parse_config({"--config", f.path()});
         EXPECT_EQ(r.exit_code, 2);
         EXPECT_NE(r.message.find(f.path() + ":2: "), std::string::npos) << r.message;
         EXPECT_NE(r.message.find("port"), std::string::npos) << r.message;
@@ -133,7 +133,7 @@ TEST(Config, BadValueNamesFileLineAndKey) {
     {
         // A value of the right type but out of range: the check names the file's line too.
         ConfigFile f("\n  ring-size = 12\n");
-        auto r = parse({"--config", f.path()});
+        auto r = parse_config({"--config", f.path()});
         EXPECT_EQ(r.exit_code, 2);
         EXPECT_NE(r.message.find(f.path() + ":2: --ring-size 12 is out of range"),
                   std::string::npos)
@@ -141,12 +141,12 @@ TEST(Config, BadValueNamesFileLineAndKey) {
     }
     {
         ConfigFile f("log-format = xml\n");
-        auto r = parse({"--config", f.path()});
+        auto r = parse_config({"--config", f.path()});
         EXPECT_EQ(r.exit_code, 2);
         EXPECT_NE(r.message.find(f.path() + ":1: --log-format 'xml'"), std::string::npos)
             << r.message;
     }
-    auto r = parse({"--config", "/nonexistent/steerchat.conf"});
+    auto r = parse_config({"--config", "/nonexistent/steerchat.conf"});
     EXPECT_EQ(r.exit_code, 2);
     EXPECT_NE(r.message.find("/nonexistent/steerchat.conf: No such file"), std::string::npos)
         << r.message;
@@ -169,7 +169,7 @@ TEST(ExampleConfig, IsCurrent) {
 // only) is in the file, commented out as "#key =".
 TEST(ExampleConfig, HasEveryOptionOfHelp) {
     const std::string text = read(kExample);
-    const std::string help = parse({"--help"}).message;
+    const std::string help = parse_config({"--help"}).message;
     std::regex opt("--([a-z0-9][a-z0-9-]+)");
     std::set<std::string> names;
     for (std::sregex_iterator it(help.begin(), help.end(), opt), end; it != end; ++it)
@@ -204,9 +204,9 @@ TEST(ExampleConfig, UncommentedGivesTheDefaults) {
     }
     ASSERT_GT(uncommented, 40);
     ConfigFile f(out);
-    auto r = parse({"--config", f.path()});
+    auto r = parse_config({"--config", f.path()});
     ASSERT_TRUE(r.options) << r.message << "\n" << out;
-    auto d = parse({});
+    auto d = parse_config({});
     ASSERT_TRUE(d.options);
     EXPECT_EQ(r.options->port, d.options->port);
     EXPECT_EQ(r.options->bind, d.options->bind);

@@ -13,7 +13,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-master::Options parse(std::vector<std::string> args) {
+master::Options parse_context_options(std::vector<std::string> args) {
     args.insert(args.begin(), "steerchat");
     std::vector<const char*> argv;
     for (auto& a : args)
@@ -30,7 +30,7 @@ app::WorkerContext worker_context(const master::Options& o) {
 }  // namespace
 
 TEST(WorkerContext, CarriesEveryWorkerOption) {
-    const auto o = parse({"--workers",
+    const auto o = parse_context_options({"--workers",
                           "3",
                           "--allow-origin",
                           "https://a.example",
@@ -84,14 +84,14 @@ TEST(WorkerContext, CarriesEveryWorkerOption) {
     EXPECT_FALSE(ctx.app.protocol_test);
     EXPECT_EQ(ctx.app.chat_limits.typing_rate, 3);
     EXPECT_EQ(ctx.app.chat_limits.typing_burst, 7u);
-    EXPECT_TRUE(worker_context(parse({"--protocol-test"})).app.protocol_test);
+    EXPECT_TRUE(worker_context(parse_context_options({"--protocol-test"})).app.protocol_test);
     EXPECT_TRUE(ctx.app.status_page);
-    EXPECT_FALSE(worker_context(parse({"--status-page", "off"})).app.status_page);
-    EXPECT_TRUE(worker_context(parse({"--status-page", "on"})).app.status_page);
+    EXPECT_FALSE(worker_context(parse_context_options({"--status-page", "off"})).app.status_page);
+    EXPECT_TRUE(worker_context(parse_context_options({"--status-page", "on"})).app.status_page);
 }
 
 TEST(WorkerContext, HttpBodiesMakeRoomForEngineIoPayloads) {
-    app::WorkerContext ctx = worker_context(parse({"--eio-max-payload", "5000000"}));
+    app::WorkerContext ctx = worker_context(parse_context_options({"--eio-max-payload", "5000000"}));
     ctx.slot = 2;
     ctx.listen_fd = 7;
     const net::WorkerConfig cfg = app::worker_config(ctx);
@@ -99,6 +99,6 @@ TEST(WorkerContext, HttpBodiesMakeRoomForEngineIoPayloads) {
     EXPECT_EQ(cfg.listen_fd, 7);
     EXPECT_GT(cfg.max_body_bytes, 5000000u);
     // A small payload limit leaves the HTTP edge's own body limit alone.
-    ctx = worker_context(parse({"--eio-max-payload", "100"}));
+    ctx = worker_context(parse_context_options({"--eio-max-payload", "100"}));
     EXPECT_EQ(app::worker_config(ctx).max_body_bytes, net::WorkerConfig{}.max_body_bytes);
 }

@@ -25,7 +25,7 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 using namespace std::chrono_literals;
 
-constexpr MaskKey kKey{0x12, 0x34, 0x56, 0x78};
+constexpr MaskKey kClientKey{0x12, 0x34, 0x56, 0x78};
 
 // (Not "m" + std::to_string(i): GCC 12 reports a false -Wrestrict for it.)
 std::string numbered(std::string_view prefix, int i) {
@@ -181,12 +181,12 @@ class ConnectionTest : public ::testing::Test {
         client_.set_option(tcp::no_delay(true));
     }
     void send_frame(Opcode op, std::string_view payload, bool fin = true) {
-        send_raw(encode_client_frame(op, as_bytes(payload), kKey, fin));
+        send_raw(encode_client_frame(op, as_bytes(payload), kClientKey, fin));
     }
     void send_close(std::uint16_t code, std::string_view reason = {}) {
         std::uint8_t buf[kMaxControlPayload];
         const std::size_t n = close_payload(buf, code, reason);
-        send_raw(encode_client_frame(Opcode::close, ByteView(buf, n), kKey));
+        send_raw(encode_client_frame(Opcode::close, ByteView(buf, n), kClientKey));
     }
 
     // The registry and the record outlive the io_context (whose teardown may destroy connections).
@@ -326,7 +326,7 @@ TEST_F(ConnectionTest, ClientCloseIsEchoedThenTheServerClosesTcp) {
 
 TEST_F(ConnectionTest, EmptyClientCloseGetsAnEmptyClose) {
     open();
-    send_raw(encode_client_frame(Opcode::close, {}, kKey));
+    send_raw(encode_client_frame(Opcode::close, {}, kClientKey));
     auto f = frame();
     EXPECT_EQ(f.op, Opcode::close);
     EXPECT_TRUE(f.payload.empty());
@@ -340,8 +340,8 @@ TEST_F(ConnectionTest, DataAfterTheClientsCloseIsIgnored) {
     open();
     std::vector<std::uint8_t> bytes;
     std::uint8_t buf[kMaxControlPayload];
-    encode_client_frame(bytes, Opcode::close, ByteView(buf, close_payload(buf, 1000, "")), kKey);
-    encode_client_frame(bytes, Opcode::text, as_bytes("ignored"), kKey);
+    encode_client_frame(bytes, Opcode::close, ByteView(buf, close_payload(buf, 1000, "")), kClientKey);
+    encode_client_frame(bytes, Opcode::text, as_bytes("ignored"), kClientKey);
     send_raw(bytes);
     auto f = frames(2, 500ms);
     ASSERT_EQ(f.size(), 1u);
@@ -464,8 +464,8 @@ TEST_F(ConnectionTest, InvalidUtf8InAFragmentCloses1007) {
 }
 
 TEST_F(ConnectionTest, BytesReadBeforeTheUpgradeAreParsedFirst) {
-    auto early = encode_client_frame(Opcode::text, as_bytes("early"), kKey);
-    auto half = encode_client_frame(Opcode::text, as_bytes("split"), kKey);
+    auto early = encode_client_frame(Opcode::text, as_bytes("early"), kClientKey);
+    auto half = encode_client_frame(Opcode::text, as_bytes("split"), kClientKey);
     early.insert(early.end(), half.begin(), half.begin() + 4);
     open({}, true, ByteView(early));
     send_raw(std::vector<std::uint8_t>(half.begin() + 4, half.end()));
@@ -509,7 +509,7 @@ TEST(EchoHandler, EchoesOpcodeAndPayload) {
         WebSocketConnection::create(acceptor.accept(), registry, std::make_unique<EchoHandler>());
     conn->start();
     asio::write(client,
-                asio::buffer(encode_client_frame(Opcode::binary, as_bytes("\x01\x02"), kKey)));
+                asio::buffer(encode_client_frame(Opcode::binary, as_bytes("\x01\x02"), kClientKey)));
     ioc.run_for(50ms);
     std::uint8_t buf[8] = {};
     const std::size_t n = client.read_some(asio::buffer(buf));
