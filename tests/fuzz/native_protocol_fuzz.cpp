@@ -19,7 +19,7 @@
 // no sanitizer report:
 //   - every frame a session gets is an unmasked text frame holding a JSON object with a
 //     string "type" the protocol defines; errors carry a known "code" and a string "message";
-//   - one reply per request where the protocol says so: login, join, leave, say, a binary
+//   - one reply per request where the protocol says so: login, join, leave, say, who, a binary
 //     frame and any malformed or unknown request get exactly one frame (say: the sender's own
 //     copy of its message, or an error); dm gets at most one (an error, or the dm itself when
 //     sent to oneself); typing gets nothing, or one error (never its own typing event back);
@@ -80,7 +80,7 @@ json::object check_frame(const ws::SharedFrame& f) {
     FUZZ_CHECK(type && type->is_string());
     const std::string_view t = type->get_string();
     FUZZ_CHECK(one_of(t, {"welcome", "joined", "left", "message", "dm", "online", "offline",
-                          "typing", "member_joined", "member_left", "error"}));
+                          "typing", "member_joined", "member_left", "who", "error"}));
     if (t == "error") {
         const json::value* code = o.if_contains("code");
         FUZZ_CHECK(code && code->is_string());
@@ -100,6 +100,18 @@ json::object check_frame(const ws::SharedFrame& f) {
         FUZZ_CHECK(o.size() == 3);
         FUZZ_CHECK(o.contains("room") && o.at("room").is_string());
         FUZZ_CHECK(o.contains("name") && o.at("name").is_string());
+    }
+    if (t == "who") {  // a page of the online names
+        FUZZ_CHECK(o.size() == 4);
+        FUZZ_CHECK(o.contains("users") && o.at("users").is_array());
+        for (const json::value& u : o.at("users").as_array())
+            FUZZ_CHECK(u.is_string());
+        FUZZ_CHECK(o.contains("count") && o.at("count").is_number());
+        FUZZ_CHECK(o.contains("next") && (o.at("next").is_null() || o.at("next").is_number()));
+    }
+    if (t == "welcome") {  // partial (past presence_max_users): with the count
+        FUZZ_CHECK(o.contains("users") && o.at("users").is_array());
+        FUZZ_CHECK(o.contains("partial") == o.contains("count"));
     }
     if (t == "typing") {
         FUZZ_CHECK(o.size() == 3);
@@ -152,6 +164,7 @@ std::string_view success_of(std::string_view req) {
     if (req == "leave") return "left";
     if (req == "say") return "message";
     if (req == "dm") return "dm";
+    if (req == "who") return "who";
     return "";
 }
 
@@ -173,8 +186,8 @@ class Cluster {
         c.protocol.on_text(payload);
         const std::size_t replies = c.sink.frames.size() - before;
         const auto type = request_type(payload);
-        const bool known =
-            type && one_of(*type, {"login", "join", "leave", "say", "dm", "typing", "logout"});
+        const bool known = type && one_of(*type, {"login", "join", "leave", "say", "dm", "typing",
+                                                  "logout", "who"});
         if (refused(c, replies)) {
             // Over the rate limit: one rate_limited error, or the connection closes (1008).
         } else if (!known) {
@@ -300,14 +313,15 @@ class Cluster {
     chat::Hub hub0_{io_.get_executor(), region_, state_, 0};
     chat::Hub hub1_{io_.get_executor(), region_, state_, 1};
     // Worker 1 has tight limits, so that rate_limited, the close of an abusive connection,
-    // too_many_rooms and dropped typing are reachable.
+    // too_many_rooms, dropped typing and partial welcomes (presence past 2 users) are reachable.
     bool limits_set_ = [this] {
         hub1_.set_limits(chat::Limits{.rate = 1,
                                       .burst = 6,
                                       .close_after = 3,
                                       .max_rooms = 2,
                                       .typing_rate = 1,
-                                      .typing_burst = 2});
+                                      .typing_burst = 2,
+                                      .presence_max_users = 2});
         return true;
     }();
     native::Service svc0_{hub0_};

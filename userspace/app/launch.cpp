@@ -133,6 +133,7 @@ void for_each_field(Options& o, F&& f) {
     f("chat_max_rooms", o.chat_max_rooms);
     f("chat_max_names_per_ip", o.chat_max_names_per_ip);
     f("chat_join_history_bytes", o.chat_join_history_bytes);
+    f("chat_presence_max_users", o.chat_presence_max_users);
     f("chat_typing_rate", o.chat_typing_rate);
     f("chat_typing_burst", o.chat_typing_burst);
     f("log_level", o.log_level);
@@ -431,7 +432,8 @@ WorkerContext worker_context(const WorkerOptions& opts, unsigned nslots) {
                        .typing_burst = opts.chat_typing_burst,
                        .max_names_per_address = opts.chat_max_names_per_ip,
                        .max_join_history_bytes = opts.chat_join_history_bytes,
-                       .ipv6_prefix64 = opts.ipv6_prefix64};
+                       .ipv6_prefix64 = opts.ipv6_prefix64,
+                       .presence_max_users = opts.chat_presence_max_users};
     eio::Options& engine = app.engine;
     engine.path = opts.socketio_path;
     engine.ping_interval = std::chrono::milliseconds(opts.eio_ping_interval_ms);

@@ -69,7 +69,8 @@ struct WorkerOptions {
     unsigned chat_max_rooms = 100;         // per user; 0: no limit
     unsigned chat_max_names_per_ip = 256;  // names one address holds host-wide; 0: no limit
     std::size_t chat_join_history_bytes = 64 * 1024;  // a join's history; 0: no limit
-    double chat_typing_rate = 2;                      // typing events/s per user; 0: no limit
+    unsigned chat_presence_max_users = 1000;  // presence host-wide up to this many; 0: no limit
+    double chat_typing_rate = 2;              // typing events/s per user; 0: no limit
     unsigned chat_typing_burst = 5;
     // TLS (docs/operations.md, "TLS"): the files named, and their contents, read by the master
     // (load_tls) so that workers open no file. Empty: plain HTTP.

@@ -115,6 +115,12 @@ void append_chat_metrics(std::string& out, metrics::Slot& m, const chat::HubStat
            "Joins whose history was cut to --chat-join-history-bytes.", &S::history_trimmed);
     metric("steerchat_chat_history_bytes_total", "counter",
            "History bytes (JSON-escaped texts and names) that joins returned.", &S::history_bytes);
+    metric("steerchat_chat_presence_local_total", "counter",
+           "Logins past --chat-presence-max-users online: announced only to who shares a room, "
+           "their welcome's list cut (the count and `who` give the rest).",
+           &S::presence_local);
+    metric("steerchat_chat_who_pages_total", "counter",
+           "Pages of `who` (the online names) answered.", &S::who_pages);
     metric("steerchat_chat_typing_dropped_total", "counter",
            "Typing events dropped over --chat-typing-rate, --chat-typing-burst.", &S::typing_drops);
     metric("steerchat_chat_gap_notices_total", "counter",

@@ -110,6 +110,11 @@ constexpr Flag kFlags[] = {
      "--chat on|off          idle (native): each connection logs in as P<i>; after the setup a\n"
      "                         checker logs in, checks that every name is listed in its welcome\n"
      "                         and sends each user a DM; the hold ends when all arrived (off)"},
+    {"--login-rate", kI,
+     "--login-rate X         idle: start X connections (logins with --chat) per second over all\n"
+     "                         load processes instead of 128 in setup at a time; with --chat the\n"
+     "                         run also waits until the clients are quiet (no frame for 2 s) and\n"
+     "                         reports the time until then and the server CPU it took (0)"},
     {"--room-prefix", kB, "--room-prefix P        room names P0, P1, ... (bench)"},
     {"--connect-timeout", kB | kE | kI,
      "--connect-timeout S    setup of all clients must finish within S seconds (30)"},
@@ -262,7 +267,9 @@ Options parse_options(int argc, char** argv) {
         else if (flag == "--chat") {
             if (v != "on" && v != "off") die(fmt::format("--chat: '{}' is neither on nor off", v));
             o.chat = v == "on";
-        } else if (flag == "--connect-timeout")
+        } else if (flag == "--login-rate")
+            o.login_rate = parse_number<double>(flag, v);
+        else if (flag == "--connect-timeout")
             o.connect_timeout = parse_number<double>(flag, v);
         else if (flag == "--ca")
             o.ca_file = v;

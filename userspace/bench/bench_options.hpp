@@ -41,6 +41,7 @@ struct Options {
     std::string server_name;           // --tls: the name to verify and send (SNI) (--host)
     bool resume = false;               // connect --tls: offer the previous connection's session
     bool chat = false;  // idle (native): log in as users, then check the listing and a DM to each
+    double login_rate = 0;  // idle: connections (logins with --chat) started per second (0: asap)
 };
 
 const char* scenario_name(Scenario s);

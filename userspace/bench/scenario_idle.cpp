@@ -46,9 +46,11 @@ struct Shared {
         std::atomic<std::uint64_t> lost{0};
         std::atomic<std::uint64_t> closed{0};
         std::atomic<std::uint64_t> pings{0};
-        std::atomic<std::uint64_t> dms{0};       // --chat: DMs received
-        std::atomic<bool> error_claimed{false};  // a writer took `error`
-        std::atomic<bool> failed{false};         // `error` is written
+        std::atomic<std::uint64_t> dms{0};        // --chat: DMs received
+        std::atomic<std::uint64_t> frames{0};     // --chat: frames received (welcome, presence)
+        std::atomic<std::int64_t> last_frame{0};  // --chat: now_ns() of the latest of them
+        std::atomic<bool> error_claimed{false};   // a writer took `error`
+        std::atomic<bool> failed{false};          // `error` is written
         std::atomic<bool> lost_claimed{false};
         std::atomic<bool> has_lost{false};  // `first_lost` is written
         char error[512] = {};
@@ -92,8 +94,19 @@ class IdleWorker {
         for (std::uint32_t id : ids)
             conns_.push_back(std::make_unique<IdleClient>(*this, env, id));
     }
-    void begin_setup() { setup_.begin(); }
-    void on_ready() { setup_.on_ready(); }
+    // --login-rate: this thread's share of the rate (`rate` per second), from now on.
+    void begin_setup(double rate) {
+        if (rate <= 0) return setup_.begin();
+        pace_start_ = now_ns();
+        pace_rate_ = rate;
+        pace();
+    }
+    void on_ready() {
+        if (pace_rate_ > 0)
+            shared.ready.fetch_add(1, std::memory_order_relaxed);
+        else
+            setup_.on_ready();
+    }
     void setup_failed(const std::string& what) {
         bool expected = false;
         if (!shared.error_claimed.compare_exchange_strong(expected, true)) return;
@@ -119,8 +132,26 @@ class IdleWorker {
     ClientEnv env;
 
   private:
+    // Starts every client whose time has come (client k at k / rate s), then waits for the next.
+    void pace() {
+        const double elapsed = static_cast<double>(now_ns() - pace_start_) / 1e9;
+        const auto due = std::min<std::size_t>(conns_.size(),
+                                               static_cast<std::size_t>(elapsed * pace_rate_) + 1);
+        while (paced_ < due)
+            conns_[paced_++]->start();
+        if (paced_ == conns_.size()) return;
+        pace_timer_.expires_after(std::chrono::milliseconds(5));
+        pace_timer_.async_wait([this](const boost::system::error_code& ec) {
+            if (!ec) pace();
+        });
+    }
+
     std::vector<std::unique_ptr<IdleClient>> conns_;
     SetupQueue<IdleClient> setup_;
+    asio::steady_timer pace_timer_{io};
+    std::int64_t pace_start_ = 0;
+    double pace_rate_ = 0;
+    std::size_t paced_ = 0;
 };
 
 IdleClient::IdleClient(IdleWorker& w, ClientEnv& env, std::uint32_t id)
@@ -144,9 +175,11 @@ void IdleClient::on_open(std::int64_t) {
     became_ready();
 }
 
-bool IdleClient::on_text(std::string_view payload, std::int64_t) {
+bool IdleClient::on_text(std::string_view payload, std::int64_t now) {
     if (w_.opt.protocol != Protocol::sio) {
         if (!w_.opt.chat) return true;
+        w_.shared.frames.fetch_add(1, std::memory_order_relaxed);
+        w_.shared.last_frame.store(now, std::memory_order_relaxed);
         // Presence of every later login arrives too: only the welcome and DMs matter here.
         if (app_ == App::login) {
             if (payload.starts_with(R"({"type":"welcome")")) {
@@ -201,7 +234,8 @@ void IdleClient::on_failed(std::string_view what, Phase) {
             std::make_unique<IdleWorker>(opt, p * opt.threads + t, me, target, std::move(ids[t])));
     const std::uint64_t mine = k;
     pool.start();
-    pool.post_all([](IdleWorker& w) { w.begin_setup(); });
+    const double rate = opt.login_rate / static_cast<double>(processes * opt.threads);
+    pool.post_all([rate](IdleWorker& w) { w.begin_setup(rate); });
     while (sh.phase.load(std::memory_order_acquire) == 0 && ::getppid() == parent)
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     pool.post_all([](IdleWorker& w) { w.begin_close(); });
@@ -222,6 +256,7 @@ class CheckClient final : public WsClient {
 
     std::atomic<bool> welcomed{false};
     std::atomic<std::uint64_t> listed{0};
+    std::atomic<std::uint64_t> who_pages{0};  // a partial welcome: `who` pages read
     std::atomic<std::uint64_t> sent{0};
     std::atomic<std::uint64_t> errors{0};
     std::string failure;  // set before `failed`
@@ -233,24 +268,41 @@ class CheckClient final : public WsClient {
     }
     bool on_text(std::string_view payload, std::int64_t) override {
         if (!welcomed.load(std::memory_order_relaxed)) {
-            if (!payload.starts_with(R"({"type":"welcome")")) {
+            const bool welcome = payload.starts_with(R"({"type":"welcome")");
+            const bool who = listing_ && payload.starts_with(R"({"type":"who")");
+            if (!welcome && !who) {
                 if (payload.starts_with(R"({"type":"error")")) {
-                    failure = fmt::format("checker login answered {}", payload.substr(0, 300));
+                    failure = fmt::format("checker {} answered {}", listing_ ? "who" : "login",
+                                          payload.substr(0, 300));
                     failed.store(true, std::memory_order_release);
                 }
                 return true;
             }
-            std::unordered_set<std::string> names;
             boost::system::error_code ec;
             const auto v = boost::json::parse(payload, ec);
             if (!ec && v.is_object())
                 if (const auto* users = v.as_object().if_contains("users");
                     users && users->is_array())
                     for (const auto& u : users->as_array())
-                        if (u.is_string()) names.emplace(u.as_string());
+                        if (u.is_string()) names_.emplace(u.as_string());
+            // A partial welcome (more users online than it lists): page through `who`.
+            if (welcome && !ec && v.is_object() && v.as_object().contains("partial")) {
+                listing_ = true;
+                send_text(R"({"type":"who"})");
+                return true;
+            }
+            if (who) {
+                who_pages.fetch_add(1, std::memory_order_relaxed);
+                const auto* next = v.is_object() ? v.as_object().if_contains("next") : nullptr;
+                if (next && next->is_number()) {
+                    send_text(fmt::format(R"({{"type":"who","after":{}}})",
+                                          next->to_number<std::uint64_t>()));
+                    return true;
+                }
+            }
             std::uint64_t n = 0;
             for (std::uint32_t i = 0; i < opt_.clients; ++i)
-                n += names.count(opt_.name_prefix + std::to_string(i));
+                n += names_.count(opt_.name_prefix + std::to_string(i));
             listed.store(n, std::memory_order_relaxed);
             welcomed.store(true, std::memory_order_release);
             for (std::uint32_t i = 0; i < opt_.clients; ++i)
@@ -270,6 +322,8 @@ class CheckClient final : public WsClient {
 
   private:
     const Options& opt_;
+    std::unordered_set<std::string> names_;  // listed so far
+    bool listing_ = false;                   // paging through `who`
 };
 
 std::string mib(std::uint64_t bytes) {
@@ -321,6 +375,8 @@ int run_idle(const Options& opt) {
         fmt::print(stderr, "  server before: PSS {}, RSS {} ({} processes)\n", mib(mem0.pss),
                    mib(mem0.rss), mem0.processes);
 
+    const CpuSample login_cpu0 = server.cpu();
+    const std::int64_t login_t0 = now_ns();
     std::fflush(nullptr);
     const pid_t parent = ::getpid();
     std::vector<pid_t> children;
@@ -389,6 +445,33 @@ int run_idle(const Options& opt) {
                                   .done = [&] { return sum(&Shared::Child::ready); },
                                   .failed = setup_failure,
                                   .abort = [&] { end_children(true); }});
+
+    // --chat --login-rate: until the clients are quiet (every welcome and presence event in).
+    double settle_s = 0, login_cpu_s = 0;
+    std::uint64_t login_frames = 0;
+    if (opt.chat && opt.login_rate > 0) {
+        constexpr std::int64_t kQuietNs = 2 * kNsPerSec;
+        auto last_frame = [&] {
+            std::int64_t t = login_t0;
+            for (unsigned p = 0; p < processes; ++p)
+                t = std::max(t, sh.child[p].last_frame.load(std::memory_order_relaxed));
+            return t;
+        };
+        const std::int64_t deadline =
+            now_ns() + static_cast<std::int64_t>(opt.connect_timeout * 1e9);
+        while (now_ns() < deadline && now_ns() - last_frame() < kQuietNs)
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        const CpuSample cpu = server.cpu();
+        const std::int64_t last = last_frame();
+        settle_s = static_cast<double>(last - login_t0) / 1e9;
+        login_cpu_s = server.seconds(cpu.ticks - login_cpu0.ticks);
+        login_frames = sum(&Shared::Child::frames);
+        fmt::print(stderr,
+                   "  logins: {} at {}/s; settled {:.1f} s after the first (the last of {} frames "
+                   "to users{}); server CPU {:.2f} s\n",
+                   opt.clients, opt.login_rate, settle_s, login_frames,
+                   now_ns() - last < kQuietNs ? ", NOT quiet at the timeout" : "", login_cpu_s);
+    }
 
     // --chat: every name listed, every user reachable by DM.
     std::uint64_t listed = 0, dm_errors = 0, dms = 0;
@@ -503,6 +586,12 @@ int run_idle(const Options& opt) {
             j["chat_dms_delivered"] = dms;
             j["chat_dms_refused"] = dm_errors;
             j["chat_check_s"] = check_s;
+            if (opt.login_rate > 0) {
+                j["login_rate"] = opt.login_rate;
+                j["chat_settle_s"] = settle_s;
+                j["chat_login_frames"] = login_frames;
+                j["server_cpu_login_s"] = login_cpu_s;
+            }
         }
         if (!server.empty()) {
             j["server_pids"] = server.roots_json();

@@ -79,6 +79,15 @@
 //   (json_escaped_size: what the adapters send), so escaping cannot make a message bigger than
 //   the limit its sender was held to; a join returns the newest history messages whose escaped
 //   texts and names fit Limits::max_join_history_bytes (trimmed joins counted).
+// * Presence at scale (Limits::presence_max_users, N): while at most N users are online
+//   host-wide, presence is global (every login's `online` reaches every session, every welcome
+//   lists everyone). A login that makes more than N gets a welcome with the first N names and
+//   the count (Welcome::partial) and is announced to no one host-wide (Event::local): who
+//   shares a room with it learns of it from the room (members, member_joined). Its `offline`
+//   carries its rooms (Event::rooms) and reaches the sessions that knew it: those it was
+//   announced to, those whose full welcome listed it, and the members of its rooms. Everyone is
+//   listed by the paged `who` (SharedState::who). So N logins cost O(N) presence deliveries
+//   and welcome bytes past the threshold instead of O(N^2).
 // * One session per connection; one connection per name (names are unique host-wide).
 // * Gaps (no silent loss): every room message carries the room's sequence number `seq` (1, 2,
 //   ... per room, allocated with its id under the mutex; SharedState::post), so a client sees a
@@ -183,7 +192,17 @@ bool valid_room(std::string_view room) noexcept;  // 1-64 code points
 using HistoryItem = StoredMessage;  // id, ts, from, text
 
 struct Welcome {
-    std::vector<std::string> users;  // every online name, this user included
+    // Every online name, this user included; when `partial`, the first presence_max_users.
+    std::vector<std::string> users;
+    std::uint32_t count = 0;  // names online host-wide, this user included
+    bool partial = false;     // more online than Limits::presence_max_users: not all listed
+};
+
+// A page of `who`: names from a position on (Participant::who).
+struct Who {
+    std::vector<std::string> users;
+    std::uint32_t count = 0;  // names online host-wide
+    std::uint64_t next = 0;   // the position of the next page (0: this one was the last)
 };
 
 struct Joined {
@@ -215,6 +234,11 @@ struct Limits {
     // messages that fit); 0: no limit.
     std::size_t max_join_history_bytes = 64 * 1024;
     bool ipv6_prefix64 = false;  // address_key of IPv6 clients: their /64
+    // Online users up to which presence is global (every login announced to every session, the
+    // welcome lists everyone); past it a login is announced to no one host-wide, its welcome
+    // lists this many names and the count, and `who` pages carry at most this many. 0: always
+    // global (every welcome lists everyone, `who` answers in one page).
+    std::uint32_t presence_max_users = 1000;
 };
 
 // A client address as the per-address name limit counts it: IPv4 (also v4-mapped) as
@@ -248,6 +272,8 @@ struct HubStats {
     metrics::Counter server_full;      // logins and joins refused: a host-wide table is full
     metrics::Counter history_trimmed;  // joins whose history was cut to max_join_history_bytes
     metrics::Counter history_bytes;    // history bytes (JSON-escaped) joins returned
+    metrics::Counter presence_local;   // logins past presence_max_users: not announced, welcome cut
+    metrics::Counter who_pages;        // `who` pages answered
 };
 
 class Hub;
@@ -315,6 +341,9 @@ class Hub {
     void detach(Participant& s);
     // Counts a refusal the shared state made (too_many_names, server_full).
     void count_refusal(Error e) noexcept;
+    // Counts a login past Limits::presence_max_users, a `who` page.
+    void count_presence_local() noexcept { ++stats_->presence_local; }
+    void count_who() noexcept { ++stats_->who_pages; }
     // Cuts a join's history (oldest first) to the newest messages that fit
     // Limits::max_join_history_bytes; counts the bytes returned and a cut. Whether it cut.
     bool bound_history(std::vector<HistoryItem>& history) noexcept;
@@ -376,6 +405,8 @@ class Hub {
     std::unordered_map<std::string, LocalRoom, StrHash, std::equal_to<>> rooms_;
     std::vector<std::uint64_t> last_id_;  // per writer slot: the last id read from its log
     std::vector<Participant*> sessions_;  // logged-in sessions (presence fan-out)
+    // Those of them whose welcome listed everyone (Participant::full_welcome), in login order.
+    std::vector<Participant*> full_sessions_;
     // name -> login id whose `online` this worker delivered (pairs each offline with its online)
     std::unordered_map<std::string, std::uint64_t, StrHash, std::equal_to<>> announced_;
     // Recipient lists being delivered to (a stack: a delivery may end a session, whose logout
@@ -402,6 +433,9 @@ class Participant {
     Participant& operator=(const Participant&) = delete;
 
     Error login(std::string_view name, Welcome* out = nullptr);
+    // A page of the online names from position `after` (0: the first), at most `limit` (0: as
+    // many as Limits::presence_max_users allows).
+    Error who(std::uint64_t after, std::uint32_t limit, Who* out);
     // `since` (a reconnect: the last id the client saw; 0: all): history only after it.
     Error join(std::string_view room, Joined* out = nullptr, std::uint64_t since = 0);
     Error leave(std::string_view room);
@@ -432,6 +466,8 @@ class Participant {
     // The id at which `room` was joined (its messages with larger ids are delivered live).
     std::optional<std::uint64_t> joined_at(std::string_view room) const;
     std::uint64_t login_id() const noexcept { return login_id_; }
+    // Whether this login's welcome listed every online user (not past presence_max_users).
+    bool full_welcome() const noexcept { return full_welcome_; }
     Client& client() const noexcept { return client_; }
 
   private:
@@ -442,6 +478,7 @@ class Participant {
     Client& client_;
     std::string name_;
     std::uint64_t login_id_ = 0;
+    bool full_welcome_ = true;
     TokenBucket bucket_;                  // this connection's requests
     TokenBucket* user_bucket_ = nullptr;  // the name's (kept by the Hub) while logged in
     TokenBucket typing_bucket_;           // this session's typing events

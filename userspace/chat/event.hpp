@@ -11,6 +11,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
+#include <string>
 #include <string_view>
 
 namespace steerchat::chat {
@@ -18,8 +20,10 @@ namespace steerchat::chat {
 enum class EventType : std::uint8_t {
     message,  // to every member of `room`
     dm,       // to the user `to`
-    online,   // presence of `from`: to every logged-in session
-    offline,  // ditto; ends the login `login`
+    // presence of `from`: to every logged-in session (not when `local`: more users were online
+    // than Limits::presence_max_users, see "Presence at scale" in docs/architecture.md)
+    online,
+    offline,  // ends the login `login`: to the sessions that knew it online or share a room
     typing,   // `from` is typing in `room`: to every other member (a hint: no id, no history)
     joined,   // `from` (login `login`) joined `room`: to every other member who joined before
     left,     // `from` (login `login`) left `room`: ditto (not sent on logout: offline implies it)
@@ -46,10 +50,40 @@ struct Event {
     std::string_view to;      // dm
     std::string_view text;    // message, dm
     std::string_view cid;     // message: only the sender's copy, and only if the sender gave one
-    bool has_cid = false;     // (the cid stays on this worker: it is not part of the record)
+    // online: announced to no session host-wide (the host had more users online than
+    // Limits::presence_max_users at this login).
+    bool local = false;
+    // offline: the rooms `from` was in (pack_name), so that their members are told; not
+    // rooms_known: unknown (a user of another host, or too many to carry in a record).
+    bool rooms_known = false;
+    std::string_view rooms;
+    bool has_cid = false;  // (the cid stays on this worker: it is not part of the record)
     // steady_clock ns when this worker's Hub accepted it (publish, or read from another worker's
     // log); frames carry it so the connection can observe the delivery latency. Not recorded.
     std::uint64_t accepted_ns = 0;
 };
+
+// A list of names in one string (Event::rooms): each as a u32 length (host order) and its bytes.
+inline void pack_name(std::string& out, std::string_view name) {
+    const auto n = static_cast<std::uint32_t>(name.size());
+    char len[4];
+    std::memcpy(len, &n, 4);
+    out.append(len, 4);
+    out.append(name);
+}
+
+// Calls fn(name) for each name of a packed list; false (after the valid ones) if it is malformed.
+template <class Fn>
+bool each_packed(std::string_view packed, Fn&& fn) {
+    while (!packed.empty()) {
+        std::uint32_t n = 0;
+        if (packed.size() < 4) return false;
+        std::memcpy(&n, packed.data(), 4);
+        if (packed.size() - 4 < n) return false;
+        fn(packed.substr(4, n));
+        packed.remove_prefix(4 + std::size_t{n});
+    }
+    return true;
+}
 
 }  // namespace steerchat::chat

@@ -216,6 +216,7 @@ Error Hub::admit(TokenBucket& conn, TokenBucket* user, std::uint32_t& strikes) {
 TokenBucket* Hub::attach(Participant& s) {
     users_.emplace(s.name(), &s);
     sessions_.push_back(&s);
+    if (s.full_welcome()) full_sessions_.push_back(&s);
     stats_->sessions = users_.size();
     return &buckets_.try_emplace(s.name()).first->second;
 }
@@ -223,6 +224,7 @@ TokenBucket* Hub::attach(Participant& s) {
 void Hub::detach(Participant& s) {
     users_.erase(s.name());
     std::erase(sessions_, &s);
+    if (s.full_welcome()) std::erase(full_sessions_, &s);
     stats_->sessions = users_.size();
     forget(&s);
     release_bucket(s.name(), TokenBucket::Clock::now());
@@ -304,6 +306,13 @@ std::uint64_t now_ns() noexcept {
 
 void Hub::publish(Event& ev, Participant* origin) {
     ev.accepted_ns = now_ns();
+    // An offline's rooms that do not fit in a record travel as unknown (record::encode: id,
+    // login, name, rooms; each string with a u32 length).
+    if (ev.type == EventType::offline && ev.rooms_known &&
+        8 + 8 + 4 + ev.from.size() + 4 + ev.rooms.size() > writer_.max_payload()) {
+        ev.rooms_known = false;
+        ev.rooms = {};
+    }
     if (travels(ev)) {
         const std::uint32_t type = record::encode(ev, scratch_);
         writer_.publish(type, scratch_);
@@ -404,24 +413,55 @@ void Hub::deliver(Event& ev, Participant* origin) {
                 deliver_one(*it->second, ev);
             return;
         case EventType::online:
+            // Past Limits::presence_max_users a login is announced to no one: who shares a room
+            // with it learns of it from the room.
+            if (ev.local) return;
             announced_[std::string(ev.from)] = ev.id;
             fan_out(sessions_, ev, [&](const Participant& s) {
                 return &s != origin && s.login_id() < ev.id && s.name() != ev.from;
             });
             return;
         case EventType::offline: {
-            // Only to the sessions that knew the name online: from their welcome list (logged
-            // in after it) or from an online this worker delivered.
+            // Only to the sessions that knew the name online: from an online this worker
+            // delivered (they logged in before it), from their full welcome list (logged in
+            // after it), or as a member of a room it was in (its members list or member_joined).
             bool announced = false;
             if (const auto it = announced_.find(ev.from);
                 it != announced_.end() && it->second == ev.login) {
                 announced = true;
                 announced_.erase(it);
             }
-            fan_out(sessions_, ev, [&](const Participant& s) {
-                return &s != origin && s.login_id() < ev.id && s.name() != ev.from &&
-                       (announced || s.login_id() > ev.login);
-            });
+            // The local members of its rooms who joined before the offline, sorted.
+            std::vector<Participant*> co;
+            if (ev.rooms_known)
+                each_packed(ev.rooms, [&](std::string_view room) {
+                    if (const auto it = rooms_.find(room); it != rooms_.end())
+                        for (Participant* m : it->second.members)
+                            if (const auto mark = m->joined_at(room); mark && *mark < ev.id)
+                                co.push_back(m);
+                });
+            std::sort(co.begin(), co.end());
+            co.erase(std::unique(co.begin(), co.end()), co.end());
+            auto knew = [&](const Participant& s) {
+                if (&s == origin || s.login_id() >= ev.id || s.name() == ev.from) return false;
+                if (announced && s.login_id() < ev.login) return true;
+                if (s.full_welcome() && s.login_id() > ev.login) return true;
+                // Rooms unknown (a user of another host): a session whose welcome was partial
+                // may have known it from a room, so it is told.
+                if (!ev.rooms_known) return !s.full_welcome();
+                return std::binary_search(co.begin(), co.end(), &s);
+            };
+            if (announced || !ev.rooms_known) {
+                fan_out(sessions_, ev, knew);
+                return;
+            }
+            // Not announced here and its rooms known: only those full sessions and the members
+            // (not every session: past presence_max_users that would be O(users) per logout).
+            for (Participant* s : full_sessions_)
+                if (s->login_id() > ev.login) co.push_back(s);
+            std::sort(co.begin(), co.end());
+            co.erase(std::unique(co.begin(), co.end()), co.end());
+            fan_out(co, ev, knew);
             return;
         }
         case EventType::typing:
@@ -614,9 +654,11 @@ Error Participant::login(std::string_view name, Welcome* out) {
     if (logged_in()) return Error::already_logged_in;
     if (!valid_name(name)) return Error::bad_name;
     std::uint64_t id = 0;
+    std::uint32_t online = 0;
+    const std::uint32_t max = hub_.limits().presence_max_users;
     switch (hub_.state().claim(name, hub_.slot(), &id, out ? &out->users : nullptr,
-                               address_ ? &*address_ : nullptr,
-                               hub_.limits().max_names_per_address)) {
+                               address_ ? &*address_ : nullptr, hub_.limits().max_names_per_address,
+                               max, &online)) {
         case SharedState::Status::ok:
             break;
         case SharedState::Status::taken:
@@ -628,25 +670,50 @@ Error Participant::login(std::string_view name, Welcome* out) {
             hub_.count_refusal(Error::server_full);
             return Error::server_full;
     }
+    // Past presence_max_users online: a partial welcome, announced to no one host-wide.
+    const bool global = max == 0 || online <= max;
+    if (out) {
+        out->count = online;
+        out->partial = !global;
+    }
+    if (!global) hub_.count_presence_local();
     name_.assign(name);
     login_id_ = id;
+    full_welcome_ = global;
     user_bucket_ = hub_.attach(*this);
     Event ev;
     ev.type = EventType::online;
     ev.id = id;
     ev.from = name_;
+    ev.local = !global;
     hub_.publish(ev, this);
+    return Error::none;
+}
+
+Error Participant::who(std::uint64_t after, std::uint32_t limit, Who* out) {
+    if (!logged_in()) return Error::not_logged_in;
+    const std::uint32_t max = hub_.limits().presence_max_users;
+    if (max != 0 && (limit == 0 || limit > max)) limit = max;
+    Who page;
+    page.count = hub_.state().who(after, limit, page.users, &page.next);
+    hub_.count_who();
+    if (out) *out = std::move(page);
     return Error::none;
 }
 
 void Participant::logout() {
     if (!logged_in()) return;
-    for (const auto& [room, mark] : rooms_)
+    // The rooms go with the offline: their members are told (they knew this user from them).
+    std::string rooms;
+    for (const auto& [room, mark] : rooms_) {
+        pack_name(rooms, room);
         hub_.remove_member(*this, room);
+    }
     rooms_.clear();
     hub_.detach(*this);
     const std::string name = std::exchange(name_, std::string());
     const std::uint64_t login = std::exchange(login_id_, 0);
+    full_welcome_ = true;
     user_bucket_ = nullptr;
     const std::uint64_t id = hub_.state().release(name, hub_.slot(), login);
     if (id == 0) return;  // evicted meanwhile (the master announced it)
@@ -655,6 +722,8 @@ void Participant::logout() {
     ev.id = id;
     ev.login = login;
     ev.from = name;
+    ev.rooms_known = true;
+    ev.rooms = rooms;
     hub_.publish(ev, this);
 }
 
@@ -793,12 +862,19 @@ void announce_offline(ring::Region& region, unsigned slot, const std::vector<Evi
     if (evicted.empty()) return;
     ring::Writer writer(region, slot);
     std::vector<std::byte> buf;
+    std::string rooms;
     for (const Evicted& e : evicted) {
         Event ev;
         ev.type = EventType::offline;
         ev.id = e.id;
         ev.login = e.login_id;
         ev.from = e.name;
+        rooms.clear();
+        for (const std::string& r : e.rooms)
+            pack_name(rooms, r);
+        // Its rooms, unless too many for a record (then every partial session is told).
+        ev.rooms_known = 8 + 8 + 4 + e.name.size() + 4 + rooms.size() <= writer.max_payload();
+        if (ev.rooms_known) ev.rooms = rooms;
         const std::uint32_t type = record::encode(ev, buf);
         writer.publish(type, buf);
     }

@@ -101,13 +101,15 @@ std::uint32_t encode(const Event& ev, std::vector<std::byte>& out) {
             put_str(out, ev.text);
             break;
         case EventType::online:
-            put_u64(out, 0);
+            put_u64(out, ev.local ? 1 : 0);
             put_str(out, ev.from);
             break;
         case EventType::offline:
         case EventType::revoked:
             put_u64(out, ev.login);
             put_str(out, ev.from);
+            // An offline's rooms (packed names), when known.
+            if (ev.type == EventType::offline && ev.rooms_known) put_str(out, ev.rooms);
             break;
         case EventType::typing:
             put_u64(out, 0);
@@ -148,12 +150,19 @@ std::optional<Event> decode(std::uint32_t wire, std::span<const std::byte> paylo
             ev.text = in.str();
             break;
         case EventType::online:
+            if (ts > 1) return std::nullopt;
+            ev.local = ts == 1;
             ev.from = in.str();
             break;
         case EventType::offline:
         case EventType::revoked:
             ev.login = ts;
             ev.from = in.str();
+            if (ev.type == EventType::offline && in.ok && !in.p.empty()) {
+                ev.rooms = in.str();
+                ev.rooms_known = true;
+                if (!each_packed(ev.rooms, [](std::string_view) {})) return std::nullopt;
+            }
             break;
         case EventType::typing:
             ev.room = in.str();

@@ -651,7 +651,8 @@ void SharedState::reset() noexcept {
 
 SharedState::Status SharedState::claim(std::string_view name, unsigned slot,
                                        std::uint64_t* login_id, std::vector<std::string>* users,
-                                       const Address* address, std::uint32_t max_per_address) {
+                                       const Address* address, std::uint32_t max_per_address,
+                                       std::uint32_t max_listed, std::uint32_t* online) {
     if (name.size() > kMaxNameBytes) throw std::length_error("chat: name too long");
     Lock lock(hdr_);
     Tables t{hdr_};
@@ -692,10 +693,13 @@ SharedState::Status SharedState::claim(std::string_view name, unsigned slot,
     *b = u + 1;
     ++hdr_->users;
     if (login_id) *login_id = user.login_id;
+    if (online) *online = hdr_->users;
     if (users) {
+        const std::uint32_t n =
+            max_listed == 0 ? hdr_->users : std::min<std::uint32_t>(max_listed, hdr_->users);
         users->clear();
-        users->reserve(hdr_->users);
-        for (std::uint32_t i = 0; i < hdr_->user_hw; ++i)
+        users->reserve(n);
+        for (std::uint32_t i = 0; i < hdr_->user_hw && users->size() < n; ++i)
             if (t.users()[i].used) users->emplace_back(t.user_name(i));
     }
     return Status::ok;
@@ -849,6 +853,19 @@ std::vector<std::string> SharedState::members(std::string_view room) {
     return out;
 }
 
+std::uint32_t SharedState::who(std::uint64_t after, std::uint32_t limit,
+                               std::vector<std::string>& out, std::uint64_t* next) {
+    out.clear();
+    Lock lock(hdr_);
+    Tables t{hdr_};
+    // Positions in the user pool: a name keeps its entry while registered.
+    std::uint64_t i = after;
+    for (; i < hdr_->user_hw && (limit == 0 || out.size() < limit); ++i)
+        if (t.users()[i].used) out.emplace_back(t.user_name(static_cast<std::uint32_t>(i)));
+    if (next) *next = i < hdr_->user_hw ? i : 0;
+    return hdr_->users;
+}
+
 std::vector<UserView> SharedState::users_except(unsigned slot) {
     std::vector<UserView> out;
     Lock lock(hdr_);
@@ -882,8 +899,11 @@ std::vector<Evicted> SharedState::evict_slot(unsigned slot) {
         if (!user.used || user.slot != slot || user.generation != generation_) continue;
         std::string name(t.user_name(u));
         const std::uint64_t login = user.login_id;
+        std::vector<std::string> rooms;
+        for (std::uint32_t m = user.first_member; m != kNil; m = t.members()[m].next_of_user)
+            rooms.emplace_back(t.room_name(t.members()[m].room));
         const std::uint64_t id = t.remove_user(u);
-        out.push_back({std::move(name), id, login});
+        out.push_back({std::move(name), id, login, std::move(rooms)});
     }
     return out;
 }
@@ -897,8 +917,11 @@ std::vector<Evicted> SharedState::evict_generation() {
         if (!user.used || user.generation != generation_) continue;
         std::string name(t.user_name(u));
         const std::uint64_t login = user.login_id;
+        std::vector<std::string> rooms;
+        for (std::uint32_t m = user.first_member; m != kNil; m = t.members()[m].next_of_user)
+            rooms.emplace_back(t.room_name(t.members()[m].room));
         const std::uint64_t id = t.remove_user(u);
-        out.push_back({std::move(name), id, login});
+        out.push_back({std::move(name), id, login, std::move(rooms)});
     }
     return out;
 }

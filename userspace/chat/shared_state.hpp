@@ -63,6 +63,7 @@ struct Evicted {
     std::string name;
     std::uint64_t id = 0;
     std::uint64_t login_id = 0;
+    std::vector<std::string> rooms;  // the rooms it was in (their members are told it left)
 };
 
 struct StoredMessage {
@@ -154,12 +155,14 @@ class SharedState {
     enum class Status : std::uint8_t { ok, taken, full, absent, not_member, address_full };
 
     // Registers `name` for worker `slot`. On ok, *login_id is its `online` event id and *users
-    // (if given) every registered name at that moment (taken in the same critical section).
-    // With `address`: the name counts against it until released, and the claim is refused
-    // (address_full) when it holds `max_per_address` names already (0: no limit).
+    // (if given) the registered names at that moment (taken in the same critical section): all
+    // of them, or the first `max_listed` (0: all); *online (if given) how many there are, this
+    // one included. With `address`: the name counts against it until released, and the claim
+    // is refused (address_full) when it holds `max_per_address` names already (0: no limit).
     Status claim(std::string_view name, unsigned slot, std::uint64_t* login_id,
                  std::vector<std::string>* users, const Address* address = nullptr,
-                 std::uint32_t max_per_address = 0);
+                 std::uint32_t max_per_address = 0, std::uint32_t max_listed = 0,
+                 std::uint32_t* online = nullptr);
     // Unregisters `name` if `slot` owns it with `login_id`, dropping its memberships. Returns
     // the `offline` event id, 0 if it was not registered that way.
     std::uint64_t release(std::string_view name, unsigned slot, std::uint64_t login_id);
@@ -191,6 +194,13 @@ class SharedState {
                               std::int64_t ts, std::uint64_t id, std::uint64_t* seq = nullptr);
 
     std::vector<std::string> members(std::string_view room);
+    // A page of the registered names: at most `limit` (0: no limit) of them, from the position
+    // `after` (0: the first page; else a previous page's *next). *next is where the next page
+    // starts, 0 when this page is the last. Returns how many names are registered. A name
+    // registered for the whole paging is listed exactly once; one that comes or goes meanwhile
+    // may be listed or not.
+    std::uint32_t who(std::uint64_t after, std::uint32_t limit, std::vector<std::string>& out,
+                      std::uint64_t* next);
     // Every registered user not owned by `slot` (of any generation), with its rooms: what this
     // host announces to the others when it (re)joins them (userspace/bridge).
     std::vector<UserView> users_except(unsigned slot);

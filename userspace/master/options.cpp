@@ -354,6 +354,12 @@ po::options_description setting_options(Options& o, Raw& r) {
          po::value(&o.chat_join_history_bytes)->default_value(o.chat_join_history_bytes),
          "bytes of history one join returns at most (JSON-escaped texts and names): the newest "
          "messages that fit (0: no limit)")
+        ("chat-presence-max-users",
+         po::value(&o.chat_presence_max_users)->default_value(o.chat_presence_max_users),
+         "online users up to which presence is host-wide (every login announced to every user, "
+         "every welcome lists everyone); past it a login is announced only to those who share a "
+         "room with it, its welcome lists this many names and the count, and `who` pages list "
+         "everyone, this many at a time (0: no limit)")
         ("chat-typing-rate", po::value(&o.chat_typing_rate)->default_value(o.chat_typing_rate),
          "typing events per second per user (token bucket; 0: no limit); more are dropped "
          "silently (typing is a hint)")

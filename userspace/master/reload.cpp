@@ -162,6 +162,7 @@ const std::vector<Entry>& entries() {
             field("chat-max-rooms-per-user", kLive, &Options::chat_max_rooms),
             field("chat-max-names-per-ip", kLive, &Options::chat_max_names_per_ip),
             field("chat-join-history-bytes", kLive, &Options::chat_join_history_bytes),
+            field("chat-presence-max-users", kLive, &Options::chat_presence_max_users),
             field("chat-typing-rate", kLive, &Options::chat_typing_rate),
             field("chat-typing-burst", kLive, &Options::chat_typing_burst),
             // Logging, the master's and the workers'.

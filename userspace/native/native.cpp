@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <utility>
@@ -212,10 +213,14 @@ void Protocol::on_text(std::string_view payload) {
         o["type"] = "welcome";
         o["name"] = *name;
         o["users"] = names(w.users);
+        if (w.partial) {  // past --chat-presence-max-users: `who` lists everyone
+            o["count"] = w.count;
+            o["partial"] = true;
+        }
         return reply(json::serialize(o));
     }
     const bool known = type == "join" || type == "leave" || type == "say" || type == "dm" ||
-                       type == "typing" || type == "logout";
+                       type == "typing" || type == "logout" || type == "who";
     if (!known) return error("bad_request", concat({"unknown type \"", type, "\""}));
     // A say's cid comes back on every answer to it, errors included (not_logged_in too).
     std::optional<std::string> cid;
@@ -258,6 +263,32 @@ void Protocol::on_text(std::string_view payload) {
         o["history"] = std::move(h);
         o["seq"] = j.seq;
         if (since != 0) o["complete"] = j.complete;
+        return reply(json::serialize(o));
+    }
+    if (type == "who") {
+        std::uint64_t after = 0, limit = 0;
+        for (const auto& [key, out] : {std::pair{"after", &after}, std::pair{"limit", &limit}}) {
+            const json::value* v = obj->if_contains(key);
+            if (!v) continue;
+            const auto n = chat::since_of(*v);
+            if (!n)
+                return error("bad_request", concat({"\"", key,
+                                                    "\" must be an integer >= 0 (\"after\": a "
+                                                    "previous page's \"next\")"}));
+            *out = *n;
+        }
+        chat::Who w;
+        const auto capped = static_cast<std::uint32_t>(std::min<std::uint64_t>(limit, 1u << 30));
+        if (const chat::Error e = chat_.who(after, capped, &w); e != chat::Error::none)
+            return fail(e);
+        json::object o;
+        o["type"] = "who";
+        o["users"] = names(w.users);
+        o["count"] = w.count;
+        if (w.next != 0)
+            o["next"] = w.next;
+        else
+            o["next"] = nullptr;
         return reply(json::serialize(o));
     }
     if (type == "leave") {

@@ -3,6 +3,12 @@
 //
 //   client -> server                          server -> client
 //   {"type":"login","name":N}                 {"type":"welcome","name":N,"users":[...]}
+//                                             past --chat-presence-max-users online: "users"
+//                                             has that many names, +"count":C,"partial":true
+//   {"type":"who"[,"after":P][,"limit":L]}    {"type":"who","users":[...],"count":C,"next":P2}
+//                                             a page of the online names (at most
+//                                             --chat-presence-max-users); "next" the "after"
+//                                             of the next page, null at the end
 //   {"type":"join","room":R}                  {"type":"joined","room":R,"members":[...],
 //                                               "history":[message objects, oldest first]}
 //                                             every other member of R who joined before, on
@@ -22,7 +28,11 @@
 //                                             --chat-typing-rate / --chat-typing-burst allow
 //                                             are dropped silently)
 //   {"type":"logout"}                         the name is freed; the server closes with 1000
-//                                             {"type":"online"|"offline","name":N}
+//                                             {"type":"online"|"offline","name":N}: to every
+//                                             user while at most --chat-presence-max-users are
+//                                             online; past it a login is announced to no one
+//                                             (who shares a room learns of it from the room),
+//                                             an offline to who knew it online or shares a room
 //   errors: {"type":"error","code":C,"message":M} (+"cid" when the request had one); codes
 //   bad_request (malformed JSON, not an object, unknown type, missing or mistyped field, binary
 //   frame), not_logged_in, already_logged_in, bad_name, name_taken, bad_room, not_in_room (say,

@@ -2,9 +2,11 @@
 
 #include "net/worker.hpp"
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
+#include <utility>
 
 #include "chat/gap_json.hpp"
 
@@ -167,6 +169,7 @@ void Protocol::on_event(const json::array& args, std::optional<std::uint64_t> ac
     if (name == "leave") return leave(args);
     if (name == "say") return say(args);
     if (name == "typing") return typing(args);
+    if (name == "who") return who(args);
     fail(ack, name, chat::Error::none, "unknown event");
 }
 
@@ -225,7 +228,11 @@ void Protocol::createsession(const json::array& args) {
     }
     if (e != chat::Error::none) return fail(ack_, "createsession", e);
     emit("accessgranted", names_json(w.users));
-    ok({{"name", *email}});
+    // Past --chat-presence-max-users the list is cut: the ack says how many are online.
+    if (w.partial)
+        ok({{"name", *email}, {"count", w.count}, {"partial", true}});
+    else
+        ok({{"name", *email}});
 }
 
 void Protocol::new_message(const json::array& args) {
@@ -291,6 +298,32 @@ void Protocol::say(const json::array& args) {
         chat_.say(sv(*room), sv(*text), cid ? sv(*cid) : std::string_view{}, cid != nullptr, &said);
     if (e != chat::Error::none) return fail(ack_, "say", e);
     ok({{"id", said.id}, {"seq", said.seq}, {"ts", said.ts}});
+}
+
+// A page of the online names: the ack {ok, users, count, next}, or without an ack the event
+// "who" with the same object.
+void Protocol::who(const json::array& args) {
+    std::uint64_t after = 0, limit = 0;
+    if (args.size() >= 2 && args[1].is_object()) {
+        for (const auto& [key, out] : {std::pair{"after", &after}, std::pair{"limit", &limit}})
+            if (const auto* v = args[1].as_object().if_contains(key)) {
+                const auto n = chat::since_of(*v);
+                if (!n)
+                    return fail(ack_, "who", chat::Error::none, "{after, limit}: integers >= 0");
+                *out = *n;
+            }
+    }
+    chat::Who w;
+    const auto capped = static_cast<std::uint32_t>(std::min<std::uint64_t>(limit, 1u << 30));
+    const auto e = chat_.who(after, capped, &w);
+    if (e != chat::Error::none) return fail(ack_, "who", e);
+    json::object result{{"users", names_json(w.users)}, {"count", w.count}};
+    if (w.next != 0)
+        result["next"] = w.next;
+    else
+        result["next"] = nullptr;
+    if (!ack_) return emit("who", std::move(result));
+    ok(std::move(result));
 }
 
 // No answer but the ack, if asked for (over its rate it is dropped silently, still ok).

@@ -18,6 +18,13 @@
 //   say {room, text[, cid]}       (ack)       ack {ok:true, id, ts}; every member of the room,
 //                                             the sender included: message {room, from, text,
 //                                             id, ts} (+cid on the sender's copy)
+//   who [{after, limit}]          (ack)       ack {ok:true, users, count, next}: a page of the
+//                                             online names (at most --chat-presence-max-users;
+//                                             next: the `after` of the next page, null at the
+//                                             end); without an ack the event "who" {...}
+//   (past --chat-presence-max-users online: accessgranted lists that many names, the
+//   createsession ack adds {count, partial:true}, and newClientOnline / clientOffline reach
+//   only those who share a room with the user: docs/architecture.md, "Presence at scale")
 //   typing room | {room}          (ack)       ack {ok:true, room}; every other member of the
 //                                             room, on any worker: typing {room, from} (not
 //                                             stored, not echoed; more than --chat-typing-rate
@@ -129,6 +136,7 @@ class Protocol final : public chat::Client {
     void leave(const boost::json::array& args);
     void say(const boost::json::array& args);
     void typing(const boost::json::array& args);
+    void who(const boost::json::array& args);
 
     Service& service_;
     Sink& sink_;

@@ -73,6 +73,7 @@ app::WorkerOptions all_changed() {
     o.chat_max_rooms = 18;
     o.chat_max_names_per_ip = 7;
     o.chat_join_history_bytes = 7777;
+    o.chat_presence_max_users = 4321;
     o.chat_typing_rate = 1.5;
     o.chat_typing_burst = 19;
     o.log_level = log::Level::debug;

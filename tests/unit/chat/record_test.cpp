@@ -176,6 +176,50 @@ TEST(ChatRecord, RemoteMessageCarriesSeqThenOrder) {
     }
 }
 
+// Presence at scale (issue 16): an online says whether it was announced host-wide (its ts
+// field: 0 yes, 1 no), an offline may carry its rooms (packed names) after its name.
+TEST(ChatRecord, OnlineCarriesItsScopeAndOfflineItsRooms) {
+    std::vector<std::byte> buf;
+    Event on = sample(EventType::online);
+    on.local = true;
+    std::uint32_t wire = record::encode(on, buf);
+    auto out = record::decode(wire, buf);
+    ASSERT_TRUE(out.has_value());
+    EXPECT_TRUE(out->local);
+    std::uint64_t ts = 2;
+    std::memcpy(buf.data() + 8, &ts, 8);
+    EXPECT_FALSE(record::decode(wire, buf).has_value()) << "scope 2 is no format";
+
+    Event off = sample(EventType::offline);
+    std::string rooms;
+    chat::pack_name(rooms, "lobby");
+    chat::pack_name(rooms, "");
+    chat::pack_name(rooms, "r\xC3\xA9");
+    off.rooms_known = true;
+    off.rooms = rooms;
+    wire = record::encode(off, buf);
+    ASSERT_EQ(buf.size(), 8u + 8u + 4u + off.from.size() + 4u + rooms.size());
+    out = record::decode(wire, buf);
+    ASSERT_TRUE(out.has_value());
+    expect_same(off, *out);
+    EXPECT_TRUE(out->rooms_known);
+    std::vector<std::string> names;
+    EXPECT_TRUE(chat::each_packed(out->rooms, [&](std::string_view r) { names.emplace_back(r); }));
+    EXPECT_EQ(names, (std::vector<std::string>{"lobby", "", "r\xC3\xA9"}));
+    // Without rooms: unknown (a bridge's offline of another host's user).
+    off.rooms_known = false;
+    wire = record::encode(off, buf);
+    out = record::decode(wire, buf);
+    ASSERT_TRUE(out.has_value());
+    EXPECT_FALSE(out->rooms_known);
+    // A room list whose inner lengths run past it is rejected.
+    off.rooms_known = true;
+    const std::string bad("\x09\0\0\0abc", 7);
+    off.rooms = bad;
+    wire = record::encode(off, buf);
+    EXPECT_FALSE(record::decode(wire, buf).has_value());
+}
+
 TEST(ChatRecord, TypingIsRoomThenFrom) {
     std::vector<std::byte> buf;
     const Event ev = sample(EventType::typing);

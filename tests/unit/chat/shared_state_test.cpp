@@ -39,6 +39,48 @@ TEST(SharedState, ClaimIsUniqueAndReleaseNeedsTheOwner) {
     EXPECT_EQ(s.claim("alice", 1, &id1, nullptr), Status::ok);
 }
 
+// Presence at scale (issue 16): a welcome lists at most max_listed names and says how many are
+// online; `who` pages list every registered name once, also across releases and reuse.
+TEST(SharedState, WelcomeListIsBoundedAndWhoPagesListEveryNameOnce) {
+    auto s = chat::SharedState::create({.max_users = 64, .max_rooms = 4, .max_memberships = 16});
+    std::set<std::string> online;
+    std::vector<std::uint64_t> logins(40);
+    for (int i = 0; i < 40; ++i) {
+        std::vector<std::string> users;
+        std::uint32_t count = 0;
+        const std::string name = "u" + std::to_string(i);
+        ASSERT_EQ(s.claim(name, 0, &logins[i], &users, nullptr, 0, 5, &count), Status::ok);
+        online.insert(name);
+        EXPECT_EQ(count, online.size());
+        EXPECT_EQ(users.size(), std::min<std::size_t>(online.size(), 5));
+    }
+    for (int i = 0; i < 40; i += 3) {  // holes in the pool
+        ASSERT_NE(s.release("u" + std::to_string(i), 0, logins[i]), 0u);
+        online.erase("u" + std::to_string(i));
+    }
+    std::uint32_t count = 0;
+    std::vector<std::string> users;
+    ASSERT_EQ(s.claim("late", 0, nullptr, &users, nullptr, 0, 0, &count), Status::ok);
+    online.insert("late");
+    EXPECT_EQ(users.size(), online.size()) << "max_listed 0: all";
+    for (const std::uint32_t limit : {1u, 4u, 7u, 1000u, 0u}) {
+        std::vector<std::string> listed, page;
+        std::uint64_t after = 0, next = 0;
+        int pages = 0;
+        do {
+            EXPECT_EQ(s.who(after, limit, page, &next), online.size());
+            if (limit != 0) {
+                EXPECT_LE(page.size(), limit);
+            }
+            listed.insert(listed.end(), page.begin(), page.end());
+            after = next;
+            ASSERT_LT(++pages, 100);
+        } while (next != 0);
+        std::sort(listed.begin(), listed.end());
+        EXPECT_EQ(listed, std::vector<std::string>(online.begin(), online.end())) << limit;
+    }
+}
+
 TEST(SharedState, FullRegistrySaysSo) {
     auto s = chat::SharedState::create({.max_users = 3});
     std::uint64_t id;
